@@ -1,0 +1,3 @@
+"""SIPSTACK Connector for Asterisk: the per-PBX agent."""
+
+__version__ = "0.14.0"

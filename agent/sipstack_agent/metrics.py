@@ -1,0 +1,119 @@
+"""Prometheus metrics of the agent, one registry per process (tests make their own).
+
+Every stage receives the `Metrics` object; nothing uses prometheus_client's
+global registry, so several agents can run in one test process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        # The six names of the old connector's README.
+        self.database_connection_status = Gauge(
+            "database_connection_status",
+            "1 when the PBX database (or CEL feed) is reachable, else 0",
+            ["source"],
+            registry=r,
+        )
+        self.cdrs_processed = Counter(
+            "cdrs_processed", "CDR rows read and stored locally", registry=r
+        )  # exposed as cdrs_processed_total
+        self.cels_processed = Counter(
+            "cels_processed", "CEL rows read and stored locally", ["source"], registry=r
+        )
+        self.calls_shipped = Counter(
+            "calls_shipped", "Call documents accepted by the API", ["phase"], registry=r
+        )
+        self.recordings_detected = Counter(
+            "recordings_detected", "Recording files linked to calls", ["source"], registry=r
+        )
+        self.api_request_duration_seconds = Histogram(
+            "api_request_duration_seconds",
+            "Duration of requests to the SIPSTACK API",
+            ["kind", "outcome"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        # Added by this project.
+        self.outbox_depth = Gauge(
+            "sipstack_outbox_depth", "Documents waiting for delivery", ["kind"], registry=r
+        )
+        self.oldest_undelivered_seconds = Gauge(
+            "sipstack_oldest_undelivered_seconds",
+            "Age of the oldest document not yet accepted by the API",
+            registry=r,
+        )
+        self.checkpoint_lag_rows = Gauge(
+            "sipstack_checkpoint_lag_rows",
+            "Rows in the source table beyond the read checkpoint",
+            ["table"],
+            registry=r,
+        )
+        self.checkpoint_lag_seconds = Gauge(
+            "sipstack_checkpoint_lag_seconds",
+            "Age of the newest row read from each table",
+            ["table"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "sipstack_dead_letters", "Documents given up on", ["kind", "reason"], registry=r
+        )
+        self.dead_letters_stored = Gauge(
+            "sipstack_dead_letters_stored", "Documents in the dead-letter store", registry=r
+        )
+        self.rows_discarded = Counter(
+            "sipstack_rows_discarded", "Source rows not used, by reason", ["reason"], registry=r
+        )
+        self.api_retries = Counter(
+            "sipstack_api_retries", "Retryable API failures", ["kind", "reason"], registry=r
+        )
+        self.api_auth_failed = Gauge(
+            "sipstack_api_auth_failed", "1 while the API rejects the key (401/403)", registry=r
+        )
+        self.open_calls = Gauge("sipstack_open_calls", "Calls not yet complete", registry=r)
+        self.calls_completed = Counter(
+            "sipstack_calls_completed", "Calls completed, by reason", ["reason"], registry=r
+        )
+        self.linkedid_end_seen = Gauge(
+            "sipstack_linkedid_end_seen",
+            "1 when LINKEDID_END rows are seen in CEL (else the idle timeout completes calls)",
+            registry=r,
+        )
+        self.id_regressions = Counter(
+            "sipstack_id_regressions",
+            "Times a table's max id went down (truncate/restore) and the reader re-anchored",
+            ["table"],
+            registry=r,
+        )
+        self.db_reconnects = Counter(
+            "sipstack_db_reconnects", "Database reconnect attempts", ["source"], registry=r
+        )
+        # CEL feeds without a table.
+        self.csv_quarantined = Counter(
+            "sipstack_csv_lines_quarantined", "Malformed cel_custom lines kept aside", registry=r
+        )
+        self.ami_connected = Gauge(
+            "sipstack_ami_connected", "1 while logged in to the AMI", registry=r
+        )
+        # Recordings.
+        self.recordings_uploaded = Counter(
+            "recordings_uploaded", "Recording files accepted by the API", registry=r
+        )
+        self.recording_upload_bytes = Counter(
+            "recording_upload_bytes", "Bytes of recording audio uploaded", registry=r
+        )
+        self.recording_upload_failures = Counter(
+            "recording_upload_failures", "Recording upload failures", ["reason"], registry=r
+        )
+        self.recordings_pending = Gauge(
+            "sipstack_recordings_pending", "Recordings waiting to be uploaded", registry=r
+        )
+        self.recording_paths_refused = Counter(
+            "sipstack_recording_paths_refused",
+            "Recording paths outside RECORDING_PATHS refused (traversal, symlinks)",
+            registry=r,
+        )

@@ -1,0 +1,227 @@
+"""Value types shared by every stage of the agent.
+
+Pure data: no I/O, no framework imports. Sources produce `CelRow` / `CdrRow`
+(times already converted to aware UTC datetimes), the state store persists
+them, `calls/` turns the rows of one call into a `Call` and then into the JSON
+document of the ingest contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Column names as Asterisk writes them (cel_pgsql / cel_odbc / cel_custom).
+CEL_COLUMNS: tuple[str, ...] = (
+    "eventtype",
+    "eventtime",
+    "cid_name",
+    "cid_num",
+    "cid_ani",
+    "cid_rdnis",
+    "cid_dnid",
+    "exten",
+    "context",
+    "channame",
+    "appname",
+    "appdata",
+    "amaflags",
+    "accountcode",
+    "uniqueid",
+    "linkedid",
+    "peer",
+    "userdeftype",
+    "extra",
+)
+
+CDR_COLUMNS: tuple[str, ...] = (
+    "calldate",
+    "clid",
+    "src",
+    "dst",
+    "dcontext",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "accountcode",
+    "uniqueid",
+    "userfield",
+    "linkedid",
+    "sequence",
+    "peeraccount",
+)
+
+# Optional CDR columns some installs add (FreePBX); kept in CdrRow.extras.
+CDR_OPTIONAL_COLUMNS: tuple[str, ...] = ("recordingfile", "did", "cnum", "cnam", "outbound_cnum")
+
+
+def _digest(parts: tuple[object, ...]) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for p in parts:
+        h.update(str(p).encode("utf-8", "surrogateescape"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CelRow:
+    """One CEL event. `eventtime` is an aware datetime in UTC.
+
+    `row_id` is the source table's id (None when the source has none: CSV,
+    AMI, id-less tables). `source` names the feed ("db", "csv", "ami").
+    Text fields are never None: a NULL column becomes "".
+    """
+
+    eventtype: str
+    eventtime: datetime
+    uniqueid: str
+    linkedid: str
+    channame: str = ""
+    cid_name: str = ""
+    cid_num: str = ""
+    cid_ani: str = ""
+    cid_rdnis: str = ""
+    cid_dnid: str = ""
+    exten: str = ""
+    context: str = ""
+    appname: str = ""
+    appdata: str = ""
+    amaflags: str = ""
+    accountcode: str = ""
+    peer: str = ""
+    userdeftype: str = ""
+    extra: str = ""
+    row_id: int | None = None
+    source: str = "db"
+
+    @property
+    def call_linkedid(self) -> str:
+        """The grouping key: linkedid, or uniqueid when linkedid is empty."""
+        return self.linkedid or self.uniqueid
+
+    @property
+    def dedup_key(self) -> str:
+        """Stable identity of the row: its id where the source has one, else a hash."""
+        if self.row_id is not None:
+            return f"{self.source}:id:{self.row_id}"
+        return f"{self.source}:h:" + _digest(
+            (
+                self.eventtype,
+                self.eventtime.isoformat(),
+                self.uniqueid,
+                self.linkedid,
+                self.channame,
+                self.appname,
+                self.appdata,
+                self.peer,
+                self.extra,
+                self.exten,
+                self.context,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CdrRow:
+    """One CDR row (one leg). `calldate` is an aware datetime in UTC."""
+
+    calldate: datetime
+    uniqueid: str
+    linkedid: str
+    clid: str = ""
+    src: str = ""
+    dst: str = ""
+    dcontext: str = ""
+    channel: str = ""
+    dstchannel: str = ""
+    lastapp: str = ""
+    lastdata: str = ""
+    duration: int = 0
+    billsec: int = 0
+    disposition: str = ""
+    amaflags: str = ""
+    accountcode: str = ""
+    userfield: str = ""
+    sequence: int | None = None
+    peeraccount: str = ""
+    # Optional install-specific columns (recordingfile, did, cnum, ...).
+    extras: tuple[tuple[str, str], ...] = ()
+    row_id: int | None = None
+    source: str = "db"
+
+    @property
+    def call_linkedid(self) -> str:
+        return self.linkedid or self.uniqueid
+
+    def extra(self, name: str) -> str:
+        for k, v in self.extras:
+            if k == name:
+                return v
+        return ""
+
+    @property
+    def dedup_key(self) -> str:
+        if self.row_id is not None:
+            return f"{self.source}:id:{self.row_id}"
+        return f"{self.source}:h:" + _digest(
+            (
+                self.calldate.isoformat(),
+                self.uniqueid,
+                self.linkedid,
+                self.channel,
+                self.dstchannel,
+                self.src,
+                self.dst,
+                self.duration,
+                self.billsec,
+                self.disposition,
+                self.sequence,
+                self.lastapp,
+            )
+        )
+
+
+Row = CelRow | CdrRow
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFile:
+    """A recording tied to a call (see ingest-api.md `recording_files`)."""
+
+    filename: str
+    file_path: str
+    source: str  # cel_mixmonitor | database | filesystem
+    file_size: int | None = None
+    started_at: datetime | None = None
+    uploaded: bool = False
+    uniqueid: str = ""
+
+    def as_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "filename": self.filename,
+            "file_path": self.file_path,
+            "file_size": self.file_size if self.file_size is not None else 0,
+            "source": self.source,
+            "uploaded": self.uploaded,
+        }
+        if self.started_at is not None:
+            doc["started_at"] = self.started_at.isoformat()
+        return doc
+
+
+@dataclass(slots=True)
+class ShipState:
+    """What has been shipped for one call so far (kept in the state store)."""
+
+    revision: int = 0  # revision of the last document enqueued (0 = none yet)
+    last_phase: str = ""  # "", initial, update, complete
+    last_enqueued_at: datetime | None = None
+    last_fingerprint: str = ""  # content hash of the last document (no-op updates are skipped)
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,3 @@
+"""SIPSTACK Connector for Asterisk: the Kubernetes operator."""
+
+__version__ = "0.14.0"
