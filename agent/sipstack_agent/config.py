@@ -10,8 +10,18 @@ them directly with keyword arguments.
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
+import socket
+import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 
 class ConfigError(Exception):
@@ -120,6 +130,14 @@ class AmiSettings:
     password: str = field(default="", repr=False)
     tls: bool = False
     ping_interval: float = 20.0
+    # Added for sources/cel_ami.py (additive). cel_manager raises CEL with EVENT_FLAG_CALL,
+    # so the login event mask must include "call" (manager.conf read=call).
+    events: str = "call"
+    tls_verify: bool = True  # AMI_TLS_VERIFY
+    tls_ca_file: str = ""  # AMI_TLS_CA_FILE
+    connect_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_cap: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,10 @@ class RecordingSettings:
     delete_after_upload: bool = False
     columns: tuple[str, ...] = ("linkedid", "uniqueid", "filename", "file_path", "created_at")
     scan_budget: int = 2000  # directory entries looked at per filesystem scan
+    # Added for recordings/ (docs/recordings.md):
+    poll_interval: float = 5.0  # RECORDING_POLL_INTERVAL: seconds between detection passes
+    fs_index_window: float = 2 * 86400.0  # RECORDING_INDEX_WINDOW: index dirs changed within it
+    known_call_window: float = 3600.0  # RECORDING_KNOWN_CALL_WINDOW: watch a call after it ends
 
 
 @dataclass(frozen=True)
@@ -159,3 +181,794 @@ class Settings:
     monitoring_port: int = 8000
     monitoring_host: str = "0.0.0.0"  # noqa: S104 - metrics must be scrapeable
     shutdown_grace: float = 10.0
+    # Added by load_settings (additive): a database-less install (CEL from CSV/AMI only).
+    database_enabled: bool = True
+    # Non-fatal findings of load_settings (malformed-looking API key, ...), logged at start.
+    warnings: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------
+# load_settings(): environment / .env / *_FILE  ->  Settings
+# ---------------------------------------------------------------------------
+
+SECRET_VARS: tuple[str, ...] = ("API_KEY", "DB_PASSWORD", "AMI_PASSWORD")
+"""Variables whose values are never printed; each also has a `<NAME>_FILE` variant."""
+
+VERSION = "0.14.0"
+
+DB_TYPE_ALIASES: dict[str, str] = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "pgsql": "postgresql",
+    "pg": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "sqlite": "sqlite",
+    "sqlite3": "sqlite",
+}
+CEL_MODES: tuple[str, ...] = ("db", "csv", "ami", "none")
+SHIPPING_MODES: tuple[str, ...] = ("complete", "progressive")
+LOG_LEVELS: dict[str, str] = {
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARNING": "WARNING",
+    "WARN": "WARNING",
+    "ERROR": "ERROR",
+    "CRITICAL": "CRITICAL",
+}
+SSL_MODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+_TRUE = frozenset({"1", "true", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "no", "n", "off"})
+_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_STANDARD_RE = re.compile(r"^sk_[A-Za-z0-9]{32}$")
+_KEY_TIERED_RE = re.compile(r"^sk_t[0-4]_[A-Za-z0-9_]{8,}$")
+_CONNECTOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_SECRET_FILE = 64 * 1024
+# The cel table's columns (same as model.CEL_COLUMNS; config stays free of package imports).
+_CEL_COLUMN_NAMES: tuple[str, ...] = (
+    "eventtype", "eventtime", "cid_name", "cid_num", "cid_ani", "cid_rdnis", "cid_dnid",
+    "exten", "context", "channame", "appname", "appdata", "amaflags", "accountcode",
+    "uniqueid", "linkedid", "peer", "userdeftype", "extra",
+)  # fmt: skip
+
+T = TypeVar("T")
+
+
+def redact_key(key: str) -> str:
+    """`sk_…last4` (never the whole key)."""
+    if not key:
+        return "(empty)"
+    if len(key) <= 8:
+        return "…"
+    prefix = "sk_" if key.startswith("sk_") else ""
+    return f"{prefix}…{key[-4:]}"
+
+
+def api_key_format(key: str) -> str:
+    """'standard', 'tiered' or 'unknown' (the API is the authority on validity)."""
+    if _KEY_STANDARD_RE.match(key):
+        return "standard"
+    if _KEY_TIERED_RE.match(key):
+        return "tiered"
+    return "unknown"
+
+
+def parse_env_file(text: str, source: str = ".env") -> tuple[dict[str, str], list[str]]:
+    """Parse dotenv text (stdlib only): `KEY=value`, `export KEY=value`, `#` comments,
+    single quotes (literal), double quotes (\\n \\t \\" \\\\ escapes), ` #` inline comments
+    after unquoted values. Returns (values, problems); later keys win."""
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export ") or line.startswith("export\t"):
+            line = line[7:].lstrip()
+        key, sep, rest = line.partition("=")
+        key = key.strip()
+        if not sep or not _ENV_KEY_RE.match(key):
+            problems.append(f"ENV_FILE: {source} line {lineno}: expected KEY=VALUE")
+            continue
+        rest = rest.strip()
+        if rest[:1] in ("'", '"'):
+            quote = rest[0]
+            value_chars: list[str] = []
+            i = 1
+            closed = False
+            while i < len(rest):
+                ch = rest[i]
+                if quote == '"' and ch == "\\" and i + 1 < len(rest):
+                    nxt = rest[i + 1]
+                    value_chars.append({"n": "\n", "t": "\t", "r": "\r"}.get(nxt, nxt))
+                    i += 2
+                    continue
+                if ch == quote:
+                    closed = True
+                    break
+                value_chars.append(ch)
+                i += 1
+            trailing = rest[i + 1 :].strip() if closed else ""
+            if not closed or (trailing and not trailing.startswith("#")):
+                problems.append(f"ENV_FILE: {source} line {lineno}: bad quoting of {key}")
+                continue
+            values[key] = "".join(value_chars)
+        else:
+            hash_at = rest.find(" #")
+            if hash_at < 0:
+                hash_at = rest.find("\t#")
+            if hash_at >= 0:
+                rest = rest[:hash_at]
+            values[key] = rest.strip()
+    return values, problems
+
+
+class _Reader:
+    """Reads variables from the merged view, collects problems and warnings."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    # -- raw access ---------------------------------------------------------
+    def raw(self, *names: str) -> tuple[str, str] | None:
+        """First of `names` that is set to a non-empty value: (name, stripped value)."""
+        for name in names:
+            v = self.env.get(name)
+            if v is not None and v.strip() != "":
+                return name, v.strip()
+        return None
+
+    def str_(self, *names: str, default: str = "") -> str:
+        got = self.raw(*names)
+        return got[1] if got else default
+
+    def bad(self, name: str, msg: str) -> None:
+        self.problems.append(f"{name}: {msg}")
+
+    @staticmethod
+    def show(value: str) -> str:
+        v = value if len(value) <= 60 else value[:57] + "..."
+        return repr(v)
+
+    # -- typed --------------------------------------------------------------
+    def _typed(self, names: tuple[str, ...], default: T, conv: Callable[[str], T], what: str) -> T:
+        got = self.raw(*names)
+        if got is None:
+            return default
+        name, value = got
+        try:
+            return conv(value)
+        except (ValueError, OverflowError, TypeError):
+            self.bad(name, f"{what} expected, got {self.show(value)}")
+            return default
+
+    def int_(self, *names: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        got = self.raw(*names)
+        if got is None:
+            return default
+        name, value = got
+        try:
+            n = int(value, 10)
+        except (ValueError, OverflowError):
+            self.bad(name, f"an integer expected, got {self.show(value)}")
+            return default
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            self.bad(
+                name,
+                f"must be between {lo} and {hi}, got {n}"
+                if hi is not None
+                else f"must be at least {lo}, got {n}",
+            )
+            return default
+        return n
+
+    def float_(
+        self,
+        *names: str,
+        default: float,
+        lo: float = 0.0,
+        hi: float = 1e9,
+        lo_inclusive: bool = False,
+    ) -> float:
+        got = self.raw(*names)
+        if got is None:
+            return default
+        name, value = got
+        try:
+            f = float(value)
+        except (ValueError, OverflowError):
+            self.bad(name, f"a number of seconds expected, got {self.show(value)}")
+            return default
+        if not math.isfinite(f):
+            self.bad(name, f"a finite number expected, got {self.show(value)}")
+            return default
+        too_low = f < lo if lo_inclusive else f <= lo
+        if too_low or f > hi:
+            rel = ">=" if lo_inclusive else ">"
+            self.bad(name, f"must be {rel} {lo:g} and <= {hi:g}, got {f:g}")
+            return default
+        return f
+
+    def bool_(self, *names: str, default: bool) -> bool:
+        got = self.raw(*names)
+        if got is None:
+            return default
+        name, value = got
+        v = value.lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+        self.bad(name, f"true or false expected, got {self.show(value)}")
+        return default
+
+    def choice(
+        self,
+        name: str,
+        default: str,
+        choices: Mapping[str, str] | tuple[str, ...],
+        upper: bool = False,
+    ) -> str:
+        got = self.raw(name)
+        if got is None:
+            return default
+        _, value = got
+        mapping = choices if isinstance(choices, Mapping) else {c: c for c in choices}
+        key = value.upper() if upper else value.lower()
+        if key in mapping:
+            return mapping[key]
+        allowed = ", ".join(dict.fromkeys(mapping))
+        self.bad(name, f"must be one of {allowed}; got {self.show(value)}")
+        return default
+
+    def list_(self, *names: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        got = self.raw(*names)
+        if got is None:
+            return default
+        return tuple(p.strip() for p in got[1].split(",") if p.strip())
+
+    def ident(self, name: str, default: str) -> str:
+        got = self.raw(name)
+        if got is None:
+            return default
+        value = got[1]
+        if not _IDENT_RE.match(value) or len(value) > 128:
+            self.bad(
+                name, f"must be a plain table name (letters, digits, _), got {self.show(value)}"
+            )
+            return default
+        return value
+
+
+def _read_secret_file(r: _Reader, var: str, path: str) -> str | None:
+    fname = f"{var}_FILE"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_MAX_SECRET_FILE + 1)
+    except FileNotFoundError:
+        r.bad(fname, f"file {r.show(path)} does not exist")
+        return None
+    except IsADirectoryError:
+        r.bad(fname, f"{r.show(path)} is a directory, not a file")
+        return None
+    except PermissionError:
+        r.bad(fname, f"file {r.show(path)} is not readable (permission denied)")
+        return None
+    except (OSError, ValueError) as exc:
+        r.bad(fname, f"cannot read {r.show(path)} ({type(exc).__name__})")
+        return None
+    if len(data) > _MAX_SECRET_FILE:
+        r.bad(fname, f"file {r.show(path)} is larger than 64 KiB; expected a single secret")
+        return None
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        r.bad(fname, f"file {r.show(path)} is not UTF-8 text")
+        return None
+    if not text:
+        r.bad(fname, f"file {r.show(path)} is empty")
+        return None
+    return text
+
+
+def _merge_layers(
+    environ: Mapping[str, str], dotenv: Mapping[str, str], r: _Reader
+) -> dict[str, str]:
+    """Environment wins over .env. For secrets the pair VAR / VAR_FILE is resolved per
+    layer: whatever the environment says about a secret (either form) wins over .env;
+    both forms in the same layer is an error."""
+    merged: dict[str, str] = {k: v for k, v in dotenv.items()}
+    merged.update({k: v for k, v in environ.items() if isinstance(v, str)})
+
+    def _set(m: Mapping[str, str], k: str) -> bool:
+        v = m.get(k)
+        return v is not None and v.strip() != ""
+
+    for var in SECRET_VARS:
+        fvar = f"{var}_FILE"
+        for layer, label in ((environ, "environment"), (dotenv, ".env file")):
+            if _set(layer, var) and _set(layer, fvar):
+                r.bad(var, f"both {var} and {fvar} are set in the {label}; set only one")
+        if _set(environ, var) or _set(environ, fvar):
+            # The environment decides; drop the .env forms it does not use.
+            for k in (var, fvar):
+                if _set(environ, k):
+                    merged[k] = environ[k]
+                else:
+                    merged.pop(k, None)
+    return merged
+
+
+def _api_urls(r: _Reader, region: str) -> tuple[str, str]:
+    host = REGION_HOSTS.get(region, REGION_HOSTS["us1"])
+    calls_url = f"https://{host}/v1/mqs/connectors/asterisk/calls"
+    recording_url = f"https://{host}/v1/mqs/recording"
+    got = r.raw("API_ENDPOINT", "API_URL")
+    if got is not None:
+        name, value = got
+        ok = True
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError on a bad port
+        except ValueError:
+            ok = False
+            parts = urlsplit("")
+        if not ok or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            r.bad(name, f"must be an http:// or https:// URL with a host, got {r.show(value)}")
+        elif parts.username or parts.password:
+            r.bad(name, "must not contain credentials; the key goes in API_KEY")
+        elif any(c.isspace() for c in value):
+            r.bad(name, "must not contain whitespace")
+        else:
+            url = value
+            if "/v1/mqs/connectors/asterisk" in parts.path and not parts.path.rstrip("/").endswith(
+                "/calls"
+            ):
+                path = parts.path.rstrip("/") + "/calls"
+                url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+            calls_url = url
+            idx = parts.path.find("/v1/mqs/")
+            prefix = parts.path[:idx] if idx >= 0 else ""
+            recording_url = urlunsplit(
+                (parts.scheme, parts.netloc, prefix + "/v1/mqs/recording", "", "")
+            )
+    got = r.raw("RECORDING_API_URL")
+    if got is not None:
+        name, value = got
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            r.bad(name, f"must be an http:// or https:// URL with a host, got {r.show(value)}")
+        else:
+            recording_url = value
+    return calls_url, recording_url
+
+
+def _pairs(r: _Reader, name: str) -> tuple[tuple[str, str], ...]:
+    """`key:value,key2:value2` or a JSON object."""
+    got = r.raw(name)
+    if got is None:
+        return ()
+    value = got[1]
+    out: list[tuple[str, str]] = []
+    if value.startswith("{"):
+        try:
+            obj = json.loads(value)
+        except ValueError:
+            r.bad(name, "looks like JSON but does not parse; use key:tenant,key2:tenant2")
+            return ()
+        if not isinstance(obj, dict) or not all(
+            isinstance(v, str | int) and not isinstance(v, bool) for v in obj.values()
+        ):
+            r.bad(name, "JSON must be an object of key -> tenant strings")
+            return ()
+        for k, v in obj.items():
+            if str(k).strip() and str(v).strip():
+                out.append((str(k).strip(), str(v).strip()))
+        return tuple(out)
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        k, sep, v = item.partition(":")
+        if not sep or not k.strip() or not v.strip():
+            r.bad(name, f"entries must look like key:tenant, got {r.show(item)}")
+            continue
+        out.append((k.strip(), v.strip()))
+    return tuple(out)
+
+
+def _hostname() -> str:
+    try:
+        return socket.gethostname() or "asterisk"
+    except OSError:
+        return "asterisk"
+
+
+def _default_connector_id(hostname: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", hostname).strip("-._")[:128]
+    return cleaned or "asterisk"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: str | None = None
+) -> Settings:
+    """Read the settings once at start-up.
+
+    `environ` defaults to `os.environ`. `env_file` is read only when given (the CLI
+    passes `--env-file`, or `./.env` when it exists); the environment wins over it.
+    Raises `ConfigError` listing every problem, one line per problem, each starting
+    with the variable's name; secret values never appear in a message.
+    """
+    env_in: Mapping[str, str] = os.environ if environ is None else environ
+    r0 = _Reader({})
+    dotenv: dict[str, str] = {}
+    if env_file is not None:
+        try:
+            with open(env_file, encoding="utf-8") as fh:
+                text = fh.read(4 * 1024 * 1024)
+        except UnicodeDecodeError:
+            r0.bad("ENV_FILE", f"{r0.show(env_file)} is not UTF-8 text")
+            text = ""
+        except (OSError, ValueError) as exc:
+            r0.bad("ENV_FILE", f"cannot read {r0.show(env_file)} ({type(exc).__name__})")
+            text = ""
+        dotenv, env_problems = parse_env_file(text, env_file)
+        r0.problems.extend(env_problems)
+    merged = _merge_layers(env_in, dotenv, r0)
+    r = _Reader(merged)
+    r.problems.extend(r0.problems)
+
+    # -- secrets ------------------------------------------------------------
+    secrets: dict[str, str] = {}
+    for var in SECRET_VARS:
+        got_file = r.raw(f"{var}_FILE")
+        if got_file is not None:
+            secrets[var] = _read_secret_file(r, var, got_file[1]) or ""
+        else:
+            raw = merged.get(var)
+            secrets[var] = raw.strip() if raw is not None else ""
+
+    # -- API ----------------------------------------------------------------
+    region = r.str_("REGION", default="us1").lower()
+    if region not in REGION_HOSTS:
+        r.bad("REGION", f"unknown region {r.show(region)}; one of {', '.join(REGION_HOSTS)}")
+    calls_url, recording_url = _api_urls(r, region)
+    api_key = secrets["API_KEY"]
+    if not api_key:
+        r.bad("API_KEY", "required (or API_KEY_FILE): the SIPSTACK API key, sk_...")
+    elif any(not (c in string.printable and not c.isspace()) for c in api_key):
+        r.bad(
+            "API_KEY",
+            "contains whitespace, control or non-ASCII characters; "
+            "it cannot be sent in an HTTP header (value not shown)",
+        )
+    elif api_key_format(api_key) == "unknown":
+        r.warnings.append(
+            f"API_KEY: {redact_key(api_key)} does not look like sk_ + 32 characters or a tiered "
+            "sk_t<0-4>_ key; using it anyway (the API decides; run `sipstack-agent check`)"
+        )
+    api = ApiSettings(
+        url=calls_url,
+        recording_url=recording_url,
+        api_key=api_key,
+        region=region,
+        timeout=r.float_("API_TIMEOUT", default=30.0, hi=600),
+        concurrency=r.int_("API_CONCURRENCY", default=8, lo=1, hi=256),
+        retry_horizon=r.float_("API_RETRY_HORIZON", default=48 * 3600.0, hi=30 * 86400),
+    )
+
+    # -- CEL mode and database ---------------------------------------------
+    cel_raw = merged.get("CEL_MODE")
+    cel_mode = "none"
+    if cel_raw is not None and cel_raw.strip():
+        v = cel_raw.strip().lower()
+        if v in CEL_MODES:
+            cel_mode = v
+        elif v in ("off", "disabled", "cdr", "cdr-only", "cdr_only"):
+            cel_mode = "none"
+        else:
+            r.bad(
+                "CEL_MODE",
+                f"must be one of db, csv, ami, none (or empty = CDR only); "
+                f"got {r.show(cel_raw.strip())}",
+            )
+
+    db_type_raw = r.raw("DB_TYPE")
+    db_name = r.str_("DB_NAME")
+    database_enabled = True
+    if db_type_raw is None:
+        if cel_mode in ("csv", "ami") and not db_name and r.raw("DB_HOST") is None:
+            database_enabled = False  # CEL-only install: no CDR table to read
+            db_type = "sqlite"
+        else:
+            db_type = "mysql"  # the old connector's default
+    else:
+        db_type = DB_TYPE_ALIASES.get(db_type_raw[1].lower(), "")
+        if not db_type:
+            r.bad(
+                "DB_TYPE",
+                f"must be postgresql (postgres), mysql (mariadb) or sqlite; "
+                f"got {r.show(db_type_raw[1])}",
+            )
+            db_type = "mysql"
+    if cel_mode == "db" and not database_enabled:
+        database_enabled = True
+    if database_enabled and not db_name:
+        what = "the SQLite file path" if db_type == "sqlite" else "the database name, e.g. asterisk"
+        r.bad("DB_NAME", f"required: {what}")
+    if not database_enabled and cel_mode == "none":
+        r.bad("DB_TYPE", "no database and no CEL source: set DB_TYPE/DB_NAME or CEL_MODE")
+
+    db_tz = r.str_("DB_TIMEZONE", "TZ_DB", default="UTC")
+    try:
+        ZoneInfo(db_tz)
+    except Exception:  # ZoneInfoNotFoundError, ValueError, OSError on odd names
+        r.bad("DB_TIMEZONE", f"unknown IANA time zone {r.show(db_tz)}; e.g. UTC, America/Toronto")
+        db_tz = "UTC"
+
+    sslmode = ""
+    got = r.raw("DB_SSLMODE")
+    if got is not None:
+        sslmode = got[1].lower()
+        if sslmode not in SSL_MODES:
+            r.bad("DB_SSLMODE", f"must be one of {', '.join(SSL_MODES)}; got {r.show(got[1])}")
+            sslmode = ""
+    sslrootcert = r.str_("DB_SSLROOTCERT")
+    if sslrootcert and not os.path.isfile(sslrootcert):
+        r.bad("DB_SSLROOTCERT", f"file {r.show(sslrootcert)} does not exist")
+    if (sslmode or sslrootcert) and db_type == "sqlite":
+        r.warnings.append("DB_SSLMODE/DB_SSLROOTCERT: ignored for DB_TYPE=sqlite")
+
+    db_host = r.str_("DB_HOST", default="localhost")
+    if any(c.isspace() or c == "/" for c in db_host) and db_type != "sqlite":
+        r.bad("DB_HOST", f"must be a host name or IP address, got {r.show(db_host)}")
+    database = DatabaseSettings(
+        type=db_type,
+        host=db_host,
+        port=r.int_("DB_PORT", default=0, lo=0, hi=65535),
+        user=r.str_("DB_USER", default="asterisk" if db_type != "sqlite" else ""),
+        password=secrets["DB_PASSWORD"],
+        name=db_name,
+        table_cdr=r.ident("DB_TABLE_CDR", "cdr"),
+        table_cel=r.ident("DB_TABLE_CEL", "cel"),
+        table_recordings=r.ident("DB_TABLE_RECORDINGS", ""),
+        timezone=db_tz,
+        sslmode=sslmode,
+        sslrootcert=sslrootcert,
+        pool_size=r.int_("DB_POOL_SIZE", default=4, lo=1, hi=64),
+        connect_timeout=r.float_("DB_CONNECT_TIMEOUT", default=10.0, hi=600),
+    )
+
+    # -- calls ----------------------------------------------------------------
+    ext_min = r.int_("ASTERISK_EXT_MIN_LENGTH", default=2, lo=1, hi=20)
+    ext_max = r.int_("ASTERISK_EXT_MAX_LENGTH", default=7, lo=1, hi=20)
+    if ext_min > ext_max:
+        r.bad(
+            "ASTERISK_EXT_MIN_LENGTH",
+            f"({ext_min}) must not exceed ASTERISK_EXT_MAX_LENGTH ({ext_max})",
+        )
+    intl: list[str] = []
+    for p in r.list_("ASTERISK_INTL_PREFIXES", default=("011", "00")):
+        if p == "+":
+            continue  # "+" is always international
+        if not p.isascii() or not p.isdigit() or len(p) > 6:
+            r.bad("ASTERISK_INTL_PREFIXES", f"entries must be digits like 011,00; got {r.show(p)}")
+        else:
+            intl.append(p)
+    cc = r.str_("DEFAULT_COUNTRY_CODE").lstrip("+")
+    if cc and (not cc.isascii() or not cc.isdigit() or len(cc) > 3):
+        r.bad("DEFAULT_COUNTRY_CODE", f"1 to 3 digits expected (e.g. 1, 44), got {r.show(cc)}")
+        cc = ""
+    strip_prefixes: list[str] = []
+    for p in r.list_("STRIP_DIAL_PREFIXES"):
+        if not re.fullmatch(r"[0-9*#+]{1,8}", p):
+            r.bad(
+                "STRIP_DIAL_PREFIXES",
+                f"entries must be dial prefixes like *67,*82,9; got {r.show(p)}",
+            )
+        else:
+            strip_prefixes.append(p)
+    direction = DirectionSettings(
+        ext_min_length=ext_min,
+        ext_max_length=ext_max,
+        intl_prefixes=tuple(intl),
+        known_trunks=r.list_("KNOWN_TRUNKS"),
+        default_country_code=cc,
+        strip_dial_prefixes=tuple(strip_prefixes),
+    )
+    pattern = r.str_("TENANT_CONTEXT_PATTERN")
+    if pattern:
+        try:
+            if re.compile(pattern).groups < 1:
+                r.bad("TENANT_CONTEXT_PATTERN", "needs one capturing group, e.g. ^from-(\\w+)-")
+                pattern = ""
+        except (re.error, RecursionError, OverflowError):
+            r.bad("TENANT_CONTEXT_PATTERN", f"not a valid regular expression: {r.show(pattern)}")
+            pattern = ""
+    tenant = r.str_("TENANT")
+    tenants = TenantSettings(
+        tenant=tenant,
+        did_map=_pairs(r, "DID_TENANT_MAP"),
+        accountcode_map=_pairs(r, "ACCOUNTCODE_TENANT_MAP"),
+        context_pattern=pattern,
+    )
+    idle = r.float_("CALL_IDLE_TIMEOUT", default=30.0, hi=86400)
+    max_age = r.float_("CALL_MAX_AGE", default=6 * 3600.0, hi=30 * 86400)
+    if max_age <= idle:
+        r.bad("CALL_MAX_AGE", f"({max_age:g} s) must exceed CALL_IDLE_TIMEOUT ({idle:g} s)")
+    calls = CallSettings(
+        idle_timeout=idle,
+        max_age=max_age,
+        shipping_mode=r.choice("CALL_SHIPPING_MODE", "complete", SHIPPING_MODES),
+        long_call_update_interval=r.float_(
+            "LONG_CALL_UPDATE_INTERVAL", default=600.0, hi=86400, lo_inclusive=True
+        ),
+        ship_update_min_interval=r.float_(
+            "SHIP_UPDATE_MIN_INTERVAL", default=30.0, hi=86400, lo_inclusive=True
+        ),
+        cdr_only=cel_mode == "none",
+        timezone=db_tz,
+        direction=direction,
+        tenants=tenants,
+    )
+
+    # -- identity -------------------------------------------------------------
+    hostname = r.str_("HOST_HOSTNAME") or _hostname()
+    connector_id = r.str_("CONNECTOR_ID")
+    if connector_id and not _CONNECTOR_ID_RE.match(connector_id):
+        r.bad("CONNECTOR_ID", f"letters, digits, . _ - only (max 128), got {r.show(connector_id)}")
+        connector_id = ""
+    identity = Identity(
+        customer_id=r.int_("CUSTOMER_ID", default=0, lo=0, hi=2**63 - 1),
+        tenant=tenant,
+        hostname=hostname,
+        connector_id=connector_id or _default_connector_id(hostname),
+        version=VERSION,
+    )
+
+    # -- CEL feeds --------------------------------------------------------------
+    csv_cols = r.list_("CEL_CSV_COLUMNS")
+    if csv_cols:
+        known = set(_CEL_COLUMN_NAMES) | {"id", "-", "_"}
+        unknown = [c for c in csv_cols if c not in known]
+        if unknown:
+            r.bad(
+                "CEL_CSV_COLUMNS",
+                f"unknown column(s) {', '.join(map(r.show, unknown[:5]))}; "
+                f"names of the cel table, '-' to skip a column",
+            )
+        missing = [c for c in ("eventtype", "eventtime", "uniqueid") if c not in csv_cols]
+        if missing:
+            r.bad("CEL_CSV_COLUMNS", f"must include {', '.join(missing)}")
+    csv = CsvSettings(
+        path=r.str_("CEL_CSV_PATH", default=CsvSettings.path),
+        poll_interval=r.float_("CEL_CSV_POLL_INTERVAL", default=2.0, hi=3600),
+        columns=csv_cols,
+    )
+    ami = AmiSettings(
+        host=r.str_("AMI_HOST", default="127.0.0.1"),
+        port=r.int_("AMI_PORT", default=5038, lo=1, hi=65535),
+        username=r.str_("AMI_USERNAME"),
+        password=secrets["AMI_PASSWORD"],
+        tls=r.bool_("AMI_TLS", default=False),
+        ping_interval=r.float_("AMI_PING_INTERVAL", default=20.0, hi=3600),
+        events=r.str_("AMI_EVENTS", default="call"),
+        tls_verify=r.bool_("AMI_TLS_VERIFY", default=True),
+        tls_ca_file=r.str_("AMI_TLS_CA_FILE"),
+        connect_timeout=r.float_("AMI_CONNECT_TIMEOUT", default=10.0, hi=600),
+    )
+    if ami.tls_ca_file and not os.path.isfile(ami.tls_ca_file):
+        r.bad("AMI_TLS_CA_FILE", f"file {r.show(ami.tls_ca_file)} does not exist")
+    if cel_mode == "ami":
+        if not ami.username:
+            r.bad("AMI_USERNAME", "required with CEL_MODE=ami (the manager.conf section name)")
+        if not ami.password:
+            r.bad("AMI_PASSWORD", "required with CEL_MODE=ami (or AMI_PASSWORD_FILE)")
+
+    # -- recordings -----------------------------------------------------------
+    rec_cols = r.list_("RECORDINGS_COLUMNS", default=RecordingSettings.columns)
+    for c in rec_cols:
+        if not _IDENT_RE.match(c):
+            r.bad("RECORDINGS_COLUMNS", f"column names must be plain identifiers, got {r.show(c)}")
+            rec_cols = RecordingSettings.columns
+            break
+    exts = tuple(
+        x.lstrip(".")
+        for x in r.list_("RECORDING_FILE_EXTENSIONS", default=RecordingSettings.extensions)
+    )
+    for x in exts:
+        if not re.fullmatch(r"[A-Za-z0-9]{1,10}", x):
+            r.bad("RECORDING_FILE_EXTENSIONS", f"extensions like wav,mp3 expected, got {r.show(x)}")
+            exts = RecordingSettings.extensions
+            break
+    rec_paths = r.list_("RECORDING_PATHS", default=RecordingSettings.paths)
+    for p in rec_paths:
+        if not p.startswith("/"):
+            r.bad("RECORDING_PATHS", f"paths must be absolute, got {r.show(p)}")
+            break
+    recordings = RecordingSettings(
+        paths=rec_paths,
+        extensions=exts,
+        stability_check_count=r.int_("RECORDING_STABILITY_CHECK_COUNT", default=3, lo=1, hi=100),
+        stability_check_interval=r.float_(
+            "RECORDING_STABILITY_CHECK_INTERVAL", "RECORDING_STABILITY_CHECK", default=2.0, hi=3600
+        ),
+        upload=r.bool_("RECORDING_UPLOAD", default=False),
+        upload_concurrency=r.int_("RECORDING_UPLOAD_CONCURRENCY", default=2, lo=1, hi=64),
+        delete_after_upload=r.bool_(
+            "DELETE_RECORDINGS_AFTER_UPLOAD", "RECORDING_DELETE_AFTER_UPLOAD", default=False
+        ),
+        columns=rec_cols,
+        scan_budget=r.int_("RECORDING_SCAN_BUDGET", default=2000, lo=10, hi=10_000_000),
+        poll_interval=r.float_("RECORDING_POLL_INTERVAL", default=5.0, hi=3600),
+        fs_index_window=r.float_("RECORDING_INDEX_WINDOW", default=2 * 86400.0, hi=365 * 86400),
+        known_call_window=r.float_("RECORDING_KNOWN_CALL_WINDOW", default=3600.0, hi=30 * 86400),
+    )
+
+    # -- reading, state, logging, monitoring -------------------------------------
+    start_raw = r.str_("START_FROM", default="latest")
+    start_from = start_raw.lower()
+    start_from_time: datetime | None = None
+    if start_from not in ("latest", "beginning"):
+        try:
+            t = datetime.fromisoformat(
+                start_raw.replace("Z", "+00:00") if start_raw.endswith("Z") else start_raw
+            )
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=ZoneInfo(db_tz))  # naive = PBX time, like the tables
+            start_from_time = t.astimezone(UTC)
+            start_from = start_from_time.isoformat()
+        except (ValueError, OverflowError):
+            r.bad(
+                "START_FROM",
+                f"latest, beginning or an ISO time (2025-08-20T15:00:00+00:00) "
+                f"expected, got {r.show(start_raw)}",
+            )
+            start_from = "latest"
+    batch_size = r.int_("CDR_BATCH_SIZE", "BATCH_SIZE", default=500, lo=1, hi=100_000)
+    max_per_poll = r.int_("MAX_RECORDS_PER_POLL", default=5000, lo=1, hi=10_000_000)
+    if max_per_poll < batch_size and r.raw("MAX_RECORDS_PER_POLL") is not None:
+        r.warnings.append(
+            f"MAX_RECORDS_PER_POLL ({max_per_poll}) is below CDR_BATCH_SIZE ({batch_size}); "
+            "a poll reads at most MAX_RECORDS_PER_POLL rows"
+        )
+    state_dir = r.str_("STATE_DIR", default="/data")
+    log_format = r.choice("LOG_FORMAT", "text", ("text", "json"))
+    settings = Settings(
+        database=database,
+        api=api,
+        calls=calls,
+        identity=identity,
+        csv=csv,
+        ami=ami,
+        recordings=recordings,
+        cel_mode=cel_mode,
+        poll_interval=r.float_(
+            "CDR_POLL_INTERVAL", "POLL_INTERVAL", default=2.0, lo=0.01, hi=3600, lo_inclusive=True
+        ),
+        batch_size=batch_size,
+        max_records_per_poll=max_per_poll,
+        overlap_ids=r.int_("POLL_OVERLAP_IDS", default=200, lo=0, hi=1_000_000),
+        lookback_seconds=r.float_(
+            "POLL_LOOKBACK_SECONDS", default=120.0, hi=86400, lo_inclusive=True
+        ),
+        start_from=start_from,
+        start_from_time=start_from_time,
+        state_dir=state_dir,
+        log_level=r.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+        log_format=log_format,
+        log_numbers=r.bool_("LOG_NUMBERS", default=False),
+        monitoring_port=r.int_("MONITORING_PORT", default=8000, lo=0, hi=65535),
+        monitoring_host=r.str_("MONITORING_HOST", default="0.0.0.0"),  # noqa: S104
+        shutdown_grace=r.float_("SHUTDOWN_GRACE", default=10.0, hi=3600),
+        database_enabled=database_enabled,
+        warnings=tuple(r.warnings),
+    )
+    if r.problems:
+        # One line per problem, stable order, no duplicates.
+        raise ConfigError(list(dict.fromkeys(r.problems)))
+    return settings

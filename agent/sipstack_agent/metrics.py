@@ -99,6 +99,18 @@ class Metrics:
         self.ami_connected = Gauge(
             "sipstack_ami_connected", "1 while logged in to the AMI", registry=r
         )
+        self.csv_rotations = Counter(
+            "sipstack_csv_rotations",
+            "cel_custom file rotations seen (rename = rename-and-create, truncate = copytruncate"
+            " or shrink, lost = rotated file gone before it was drained)",
+            ["kind"],
+            registry=r,
+        )
+        self.ami_gaps = Counter(
+            "sipstack_ami_gaps",
+            "AMI disconnections (or agent restarts) during which CEL events may have been missed",
+            registry=r,
+        )
         # Recordings.
         self.recordings_uploaded = Counter(
             "recordings_uploaded", "Recording files accepted by the API", registry=r

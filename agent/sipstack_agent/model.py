@@ -100,6 +100,12 @@ class CelRow:
     extra: str = ""
     row_id: int | None = None
     source: str = "db"
+    # Where the row sits in a feed without ids (CSV: "dev:inode:offset" of the line,
+    # AMI: "session:n"). Part of dedup_key when set, so two identical events in the
+    # same microsecond (or the same second on AMI) stay two rows. "" for table sources.
+    source_pos: str = ""
+    # The bridged peer's accountcode (AMI PeerAccount, cel.peeraccount where the table has it).
+    peeraccount: str = ""
 
     @property
     def call_linkedid(self) -> str:
@@ -111,21 +117,22 @@ class CelRow:
         """Stable identity of the row: its id where the source has one, else a hash."""
         if self.row_id is not None:
             return f"{self.source}:id:{self.row_id}"
-        return f"{self.source}:h:" + _digest(
-            (
-                self.eventtype,
-                self.eventtime.isoformat(),
-                self.uniqueid,
-                self.linkedid,
-                self.channame,
-                self.appname,
-                self.appdata,
-                self.peer,
-                self.extra,
-                self.exten,
-                self.context,
-            )
+        parts: tuple[object, ...] = (
+            self.eventtype,
+            self.eventtime.isoformat(),
+            self.uniqueid,
+            self.linkedid,
+            self.channame,
+            self.appname,
+            self.appdata,
+            self.peer,
+            self.extra,
+            self.exten,
+            self.context,
         )
+        if self.source_pos:
+            parts = (*parts, self.source_pos)
+        return f"{self.source}:h:" + _digest(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,11 @@
+"""The local stand-in for the SIPSTACK API (tests, demo, bench); see docs/shipping.md."""
 
+from sipstack_agent.receiver.server import (
+    CALLS_PATH,
+    RECORDING_PATH,
+    FaultPlan,
+    Receiver,
+    serve,
+)
+
+__all__ = ["CALLS_PATH", "RECORDING_PATH", "FaultPlan", "Receiver", "serve"]

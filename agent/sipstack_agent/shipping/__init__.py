@@ -1,1 +1,48 @@
+"""Delivery to the SIPSTACK API: the HTTP transport and the outbox shipper.
 
+Never imports sources; see docs/shipping.md.
+"""
+
+from sipstack_agent.shipping.client import (
+    AiohttpTransport,
+    Response,
+    Transport,
+    TransportError,
+    audio_content_type,
+    build_headers,
+    idempotency_key,
+    normalize_api_url,
+    recording_url_for,
+    redact_key,
+    redact_text,
+    region_urls,
+)
+from sipstack_agent.shipping.outbox import (
+    OutboxStore,
+    Outcome,
+    Shipper,
+    backoff_delay,
+    classify,
+    parse_retry_after,
+)
+
+__all__ = [
+    "AiohttpTransport",
+    "OutboxStore",
+    "Outcome",
+    "Response",
+    "Shipper",
+    "Transport",
+    "TransportError",
+    "audio_content_type",
+    "backoff_delay",
+    "build_headers",
+    "classify",
+    "idempotency_key",
+    "normalize_api_url",
+    "parse_retry_after",
+    "recording_url_for",
+    "redact_key",
+    "redact_text",
+    "region_urls",
+]

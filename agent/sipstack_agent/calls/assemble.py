@@ -1,0 +1,212 @@
+"""Rows of a call group -> `Call` (asterisk-data.md "What a call is").
+
+- Rows are grouped by linkedid (an empty linkedid falls back to the uniqueid);
+  linkedid groups that share a uniqueid are merged, transitively
+  (`group_linkedids`). The key of a merged call is its smallest linkedid,
+  Asterisk ids ("epoch.seq") compared numerically (`linkedid_sort_key`).
+- Completion, CEL mode:
+  * every linkedid of the group has LINKEDID_END and every channel ended
+    (CHAN_END or HANGUP)            -> complete now ("linkedid_end");
+  * every linkedid has LINKEDID_END but a channel end is missing
+    (lost rows)                     -> complete after the idle timeout;
+  * every channel ended, LINKEDID_END missing (stock cel.conf)
+                                    -> complete after the idle timeout ("idle_timeout").
+  A phone that picks up / retrieves a parked call first shows up under its
+  own linkedid with its own LINKEDID_END; its channel has not ended there, so
+  that linkedid alone never completes as a second call.
+- Completion, CDR only (or a call with no CEL row): complete when no new CDR
+  activity for the idle timeout ("cdr_idle_timeout").
+- No activity at all for CALL_MAX_AGE: force-completed ("max_age", forced).
+
+"Activity" is the newest event time of the rows, or the time the rows were
+last seen to change (`rows_changed_at`, tracked by `evaluate`) when that is
+older: a PBX clock running ahead (wrong DB_TIMEZONE) cannot hold calls back,
+and a backfill of old rows completes at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from sipstack_agent.calls import derive as _derive
+from sipstack_agent.calls import direction as _direction
+from sipstack_agent.calls import tenants as _tenants
+from sipstack_agent.calls.types import Call
+from sipstack_agent.config import CallSettings
+from sipstack_agent.model import CdrRow, CelRow, RecordingFile
+
+
+def linkedid_sort_key(value: str) -> tuple[int, int, int, str]:
+    """Numeric order for Asterisk ids ("1795495160.10" > "1795495160.9"); others after."""
+    head, dot, tail = value.partition(".")
+    if head.isascii() and head.isdigit() and (not dot or (tail.isascii() and tail.isdigit())):
+        return (0, int(head), int(tail) if tail else 0, value)
+    return (1, 0, 0, value)
+
+
+def smallest_linkedid(linkedids: Iterable[str]) -> str:
+    """The key of a merged call."""
+    return min(linkedids, key=linkedid_sort_key, default="")
+
+
+def group_linkedids(rows: Iterable[CelRow | CdrRow]) -> list[frozenset[str]]:
+    """Linkedid groups, merged when they share a uniqueid (transitively).
+
+    Rows with neither linkedid nor uniqueid are ignored. Groups are returned
+    ordered by their smallest linkedid.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+
+    for row in rows:
+        lid = row.call_linkedid
+        if not lid:
+            continue
+        lnode = "L" + lid
+        parent.setdefault(lnode, lnode)
+        if row.uniqueid:
+            unode = "U" + row.uniqueid
+            parent.setdefault(unode, unode)
+            union(lnode, unode)
+    groups: dict[str, set[str]] = {}
+    for node in parent:
+        if node.startswith("L"):
+            groups.setdefault(find(node), set()).add(node[1:])
+    return sorted(
+        (frozenset(g) for g in groups.values()),
+        key=lambda g: linkedid_sort_key(smallest_linkedid(g)),
+    )
+
+
+def _completion(
+    cels: Sequence[CelRow],
+    cdr_mode: bool,
+    channels_all_ended: bool,
+    linkedids: Sequence[str],
+    activity: datetime,
+    now: datetime,
+    settings: CallSettings,
+) -> tuple[bool, str, datetime | None]:
+    """(complete, reason, idle_deadline) before the max-age rule."""
+    idle = timedelta(seconds=max(0.0, settings.idle_timeout))
+    deadline = activity + idle
+    if cdr_mode:
+        if now >= deadline:
+            return True, "cdr_idle_timeout", None
+        return False, "", deadline
+    ended_lids = {r.call_linkedid for r in cels if r.eventtype.strip().upper() == "LINKEDID_END"}
+    all_lid_end = bool(linkedids) and all(lid in ended_lids for lid in linkedids)
+    if all_lid_end and channels_all_ended:
+        return True, "linkedid_end", None
+    if all_lid_end or channels_all_ended:
+        if now >= deadline:
+            return True, "linkedid_end" if all_lid_end else "idle_timeout", None
+        return False, "", deadline
+    return False, "", None
+
+
+def assemble(
+    cels: Sequence[CelRow],
+    cdrs: Sequence[CdrRow],
+    recordings: Sequence[RecordingFile],
+    *,
+    call_key: str,
+    now: datetime,
+    settings: CallSettings,
+    rows_changed_at: datetime | None = None,
+    identity_tenant: str = "",
+) -> Call:
+    """Assemble the rows of one call group (already selected by the caller)."""
+    now = _derive.utc(now)
+    scels: tuple[CelRow, ...] = () if settings.cdr_only else _derive.sort_cels(cels)
+    scdrs = _derive.sort_cdrs(cdrs)
+    lids = {r.call_linkedid for r in scels if r.call_linkedid}
+    lids.update(c.call_linkedid for c in scdrs if c.call_linkedid)
+    if not lids and call_key:
+        lids.add(call_key)
+    linkedids = tuple(sorted(lids, key=linkedid_sort_key))
+    key = call_key or smallest_linkedid(linkedids)
+
+    channels = _derive.build_channels(scels, scdrs, settings.direction)
+    d = _derive.derive(scels, scdrs, channels, linkedids, settings.direction)
+
+    activity = d.last_event
+    if rows_changed_at is not None:
+        activity = min(activity, _derive.utc(rows_changed_at))
+    cdr_mode = settings.cdr_only or not scels
+    all_ended = bool(channels) and all(c.hung_up for c in channels)
+    complete, reason, idle_deadline = _completion(
+        scels, cdr_mode, all_ended, linkedids, activity, now, settings
+    )
+    max_age_deadline = activity + timedelta(seconds=max(0.0, settings.max_age))
+    forced = False
+    if not complete and now >= max_age_deadline:
+        complete, reason, forced, idle_deadline = True, "max_age", True, None
+    if complete and d.end is None:
+        d = replace(d, end=d.last_event)
+
+    # Direction.
+    o, dest = d.origin, d.destination
+    src_party = _direction.Party(
+        channel=o.name if o else "",
+        kind=o.kind if o else "",
+        number=d.src_number,
+        context=(o.context if o else "") or (scdrs[0].dcontext if scdrs else ""),
+    )
+    dst_party = _direction.Party(
+        channel=dest.name if dest else "",
+        kind=dest.kind if dest else "",
+        number=d.dst_number,
+        context=dest.context if dest else "",
+    )
+    direction, direction_reason = _direction.decide(src_party, dst_party, settings.direction)
+
+    # Tenant.
+    tenant, tenant_source = _tenants.detect_tenant(
+        settings.tenants,
+        fixed=identity_tenant,
+        dids=[d.dnid, d.dst_number, *(_derive.cdr_extra(c, "did") for c in scdrs)],
+        accountcodes=[*(r.accountcode for r in scels), *(c.accountcode for c in scdrs)],
+        names=[
+            *(r.context for r in scels),
+            *(c.dcontext for c in scdrs),
+            *(ch.name for ch in channels),
+        ],
+    )
+
+    recs = _derive.merge_recordings(recordings, _derive.recordings_from_rows(scels, scdrs))
+    return Call(
+        call_key=key,
+        linkedids=linkedids,
+        cels=scels,
+        cdrs=scdrs,
+        recordings=recs,
+        channels=channels,
+        derived=d,
+        is_complete=complete,
+        completion_reason=reason,
+        forced=forced,
+        last_activity=activity,
+        idle_deadline=idle_deadline,
+        max_age_deadline=max_age_deadline,
+        direction=direction,
+        direction_reason=direction_reason,
+        tenant=tenant,
+        tenant_source=tenant_source,
+        cdr_only=cdr_mode,
+        timezone=settings.timezone,
+    )

@@ -1,0 +1,222 @@
+"""`Call` -> the JSON document of the ingest contract (ingest-api.md "The call document").
+
+Required keys are always present; optional keys are omitted rather than sent
+as null or "". Times are ISO-8601 UTC with offset. `call_threads` holds one
+item per CDR row and per selected CEL event, sorted by real time, then by the
+source row id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from sipstack_agent.calls.derive import parse_extra, utc
+from sipstack_agent.calls.types import Call
+from sipstack_agent.config import Identity
+from sipstack_agent.model import CdrRow, CelRow
+
+CONNECTOR = "asterisk"
+PHASES = ("initial", "update", "complete")
+DIRECTIONS = ("i", "o", "x")
+
+THREAD_CEL_EVENTS = frozenset(
+    {
+        "CHAN_START",
+        "ANSWER",
+        "BRIDGE_ENTER",
+        "BRIDGE_EXIT",
+        "BLINDTRANSFER",
+        "ATTENDEDTRANSFER",
+        "PICKUP",
+        "FORWARD",
+        "PARK_START",
+        "PARK_END",
+        "HANGUP",
+        "LINKEDID_END",
+    }
+)
+THREAD_APPS = frozenset({"queue", "dial", "mixmonitor", "voicemail"})
+BRIDGE_EVENTS = frozenset({"BRIDGE_ENTER", "BRIDGE_EXIT"})
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+# Keys that change on every document without the call changing.
+VOLATILE_KEYS = frozenset({"revision", "ship_phase", "shipped_at"})
+
+
+def iso(dt: datetime, *, seconds: bool = False) -> str:
+    """ISO-8601 in UTC with offset (`+00:00`)."""
+    d = utc(dt)
+    return d.isoformat(timespec="seconds") if seconds else d.isoformat()
+
+
+def cel_thread_selected(row: CelRow) -> bool:
+    et = row.eventtype.strip().upper()
+    if et in THREAD_CEL_EVENTS:
+        return True
+    return et in ("APP_START", "APP_END") and row.appname.strip().lower() in THREAD_APPS
+
+
+def _cel_item(row: CelRow) -> dict[str, Any]:
+    et = row.eventtype.strip().upper()
+    item: dict[str, Any] = {
+        "time": iso(row.eventtime),
+        "event": et,
+        "channel": row.channame,
+        "exten": row.exten,
+        "context": row.context,
+        "uniqueid": row.uniqueid,
+    }
+    if et in ("APP_START", "APP_END"):
+        item["app"] = row.appname
+    if et in BRIDGE_EVENTS and row.peer:
+        item["peer"] = row.peer
+    extra = parse_extra(row.extra)
+    if extra is not None:
+        item["extra"] = extra
+    return item
+
+
+def _cdr_item(cdr: CdrRow) -> dict[str, Any]:
+    return {
+        "time": iso(cdr.calldate),
+        "event": "CDR",
+        "src": cdr.src,
+        "dst": cdr.dst,
+        "duration": cdr.duration,
+        "billsec": cdr.billsec,
+        "disposition": cdr.disposition,
+        "channel": cdr.channel,
+        "dstchannel": cdr.dstchannel,
+        "uniqueid": cdr.uniqueid,
+    }
+
+
+def call_threads(call: Call) -> list[dict[str, Any]]:
+    """Selected CEL events and CDR rows in real-time order, then by row id."""
+    keyed: list[tuple[tuple[datetime, int, int, int], dict[str, Any]]] = []
+    n = 0
+    for row in call.cels:
+        if cel_thread_selected(row):
+            rid = row.row_id if row.row_id is not None else -1
+            keyed.append(((utc(row.eventtime), 0 if rid >= 0 else 1, rid, n), _cel_item(row)))
+        n += 1
+    for cdr in call.cdrs:
+        rid = cdr.row_id if cdr.row_id is not None else -1
+        keyed.append(((utc(cdr.calldate), 0 if rid >= 0 else 1, rid, n), _cdr_item(cdr)))
+        n += 1
+    keyed.sort(key=lambda p: p[0])
+    return [item for _, item in keyed]
+
+
+def _put(doc: dict[str, Any], key: str, value: object) -> None:
+    """Set an optional key only when it is known."""
+    if value is None or value == "" or value == () or value == []:
+        return
+    doc[key] = value
+
+
+def build_document(
+    call: Call,
+    *,
+    phase: str,
+    revision: int,
+    identity: Identity,
+    shipped_at: datetime,
+) -> dict[str, Any]:
+    """The ingest document of `call` for one phase and revision."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown ship phase {phase!r}")
+    d = call.derived
+    threads = call_threads(call)
+    doc: dict[str, Any] = {
+        "connector": CONNECTOR,
+        "connector_version": identity.version,
+        "customer_id": int(identity.customer_id),
+        "tenant": call.tenant or identity.tenant or "",
+        "hostname": identity.hostname,
+        "linkedid": call.call_key,
+        "is_complete": call.is_complete,
+        "call_time": iso(d.start, seconds=True),
+        "duration_seconds": d.duration_seconds,
+        "disposition": d.disposition,
+        "direction": call.direction,
+        "call_threads": threads,
+        "call_threads_count": len(threads),
+        "ship_phase": phase,
+        "shipped_at": iso(shipped_at, seconds=True),
+        "revision": revision,
+        "answered": d.answered,
+        "linkedids": list(call.linkedids),
+        "timezone": call.timezone,
+    }
+    for key in (
+        "src_number",
+        "src_extension",
+        "src_name",
+        "src_extension_name",
+        "dst_number",
+        "dst_extension",
+        "dst_name",
+        "dst_extension_name",
+        "dnid",
+        "dtmf",
+    ):
+        _put(doc, key, getattr(d, key))
+    _put(doc, "billsec", d.billsec)
+    _put(doc, "answer_time", iso(d.answer_time) if d.answer_time else None)
+    _put(doc, "end_time", iso(d.end) if d.end else None)
+    _put(doc, "ring_seconds", d.ring_seconds)
+    _put(doc, "talk_seconds", d.talk_seconds)
+    _put(doc, "hangup_cause", d.hangup_cause)
+    if d.queue is not None:
+        q: dict[str, Any] = {"name": d.queue.name, "wait_seconds": d.queue.wait_seconds}
+        _put(q, "answered_by", d.queue.answered_by)
+        doc["queue"] = q
+    _put(
+        doc,
+        "transfers",
+        [{"type": t.type, "at": iso(t.at), "from": t.from_, "to": t.to} for t in d.transfers],
+    )
+    _put(doc, "recording_files", [r.as_document() for r in call.recordings])
+    _put(doc, "direction_reason", call.direction_reason)
+    if call.is_complete:
+        _put(doc, "completion_reason", call.completion_reason)
+        if call.forced:
+            doc["force_completed"] = True
+    result = _sanitize(doc)
+    assert isinstance(result, dict)
+    return result
+
+
+def _sanitize(value: Any) -> Any:
+    """Strict-JSON-safe values: no lone surrogates (non-UTF-8 PBX text), no NaN/inf."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATES.sub("\ufffd", value)
+        return value
+    if isinstance(value, dict):
+        return {_sanitize(str(k)): _sanitize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sanitize(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def fingerprint(doc: dict[str, Any]) -> str:
+    """Content hash of a document without its volatile keys (revision, phase, shipped_at)."""
+    body = {k: v for k, v in doc.items() if k not in VOLATILE_KEYS}
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=True)
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def idempotency_key(identity: Identity, doc: dict[str, Any]) -> str:
+    return f"{identity.connector_id or identity.hostname}:{doc['linkedid']}:{doc['revision']}"

@@ -1,0 +1,440 @@
+"""`sipstack-agent`: run | check | receive | demo.
+
+Exit codes: 0 fine; 1 a check failed / the demo lost calls / a runtime failure;
+2 configuration errors (one line per problem on stderr, naming the variable,
+never a secret, never a traceback).
+
+Configuration is read once from the environment and, when present, a .env
+file (`--env-file PATH`, default `./.env` if it exists); the environment wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from . import __version__
+from .config import ConfigError, Settings, api_key_format, load_settings, redact_key
+from .logs import setup_logging
+
+log = logging.getLogger("sipstack_agent.cli")
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_CONFIG = 2
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def _env_file(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    return ".env" if os.path.isfile(".env") else None
+
+
+def _load(args: argparse.Namespace, out: TextIO) -> Settings | None:
+    try:
+        return load_settings(env_file=_env_file(getattr(args, "env_file", None)))
+    except ConfigError as e:
+        print("configuration error" + ("s" if len(e.problems) > 1 else "") + ":", file=out)
+        for p in e.problems:
+            print(f"  {p}", file=out)
+        return None
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(args, sys.stderr)
+    if settings is None:
+        return EXIT_CONFIG
+    setup_logging(settings.log_level, settings.log_format, log_numbers=settings.log_numbers)
+    from .app import run_agent
+
+    try:
+        asyncio.run(run_agent(settings))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    name: str
+    status: str  # OK | WARN | FAIL
+    detail: str
+    hint: str = ""
+
+    def render(self) -> str:
+        line = f"{self.status:<4} {self.name}: {self.detail}"
+        if self.hint and self.status != "OK":
+            line += f" -> {self.hint}"
+        return line
+
+
+def _from_tuple(item: Any) -> CheckLine:
+    """(name, ok, detail, hint) as the sources' check helpers return, or an object."""
+    if isinstance(item, CheckLine):
+        return item
+    if isinstance(item, tuple | list):
+        name, ok, detail, hint = [*item, "", "", "", ""][:4]
+        status = ok if isinstance(ok, str) else ("OK" if ok else "FAIL")
+        return CheckLine(str(name), status.upper(), str(detail), str(hint or ""))
+    name = getattr(item, "name", "check")
+    ok = getattr(item, "ok", getattr(item, "status", False))
+    status = ok if isinstance(ok, str) else ("OK" if ok else "FAIL")
+    if getattr(item, "warning", False) and status == "OK":
+        status = "WARN"
+    return CheckLine(
+        str(name),
+        status.upper(),
+        str(getattr(item, "detail", getattr(item, "message", ""))),
+        str(getattr(item, "hint", getattr(item, "fix", "")) or ""),
+    )
+
+
+async def check_state_dir(path: str) -> CheckLine:
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".check-", dir=path)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+        st = os.statvfs(path)
+        free_mb = st.f_bavail * st.f_frsize / 1e6
+        if free_mb < 100:
+            return CheckLine(
+                "state dir",
+                "WARN",
+                f"{path} writable but only {free_mb:.0f} MB free",
+                "give STATE_DIR more space (the outbox grows while the API is unreachable)",
+            )
+        return CheckLine("state dir", "OK", f"{path} writable ({free_mb:.0f} MB free)")
+    except OSError as e:
+        return CheckLine(
+            "state dir",
+            "FAIL",
+            f"{path} not writable ({e.strerror or e})",
+            "set STATE_DIR to a writable directory (a persistent volume in containers)",
+        )
+
+
+async def check_api(settings: Settings, timeout: float = 10.0) -> list[CheckLine]:
+    """Reachability and key: POST an empty JSON object `{}` to the calls URL.
+
+    The probe carries no call data; a correct API refuses it with 400/422 after
+    authenticating, so: 401/403 = key rejected (FAIL); 400/422 = reachable and key
+    accepted (OK); 2xx = accepted (OK, unusual); 404/405 = wrong URL (FAIL); 408,
+    429, 5xx = reachable but unhealthy (WARN); no answer = unreachable (FAIL)."""
+    from .shipping import AiohttpTransport, TransportError, build_headers
+
+    api = settings.api
+    name = "api"
+    out: list[CheckLine] = []
+    fmt = api_key_format(api.api_key)
+    if fmt == "unknown":
+        out.append(
+            CheckLine(
+                "api key format",
+                "WARN",
+                f"{redact_key(api.api_key)} is not sk_ + 32 characters nor a tiered sk_t<0-4>_ key",
+                "copy the key again from the SIPSTACK portal",
+            )
+        )
+    else:
+        out.append(CheckLine("api key format", "OK", f"{redact_key(api.api_key)} ({fmt})"))
+    transport = AiohttpTransport(timeout=timeout, limit=1, user_agent_version=__version__)
+    headers = build_headers(
+        api.api_key,
+        version=__version__,
+        idempotency_key=f"{settings.identity.connector_id}:check:{int(time.time())}",
+    )
+    try:
+        resp = await transport.post_json(api.url, b"{}", headers)
+    except TransportError as e:
+        out.append(
+            CheckLine(
+                name,
+                "FAIL",
+                f"{api.url} unreachable ({e})",
+                "check DNS/firewall/proxy to the API host, REGION or API_URL",
+            )
+        )
+        return out
+    except Exception as e:  # defensive: never a traceback from check
+        out.append(CheckLine(name, "FAIL", f"{api.url}: {type(e).__name__}: {e}", ""))
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            await transport.close()
+    st = resp.status
+    if st in (401, 403):
+        out.append(
+            CheckLine(
+                name,
+                "FAIL",
+                f"{api.url} rejected the key {redact_key(api.api_key)} (HTTP {st})",
+                "set API_KEY (or API_KEY_FILE) to a valid key for this REGION",
+            )
+        )
+    elif st in (400, 422):
+        out.append(
+            CheckLine(
+                name, "OK", f"{api.url} reachable, key accepted (empty probe refused: HTTP {st})"
+            )
+        )
+    elif 200 <= st < 300:
+        out.append(CheckLine(name, "OK", f"{api.url} reachable, key accepted (HTTP {st})"))
+    elif st in (404, 405):
+        out.append(
+            CheckLine(
+                name,
+                "FAIL",
+                f"{api.url} answered HTTP {st}: not the calls endpoint",
+                "fix API_URL/API_ENDPOINT (…/v1/mqs/connectors/asterisk/calls) or REGION",
+            )
+        )
+    elif st in (408, 425, 429) or st >= 500:
+        out.append(
+            CheckLine(
+                name,
+                "WARN",
+                f"{api.url} reachable but answered HTTP {st}",
+                "the agent retries; if this persists contact SIPSTACK support",
+            )
+        )
+    else:
+        out.append(CheckLine(name, "WARN", f"{api.url} answered HTTP {st}", ""))
+    return out
+
+
+async def check_database(settings: Settings) -> list[CheckLine]:
+    """Reachable, tables/columns, read-only, indexes, LINKEDID_END (sources.sql.inspect)."""
+    try:
+        from .sources.sql import inspect as sql_inspect
+    except ImportError as e:  # pragma: no cover - the SQL source is part of the package
+        return [CheckLine("database", "FAIL", f"SQL source unavailable ({e})", "")]
+    try:
+        report = await sql_inspect(settings)
+    except Exception as e:
+        db = settings.database
+        return [
+            CheckLine(
+                "database",
+                "FAIL",
+                f"{db.type} {db.host}:{db.port or 'default'}/{db.name}: {type(e).__name__}: {e}",
+                "check DB_HOST/DB_PORT/DB_USER/DB_PASSWORD/DB_NAME and that the server is up",
+            )
+        ]
+    items = getattr(report, "checks", report)
+    return [_from_tuple(i) for i in items]
+
+
+async def check_cel_feed(settings: Settings) -> list[CheckLine]:
+    try:
+        if settings.cel_mode == "csv":
+            from .sources.cel_csv import check_csv
+
+            return [
+                _from_tuple(i) for i in await check_csv(settings.csv, settings.database.timezone)
+            ]
+        if settings.cel_mode == "ami":
+            from .sources.cel_ami import check_ami
+
+            return [
+                _from_tuple(i) for i in await check_ami(settings.ami, settings.database.timezone)
+            ]
+    except Exception as e:
+        return [CheckLine(f"cel {settings.cel_mode}", "FAIL", f"{type(e).__name__}: {e}", "")]
+    if settings.cel_mode == "none":
+        return [
+            CheckLine(
+                "cel",
+                "WARN",
+                "CEL_MODE is empty/none: CDR only (no transfers, queues, DNID, recordings by CEL)",
+                "set CEL_MODE=db (cel table), csv (cel_custom) or ami",
+            )
+        ]
+    return []
+
+
+async def run_checks(settings: Settings, *, api: bool = True) -> list[CheckLine]:
+    lines: list[CheckLine] = [CheckLine("config", "OK", "all variables valid")]
+    for w in settings.warnings:
+        lines.append(CheckLine("config", "WARN", w))
+    tasks: list[Any] = []
+    if settings.database_enabled:
+        tasks.append(check_database(settings))
+    tasks.append(check_cel_feed(settings))
+    if api:
+        tasks.append(check_api(settings))
+    results = await asyncio.gather(*tasks)
+    for r in results:
+        lines.extend(r)
+    lines.append(await check_state_dir(settings.state_dir))
+    return lines
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    try:
+        settings = load_settings(env_file=_env_file(args.env_file))
+    except ConfigError as e:
+        for p in e.problems:
+            print(CheckLine("config", "FAIL", p, "fix the variable named").render(), file=out)
+        return EXIT_CONFIG
+    setup_logging("ERROR" if not args.verbose else "DEBUG", "text")
+    lines = asyncio.run(run_checks(settings, api=not args.no_api))
+    if args.json:
+        print(json.dumps([ln.__dict__ for ln in lines], indent=2), file=out)
+    else:
+        for ln in lines:
+            print(ln.render(), file=out)
+    failed = [ln for ln in lines if ln.status == "FAIL"]
+    if not args.json:
+        print(
+            f"{len(failed)} check(s) failed" if failed else "all checks passed",
+            file=out,
+        )
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------------------- receive
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, "text")
+    from .receiver import serve
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+        def ready(url: str) -> None:
+            print(f"receiver listening on {url}", flush=True)
+
+        await serve(
+            args.host,
+            args.port,
+            args.db,
+            args.api_key,
+            stop,
+            validate=not args.no_validate,
+            on_ready=ready,
+        )
+
+    try:
+        asyncio.run(main())
+    except OSError as e:
+        print(f"receive: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        calls=args.calls,
+        rate=args.rate,
+        duration=args.duration,
+        seed=args.seed,
+        keep=args.keep,
+        workdir=args.workdir,
+        timeout=args.timeout,
+    )
+    try:
+        ok = asyncio.run(run_demo(opts))
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sipstack-agent",
+        description="SIPSTACK Connector for Asterisk: ships every call to SIPSTACK.",
+    )
+    p.add_argument("--version", action="version", version=f"sipstack-agent {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the agent (configured by environment / .env)")
+    r.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="preflight: config, database, CEL feed, API, state dir")
+    c.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    c.add_argument("--no-api", action="store_true", help="skip the API probe")
+    c.add_argument("--json", action="store_true", help="print the results as JSON")
+    c.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    c.set_defaults(func=cmd_check)
+
+    rv = sub.add_parser("receive", help="run a local SIPSTACK API receiver (tests, demo)")
+    rv.add_argument("--port", type=int, default=8080)
+    rv.add_argument("--host", default="127.0.0.1")
+    rv.add_argument("--db", required=True, help="SQLite file the documents are stored in")
+    rv.add_argument("--api-key", default=None, help="require this Bearer key (default: any)")
+    rv.add_argument("--no-validate", action="store_true", help="store documents unvalidated")
+    rv.add_argument("--log-level", default="INFO")
+    rv.set_defaults(func=cmd_receive)
+
+    d = sub.add_parser("demo", help="simulated PBX + receiver + the real agent, end to end")
+    d.add_argument("--calls", type=int, default=200, help="calls to simulate (default 200)")
+    d.add_argument("--rate", type=float, default=20.0, help="calls started per second")
+    d.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of traffic (overrides --calls: calls = rate x duration)",
+    )
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--timeout", type=float, default=60.0, help="wait this long for stragglers")
+    d.add_argument("--workdir", default=None, help="directory to use (default: a temp dir)")
+    d.add_argument("--keep", action="store_true", help="keep the work directory")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

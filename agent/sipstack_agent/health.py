@@ -1,0 +1,172 @@
+"""The agent's monitoring endpoints on MONITORING_PORT (aiohttp).
+
+- `/metrics`: Prometheus text from the agent's own `Metrics.registry`.
+- `/healthz`: the process is alive and its loop answers (always 200).
+- `/readyz`: 200 only when the `ready_provider` says so; 503 with JSON
+  reasons otherwise (database unreachable, shipper stuck, key rejected...).
+- `/status`: JSON from the `status_provider` (checkpoints, backlog, outbox,
+  last success/error, open calls, linkedid_end_seen) plus the version.
+
+The app passes the providers in, so this module imports no stage (sources,
+state, shipping): it only knows metrics and aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sipstack_agent import __version__
+from sipstack_agent.metrics import Metrics
+
+log = logging.getLogger("sipstack_agent.health")
+
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+ReadyProvider = Callable[[], Awaitable[tuple[bool, list[str]]]]
+Check = Callable[[], Awaitable[list[str]]]
+
+
+async def _always_ready() -> tuple[bool, list[str]]:
+    return True, []
+
+
+async def _empty_status() -> dict[str, Any]:
+    return {}
+
+
+def combine_checks(*checks: Check, timeout: float = 5.0) -> ReadyProvider:
+    """A ready provider from checks that each return their problems (empty = fine).
+
+    A check that raises or takes longer than `timeout` counts as a problem.
+    """
+
+    async def run_one(check: Check) -> list[str]:
+        name = getattr(check, "__name__", "check")
+        try:
+            return list(await asyncio.wait_for(check(), timeout))
+        except TimeoutError:
+            return [f"{name}: no answer within {timeout:g}s"]
+        except Exception as exc:
+            return [f"{name}: {type(exc).__name__}: {exc}"]
+
+    async def ready() -> tuple[bool, list[str]]:
+        results = await asyncio.gather(*(run_one(c) for c in checks))
+        problems = [p for r in results for p in r]
+        return not problems, problems
+
+    return ready
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (datetime, date)):
+        return o.isoformat()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default, indent=None, sort_keys=False)
+
+
+class HealthServer:
+    """`url = await HealthServer(metrics, status, ready).start(host, port)`; `await stop()`."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        status_provider: StatusProvider | None = None,
+        ready_provider: ReadyProvider | None = None,
+        *,
+        version: str = __version__,
+        provider_timeout: float = 5.0,
+    ) -> None:
+        self.metrics = metrics
+        self.status_provider: StatusProvider = status_provider or _empty_status
+        self.ready_provider: ReadyProvider = ready_provider or _always_ready
+        self.version = version
+        self.provider_timeout = provider_timeout
+        self.url: str | None = None
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application()
+        self.app.router.add_get("/metrics", self.handle_metrics)
+        self.app.router.add_get("/healthz", self.handle_healthz)
+        self.app.router.add_get("/readyz", self.handle_readyz)
+        self.app.router.add_get("/status", self.handle_status)
+        self.app.router.add_get("/", self.handle_index)
+
+    async def start(self, host: str = "0.0.0.0", port: int = 8000) -> str:  # noqa: S104
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+        self.url = f"http://{shown}:{bound}"
+        log.info("monitoring on %s:%d (/metrics /healthz /readyz /status)", host, bound)
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> HealthServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ handlers
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def handle_healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "version": self.version})
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        try:
+            ready, reasons = await asyncio.wait_for(self.ready_provider(), self.provider_timeout)
+        except TimeoutError:
+            ready, reasons = False, [f"readiness check took longer than {self.provider_timeout:g}s"]
+        except Exception as exc:
+            log.warning("readiness check failed: %s", exc)
+            ready, reasons = False, [f"readiness check failed: {type(exc).__name__}: {exc}"]
+        body = {"ready": bool(ready), "reasons": list(reasons)}
+        return web.json_response(body, status=200 if ready else 503, dumps=_dumps)
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        try:
+            status = await asyncio.wait_for(self.status_provider(), self.provider_timeout)
+        except Exception as exc:
+            log.warning("status provider failed: %s", exc)
+            return web.json_response(
+                {"error": f"{type(exc).__name__}: {exc}", "version": self.version}, status=500
+            )
+        body = {"version": self.version, **dict(status)}
+        return web.json_response(body, dumps=_dumps)
+
+    async def handle_index(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"endpoints": ["/metrics", "/healthz", "/readyz", "/status"], "version": self.version}
+        )
+
+
+__all__: Sequence[str] = [
+    "Check",
+    "HealthServer",
+    "ReadyProvider",
+    "StatusProvider",
+    "combine_checks",
+]

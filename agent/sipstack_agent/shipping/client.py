@@ -1,0 +1,360 @@
+"""The HTTP transport to the SIPSTACK API, behind a two-method interface.
+
+`Transport` is what the shipper and the recording uploader code against;
+tests swap it for a fake. `AiohttpTransport` is the real one: one
+`aiohttp.ClientSession` per agent (keep-alive, bounded connection pool), JSON
+bodies posted as given, multipart bodies streamed from disk (the text fields
+first, the audio part last) so a 500 MB recording costs constant memory.
+
+Connection errors and timeouts raise `TransportError`; every HTTP answer,
+whatever its status, is a `Response`. Classification (success / retry / dead
+letter) is the caller's job (see `shipping/outbox.py`).
+
+Also here: region -> URL helpers, API-key redaction and the request headers
+of the ingest contract (../shared/spec/ingest-api.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from sipstack_agent import __version__
+
+CALLS_PATH = "/v1/mqs/connectors/asterisk/calls"
+RECORDING_PATH = "/v1/mqs/recording"
+CONNECTOR_PATH_MARKER = "/v1/mqs/connectors/asterisk"
+USER_AGENT_PRODUCT = "sipstack-connector-asterisk"
+
+# Kept in step with config.REGION_HOSTS (duplicated so shipping needs only stdlib + aiohttp).
+REGION_HOSTS: dict[str, str] = {
+    "ca1": "api-ca1.sipstack.com",
+    "us1": "api-us1.sipstack.com",
+    "us2": "api-us2.sipstack.com",
+    "dev": "api-dev.sipstack.com",
+}
+
+AUDIO_CONTENT_TYPES: dict[str, str] = {
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".gsm": "audio/gsm",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+}
+
+# Lowest upload rate we tolerate before giving up on a multipart request
+# (bytes/s); the multipart deadline is timeout + size / this.
+MIN_UPLOAD_RATE = 256 * 1024
+
+
+# ---------------------------------------------------------------------------
+# Interface
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP answer. `headers` keys are case-insensitive when it comes from aiohttp."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (200, 201, 202)
+
+    def header(self, name: str) -> str | None:
+        """Case-insensitive header lookup (works for plain dicts from fakes too)."""
+        value = self.headers.get(name)
+        if value is not None:
+            return value
+        low = name.lower()
+        for k, v in self.headers.items():
+            if k.lower() == low:
+                return v
+        return None
+
+
+class TransportError(Exception):
+    """The request got no HTTP answer: connection refused/reset, DNS, TLS, timeout."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+    @property
+    def reason(self) -> str:
+        """Short label for metrics: `timeout` or `connection`."""
+        return "timeout" if self.timeout else "connection"
+
+
+@runtime_checkable
+class Transport(Protocol):
+    async def post_json(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response: ...
+
+    async def post_multipart(
+        self,
+        url: str,
+        fields: Sequence[tuple[str, str]],
+        file_path: str | os.PathLike[str],
+        file_field: str,
+        content_type: str,
+        headers: Mapping[str, str],
+    ) -> Response: ...
+
+
+# ---------------------------------------------------------------------------
+# Helpers: URLs, keys, headers
+
+
+def region_urls(region: str) -> tuple[str, str]:
+    """(calls URL, recording URL) of a REGION; ValueError for an unknown one."""
+    key = (region or "").strip().lower()
+    host = REGION_HOSTS.get(key)
+    if host is None:
+        raise ValueError(f"unknown REGION {region!r}; expected one of {', '.join(REGION_HOSTS)}")
+    return f"https://{host}{CALLS_PATH}", f"https://{host}{RECORDING_PATH}"
+
+
+def normalize_api_url(url: str) -> str:
+    """Validate an API_URL/API_ENDPOINT override and append `/calls` where the contract says.
+
+    Raises ValueError for a URL without http(s) scheme or host.
+    """
+    raw = url.strip()
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"API URL must start with http:// or https://, got {parts.scheme!r}")
+    if not parts.hostname:
+        raise ValueError("API URL has no host")
+    path = parts.path
+    if CONNECTOR_PATH_MARKER in path and not path.rstrip("/").endswith("/calls"):
+        path = path.rstrip("/") + "/calls"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def recording_url_for(calls_url: str) -> str:
+    """The recording endpoint on the same host as a calls URL (`/v1/mqs/recording`).
+
+    Any path prefix before `/v1/mqs/` is kept (proxies); a URL without
+    `/v1/mqs/` gets the contract path on its host.
+    """
+    parts = urlsplit(calls_url)
+    idx = parts.path.find("/v1/mqs/")
+    prefix = parts.path[:idx] if idx >= 0 else ""
+    return urlunsplit((parts.scheme, parts.netloc, prefix + RECORDING_PATH, "", ""))
+
+
+_KEY_RE = re.compile(r"sk_[A-Za-z0-9_\-]+")
+
+
+def redact_key(key: str | None) -> str:
+    """`sk_…last4`; never the key itself. Empty/short keys give a fixed marker."""
+    if not key:
+        return "<none>"
+    if len(key) <= 8:
+        return "sk_…" if key.startswith("sk_") else "…"
+    return f"{key[:3]}…{key[-4:]}"
+
+
+def redact_text(text: str, key: str | None = None) -> str:
+    """Remove the API key (and anything that looks like an sk_ key) from a text."""
+    if key:
+        text = text.replace(key, redact_key(key))
+    return _KEY_RE.sub(lambda m: redact_key(m.group(0)), text)
+
+
+def user_agent(version: str | None = None) -> str:
+    return f"{USER_AGENT_PRODUCT}/{version or __version__}"
+
+
+def build_headers(
+    api_key: str,
+    *,
+    version: str | None = None,
+    idempotency_key: str | None = None,
+    content_type: str | None = "application/json",
+) -> dict[str, str]:
+    """Headers of the contract. `content_type=None` for multipart (the transport sets it)."""
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "User-Agent": user_agent(version),
+        "Accept": "application/json",
+    }
+    if content_type:
+        headers["Content-Type"] = content_type
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def idempotency_key(connector_id: str, linkedid: str, revision: int | str) -> str:
+    return f"{connector_id}:{linkedid}:{revision}"
+
+
+def audio_content_type(path: str | os.PathLike[str]) -> str:
+    """Content type of a recording from its extension (case-insensitive)."""
+    ext = Path(path).suffix.lower()
+    return AUDIO_CONTENT_TYPES.get(ext, "application/octet-stream")
+
+
+# ---------------------------------------------------------------------------
+# The aiohttp implementation
+
+
+class AiohttpTransport:
+    """One ClientSession (keep-alive, bounded pool) shared by every request.
+
+    Create it inside the running loop (the session is created lazily on first
+    use) and `await close()` it at shutdown; also an async context manager.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        limit: int = 16,
+        keepalive_timeout: float = 30.0,
+        user_agent_version: str | None = None,
+        ssl: Any = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        self.timeout = timeout
+        self.limit = max(1, limit)
+        self.keepalive_timeout = keepalive_timeout
+        self._ua = user_agent(user_agent_version)
+        self._ssl = ssl
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0  # requests sent (for tests / status)
+
+    @classmethod
+    def from_settings(cls, api: Any, *, extra_connections: int = 4) -> AiohttpTransport:
+        """Build from `config.ApiSettings` (timeout, concurrency)."""
+        return cls(timeout=float(api.timeout), limit=int(api.concurrency) + extra_connections)
+
+    # -- lifecycle
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.limit,
+                limit_per_host=self.limit,
+                keepalive_timeout=self.keepalive_timeout,
+                enable_cleanup_closed=True,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=self.timeout, sock_connect=self.timeout, sock_read=self.timeout
+                ),
+                headers={"User-Agent": self._ua},
+                raise_for_status=False,
+                auto_decompress=True,
+                trust_env=True,
+            )
+        return self._session
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._get_session()
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def __aenter__(self) -> AiohttpTransport:
+        self._get_session()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- requests
+
+    async def post_json(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        hdrs = dict(headers)
+        hdrs.setdefault("Content-Type", "application/json")
+        try:
+            return await self._post(url, data=body, headers=hdrs, timeout=None)
+        except _StaleConnection:
+            # A keep-alive connection closed by the server just as we reused it:
+            # send once more on a fresh one (safe: Idempotency-Key).
+            return await self._post(url, data=body, headers=hdrs, timeout=None, retried=True)
+
+    async def post_multipart(
+        self,
+        url: str,
+        fields: Sequence[tuple[str, str]],
+        file_path: str | os.PathLike[str],
+        file_field: str,
+        content_type: str,
+        headers: Mapping[str, str],
+    ) -> Response:
+        path = Path(file_path)
+        # OSError (file gone, permissions) propagates as is: not a transport problem.
+        fh: IO[bytes] = await asyncio.to_thread(path.open, "rb")
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            form = aiohttp.FormData()
+            for name, value in fields:
+                form.add_field(name, str(value))
+            # The audio part goes last; aiohttp streams the file object in chunks.
+            form.add_field(file_field, fh, filename=path.name, content_type=content_type)
+            hdrs = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            deadline = self.timeout + size / MIN_UPLOAD_RATE
+            timeout = aiohttp.ClientTimeout(
+                total=deadline, sock_connect=self.timeout, sock_read=self.timeout
+            )
+            return await self._post(url, data=form, headers=hdrs, timeout=timeout, retried=True)
+        finally:
+            await asyncio.to_thread(fh.close)
+
+    async def _post(
+        self,
+        url: str,
+        *,
+        data: Any,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout | None,
+        retried: bool = False,
+    ) -> Response:
+        session = self._get_session()
+        self.requests += 1
+        kwargs: dict[str, Any] = {"data": data, "headers": dict(headers), "allow_redirects": False}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            async with session.post(url, **kwargs) as resp:
+                text = await resp.text(errors="replace")
+                return Response(status=resp.status, headers=resp.headers.copy(), text=text)
+        except aiohttp.ServerDisconnectedError as exc:
+            if not retried:
+                raise _StaleConnection() from exc
+            raise TransportError(f"server disconnected: {_describe(exc)}") from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise TransportError("request timed out", timeout=True) from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(_describe(exc)) from exc
+        except OSError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+
+
+class _StaleConnection(Exception):
+    pass
+
+
+def _describe(exc: BaseException) -> str:
+    msg = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {msg}"[:300]

@@ -1,0 +1,765 @@
+"""CEL from the Asterisk Manager Interface (CEL_MODE=ami, cel_manager).
+
+A panoramisk client logs in (AMI_HOST, AMI_PORT 5038 / 5039 with AMI_TLS),
+asks only for the event class CEL is raised in (`Events: call`: cel_manager.c
+raises CEL with EVENT_FLAG_CALL; configurable with AmiSettings.events), keeps
+the connection alive with Ping, and reconnects with exponential backoff and
+jitter. A failed login is a clear error and a health condition
+(`state == "auth_failed"`, `last_error`).
+
+AMI has no replay, so every `Event: CEL` is mapped to a `CelRow` and written to
+the state store (`store.ingest`) as soon as possible; nothing else acknowledges
+it. Time the agent was not connected (disconnects, agent restarts) is
+recorded as a gap in the position record "ami:gaps":
+
+    {"gaps": [{"start": ISO, "end": ISO | None, "reason": str}, ...]}
+
+start = the last moment the feed was known alive (last event or Pong), end =
+the next successful login (None while still disconnected). The call core uses
+`load_gaps()` / `overlaps_gap()` to mark calls that were active during a gap
+(`gap: true`) and complete them from their CDR rows instead of trusting their
+incomplete CEL (see docs/cel-sources.md).
+
+EventTime is Asterisk's local time in whole seconds ("%Y-%m-%d %H:%M:%S",
+interpreted in DB_TIMEZONE); when manager.conf has `timestampevents = yes` the
+`Timestamp` header (epoch, microseconds) is used instead when it agrees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from panoramisk import Manager
+
+from ..config import AmiSettings
+from ..metrics import Metrics
+from ..model import CelRow
+from .cel_csv import TimeParser
+
+__all__ = [
+    "GAPS_POSITION",
+    "POSITION",
+    "AmiAuthError",
+    "CelAmiSource",
+    "Gap",
+    "check_ami",
+    "event_to_row",
+    "load_gaps",
+    "overlaps_gap",
+]
+
+log = logging.getLogger(__name__)
+
+POSITION = "ami"
+GAPS_POSITION = "ami:gaps"
+MAX_GAPS = 500
+GAP_KEEP_SECONDS = 30 * 86400.0
+
+# AMI CEL header (lower case) -> CelRow field.
+AMI_FIELDS: dict[str, str] = {
+    "eventname": "eventtype",
+    "calleridnum": "cid_num",
+    "calleridname": "cid_name",
+    "calleridani": "cid_ani",
+    "calleridrdnis": "cid_rdnis",
+    "calleriddnid": "cid_dnid",
+    "exten": "exten",
+    "context": "context",
+    "channel": "channame",
+    "application": "appname",
+    "appdata": "appdata",
+    "amaflags": "amaflags",
+    "accountcode": "accountcode",
+    "uniqueid": "uniqueid",
+    "linkedid": "linkedid",
+    "peer": "peer",
+    "extra": "extra",
+    "peeraccount": "peeraccount",
+    "userdeftype": "userdeftype",
+}
+# AMI names the AMA flags; the cel table stores their numbers (AST_AMA_*).
+AMA_FLAGS: dict[str, str] = {"OMIT": "1", "BILLING": "2", "DOCUMENTATION": "3"}
+# The CEL event types Asterisk defines: any other EventName is a user-defined event.
+CEL_EVENT_TYPES = frozenset(
+    {
+        "CHAN_START",
+        "CHAN_END",
+        "ANSWER",
+        "HANGUP",
+        "APP_START",
+        "APP_END",
+        "PARK_START",
+        "PARK_END",
+        "USER_DEFINED",
+        "BRIDGE_ENTER",
+        "BRIDGE_EXIT",
+        "BRIDGE_START",
+        "BRIDGE_END",
+        "BRIDGE_UPDATE",
+        "BLINDTRANSFER",
+        "ATTENDEDTRANSFER",
+        "PICKUP",
+        "FORWARD",
+        "LINKEDID_END",
+        "LOCAL_OPTIMIZE",
+        "LOCAL_OPTIMIZE_BEGIN",
+        "STREAM_BEGIN",
+        "STREAM_END",
+        "DTMF",
+        "CONF_START",
+        "CONF_END",
+        "CONF_ENTER",
+        "CONF_EXIT",
+        "3WAY_START",
+        "3WAY_END",
+        "HOOKFLASH",
+        "TRANSFER",
+    }
+)
+
+
+class AmiAuthError(Exception):
+    """The AMI rejected the login (wrong AMI_USERNAME / AMI_PASSWORD, or permit/deny)."""
+
+
+class AmiProtocolError(Exception):
+    """The AMI peer did not answer like an Asterisk manager."""
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def _text(value: Any) -> str:
+    """Header value -> text. The connection decodes latin-1 (lossless); undo that for UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = value[-1] if value else ""
+    s = str(value)
+    if s.isascii():
+        return s
+    try:
+        return s.encode("latin-1").decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return s
+
+
+def event_to_row(event: Mapping[str, Any], times: TimeParser, source_pos: str = "") -> CelRow:
+    """Map one `Event: CEL` (headers, any case) to a CelRow. Raises ValueError when unusable."""
+    h = {str(k).lower(): v for k, v in event.items()}
+    values: dict[str, str] = {}
+    for key, name in AMI_FIELDS.items():
+        if key in h:
+            values[name] = _text(h[key])
+    eventtype = values.get("eventtype", "")
+    if not eventtype:
+        raise ValueError("CEL event without EventName")
+    if not values.get("uniqueid"):
+        raise ValueError("CEL event without UniqueID")
+    userdef = values.get("userdeftype", "")
+    if eventtype == "USER_DEFINED" and userdef:
+        values["eventtype"] = userdef  # as the cel table stores it (eventtype = the user type)
+    elif eventtype not in CEL_EVENT_TYPES and not userdef:
+        values["userdeftype"] = eventtype  # show_user_defined=no: EventName is the user type
+    ama = values.get("amaflags", "")
+    if ama:
+        values["amaflags"] = AMA_FLAGS.get(ama.upper(), ama)
+    eventtime = _event_time(h, times)
+    kwargs: dict[str, Any] = dict(values)
+    return CelRow(eventtime=eventtime, source="ami", source_pos=source_pos, **kwargs)
+
+
+def _event_time(h: Mapping[str, Any], times: TimeParser) -> datetime:
+    raw = _text(h.get("eventtime", "")).strip()
+    stamp = _text(h.get("timestamp", "")).strip()
+    parsed: datetime | None = None
+    if raw:
+        try:
+            parsed = times(raw)
+        except ValueError:
+            parsed = None
+    if stamp:
+        try:
+            precise = times(stamp)
+        except ValueError:
+            precise = None
+        # Timestamp (timestampevents=yes) is when the manager event was queued: the same
+        # instant with microseconds. Use it when it agrees with EventTime (same zone etc.).
+        if precise is not None and (
+            parsed is None or abs((precise - parsed).total_seconds()) < 2.0
+        ):
+            return precise
+    if parsed is None:
+        raise ValueError(f"CEL event with an unreadable EventTime {raw[:40]!r}")
+    return parsed
+
+
+# --------------------------------------------------------------------------- gaps
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """An interval in which AMI CEL events may have been missed. end=None: still open."""
+
+    start: datetime
+    end: datetime | None
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat() if self.end else None,
+            "reason": self.reason,
+        }
+
+    @staticmethod
+    def from_json(d: Mapping[str, Any]) -> Gap:
+        end = d.get("end")
+        return Gap(
+            datetime.fromisoformat(str(d["start"])),
+            datetime.fromisoformat(str(end)) if end else None,
+            str(d.get("reason", "")),
+        )
+
+
+class PositionStore(Protocol):
+    async def get_position(self, name: str) -> dict[str, Any] | None: ...
+
+    async def set_position(self, name: str, value: Mapping[str, Any]) -> None: ...
+
+
+class CelStore(PositionStore, Protocol):
+    async def ingest(
+        self,
+        cels: Sequence[CelRow] = ...,
+        cdrs: Sequence[Any] = ...,
+        positions: Mapping[str, Mapping[str, Any]] | None = ...,
+    ) -> Any: ...
+
+
+async def load_gaps(store: PositionStore) -> list[Gap]:
+    """The recorded AMI gaps, oldest first (empty when the AMI source never ran)."""
+    pos = await store.get_position(GAPS_POSITION)
+    if not pos:
+        return []
+    out: list[Gap] = []
+    for d in pos.get("gaps", ()):
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            out.append(Gap.from_json(d))
+    return out
+
+
+def overlaps_gap(
+    gaps: Sequence[Gap], first_event: datetime, last_event: datetime | None, now: datetime
+) -> Gap | None:
+    """The first gap during which a call was (or may have been) active, else None.
+
+    A call is active from its first event to its last one; an incomplete call
+    (last_event=None) up to `now`. Such a call may miss CEL rows: mark it
+    `gap: true` and complete it from its CDR rows.
+    """
+    end = last_event or now
+    for g in gaps:
+        g_end = g.end or now
+        if first_event <= g_end and end >= g.start:
+            return g
+    return None
+
+
+# --------------------------------------------------------------------------- panoramisk glue
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """panoramisk Manager whose connection lifecycle belongs to CelAmiSource.
+
+    panoramisk reconnects on its own with a fixed delay and pings without
+    checking the answer; here a lost connection only resolves `lost` and the
+    source decides when to reconnect (backoff + jitter) and pings itself.
+    """
+
+    pinger: Any = None
+
+    def __init__(self, lost: asyncio.Future[Any], **config: Any) -> None:
+        super().__init__(**config)
+        self._lost = lost
+
+    def connection_made(self, f: asyncio.Future[Any]) -> None:
+        if f.cancelled() or f.exception() is not None:
+            return  # the awaiting coroutine sees the failure; no automatic reconnect
+        super().connection_made(f)
+
+    def connection_lost(self, exc: Any) -> None:
+        self._connected = False
+        if self.pinger:
+            self.pinger.cancel()
+            self.pinger = None
+        if not self._lost.done():
+            self._lost.set_result(exc)
+
+    def ping(self) -> None:  # our own keepalive checks the Pong
+        self.pinger = None
+
+
+async def _first(fut: asyncio.Future[Any], lost: asyncio.Future[Any], timeout: float) -> Any:
+    """Await `fut`, failing fast if the connection is lost or `timeout` passes."""
+    done, _ = await asyncio.wait({fut, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if fut in done:
+        return fut.result()
+    if lost in done:
+        raise ConnectionError("AMI connection closed")
+    raise TimeoutError("no answer from the AMI")
+
+
+def _latin1(s: str) -> str:
+    """Text to send over the latin-1 connection so that its bytes are UTF-8."""
+    return s.encode("utf-8").decode("latin-1")
+
+
+def _ssl_context(settings: AmiSettings) -> ssl.SSLContext | bool:
+    if not settings.tls:
+        return False
+    ctx = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+    if not settings.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _port(settings: AmiSettings) -> int:
+    if settings.tls and settings.port == 5038:
+        return 5039  # AMI over TLS listens on 5039 (manager.conf tlsbindport) by default
+    return settings.port
+
+
+class _Session:
+    """One connected, logged-in AMI connection."""
+
+    def __init__(self, settings: AmiSettings, on_event: Any) -> None:
+        self.settings = settings
+        self.on_event = on_event
+        self.lost: asyncio.Future[Any] | None = None
+        self.manager: _Manager | None = None
+        self.version = ""
+
+    async def open(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.lost = loop.create_future()
+        mgr = _Manager(
+            self.lost,
+            host=s.host,
+            port=_port(s),
+            ssl=_ssl_context(s),
+            encoding="latin-1",
+            ping_delay=10**9,
+            ping_interval=10**9,
+            reconnect_timeout=10**9,
+            loop=loop,
+            log=logging.getLogger("panoramisk.manager"),
+        )
+        self.manager = mgr
+        mgr.register_event("CEL", self.on_event)
+        task = mgr.connect()
+        try:
+            await asyncio.wait_for(task, s.connect_timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"AMI {s.host}:{_port(s)}: no connection within {s.connect_timeout:g} s"
+            ) from None
+        resp = await _first(
+            mgr.send_action(
+                {
+                    "Action": "Login",
+                    "Username": _latin1(s.username),
+                    "Secret": _latin1(s.password),
+                    "Events": s.events or "call",
+                }
+            ),
+            self.lost,
+            s.connect_timeout,
+        )
+        self.version = str(getattr(mgr.protocol, "version", "") or "")
+        if isinstance(resp, list):
+            resp = resp[0] if resp else None
+        if resp is None or not getattr(resp, "success", False):
+            message = _text(resp.get("message", "")) if resp is not None else ""
+            raise AmiAuthError(
+                f"AMI login as {s.username!r} at {s.host}:{_port(s)} failed: "
+                f"{message or 'no success response'}"
+            )
+
+    async def ping(self, timeout: float) -> None:
+        assert self.manager is not None and self.lost is not None
+        await _first(self.manager.send_action({"Action": "Ping"}), self.lost, timeout)
+
+    def close(self) -> None:
+        if self.manager is not None:
+            with contextlib.suppress(Exception):
+                self.manager.close()
+
+
+# --------------------------------------------------------------------------- the source
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+class CelAmiSource:
+    """Subscribe to AMI CEL events and store them. See the module docstring.
+
+    state: starting | connecting | connected | auth_failed | disconnected | stopped.
+    `last_error` holds the reason of the last failure (None while connected).
+    """
+
+    def __init__(
+        self,
+        settings: AmiSettings,
+        store: CelStore,
+        metrics: Metrics,
+        timezone: str = "UTC",
+        *,
+        batch_max: int = 2000,
+        ping_timeout: float | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.timezone = timezone
+        self.times = TimeParser(timezone)
+        self.batch_max = batch_max
+        self.ping_timeout = (
+            ping_timeout if ping_timeout is not None else max(5.0, settings.ping_interval)
+        )
+        self._clock = clock
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.version = ""
+        self.events_received = 0
+        self.events_stored = 0
+        self.connects = 0
+        self._session_id = f"{time.time_ns():x}"
+        self._seq = 0
+        self._buf: list[CelRow] = []
+        self._wake = asyncio.Event()
+        self._last_alive: float | None = None
+        self._last_alive_saved = 0.0
+        self._gaps: list[Gap] = []
+        self._bad_logged = False
+        self._auth_logged: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+    @property
+    def healthy(self) -> bool:
+        """False for conditions an operator must fix (wrong credentials)."""
+        return self.state != "auth_failed"
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_event(self, _manager: Any, message: Mapping[str, Any]) -> None:
+        self.events_received += 1
+        self._last_alive = self._clock()
+        self._seq += 1
+        try:
+            row = event_to_row(message, self.times, f"{self._session_id}:{self._seq}")
+        except (ValueError, TypeError) as exc:
+            self.metrics.rows_discarded.labels(reason="ami_bad_event").inc()
+            if not self._bad_logged:
+                self._bad_logged = True
+                log.warning("AMI CEL event not usable (%s): %r", exc, dict(message))
+            return
+        self._buf.append(row)
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        """Write buffered rows; on a store failure they stay buffered (retried)."""
+        while self._buf:
+            rows = self._buf[: self.batch_max]
+            pos = self._position()
+            res = await self.store.ingest(rows, [], {POSITION: pos})
+            del self._buf[: len(rows)]
+            self._last_alive_saved = self._clock()
+            new = getattr(res, "new_cels", len(rows))
+            self.events_stored += len(rows)
+            if new:
+                self.metrics.cels_processed.labels(source="ami").inc(new)
+
+    async def _writer(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while True:
+            if not self._buf:
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                try:
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
+                continue
+            try:
+                await self._flush()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.error(
+                    "cannot store AMI CEL events (%s); %d buffered, retrying", exc, len(self._buf)
+                )
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+
+    def _position(self) -> dict[str, Any]:
+        t = self._last_alive or self._clock()
+        return {"last_alive": _iso(t), "session": self._session_id, "connected": self.connected}
+
+    # -- gaps -----------------------------------------------------------------
+
+    async def _save_gaps(self) -> None:
+        now = datetime.now(UTC)
+        keep = [
+            g
+            for g in self._gaps
+            if g.end is None or (now - g.end).total_seconds() < GAP_KEEP_SECONDS
+        ][-MAX_GAPS:]
+        self._gaps = keep
+        await self.store.set_position(GAPS_POSITION, {"gaps": [g.as_json() for g in keep]})
+
+    async def _open_gap(self, start: float, reason: str) -> None:
+        if self._gaps and self._gaps[-1].end is None:
+            return
+        self._gaps.append(Gap(datetime.fromtimestamp(start, UTC), None, reason))
+        self.metrics.ami_gaps.inc()
+        await self._save_gaps()
+
+    async def _close_gap(self, end: float) -> None:
+        if self._gaps and self._gaps[-1].end is None:
+            g = self._gaps[-1]
+            self._gaps[-1] = Gap(g.start, datetime.fromtimestamp(end, UTC), g.reason)
+            log.warning(
+                "AMI CEL gap from %s to %s: calls active then are completed from CDR",
+                g.start.isoformat(),
+                self._gaps[-1].end.isoformat() if self._gaps[-1].end else "?",
+            )
+            await self._save_gaps()
+
+    async def _load_state(self) -> None:
+        self._gaps = await load_gaps(self.store)
+        pos = await self.store.get_position(POSITION)
+        if pos and pos.get("last_alive"):
+            try:
+                last = datetime.fromisoformat(str(pos["last_alive"])).timestamp()
+            except ValueError:
+                last = self._clock()
+            # Events between the previous run's last sign of life and our first login are
+            # not replayable: that is a gap.
+            await self._open_gap(last, "agent restart")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        self.state = state
+        self.last_error = error
+        up = 1 if state == "connected" else 0
+        self.metrics.ami_connected.set(up)
+        self.metrics.database_connection_status.labels(source="cel_ami").set(up)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        try:
+            await self._load_state()
+        except Exception as exc:  # the store is needed; report and keep trying below
+            log.error("cannot read the AMI position: %s", exc)
+        writer = asyncio.create_task(self._writer(stop), name="ami-cel-writer")
+        backoff = max(s.backoff_initial, 0.01)
+        try:
+            while not stop.is_set():
+                logged_in = False
+                self._set_state("connecting", self.last_error)
+                session = _Session(s, self._on_event)
+                try:
+                    self.metrics.db_reconnects.labels(source="ami").inc()
+                    await session.open()
+                    logged_in = True
+                    await self._connected(session)
+                    await self._serve(session, stop)
+                    if not stop.is_set():
+                        raise ConnectionError("AMI connection lost")
+                except AmiAuthError as exc:
+                    self._set_state("auth_failed", str(exc))
+                    if self._auth_logged != str(exc):
+                        self._auth_logged = str(exc)
+                        log.error(
+                            "%s. Check AMI_USERNAME/AMI_PASSWORD against manager.conf "
+                            "(and its permit/deny lines); retrying with backoff",
+                            exc,
+                        )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    self._set_state("disconnected", err)
+                    log.warning("AMI %s:%d: %s", s.host, _port(s), err)
+                finally:
+                    session.close()
+                    if logged_in:
+                        await self._disconnected("connection lost")
+                if stop.is_set():
+                    break
+                if logged_in:
+                    backoff = max(s.backoff_initial, 0.01)
+                delay = min(backoff, s.backoff_cap) * random.uniform(0.5, 1.0)
+                backoff = min(backoff * 2, max(s.backoff_cap, 0.01))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        finally:
+            self._wake.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 10.0)
+            if not writer.done():
+                writer.cancel()
+            with contextlib.suppress(Exception):
+                await self.store.set_position(POSITION, self._position() | {"connected": False})
+            self._set_state("stopped", self.last_error)
+
+    async def _connected(self, session: _Session) -> None:
+        self.connects += 1
+        self.version = session.version
+        self._auth_logged = None
+        now = self._clock()
+        self._last_alive = now
+        self._set_state("connected")
+        log.info(
+            "AMI connected to %s:%d (%s), CEL events subscribed",
+            self.settings.host,
+            _port(self.settings),
+            self.version or "unknown version",
+        )
+        await self._close_gap(now)
+        await self.store.set_position(POSITION, self._position())
+
+    async def _disconnected(self, reason: str) -> None:
+        start = self._last_alive or self._clock()
+        self._set_state("disconnected", self.last_error or reason)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._flush(), 10.0)
+        try:
+            await self._open_gap(start, reason)
+        except Exception as exc:
+            log.error("cannot record the AMI gap: %s", exc)
+
+    async def _serve(self, session: _Session, stop: asyncio.Event) -> None:
+        assert session.lost is not None
+        interval = max(self.settings.ping_interval, 0.05)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {session.lost, stopper}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                )
+                if done:
+                    return
+                await session.ping(self.ping_timeout)  # raises on timeout / lost connection
+                self._last_alive = self._clock()
+                if self._last_alive - self._last_alive_saved >= interval and not self._buf:
+                    self._last_alive_saved = self._last_alive
+                    await self.store.set_position(POSITION, self._position())
+        finally:
+            stopper.cancel()
+
+
+# --------------------------------------------------------------------------- check
+
+
+CheckResult = tuple[str, bool, str, str]
+
+
+async def check_ami(
+    settings: AmiSettings, timezone: str = "UTC", *, wait: float = 5.0
+) -> list[CheckResult]:
+    """`sipstack-agent check` for CEL_MODE=ami: [(name, ok, detail, hint)].
+
+    Logs in, then waits up to `wait` seconds for one CEL event. No event on an
+    idle PBX is not a failure (ok=True, said in the detail).
+    """
+    out: list[CheckResult] = []
+    times = TimeParser(timezone)
+    got: list[CelRow] = []
+    errors: list[str] = []
+    seen = asyncio.Event()
+
+    def on_event(_m: Any, message: Mapping[str, Any]) -> None:
+        try:
+            got.append(event_to_row(message, times))
+        except (ValueError, TypeError) as exc:
+            errors.append(str(exc))
+        seen.set()
+
+    session = _Session(settings, on_event)
+    where = f"{settings.host}:{_port(settings)}"
+    try:
+        await session.open()
+    except AmiAuthError as exc:
+        out.append(
+            (
+                "ami login",
+                False,
+                str(exc),
+                "AMI_USERNAME/AMI_PASSWORD must match a manager.conf user (permit= must allow "
+                "this host)",
+            )
+        )
+        session.close()
+        return out
+    except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+        out.append(
+            (
+                "ami login",
+                False,
+                f"cannot connect to the AMI at {where}: {exc}",
+                "manager.conf [general] enabled=yes, bindaddr/port (TLS: tlsenable, 5039), "
+                "AMI_HOST/AMI_PORT/AMI_TLS",
+            )
+        )
+        session.close()
+        return out
+    try:
+        out.append(("ami login", True, f"logged in at {where} ({session.version or '?'})", ""))
+        assert session.lost is not None
+        waiter = asyncio.ensure_future(seen.wait())
+        await asyncio.wait(
+            {waiter, session.lost}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+        )
+        waiter.cancel()
+        if got:
+            out.append(("ami cel events", True, f"CEL event received ({got[0].eventtype})", ""))
+        elif errors:
+            out.append(("ami cel events", False, f"CEL event not usable: {errors[0]}", ""))
+        else:
+            out.append(
+                (
+                    "ami cel events",
+                    True,
+                    f"no CEL event within {wait:g} s (fine on an idle PBX)",
+                    "if calls are running: cel.conf [general] enable=yes and [manager] "
+                    "enabled=yes, and the manager.conf user needs read=call",
+                )
+            )
+    finally:
+        session.close()
+    return out

@@ -1,0 +1,204 @@
+"""SQL text of the three PBX database dialects the SQL poller reads.
+
+The dialects differ only in SQL text, placeholders, identifier quoting and how
+times come back; everything else (paging, checkpoints, de-duplication) lives
+in `sources/sql.py`. Every statement here is a SELECT: the agent never writes
+to the PBX database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["DIALECTS", "Dialect", "dialect_for", "valid_identifier"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+
+def valid_identifier(name: str) -> bool:
+    """Table/column names are configuration: only plain (optionally schema.) names pass."""
+    return bool(_IDENT.match(name))
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str  # postgresql | mysql | sqlite
+    quote_char: str
+    placeholder: str  # "$" numbered, "%s" or "?"
+
+    # ------------------------------------------------------------ basics
+
+    def q(self, ident: str) -> str:
+        """Quote a (schema-qualified) identifier."""
+        if not valid_identifier(ident):
+            raise ValueError(f"invalid SQL identifier {ident!r}")
+        c = self.quote_char
+        return ".".join(f"{c}{part}{c}" for part in ident.split("."))
+
+    def ph(self, n: int) -> str:
+        """The n-th (1-based) parameter placeholder."""
+        if self.placeholder == "$":
+            return f"${n}"
+        return self.placeholder
+
+    def split_table(self, table: str) -> tuple[str | None, str]:
+        schema, _, name = table.rpartition(".")
+        return (schema or None), name
+
+    # ------------------------------------------------------------ discovery
+
+    def columns_sql(self, table: str) -> tuple[str, tuple[object, ...]]:
+        """(column_name, data_type) rows of a table, in table order."""
+        schema, name = self.split_table(table)
+        if self.name == "postgresql":
+            return (
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = $1 AND table_schema = coalesce($2, current_schema()) "
+                "ORDER BY ordinal_position",
+                (name, schema),
+            )
+        if self.name == "mysql":
+            return (
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = %s AND table_schema = coalesce(%s, DATABASE()) "
+                "ORDER BY ordinal_position",
+                (name, schema),
+            )
+        return ("SELECT name, type FROM pragma_table_info(?)", (name,))
+
+    def index_columns_sql(self, table: str) -> tuple[str, tuple[object, ...]]:
+        """Leading column of every index of a table (one row each)."""
+        schema, name = self.split_table(table)
+        if self.name == "postgresql":
+            return (
+                "SELECT a.attname FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
+                "WHERE c.relname = $1 AND n.nspname = coalesce($2, current_schema())",
+                (name, schema),
+            )
+        if self.name == "mysql":
+            return (
+                "SELECT column_name FROM information_schema.statistics "
+                "WHERE table_name = %s AND table_schema = coalesce(%s, DATABASE()) "
+                "AND seq_in_index = 1",
+                (name, schema),
+            )
+        return (
+            "SELECT ii.name FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii "
+            "WHERE ii.seqno = 0 "
+            "UNION SELECT name FROM pragma_table_info(?) WHERE pk = 1 AND lower(type) = 'integer'",
+            (name, name),
+        )
+
+    def write_privileges_sql(self, table: str) -> tuple[str, tuple[object, ...]] | None:
+        """Rows naming write privileges the current user holds on the table (none = read-only)."""
+        schema, name = self.split_table(table)
+        if self.name == "postgresql":
+            qualified = f"{schema}.{name}" if schema else name
+            return (
+                "SELECT p FROM unnest(ARRAY['INSERT','UPDATE','DELETE','TRUNCATE']) AS p "
+                "WHERE has_table_privilege(current_user, $1, p) "
+                "UNION ALL SELECT 'SUPERUSER' FROM pg_roles "
+                "WHERE rolname = current_user AND rolsuper",
+                (qualified,),
+            )
+        if self.name == "mysql":
+            grantee = (
+                "concat('''', substring_index(current_user(), '@', 1), '''@''', "
+                "substring_index(current_user(), '@', -1), '''')"
+            )
+            writes = "('INSERT','UPDATE','DELETE','DROP','ALTER','ALL PRIVILEGES')"
+            return (
+                f"SELECT privilege_type FROM information_schema.user_privileges "
+                f"WHERE grantee = {grantee} AND privilege_type IN {writes} "
+                f"UNION ALL SELECT privilege_type FROM information_schema.schema_privileges "
+                f"WHERE grantee = {grantee} AND privilege_type IN {writes} "
+                f"AND table_schema = coalesce(%s, DATABASE()) "
+                f"UNION ALL SELECT privilege_type FROM information_schema.table_privileges "
+                f"WHERE grantee = {grantee} AND privilege_type IN {writes} "
+                f"AND table_schema = coalesce(%s, DATABASE()) AND table_name = %s",
+                (schema, schema, name),
+            )
+        return None  # sqlite: the file is opened read-only (mode=ro)
+
+    # ------------------------------------------------------------ reading
+
+    def select_after_id(
+        self, columns: Sequence[str], table: str, id_col: str, time_col: str, *, min_time: bool
+    ) -> str:
+        """Rows with id > $1 [and time >= $2] ordered by id, LIMIT last parameter."""
+        cols = ", ".join(self.q(c) for c in columns)
+        where = f"{self.q(id_col)} > {self.ph(1)}"
+        n = 2
+        if min_time:
+            where += f" AND {self.q(time_col)} >= {self.ph(2)}"
+            n = 3
+        return (
+            f"SELECT {cols} FROM {self.q(table)} WHERE {where} "
+            f"ORDER BY {self.q(id_col)} LIMIT {self.ph(n)}"
+        )
+
+    def select_id_range(self, columns: Sequence[str], table: str, id_col: str) -> str:
+        """Rows with $1 <= id <= $2 (re-reading holes left by out-of-order commits)."""
+        cols = ", ".join(self.q(c) for c in columns)
+        i = self.q(id_col)
+        return (
+            f"SELECT {cols} FROM {self.q(table)} WHERE {i} >= {self.ph(1)} AND {i} <= {self.ph(2)} "
+            f"ORDER BY {i}"
+        )
+
+    def select_after_time(self, columns: Sequence[str], table: str, time_col: str) -> str:
+        """Rows with time >= $1 ordered by time, LIMIT $2 (tables without an id)."""
+        cols = ", ".join(self.q(c) for c in columns)
+        t = self.q(time_col)
+        return (
+            f"SELECT {cols} FROM {self.q(table)} WHERE {t} >= {self.ph(1)} "
+            f"ORDER BY {t} LIMIT {self.ph(2)}"
+        )
+
+    def select_max(self, table: str, col: str) -> str:
+        return f"SELECT max({self.q(col)}) FROM {self.q(table)}"
+
+    def select_min_id_since(self, table: str, id_col: str, time_col: str) -> str:
+        return (
+            f"SELECT min({self.q(id_col)}) FROM {self.q(table)} "
+            f"WHERE {self.q(time_col)} >= {self.ph(1)}"
+        )
+
+    def select_recent_eventtypes(
+        self, table: str, order_col: str, eventtype_col: str, limit: int
+    ) -> str:
+        """How many of the newest `limit` rows are LINKEDID_END (and how many were looked at)."""
+        o, e = self.q(order_col), self.q(eventtype_col)
+        return (
+            f"SELECT count(*), coalesce(sum(CASE WHEN {e} = 'LINKEDID_END' THEN 1 ELSE 0 END), 0) "
+            f"FROM (SELECT {e} FROM {self.q(table)} ORDER BY {o} DESC LIMIT {int(limit)}) recent"
+        )
+
+    def select_time_type_probe(self, table: str, time_col: str) -> str:
+        """sqlite only: storage class of the newest time value (text or numeric epoch)."""
+        t = self.q(time_col)
+        return f"SELECT typeof({t}) FROM {self.q(table)} ORDER BY rowid DESC LIMIT 1"
+
+
+DIALECTS: dict[str, Dialect] = {
+    "postgresql": Dialect("postgresql", '"', "$"),
+    "mysql": Dialect("mysql", "`", "%s"),
+    "sqlite": Dialect("sqlite", '"', "?"),
+}
+
+_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql", "mariadb": "mysql"}
+
+
+def dialect_for(db_type: str) -> Dialect:
+    key = _ALIASES.get(db_type.lower(), db_type.lower())
+    try:
+        return DIALECTS[key]
+    except KeyError:
+        raise ValueError(
+            f"unknown database type {db_type!r} (postgresql, mysql or sqlite)"
+        ) from None

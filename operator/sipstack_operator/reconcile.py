@@ -1,0 +1,359 @@
+"""Reconcile one AsteriskConnector: resolve its Secrets, apply its children by
+server-side apply, and write conditions; refresh its status on a timer.
+
+Used by handlers.py (kopf wiring) and by the bench. It does not import kopf:
+events are posted through the `post_event` callable the caller passes, and
+retries are the caller's (handlers.py raises kopf.TemporaryError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from kubernetes.client.exceptions import ApiException
+
+from sipstack_operator import status as st
+from sipstack_operator.api import KubeApi
+from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Names, Owner, SecretData, render
+from sipstack_operator.spec import ConnectorSpec, SecretKeyRef, SpecError, parse_resource
+
+logger = logging.getLogger("sipstack_operator")
+
+# post_event(cr_body, event_type ("Normal"|"Warning"), reason, message)
+PostEvent = Callable[[Mapping[str, Any], str, str, str], None]
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    default_image: str = DEFAULT_AGENT_IMAGE
+    status_interval: float = 30.0  # seconds between two status refreshes per connector
+    agent_status_url: str = "http://{service}.{namespace}.svc:8000/status"
+    agent_status_timeout: float = 3.0
+    retry_base: float = 10.0  # first retry after a missing Secret / failed apply
+    retry_cap: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            default_image=env.get("SIPSTACK_AGENT_IMAGE") or d.default_image,
+            status_interval=float(env.get("SIPSTACK_STATUS_INTERVAL") or d.status_interval),
+            agent_status_url=env.get("SIPSTACK_AGENT_STATUS_URL") or d.agent_status_url,
+            agent_status_timeout=float(
+                env.get("SIPSTACK_AGENT_STATUS_TIMEOUT") or d.agent_status_timeout
+            ),
+            retry_base=float(env.get("SIPSTACK_RETRY_BASE") or d.retry_base),
+            retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
+        )
+
+    def retry_delay(self, retry: int) -> float:
+        return float(min(self.retry_cap, self.retry_base * (2 ** min(retry, 16))))
+
+
+class ReconcileError(Exception):
+    """The reconcile could not finish; the message is safe to show (no secret values)."""
+
+
+class SecretsUnresolvedError(ReconcileError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class ApplyError(ReconcileError):
+    pass
+
+
+def _decode_secret(obj: Mapping[str, Any]) -> dict[str, str]:
+    """A Secret's data as text (stringData too, for servers that keep it verbatim)."""
+    out: dict[str, str] = {}
+    for key, value in (obj.get("data") or {}).items():
+        try:
+            out[str(key)] = base64.b64decode(str(value), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            out[str(key)] = ""  # binary or garbage: present but unusable as text
+    for key, value in (obj.get("stringData") or {}).items():
+        out[str(key)] = str(value)
+    return out
+
+
+def _api_message(e: ApiException) -> str:
+    """The Status message of an API error (never the request body)."""
+    try:
+        message = json.loads(e.body or "{}").get("message") or ""
+    except (ValueError, AttributeError):
+        message = ""
+    return st.scrub(f"HTTP {e.status} {e.reason or ''}: {message}".strip())
+
+
+class Reconciler:
+    def __init__(
+        self,
+        api: KubeApi,
+        config: OperatorConfig,
+        post_event: PostEvent | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.api = api
+        self.config = config
+        self.post_event = post_event
+        self.session = session
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Last status written per (namespace, name, uid): fresher than the
+        # body a timer or a secret event hands over.
+        self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+        for key in [k for k in self._written if k[:2] == (namespace, name)]:
+            del self._written[key]
+
+    @staticmethod
+    def _ids(body: Mapping[str, Any]) -> tuple[str, str, str, int | None]:
+        meta = body.get("metadata") or {}
+        generation = meta.get("generation")
+        return (
+            str(meta.get("namespace") or "default"),
+            str(meta["name"]),
+            str(meta.get("uid") or ""),
+            int(generation) if generation is not None else None,
+        )
+
+    def _old_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        ns, name, uid, _ = self._ids(body)
+        cached = self._written.get((ns, name, uid))
+        return dict(cached) if cached is not None else dict(body.get("status") or {})
+
+    async def _write(
+        self,
+        body: Mapping[str, Any],
+        conditions: list[st.Condition],
+        extra: Mapping[str, Any] | None = None,
+        *,
+        generation: int | None = None,
+    ) -> None:
+        ns, name, uid, _ = self._ids(body)
+        old = self._old_status(body)
+        merged, transitions = st.merge_conditions(
+            old.get("conditions"), conditions, now=st.now_rfc3339(), generation=generation
+        )
+        new = {**old, **(extra or {}), "conditions": merged}
+        patch = st.status_patch(old, new)
+        if patch is not None:
+            await self.api.patch_connector_status(ns, name, patch)
+            self._written[(ns, name, uid)] = new
+        for t in transitions:
+            logger.info("%s/%s: %s=%s (%s) %s", ns, name, t.type, t.status, t.reason, t.message)
+            if self.post_event is not None:
+                self.post_event(body, t.event_type, t.reason, f"{t.type}={t.status}: {t.message}")
+
+    # ------------------------------------------------------------------ secrets
+
+    async def resolve_secrets(
+        self, spec: ConnectorSpec
+    ) -> tuple[dict[tuple[str, str], str], list[str]]:
+        """Values of every referenced key, and the problems (naming Secret and key only)."""
+        values: dict[tuple[str, str], str] = {}
+        problems: list[str] = []
+        refs = spec.secret_refs()
+        fetched: dict[str, dict[str, str] | None] = {}
+        for secret_name in spec.secret_names():
+            obj = await self.api.get_secret(spec.namespace, secret_name)
+            fetched[secret_name] = _decode_secret(obj) if obj is not None else None
+        reported: set[str] = set()
+        for ref in refs:
+            data = fetched[ref.name]
+            if data is None:
+                if ref.name not in reported:
+                    problems.append(
+                        f"Secret {ref.name!r} not found in namespace {spec.namespace!r}"
+                    )
+                    reported.add(ref.name)
+            elif ref.key not in data:
+                problems.append(f"key {ref.key!r} not found in Secret {ref.name!r}")
+            elif not data[ref.key]:
+                problems.append(f"key {ref.key!r} of Secret {ref.name!r} is empty or not text")
+            else:
+                values[(ref.name, ref.key)] = data[ref.key]
+        return values, problems
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def reconcile(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Apply the children of one connector; returns the live children.
+
+        Raises SpecError (permanent), SecretsUnresolvedError or ApplyError
+        (temporary) after writing the matching conditions.
+        """
+        ns, name, uid, generation = self._ids(body)
+        async with self._lock(ns, name):
+            try:
+                spec = parse_resource(body, default_image=self.config.default_image)
+            except SpecError as e:
+                await self._write(
+                    body,
+                    [st.Condition(st.READY, st.FALSE, "InvalidSpec", str(e))],
+                    generation=generation,
+                )
+                raise
+
+            secrets, problems = await self.resolve_secrets(spec)
+            if problems:
+                reason = (
+                    "SecretNotFound"
+                    if any(p.startswith("Secret ") for p in problems)
+                    else "SecretKeyNotFound"
+                )
+                message = "; ".join(problems)
+                await self._write(
+                    body,
+                    [
+                        st.Condition(st.SECRETS_RESOLVED, st.FALSE, reason, message),
+                        st.Condition(st.READY, st.FALSE, reason, message),
+                    ],
+                    generation=generation,
+                )
+                raise SecretsUnresolvedError(problems)
+
+            sm_available = (
+                await self.api.service_monitors_available()
+                if spec.service_monitor.enabled
+                else False
+            )
+            children = self.render(spec, secrets, uid=uid, sm_available=sm_available)
+            live: list[dict[str, Any]] = []
+            try:
+                for child in children:
+                    live.append(await self.api.apply(child))
+                if not spec.service_monitor.enabled:
+                    await self._prune_service_monitor(spec, uid)
+            except ApiException as e:
+                message = f"applying children failed: {_api_message(e)}"
+                await self._write(
+                    body,
+                    [
+                        st.Condition(st.SECRETS_RESOLVED, st.TRUE, "SecretsFound", _found(spec)),
+                        st.Condition(st.READY, st.FALSE, "ApplyFailed", message),
+                    ],
+                    generation=generation,
+                )
+                raise ApplyError(message) from None
+
+            deployment = next((c for c in live if c.get("kind") == "Deployment"), None)
+            if deployment is None:  # a server that answers apply without a body
+                deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
+            await self._write_status(body, spec, deployment, sm_available, generation=generation)
+            return live
+
+    def render(
+        self,
+        spec: ConnectorSpec,
+        secrets: SecretData,
+        *,
+        uid: str,
+        sm_available: bool,
+    ) -> list[dict[str, Any]]:
+        return render(
+            spec,
+            secrets,
+            owner=Owner(name=spec.name, uid=uid) if uid else None,
+            service_monitor_available=sm_available,
+            default_image=self.config.default_image,
+        )
+
+    async def _prune_service_monitor(self, spec: ConnectorSpec, uid: str) -> None:
+        """Delete our ServiceMonitor after monitoring was disabled (never someone else's)."""
+        if not await self.api.service_monitors_available():
+            return
+        sm_name = Names.of(spec.name).service_monitor
+        existing = await self.api.get_service_monitor(spec.namespace, sm_name)
+        if existing is None:
+            return
+        owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+        if uid and any(o.get("uid") == uid for o in owners):
+            await self.api.delete_service_monitor(spec.namespace, sm_name)
+
+    async def _write_status(
+        self,
+        body: Mapping[str, Any],
+        spec: ConnectorSpec,
+        deployment: Mapping[str, Any] | None,
+        sm_available: bool,
+        *,
+        generation: int | None,
+        agent_doc: Mapping[str, Any] | None = None,
+    ) -> None:
+        secrets_cond = st.Condition(st.SECRETS_RESOLVED, st.TRUE, "SecretsFound", _found(spec))
+        agent = st.agent_condition(deployment, paused=spec.paused)
+        monitoring = st.monitoring_condition(
+            enabled=spec.service_monitor.enabled, available=sm_available
+        )
+        conds = {c.type: c for c in (secrets_cond, agent, monitoring)}
+        ready = st.ready_condition(conds, paused=spec.paused)
+        extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}
+        if generation is not None:
+            extra["observedGeneration"] = generation
+        extra.update(st.agent_fields(agent_doc))
+        await self._write(
+            body, [ready, secrets_cond, agent, monitoring], extra, generation=generation
+        )
+
+    # ------------------------------------------------------------------ timer
+
+    async def refresh(self, body: Mapping[str, Any]) -> None:
+        """Status from the Deployment and the agent's /status (no apply)."""
+        ns, name, _uid, _ = self._ids(body)
+        try:
+            spec = parse_resource(body, default_image=self.config.default_image)
+        except SpecError:
+            return  # reported by reconcile
+        async with self._lock(ns, name):
+            old = self._old_status(body)
+            known = st.conditions_from_status(old)
+            deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
+            agent = st.agent_condition(deployment, paused=spec.paused)
+            doc: dict[str, Any] | None = None
+            ready_replicas = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+            if ready_replicas and self.session is not None:
+                url = self.config.agent_status_url.format(
+                    service=Names.of(name).service, namespace=ns, name=name
+                )
+                doc = await st.fetch_agent_status(
+                    self.session, url, timeout=self.config.agent_status_timeout
+                )
+            conds = {**known, agent.type: agent}
+            ready = st.ready_condition(conds, paused=spec.paused)
+            extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}
+            extra.update(st.agent_fields(doc))
+            await self._write(body, [ready, agent], extra)
+
+
+def _found(spec: ConnectorSpec) -> str:
+    refs: list[SecretKeyRef] = spec.secret_refs()
+    return f"{len(refs)} key(s) found in Secret(s) {', '.join(spec.secret_names())}"
+
+
+def _agent_block(
+    spec: ConnectorSpec, deployment: Mapping[str, Any] | None, config: OperatorConfig
+) -> dict[str, Any]:
+    image = spec.image or config.default_image
+    with contextlib.suppress(KeyError, IndexError, TypeError):
+        image = (deployment or {})["spec"]["template"]["spec"]["containers"][0]["image"]
+    ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+    return {"image": image, "readyReplicas": ready}

@@ -1,0 +1,242 @@
+"""Conditions and the CR status: from the reconcile outcome, the Deployment and
+the agent's /status JSON.
+
+Pure functions (plus `fetch_agent_status`, one HTTP GET). Rules:
+
+- the four condition types are Ready, SecretsResolved, AgentAvailable and
+  MonitoringConfigured, always in that order;
+- lastTransitionTime changes only when a condition's status changes; reason
+  and message are updated when they change; nothing is written when nothing
+  changed (`status_patch` returns None);
+- a transition (status or reason changed) yields one `Transition`, which the
+  caller posts as an Event on the CR;
+- nothing secret goes into the status: messages name Secrets and keys only,
+  and the agent's lastError is scrubbed of anything that looks like an API key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+READY = "Ready"
+SECRETS_RESOLVED = "SecretsResolved"
+AGENT_AVAILABLE = "AgentAvailable"
+MONITORING_CONFIGURED = "MonitoringConfigured"
+CONDITION_TYPES = (READY, SECRETS_RESOLVED, AGENT_AVAILABLE, MONITORING_CONFIGURED)
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+MAX_MESSAGE = 1024
+# Reasons of a False status that are not a problem (posted as Normal events).
+BENIGN_REASONS = frozenset({"Paused", "ServiceMonitorDisabled"})
+
+_API_KEY_RE = re.compile(r"sk_[A-Za-z0-9_\-]{4,}")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+    @property
+    def event_type(self) -> str:
+        return "Normal" if self.status == TRUE or self.reason in BENIGN_REASONS else "Warning"
+
+
+def now_rfc3339(now: datetime | None = None) -> str:
+    return (now or datetime.now(tz=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def scrub(text: str) -> str:
+    """Truncate, and redact anything that looks like a SIPSTACK API key."""
+
+    def _redact(m: re.Match[str]) -> str:
+        return "sk_…" + m.group(0)[-4:]
+
+    text = _API_KEY_RE.sub(_redact, text)
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def agent_condition(deployment: Mapping[str, Any] | None, *, paused: bool) -> Condition:
+    if paused:
+        return Condition(
+            AGENT_AVAILABLE, FALSE, "Paused", "spec.paused is true: the agent is scaled to 0"
+        )
+    if deployment is None:
+        return Condition(
+            AGENT_AVAILABLE, FALSE, "DeploymentMissing", "the agent Deployment is gone"
+        )
+    status = deployment.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    if ready >= 1:
+        return Condition(AGENT_AVAILABLE, TRUE, "AgentReady", "the agent pod is ready")
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("status") == FALSE:
+            return Condition(
+                AGENT_AVAILABLE,
+                FALSE,
+                str(cond.get("reason") or "ProgressFailed"),
+                scrub(str(cond.get("message") or "")),
+            )
+    return Condition(
+        AGENT_AVAILABLE, FALSE, "AgentNotReady", "waiting for the agent pod to become ready"
+    )
+
+
+def monitoring_condition(*, enabled: bool, available: bool) -> Condition:
+    if not enabled:
+        return Condition(
+            MONITORING_CONFIGURED,
+            TRUE,
+            "ServiceMonitorDisabled",
+            "monitoring.serviceMonitor.enabled is false; scrape Service <name>-metrics port "
+            "metrics yourself",
+        )
+    if not available:
+        return Condition(
+            MONITORING_CONFIGURED,
+            FALSE,
+            "ServiceMonitorCRDMissing",
+            "monitoring.coreos.com/v1 servicemonitors is not served by this cluster: install "
+            "the Prometheus Operator CRDs or disable monitoring.serviceMonitor",
+        )
+    return Condition(
+        MONITORING_CONFIGURED, TRUE, "ServiceMonitorApplied", "ServiceMonitor <name>-agent applied"
+    )
+
+
+def ready_condition(conditions: Mapping[str, Condition], *, paused: bool) -> Condition:
+    """Ready follows SecretsResolved and AgentAvailable (monitoring does not block it)."""
+    if paused:
+        return Condition(READY, FALSE, "Paused", "spec.paused is true: the agent is scaled to 0")
+    for kind in (SECRETS_RESOLVED, AGENT_AVAILABLE):
+        cond = conditions.get(kind)
+        if cond is None:
+            return Condition(READY, UNKNOWN, "Reconciling", f"{kind} not known yet")
+        if cond.status != TRUE:
+            return Condition(READY, FALSE, cond.reason, cond.message)
+    return Condition(READY, TRUE, "AgentReady", "the agent is running")
+
+
+def conditions_from_status(status: Mapping[str, Any] | None) -> dict[str, Condition]:
+    result: dict[str, Condition] = {}
+    for raw in (status or {}).get("conditions") or []:
+        if isinstance(raw, Mapping) and raw.get("type"):
+            result[str(raw["type"])] = Condition(
+                type=str(raw["type"]),
+                status=str(raw.get("status") or UNKNOWN),
+                reason=str(raw.get("reason") or ""),
+                message=str(raw.get("message") or ""),
+            )
+    return result
+
+
+def merge_conditions(
+    old: Sequence[Mapping[str, Any]] | None,
+    new: Iterable[Condition],
+    *,
+    now: str,
+    generation: int | None = None,
+) -> tuple[list[dict[str, Any]], list[Transition]]:
+    """New condition list (known types first, in order) and the transitions."""
+    by_type: dict[str, dict[str, Any]] = {
+        str(c["type"]): dict(c) for c in (old or []) if isinstance(c, Mapping) and c.get("type")
+    }
+    transitions: list[Transition] = []
+    for cond in new:
+        prev = by_type.get(cond.type)
+        message = scrub(cond.message)
+        changed_status = prev is None or prev.get("status") != cond.status
+        entry: dict[str, Any] = {
+            "type": cond.type,
+            "status": cond.status,
+            "reason": cond.reason,
+            "message": message,
+            "lastTransitionTime": now
+            if changed_status
+            else (prev or {}).get("lastTransitionTime", now),
+        }
+        if generation is not None:
+            entry["observedGeneration"] = generation
+        elif prev is not None and "observedGeneration" in prev:
+            entry["observedGeneration"] = prev["observedGeneration"]
+        if changed_status or (prev or {}).get("reason") != cond.reason:
+            transitions.append(Transition(cond.type, cond.status, cond.reason, message))
+        by_type[cond.type] = entry
+    ordered = [by_type.pop(t) for t in CONDITION_TYPES if t in by_type]
+    ordered.extend(by_type[t] for t in sorted(by_type))
+    return ordered, transitions
+
+
+# --------------------------------------------------------------------------- agent /status
+
+
+def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The agent's /status JSON -> backlog, lastShippedAt, lastError (only keys present)."""
+    if not doc:
+        return {}
+    out: dict[str, Any] = {}
+    depth = doc.get("outbox_depth")
+    if isinstance(depth, int) and not isinstance(depth, bool):
+        out["backlog"] = depth
+    shipped = doc.get("last_success_at")
+    if isinstance(shipped, str) and shipped:
+        out["lastShippedAt"] = _normalize_time(shipped)
+    elif isinstance(shipped, int | float) and not isinstance(shipped, bool):
+        out["lastShippedAt"] = now_rfc3339(datetime.fromtimestamp(shipped, tz=UTC))
+    if "last_error" in doc:
+        err = doc.get("last_error")
+        out["lastError"] = scrub(str(err)) if err else ""
+    return out
+
+
+def _normalize_time(text: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return now_rfc3339(parsed)
+
+
+async def fetch_agent_status(
+    session: aiohttp.ClientSession, url: str, *, timeout: float = 3.0
+) -> dict[str, Any] | None:
+    """GET the agent's /status; None when it cannot be read (never raises)."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status != 200:
+                return None
+            doc = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+# --------------------------------------------------------------------------- the patch
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Top-level status keys whose value changed (a merge patch), or None."""
+    old = old or {}
+    patch = {k: v for k, v in new.items() if old.get(k) != v}
+    return patch or None

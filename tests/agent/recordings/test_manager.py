@@ -1,0 +1,302 @@
+"""RecordingManager against the real state store and real files on disk."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipstack_agent.config import RecordingSettings
+from sipstack_agent.metrics import Metrics
+from sipstack_agent.model import CelRow, RecordingFile, ShipState
+from sipstack_agent.recordings.manager import POSITION_NAME, RecordingManager
+from sipstack_agent.state import StateStore
+
+from .conftest import (
+    CALL_A,
+    REAL_WAV,
+    FakeClock,
+    copy_real_wav,
+    fixture_cdrs,
+    fixture_cels,
+    sample,
+)
+
+
+@dataclass
+class _Ev:
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    ship: ShipState = field(default_factory=ShipState)
+    next_check_at: datetime | None = None
+    closed: bool = True
+
+
+def _settings(root: Path, **kw: Any) -> RecordingSettings:
+    base: dict[str, Any] = {
+        "paths": (str(root),),
+        "stability_check_count": 2,
+        "stability_check_interval": 1.0,
+        "poll_interval": 0.01,
+        "scan_budget": 1000,
+    }
+    base.update(kw)
+    return RecordingSettings(**base)
+
+
+async def _passes(mgr: RecordingManager, clock: FakeClock, n: int = 5) -> int:
+    handed = 0
+    for _ in range(n):
+        handed += await mgr.poll_once()
+        clock.advance(1.0)
+    return handed
+
+
+async def _clean_call(store: StateStore, cels: list[CelRow], cdrs: list[Any]) -> str:
+    """Ingest the rows and save an evaluation so the call is no longer dirty."""
+    await store.ingest(cels, cdrs, {})
+    key = (await store.due_calls(datetime.now(UTC) + timedelta(days=1)))[0]
+    assert await store.load_call(key) is not None
+    assert await store.save_evaluation(key, _Ev())
+    assert key not in await store.due_calls(datetime.now(UTC))
+    return key
+
+
+async def test_real_mixmonitor_row_links_the_real_wav_once_stable_and_complete(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    cels, cdrs = fixture_cels(), fixture_cdrs()
+    key = await _clean_call(store, cels, cdrs)
+    assert key == CALL_A
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+
+    await mgr.on_call(key, cels, cdrs, complete=False)
+    assert await _passes(mgr, clock) == 0  # stable, but the call is still running
+    assert list(mgr.watched) == [os.path.realpath(wav)]
+    assert sample(metrics, "recordings_detected_total", {"source": "cel_mixmonitor"}) == 1
+    assert sample(metrics, "sipstack_recordings_pending") == 1
+    rec = await store.load_call(key)
+    assert rec is not None and rec.recordings == []
+
+    await mgr.on_call(key, cels, cdrs, complete=True)
+    assert await _passes(mgr, clock) == 1
+    rec = await store.load_call(key)
+    assert rec is not None
+    assert [(r.filename, r.file_size, r.source, r.uploaded) for r in rec.recordings] == [
+        (REAL_WAV.name, REAL_WAV.stat().st_size, "cel_mixmonitor", False)
+    ]
+    assert rec.recordings[0].file_path == os.path.realpath(wav)
+    assert rec.recordings[0].uniqueid == CALL_A
+    assert rec.recordings[0].as_document()["file_size"] == 240364
+    assert key in await store.due_calls(datetime.now(UTC))  # a new document revision follows
+    stats = await store.stats(datetime.now(UTC))
+    assert stats.outbox_by_kind.get("recording", 0) == 0  # RECORDING_UPLOAD=false
+    assert sample(metrics, "sipstack_recordings_pending") == 0
+    # the filesystem saw the same file: de-duplicated by real path, counted once
+    await _passes(mgr, clock, 3)
+    assert sample(metrics, "recordings_detected_total", {"source": "filesystem"}) == 0
+    rec = await store.load_call(key)
+    assert rec is not None and len(rec.recordings) == 1
+
+
+async def test_slowly_written_file_is_handed_on_only_after_it_stops_growing(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    day = root / "2026" / "11" / "24"
+    day.mkdir(parents=True)
+    name = "in-4155551000-4085551234-20261124-043920-1795495160.0.wav"
+    path = day / name
+    cels = [
+        CelRow(
+            "APP_START",
+            datetime(2026, 11, 24, 4, 39, 20, tzinfo=UTC),
+            CALL_A,
+            CALL_A,
+            appname="MixMonitor",
+            appdata=f"2026/11/24/{name[:-4]},b",  # relative AND extension-less
+        )
+    ]
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    data = REAL_WAV.read_bytes()
+    chunk = len(data) // 8
+    with path.open("wb") as fh:
+        await mgr.on_call(CALL_A, cels, [], complete=True)
+        for i in range(8):
+            fh.write(data[i * chunk : (i + 1) * chunk])
+            fh.flush()
+            assert await mgr.poll_once() == 0
+            clock.advance(1.0)
+        fh.write(data[8 * chunk :])
+    assert mgr.watched  # found while growing
+    assert await _passes(mgr, clock) == 1
+    rec = await store.load_call(CALL_A)
+    assert rec is not None
+    assert [(r.filename, r.file_size) for r in rec.recordings] == [(name, len(data))]
+
+
+async def test_filesystem_detection_only_for_known_calls(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    day = root / "2026" / "11" / "24"
+    known = copy_real_wav(day, "out-100-4085551234-20261124-050000-1795495300.1.wav")
+    copy_real_wav(day, "out-100-4085551234-20261124-050000-1795495300.10.wav")  # not ours
+    copy_real_wav(day, "in-1-2-20261124-050000-1795499999.3.wav")  # a call we never saw
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    cel = CelRow(
+        "CHAN_START",
+        datetime(2026, 11, 24, 5, 0, tzinfo=UTC),
+        "1795495300.1",
+        "1795495300.1",
+    )
+    await _passes(mgr, clock, 2)
+    await mgr.on_call("1795495300.1", [cel], [], complete=True)
+    assert await _passes(mgr, clock, 5) == 1
+    rec = await store.load_call("1795495300.1")
+    assert rec is not None
+    assert [(r.file_path, r.source) for r in rec.recordings] == [
+        (os.path.realpath(known), "filesystem")
+    ]
+    assert sample(metrics, "recordings_detected_total", {"source": "filesystem"}) == 1
+
+
+async def test_freepbx_cdr_recordingfile_in_dated_folder(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    name = "in-4155551000-4085551234-20261124-043920-1795495160.0.wav"
+    # PBX timezone America/Los_Angeles: 04:39 UTC on the 24th is the 23rd there
+    wav = copy_real_wav(root / "2026" / "11" / "23", name)
+    from sipstack_agent.config import DatabaseSettings
+
+    mgr = RecordingManager(
+        _settings(root),
+        store,
+        metrics,
+        clock=clock,
+        database=DatabaseSettings(timezone="America/Los_Angeles"),
+    )
+    cdrs = fixture_cdrs(recordingfile=name)
+    await mgr.on_call(CALL_A, [], cdrs, complete=True)
+    assert await _passes(mgr, clock) == 1
+    rec = await store.load_call(CALL_A)
+    assert rec is not None
+    assert [(r.file_path, r.source) for r in rec.recordings] == [
+        (os.path.realpath(wav), "database")
+    ]
+
+
+async def test_traversal_and_symlink_appdata_are_refused_and_counted(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    root.mkdir()
+    secret = tmp_path / "secret.wav"
+    secret.write_bytes(b"do not upload")
+    (root / "link.wav").symlink_to(secret)
+    t = datetime(2026, 11, 24, tzinfo=UTC)
+    cels = [
+        CelRow("APP_START", t, "1.1", "1.1", appname="MixMonitor", appdata="../secret.wav,b"),
+        CelRow("APP_START", t, "1.2", "1.1", appname="MixMonitor", appdata="link.wav,b"),
+        CelRow("APP_START", t, "1.3", "1.1", appname="MixMonitor", appdata=f"{secret},b"),
+    ]
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    await mgr.on_call("1.1", cels, [], complete=True)
+    assert await _passes(mgr, clock) == 0
+    assert not mgr.watched
+    assert sample(metrics, "sipstack_recording_paths_refused_total") == 3
+    assert all(not kc.hints for kc in mgr.calls.values())  # not retried every pass
+    rec = await store.load_call("1.1")
+    assert rec is None or rec.recordings == []
+
+
+async def test_watched_files_survive_a_restart(
+    tmp_path: Path, store: StateStore, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    cels, cdrs = fixture_cels(), fixture_cdrs()
+    first = RecordingManager(_settings(root), store, Metrics(), clock=clock)
+    await first.on_call(CALL_A, cels, cdrs, complete=True)
+    await first.poll_once()  # found, not yet stable
+    assert first.watched
+    saved = await store.get_position(POSITION_NAME)
+    assert saved and saved["watched"][0]["real_path"] == os.path.realpath(wav)
+    # a new process: the call is closed and never evaluated again
+    second = RecordingManager(_settings(root), store, Metrics(), clock=clock)
+    assert await _passes(second, clock) == 1
+    rec = await store.load_call(CALL_A)
+    assert rec is not None and [r.filename for r in rec.recordings] == [wav.name]
+    assert (await store.get_position(POSITION_NAME)) == {"watched": []}
+
+
+async def test_recordings_already_stored_are_not_detected_again(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    stored = RecordingFile(wav.name, os.path.realpath(wav), "cel_mixmonitor", 1, uploaded=True)
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    await mgr.on_call(CALL_A, fixture_cels(), fixture_cdrs(), [stored], complete=True)
+    assert await _passes(mgr, clock) == 0
+    assert sample(metrics, "recordings_detected_total", {"source": "cel_mixmonitor"}) == 0
+
+
+async def test_upload_enabled_queues_a_durable_item(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    from sipstack_agent.config import ApiSettings, Identity
+
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+
+    class NoTransport:
+        async def post_json(self, *a: Any, **k: Any) -> Any:
+            raise AssertionError("not used")
+
+        async def post_multipart(self, *a: Any, **k: Any) -> Any:
+            raise AssertionError("not used")
+
+    mgr = RecordingManager(
+        _settings(root, upload=True),
+        store,
+        metrics,
+        clock=clock,
+        identity=Identity(connector_id="pbx-a", version="0.14.0"),
+        api=ApiSettings(region="ca1", api_key="sk_" + "a" * 32),
+        transport=NoTransport(),
+    )
+    assert mgr.uploader is not None
+    assert mgr.uploader.url == "https://api-ca1.sipstack.com/v1/mqs/recording"
+    doc = {
+        "src_number": "4085551234",
+        "dst_number": "4155551000",
+        "direction": "i",
+        "duration_seconds": 17,
+        "call_time": "2026-11-24T04:39:20+00:00",
+        "tenant": "acme",
+    }
+    await mgr.on_call(CALL_A, fixture_cels(), fixture_cdrs(), complete=True, document=doc)
+    assert await _passes(mgr, clock) == 1
+    items = await store.outbox_due(datetime.now(UTC) + timedelta(seconds=1), 10, kind="recording")
+    assert len(items) == 1
+    it = items[0]
+    assert it.idempotency_key == f"pbx-a:recording:{CALL_A}:{wav.name}"
+    assert it.call_key == CALL_A
+    assert it.payload["file_path"] == os.path.realpath(wav)
+    assert it.payload["file_size"] == 240364
+    assert it.payload["direction"] == "i" and it.payload["tenant_name"] == "acme"
+    assert it.payload["original_file_path"] == str(root / wav.name)
+
+
+@pytest.mark.parametrize("bad", [[], ["linkedid"], ["", "", "filename"]])
+def test_bad_recordings_columns_are_rejected(bad: list[str]) -> None:
+    from sipstack_agent.recordings.detect import parse_columns
+
+    with pytest.raises(ValueError, match="RECORDINGS_COLUMNS"):
+        parse_columns(bad)

@@ -1,0 +1,500 @@
+"""Recording upload to the local receiver: bytes, retries, dead letters, deletion safety."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import socket
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipstack_agent.config import ApiSettings, Identity, RecordingSettings
+from sipstack_agent.metrics import Metrics
+from sipstack_agent.model import RecordingFile
+from sipstack_agent.receiver.server import Receiver
+from sipstack_agent.recordings.manager import RecordingManager
+from sipstack_agent.recordings.upload import (
+    KIND,
+    RecordingUploader,
+    recording_url,
+    upload_payload,
+)
+from sipstack_agent.shipping.client import AiohttpTransport, Response
+from sipstack_agent.state import StateStore
+
+from .conftest import CALL_A, REAL_WAV, FakeClock, copy_real_wav, fixture_cdrs, fixture_cels, sample
+
+KEY = "sk_" + "k" * 32
+IDENTITY = Identity(connector_id="pbx-test", version="0.14.0")
+
+
+class ShiftClock:
+    """Real UTC time plus an offset the test moves forward (retry timers)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+def _api(url: str, **kw: Any) -> ApiSettings:
+    base: dict[str, Any] = {
+        "url": url,
+        "api_key": KEY,
+        "backoff_initial": 0.5,
+        "backoff_cap": 2.0,
+    }
+    base.update(kw)
+    return ApiSettings(**base)
+
+
+def _rset(root: Path, **kw: Any) -> RecordingSettings:
+    base: dict[str, Any] = {
+        "paths": (str(root),),
+        "upload": True,
+        "stability_check_count": 1,
+        "stability_check_interval": 1.0,
+    }
+    base.update(kw)
+    return RecordingSettings(**base)
+
+
+async def _enqueue(store: StateStore, path: Path, linkedid: str = CALL_A) -> None:
+    real = os.path.realpath(path)
+    rec = RecordingFile(path.name, real, "filesystem", path.stat().st_size, uniqueid=linkedid)
+    await store.add_recordings(linkedid, [rec])
+    payload = upload_payload(
+        rec,
+        linkedid=linkedid,
+        original_path=str(path),
+        mtime_ns=path.stat().st_mtime_ns,
+        call={"src_number": "4085551234", "dst_number": "4155551000", "direction": "i"},
+    )
+    await store.enqueue(KIND, f"pbx-test:recording:{linkedid}:{path.name}", payload, linkedid)
+
+
+async def _drive(up: RecordingUploader, clock: ShiftClock, rounds: int = 12) -> None:
+    """Run the queue to completion, moving the retry clock forward between rounds."""
+    for _ in range(rounds):
+        await up.drain()
+        depth = await up.store.outbox_due(clock() + timedelta(days=30), 1, kind=KIND)  # type: ignore[attr-defined]
+        if not depth:
+            return
+        clock.advance(5.0)
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path):
+    r = Receiver(tmp_path / "receiver.db", api_key=KEY, recordings_dir=tmp_path / "received")
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+async def transport():
+    t = AiohttpTransport(timeout=10.0)
+    try:
+        yield t
+    finally:
+        await t.close()
+
+
+async def test_manager_detects_and_uploads_the_real_wav_to_the_receiver(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    metrics = Metrics()
+    fclock = FakeClock()
+    mgr = RecordingManager(
+        _rset(root),
+        store,
+        metrics,
+        identity=IDENTITY,
+        api=_api(receiver.calls_url),
+        transport=transport,
+        clock=fclock,
+    )
+    assert mgr.uploader is not None
+    assert mgr.uploader.url == receiver.recording_url
+    doc = {
+        "src_number": "4085551234",
+        "dst_number": "4155551000",
+        "direction": "i",
+        "duration_seconds": 17,
+        "call_time": "2026-11-24T04:39:20+00:00",
+        "tenant": "acme",
+    }
+    await mgr.on_call(CALL_A, fixture_cels(), fixture_cdrs(), complete=True, document=doc)
+    for _ in range(3):
+        await mgr.poll_once()
+        fclock.advance(1.0)
+    await mgr.uploader.drain()
+
+    got = receiver.recordings()
+    assert len(got) == 1
+    r = got[0]
+    assert r["file_name"] == REAL_WAV.name
+    assert r["file_size"] == r["bytes_received"] == REAL_WAV.stat().st_size
+    assert r["sha256"] == hashlib.sha256(REAL_WAV.read_bytes()).hexdigest()
+    assert r["content_type"] == "audio/wav"
+    assert r["linkedid"] == CALL_A and r["recording_id"] == CALL_A
+    assert r["idempotency_key"] == f"pbx-test:recording:{CALL_A}:{REAL_WAV.name}"
+    rec = await store.load_call(CALL_A)
+    assert rec is not None and [x.uploaded for x in rec.recordings] == [True]
+    assert sample(metrics, "recordings_uploaded_total") == 1
+    assert sample(metrics, "recording_upload_bytes_total") == REAL_WAV.stat().st_size
+    assert wav.exists()  # DELETE_RECORDINGS_AFTER_UPLOAD is off
+    assert (await store.stats(datetime.now(UTC))).outbox_by_kind.get(KIND, 0) == 0
+
+
+async def test_fields_in_contract_order_with_audio_last(tmp_path: Path, store: StateStore) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root, "call.WAV")
+    seen: list[dict[str, Any]] = []
+
+    class Capture:
+        async def post_json(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+            raise AssertionError
+
+        async def post_multipart(
+            self,
+            url: str,
+            fields: Sequence[tuple[str, str]],
+            file_path: Any,
+            file_field: str,
+            content_type: str,
+            headers: Mapping[str, str],
+        ) -> Response:
+            seen.append(
+                {
+                    "url": url,
+                    "fields": list(fields),
+                    "file_field": file_field,
+                    "content_type": content_type,
+                    "headers": dict(headers),
+                    "file_path": str(file_path),
+                }
+            )
+            return Response(201)
+
+    await _enqueue(store, wav)
+    up = RecordingUploader(
+        store, Capture(), _rset(root), ApiSettings(region="ca1", api_key=KEY), IDENTITY, Metrics()
+    )
+    await up.drain()
+    assert len(seen) == 1
+    call = seen[0]
+    assert call["url"] == "https://api-ca1.sipstack.com/v1/mqs/recording"
+    assert [k for k, _ in call["fields"]] == [
+        "recording_id",
+        "linkedid",
+        "call_id",
+        "src_number",
+        "dst_number",
+        "direction",
+        "duration",
+        "start_time",
+        "tenant_name",
+        "file_name",
+        "file_size",
+        "original_file_path",
+    ]
+    assert dict(call["fields"])["file_size"] == str(wav.stat().st_size)
+    assert call["file_field"] == "audio" and call["content_type"] == "audio/wav"
+    assert call["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert call["headers"]["Idempotency-Key"] == f"pbx-test:recording:{CALL_A}:call.WAV"
+    assert "Content-Type" not in call["headers"]  # the transport sets the multipart boundary
+
+
+async def test_delete_after_upload_only_after_2xx_and_only_inside(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
+) -> None:
+    root = tmp_path / "monitor"
+    ok = copy_real_wav(root / "2026" / "11" / "24", "in-1-2-20261124-043920-1795495160.0.wav")
+    outside = copy_real_wav(tmp_path / "elsewhere", "in-1-2-20261124-043920-1795495160.5.wav")
+    await _enqueue(store, ok)
+    await _enqueue(store, outside, linkedid="1795495160.5")  # a poisoned queue item
+    metrics = Metrics()
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root, delete_after_upload=True),
+        _api(receiver.calls_url),
+        IDENTITY,
+        metrics,
+    )
+    await up.drain()
+    assert not ok.exists()  # uploaded (2xx), inside the tree: deleted
+    assert outside.exists()  # never uploaded, never deleted
+    assert [r["file_name"] for r in receiver.recordings()] == [ok.name]
+    dead = await store.dead_letters()
+    assert [(d["reason"], d["call_key"]) for d in dead] == [("path_refused", "1795495160.5")]
+    assert sample(metrics, "sipstack_recording_paths_refused_total") == 1
+    assert sample(metrics, "recording_upload_failures_total", {"reason": "path_refused"}) == 1
+
+
+async def test_permanent_4xx_goes_to_dead_letter_and_keeps_the_file(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    await _enqueue(store, wav)
+    receiver.set_faults(fail_status=413, fail_count=1, fail_path="recording", body="too big")
+    metrics = Metrics()
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root, delete_after_upload=True),
+        _api(receiver.calls_url),
+        IDENTITY,
+        metrics,
+    )
+    await up.drain()
+    dead = await store.dead_letters()
+    assert [(d["reason"], d["status"], d["body"]) for d in dead] == [("http_413", 413, "too big")]
+    assert wav.exists()
+    assert receiver.recordings() == []
+    assert sample(metrics, "recording_upload_failures_total", {"reason": "http_413"}) == 1
+    assert sample(metrics, "sipstack_dead_letters_total", {"kind": KIND, "reason": "http_413"}) == 1
+    rec = await store.load_call(CALL_A)
+    assert rec is not None and [r.uploaded for r in rec.recordings] == [False]
+
+
+async def test_5xx_and_429_are_retried_with_backoff_then_delivered(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    await _enqueue(store, wav)
+    receiver.set_faults(fail_status=503, fail_count=2, fail_path="recording")
+    metrics = Metrics()
+    clock = ShiftClock()
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root),
+        _api(receiver.calls_url),
+        IDENTITY,
+        metrics,
+        clock=clock,
+        rng=random.Random(7),
+    )
+    await up.drain()
+    items = await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)
+    assert len(items) == 1 and items[0].attempts == 1 and "503" in items[0].last_error
+    assert items[0].next_attempt_at > clock()  # backoff: not due at once
+    await _drive(up, clock)
+    assert len(receiver.recordings()) == 1
+    assert sample(metrics, "recording_upload_failures_total", {"reason": "http_503"}) == 2
+    assert sample(metrics, "recordings_uploaded_total") == 1
+
+    # 429 with Retry-After: the next attempt is not before the hint
+    wav2 = copy_real_wav(root, "second-1795495160.9.wav")
+    await _enqueue(store, wav2, linkedid="1795495160.9")
+    receiver.set_faults(fail_status=429, fail_count=1, retry_after=120, fail_path="recording")
+    await up.drain()
+    items = await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)
+    assert len(items) == 1
+    assert items[0].next_attempt_at >= clock() + timedelta(seconds=119)
+    assert up.paused_until is not None
+    await _drive(up, clock, rounds=3)
+    assert await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)  # still waiting
+    clock.advance(120)
+    await _drive(up, clock)
+    assert len(receiver.recordings()) == 2
+
+
+async def test_receiver_down_then_restarted_on_the_same_port(
+    tmp_path: Path, store: StateStore, transport: AiohttpTransport
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    await _enqueue(store, wav)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls"
+    metrics = Metrics()
+    clock = ShiftClock()
+    up = RecordingUploader(store, transport, _rset(root), _api(url), IDENTITY, metrics, clock=clock)
+    await up.drain()  # nobody listening
+    assert sample(metrics, "recording_upload_failures_total", {"reason": "connection"}) == 1
+    assert receiver_count(await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)) == 1
+
+    first = Receiver(tmp_path / "r1.db", api_key=KEY, recordings_dir=tmp_path / "r1")
+    await first.start(port=port)
+    first.set_faults(drop=True, fail_count=1, fail_path="recording")  # connection cut mid-request
+    clock.advance(5)
+    await up.drain()
+    assert first.recordings() == []
+    await first.stop()
+
+    second = Receiver(tmp_path / "r2.db", api_key=KEY, recordings_dir=tmp_path / "r2")
+    await second.start(port=port)
+    try:
+        await _drive(up, clock)
+        got = second.recordings()
+        assert len(got) == 1 and got[0]["bytes_received"] == wav.stat().st_size
+    finally:
+        await second.stop()
+    assert sample(metrics, "recordings_uploaded_total") == 1
+
+
+def receiver_count(items: Sequence[Any]) -> int:
+    return len(items)
+
+
+async def test_retry_horizon_dead_letters(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
+) -> None:
+    root = tmp_path / "monitor"
+    await _enqueue(store, copy_real_wav(root))
+    receiver.set_faults(fail_status=500, fail_path="recording")
+    clock = ShiftClock()
+    metrics = Metrics()
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root),
+        _api(receiver.calls_url, retry_horizon=48 * 3600.0),
+        IDENTITY,
+        metrics,
+        clock=clock,
+    )
+    await up.drain()
+    assert not await store.dead_letters()
+    clock.advance(48 * 3600)  # two days later, still failing
+    await up.drain()
+    dead = await store.dead_letters()
+    assert [d["reason"] for d in dead] == ["retry_horizon"]
+
+
+async def test_file_changed_during_upload_is_not_deleted(tmp_path: Path, store: StateStore) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    await _enqueue(store, wav)
+
+    class Appender:
+        async def post_json(self, *a: Any) -> Response:
+            raise AssertionError
+
+        async def post_multipart(self, url: str, fields: Any, file_path: Any, *a: Any) -> Response:
+            with open(file_path, "ab") as fh:  # the PBX wrote more meanwhile
+                fh.write(b"late bytes")
+            return Response(202)
+
+    up = RecordingUploader(
+        store,
+        Appender(),
+        _rset(root, delete_after_upload=True),
+        ApiSettings(api_key=KEY),
+        IDENTITY,
+        Metrics(),
+    )
+    await up.drain()
+    assert wav.exists() and up.deleted_total == 0
+
+
+async def test_vanished_file_is_dead_lettered(tmp_path: Path, store: StateStore) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    await _enqueue(store, wav)
+    wav.unlink()
+    metrics = Metrics()
+    up = RecordingUploader(
+        store,
+        object(),
+        _rset(root),
+        ApiSettings(api_key=KEY),  # type: ignore[arg-type]
+        IDENTITY,
+        metrics,
+    )
+    await up.drain()
+    assert [d["reason"] for d in await store.dead_letters()] == ["file_missing"]
+
+
+async def test_run_respects_concurrency_and_stops(tmp_path: Path, store: StateStore) -> None:
+    root = tmp_path / "monitor"
+    for i in range(6):
+        await _enqueue(store, copy_real_wav(root, f"r-1795495160.{i}.wav"), f"1795495160.{i}")
+    active = 0
+    peak = 0
+    done = asyncio.Event()
+    sent = 0
+
+    class Slow:
+        async def post_json(self, *a: Any) -> Response:
+            raise AssertionError
+
+        async def post_multipart(self, *a: Any) -> Response:
+            nonlocal active, peak, sent
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.02)
+            active -= 1
+            sent += 1
+            if sent == 6:
+                done.set()
+            return Response(200)
+
+    up = RecordingUploader(
+        store,
+        Slow(),
+        _rset(root, upload_concurrency=2),
+        ApiSettings(api_key=KEY),
+        IDENTITY,
+        Metrics(),
+        idle_interval=0.01,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(up.run(stop))
+    await asyncio.wait_for(done.wait(), 20)
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    assert sent == 6 and peak == 2
+
+
+@pytest.mark.parametrize(
+    ("api", "expected"),
+    [
+        (ApiSettings(region="ca1"), "https://api-ca1.sipstack.com/v1/mqs/recording"),
+        (ApiSettings(region="us2"), "https://api-us2.sipstack.com/v1/mqs/recording"),
+        (ApiSettings(), "https://api-us1.sipstack.com/v1/mqs/recording"),
+        # a stale dev recording URL is never used for ca1 (the old connector's bug)
+        (
+            ApiSettings(
+                region="ca1", recording_url="https://api-dev.sipstack.com/v1/mqs/recording"
+            ),
+            "https://api-ca1.sipstack.com/v1/mqs/recording",
+        ),
+        (ApiSettings(region="dev"), "https://api-dev.sipstack.com/v1/mqs/recording"),
+        (
+            ApiSettings(url="http://127.0.0.1:9999/v1/mqs/connectors/asterisk/calls"),
+            "http://127.0.0.1:9999/v1/mqs/recording",
+        ),
+        (
+            ApiSettings(recording_url="https://proxy.example.net/rec"),
+            "https://proxy.example.net/rec",
+        ),
+    ],
+)
+def test_recording_url_by_region(api: ApiSettings, expected: str) -> None:
+    assert recording_url(api) == expected
+
+
+def test_upload_without_transport_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="RECORDING_UPLOAD"):
+        RecordingManager(_rset(tmp_path), object(), Metrics())  # type: ignore[arg-type]

@@ -1,0 +1,80 @@
+"""The chart grants the operator exactly the rules of operator/sipstack_operator/data/rbac.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .chartlib import CHART, CI_DIR, NAMESPACE, RBAC_FILE, Helm, by_kind
+
+
+def canonical(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Order-insensitive form of a rule list."""
+    out = []
+    for rule in rules:
+        out.append({k: sorted(v) if isinstance(v, list) else v for k, v in rule.items()})
+    return sorted(out, key=lambda r: yaml.safe_dump(r, sort_keys=True))
+
+
+@pytest.fixture(scope="module")
+def operator_rbac() -> list[dict[str, Any]]:
+    if not RBAC_FILE.exists():
+        pytest.skip("operator/sipstack_operator/data/rbac.yaml does not exist yet")
+    return [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+
+
+def rules_of(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [rule for d in docs if d.get("kind") == kind for rule in d.get("rules", [])]
+
+
+def test_chart_copy_is_byte_identical(operator_rbac: list[dict[str, Any]]):
+    copy = CHART / "files" / "rbac.yaml"
+    assert copy.read_bytes() == RBAC_FILE.read_bytes(), "run tools/sync-chart-crd.py"
+
+
+def test_cluster_wide_rules_equal_the_operators(helm: Helm, operator_rbac: list[dict[str, Any]]):
+    objects = helm.render([CI_DIR / "single-pbx-values.yaml"])
+    expected = rules_of(operator_rbac, "ClusterRole") + rules_of(operator_rbac, "Role")
+    (cluster_role,) = by_kind(objects, "ClusterRole")
+    assert canonical(cluster_role["rules"]) == canonical(expected)
+    assert not by_kind(objects, "Role")
+    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    (sa,) = by_kind(objects, "ServiceAccount")
+    assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+
+
+def test_namespaced_rules_equal_the_operators(helm: Helm, operator_rbac: list[dict[str, Any]]):
+    objects = helm.render([CI_DIR / "fleet-50-values.yaml"])
+    roles = by_kind(objects, "Role")
+    assert [r["metadata"]["namespace"] for r in roles] == ["pbx-fleet"]
+    namespaced = rules_of(operator_rbac, "Role")
+    cluster = rules_of(operator_rbac, "ClusterRole")
+    if namespaced:
+        assert canonical(roles[0]["rules"]) == canonical(namespaced)
+        cluster_roles = by_kind(objects, "ClusterRole")
+        assert canonical([r for c in cluster_roles for r in c["rules"]]) == canonical(cluster)
+    else:
+        assert canonical(roles[0]["rules"]) == canonical(cluster)
+    bindings = by_kind(objects, "RoleBinding")
+    assert [b["metadata"]["namespace"] for b in bindings] == ["pbx-fleet"]
+
+
+def test_no_wildcards(helm: Helm, operator_rbac: list[dict[str, Any]]):
+    objects = helm.render([CI_DIR / "single-pbx-values.yaml"])
+    for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), rule
+
+
+def test_rbac_create_false(helm: Helm, write_values: Callable[[Any], Path]):
+    objects = helm.render([write_values({"rbac": {"create": False}})])
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

@@ -1,0 +1,228 @@
+"""A kmock 0.8 KubernetesEmulator with the API-server behaviour the operator relies on.
+
+kmock stores bodies verbatim and merges every PATCH like a merge patch. This
+subclass adds, for the tests only (the operator code is written for a real
+API server):
+
+- server-filled metadata: uid, resourceVersion (bumped on every write),
+  creationTimestamp, generation (bumped when anything but metadata/status
+  changes), namespace from the URL, name from generateName;
+- server-side apply (PATCH with application/apply-patch+yaml): requires
+  fieldManager; creates a missing object; on an existing one it removes the
+  fields this manager applied last time but no longer applies, then merges
+  the new configuration (lists replaced whole: right for a single manager,
+  which is all the operator is). Objects that did not change are not
+  re-written (no watch event, same resourceVersion), like the real server;
+- status subresource isolation for resources that declare it: a PATCH of
+  /status changes only .status, a PATCH of the main resource ignores .status;
+- garbage collection: when an object is really deleted, objects whose
+  ownerReferences name its uid are deleted too (transitively);
+- kmock answers 500 for malformed bodies; an apply without fieldManager is 422.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import json
+import uuid
+from typing import Any
+
+import aiohttp.web
+import kmock
+import yaml
+from kmock._internal import enums
+
+APPLY = "application/apply-patch+yaml"
+
+
+def ssa_merge(live: Any, last_applied: Any, applied: Any) -> Any:
+    """Merge `applied` into `live`, dropping fields only `last_applied` had."""
+    if not isinstance(applied, dict) or not isinstance(live, dict):
+        return copy.deepcopy(applied)
+    result = copy.deepcopy(live)
+    last = last_applied if isinstance(last_applied, dict) else {}
+    for key in last:
+        if key not in applied:
+            result.pop(key, None)
+    for key, value in applied.items():
+        result[key] = ssa_merge(result.get(key), last.get(key), value)
+    return result
+
+
+def _essence(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+class Emulator(kmock.KubernetesEmulator):
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._rv = itertools.count(1000)
+        self._applied: dict[tuple[Any, ...], Any] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _now(self) -> str:
+        return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _fill_new(self, request: Any, obj: dict[str, Any]) -> None:
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        if request.namespace and not meta.get("namespace"):
+            meta["namespace"] = request.namespace
+        meta["uid"] = str(uuid.uuid4())
+        meta["resourceVersion"] = str(next(self._rv))
+        meta["creationTimestamp"] = self._now()
+        meta["generation"] = 1
+        meta.pop("deletionTimestamp", None)
+
+    def _has_status_subresource(self, resource: Any) -> bool:
+        try:
+            info = self.resources[resource]
+        except KeyError:
+            return False
+        return "status" in info.subresources
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.resource is None:
+            return await super()._handle(request)
+
+        if request.action == enums.action.UPDATE and request.name is not None:
+            if APPLY in (request.headers.get("Content-Type") or ""):
+                return await self._apply(request)
+            self._prepare_patch(request)
+        elif request.action == enums.action.CREATE and isinstance(request.data, dict):
+            self._fill_new(request, request.data)
+
+        key = (request.resource, request.namespace, request.name)
+        uid = None
+        if request.action in (enums.action.DELETE, enums.action.UPDATE) and request.name:
+            existing = self._objects.get(key) if key in self._objects else None
+            if existing is not None and not existing.deleted:
+                uid = existing.get("metadata", {}).get("uid")
+        response = await super()._handle(request)
+        if uid is not None and (key not in self._objects or self._objects[key].deleted):
+            await self._collect_garbage(uid)
+        return response
+
+    def _prepare_patch(self, request: Any) -> None:
+        """Status isolation, resourceVersion and generation for a merge patch."""
+        patch = request.data
+        if not isinstance(patch, dict):
+            return
+        key = (request.resource, request.namespace, request.name)
+        if key not in self._objects or self._objects[key].deleted:
+            return
+        if self._has_status_subresource(request.resource):
+            if request.subresource == "status":
+                for k in list(patch):
+                    if k != "status":
+                        del patch[k]
+            else:
+                patch.pop("status", None)
+        live = self._objects[key].raw
+        meta = patch.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._rv))
+        for server_field in ("uid", "creationTimestamp", "generation"):
+            meta.pop(server_field, None)
+        merged = kmock_merge(live, patch)
+        if _essence(merged) != _essence(live):
+            meta["generation"] = int(live.get("metadata", {}).get("generation") or 1) + 1
+
+    async def _apply(self, request: Any) -> aiohttp.web.StreamResponse:
+        manager = request.params.get("fieldManager")
+        if not manager:
+            return _status(422, "Invalid", "fieldManager is required for apply patch")
+        body = request.data
+        if body is None:
+            body = yaml.safe_load(request.text or "{}")
+        if not isinstance(body, dict):
+            return _status(400, "BadRequest", "apply body must be an object")
+        body = copy.deepcopy(body)
+        key = (request.resource, request.namespace, request.name)
+        bus = self._buses[request.resource]
+        async with self._lock:
+            existing = self._objects[key] if key in self._objects else None
+            if existing is None or existing.deleted:
+                body.setdefault("metadata", {})["name"] = request.name
+                self._fill_new(request, body)
+                if existing is None:
+                    self._objects[key] = body
+                else:
+                    existing.create(body)
+                self._applied[(*key, manager)] = copy.deepcopy(body)
+                raw = self._objects[key].raw
+                await bus.put({"type": "ADDED", "object": raw})
+                return aiohttp.web.json_response(raw, status=201)
+            live = existing.raw
+            last = self._applied.get((*key, manager), {})
+            applied_wo_status = {k: v for k, v in body.items() if k != "status"}
+            merged = ssa_merge(live, last, applied_wo_status)
+            meta = merged.setdefault("metadata", {})
+            for server_field in ("uid", "creationTimestamp", "resourceVersion", "generation"):
+                if server_field in live.get("metadata", {}):
+                    meta[server_field] = live["metadata"][server_field]
+            self._applied[(*key, manager)] = copy.deepcopy(body)
+            if merged == live:
+                return aiohttp.web.json_response(live, status=200)
+            meta["resourceVersion"] = str(next(self._rv))
+            if _essence(merged) != _essence(live):
+                meta["generation"] = int(live.get("metadata", {}).get("generation") or 1) + 1
+            existing.history.append(merged)
+            raw = existing.raw
+            await bus.put({"type": "MODIFIED", "object": raw})
+            return aiohttp.web.json_response(raw, status=200)
+
+    async def _collect_garbage(self, owner_uid: str) -> None:
+        victims: list[tuple[Any, Any, Any]] = []
+        for key, obj in list(self._objects.items()):
+            if obj.deleted:
+                continue
+            owners = obj.get("metadata", {}).get("ownerReferences") or []
+            if any(o.get("uid") == owner_uid for o in owners):
+                victims.append(key)
+        for key in victims:
+            async with self._lock:
+                obj = self._objects[key]
+                if obj.deleted:
+                    continue
+                raw = obj.raw
+                uid = raw.get("metadata", {}).get("uid")
+                obj.delete()
+                await self._buses[key[0]].put({"type": "DELETED", "object": raw})
+            if uid:
+                await self._collect_garbage(uid)
+
+
+def kmock_merge(live: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386), as kmock applies it."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(live) if isinstance(live, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = kmock_merge(result.get(key), value)
+    return result
+
+
+def _status(code: int, reason: str, message: str) -> aiohttp.web.StreamResponse:
+    return aiohttp.web.Response(
+        status=code,
+        content_type="application/json",
+        text=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "status": "Failure",
+                "code": code,
+                "reason": reason,
+                "message": message,
+            }
+        ),
+    )
