@@ -56,7 +56,7 @@ KEEP = {
     "anyOf",
 }
 
-SECRET_REF_NOTE = (
+REF_FILLED_NOTE = (
     "Filled by the chart from existingSecret/createSecret when not given "
     "(keys api-key, db-password, ami-password)."
 )
@@ -144,7 +144,7 @@ def connector_definitions(crd: dict[str, Any]) -> dict[str, Any]:
         node = fields
         for part in path[:-1]:
             node = node[part]["properties"]
-        node[path[-1]]["description"] += " " + SECRET_REF_NOTE
+        node[path[-1]]["description"] += " " + REF_FILLED_NOTE
     defaults = {
         "type": "object",
         "description": (

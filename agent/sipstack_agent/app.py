@@ -462,7 +462,7 @@ def _runner(src: Any, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
 
 
 def _make_sql_source(cls: Any, s: Settings, store: Any, metrics: Metrics, kind: str) -> Any:
-    return cls(s, store, metrics, kind=kind)
+    return cls(s, kind, store, metrics)
 
 
 async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import socket
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -583,7 +582,7 @@ def _pairs(r: _Reader, name: str) -> tuple[tuple[str, str], ...]:
 
 def _hostname() -> str:
     try:
-        return socket.gethostname() or "asterisk"
+        return os.uname().nodename or "asterisk"
     except OSError:
         return "asterisk"
 

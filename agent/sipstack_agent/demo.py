@@ -39,6 +39,7 @@ from .pbxsim import (
     TrafficGenerator,
     Write,
     create_sqlite_pbx,
+    is_linkedid_end,
     play,
     timeline,
     write_dbapi,
@@ -265,8 +266,9 @@ async def demo(opts: DemoOptions) -> DemoResult:
                 await asyncio.wait_for(stop_summary.wait(), timeout=1.0)
             lat = latencies()
             done = sum(1 for k in receiver.complete_received_at() if k in expected)
+            ended = len(committed)
             say(
-                f"t={time.monotonic() - t0:5.1f}s written {len(committed):4d}/{n_calls} calls"
+                f"t={time.monotonic() - t0:5.1f}s calls ended in the PBX {ended:4d}/{n_calls}"
                 f" | received {receiver.count_documents():4d} docs, complete {done:4d}"
                 f" | latency p50 {percentile(lat, 50):.2f}s p99 {percentile(lat, 99):.2f}s"
                 + ("" if agent.alive() else " | AGENT EXITED")
@@ -275,14 +277,24 @@ async def demo(opts: DemoOptions) -> DemoResult:
     summ = asyncio.create_task(summary())
     agent_rc: int | None = None
     try:
-        committed.update(await play(writes, write, t0=start - timedelta(seconds=0.5)))
+        await play(
+            writes,
+            write,
+            t0=start - timedelta(seconds=0.5),
+            committed=committed,
+            mark=is_linkedid_end,
+        )
         # Finished calls whose last row came in long before the end.
         deadline = time.monotonic() + opts.timeout
+        # Late rows (a CDR committed after LINKEDID_END) give one more revision: wait
+        # until every call is complete with all its rows, or the timeout.
         while time.monotonic() < deadline and agent.alive():
             got = receiver.complete_received_at()
-            if all(k in got for k in expected):
+            if all(k in got for k in expected) and not check_documents(
+                calls, receiver.latest_complete_all()
+            ):
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.25)
     finally:
         stop_summary.set()
         with contextlib.suppress(Exception):

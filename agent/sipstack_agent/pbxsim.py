@@ -524,7 +524,9 @@ class TrafficGenerator:
             uniqueids=uids,
             **exp,
         )
-        written = end + timedelta(seconds=self.rng.uniform(0.0005, 0.02))
+        # Asterisk posts the CDRs as the last channel goes away: just before or just
+        # after LINKEDID_END (a late CDR then gives the call one more revision).
+        written = end + timedelta(seconds=self.rng.uniform(-0.01, 0.02))
         return SimCall(expected=expected, cels=rec.rows, cdrs=cdrs, cdr_written_at=written)
 
     # -- scenarios --------------------------------------------------------------------
@@ -1287,16 +1289,19 @@ async def play(
     speed: float = 1.0,
     tick: float = 0.02,
     stop: asyncio.Event | None = None,
+    committed: dict[str, float] | None = None,
+    mark: Callable[[Write], bool] | None = None,
 ) -> dict[str, float]:
     """Commit `writes` in real time: a row whose `at` is t0 + x is written x/speed
     seconds after the call (batched per `tick`). Returns, per linkedid, the wall
     clock (time.time()) at which its last row was committed — the start of the
-    end-to-end latency of that call."""
+    end-to-end latency of that call. Pass `committed` to watch it fill up live, and
+    `mark` to time only some rows (e.g. `is_linkedid_end`)."""
+    last_commit: dict[str, float] = committed if committed is not None else {}
     if not writes:
-        return {}
+        return last_commit
     base = t0 or writes[0].at
     wall0 = time.time()
-    last_commit: dict[str, float] = {}
     i = 0
     n = len(writes)
     while i < n:
@@ -1312,12 +1317,17 @@ async def play(
             await write(batch)
             done = time.time()
             for w in batch:
-                last_commit[w.linkedid] = done
+                if mark is None or mark(w):
+                    last_commit[w.linkedid] = done
             i = j
             continue
         wait = ((writes[i].at - base).total_seconds() / speed) - (time.time() - wall0)
         await asyncio.sleep(min(max(wait, 0.0), tick) if wait > 0 else 0)
     return last_commit
+
+
+def is_linkedid_end(w: Write) -> bool:
+    return w.kind == "cel" and w.row.get("eventtype") == "LINKEDID_END"
 
 
 def shift(calls: Sequence[SimCall], start: datetime) -> list[SimCall]:

@@ -11,7 +11,8 @@ Fixtures
                       for the test module, dropped afterwards (``ServerDb``).
 ``make_pbx_db``       (function) factory: ``await make_pbx_db("mysql", with_id=False,
                       timezone="America/Toronto", cdr_extra_columns=("recordingfile",))``
-                      for variants; everything it creates is cleaned up.
+                      for variants (``pg_sql_ascii=True``: a SQL_ASCII PostgreSQL
+                      database); everything it creates is cleaned up.
 ``asterisk_sample``   the real Asterisk 20 sample rows (../shared/fixtures/asterisk20-sample)
                       as CSV dicts and as the CelRow/CdrRow a reader must produce.
 
@@ -276,6 +277,12 @@ def pg_database() -> Iterator[ServerDb]:
 
 
 @pytest.fixture(scope="module")
+def pg_sql_ascii_database() -> Iterator[ServerDb]:
+    """A PostgreSQL database with ENCODING SQL_ASCII (raw, possibly non-UTF-8 bytes)."""
+    yield from _server_db("postgresql", encoding="SQL_ASCII")
+
+
+@pytest.fixture(scope="module")
 def mysql_database() -> Iterator[ServerDb]:
     """A MariaDB database for this test module + a SELECT-only user (dropped after)."""
     yield from _server_db("mysql")
@@ -388,7 +395,8 @@ class PbxWriter:
         if self.dialect == "postgresql":
             return f"${i}"
         if self.dialect == "mysql":
-            return "_binary %s" if isinstance(v, bytes) else "%s"
+            # raw (non-UTF-8) bytes go in as hex: aiomysql 0.3 cannot escape bytes parameters
+            return "UNHEX(%s)" if isinstance(v, bytes) else "%s"
         return "CAST(? AS TEXT)" if isinstance(v, bytes) else "?"
 
     async def _insert(
@@ -402,6 +410,8 @@ class PbxWriter:
             phs = ", ".join(self._ph(i + 1, vals[c]) for i, c in enumerate(cols))
             sql = f"INSERT INTO {q(table)} ({', '.join(q(c) for c in cols)}) VALUES ({phs})"
             args = [vals[c] for c in cols]
+            if self.dialect == "mysql":
+                args = [a.hex() if isinstance(a, bytes) else a for a in args]
             if self.dialect == "postgresql":
                 if self.with_id:
                     ids.append(await self.conn.fetchval(sql + " RETURNING id", *args))
@@ -432,7 +442,7 @@ class PbxWriter:
         self, sample: AsteriskSample | None = None, flavor: str | None = None
     ) -> tuple[int, int]:
         """Insert the real Asterisk sample (original ids) into the cel/cdr tables."""
-        flavor = flavor or ("postgres" if self.dialect == "postgresql" else "mariadb")
+        flavor = flavor or ("mariadb" if self.dialect == "mysql" else "postgres")
         cels = read_sample_csv(flavor, "cel")
         cdrs = read_sample_csv(flavor, "cdr")
         await self.insert_cel(cels)
@@ -557,6 +567,7 @@ async def make_pbx_db(
         timezone: str = "UTC",
         cdr_extra_columns: Sequence[str] = (),
         suffix: str = "",
+        pg_sql_ascii: bool = False,
     ) -> PbxDb:
         n = len(writers) + 1
         tag = uuid.uuid4().hex[:6]
@@ -568,7 +579,9 @@ async def make_pbx_db(
         if dialect == "postgresql":
             import asyncpg
 
-            server: ServerDb = request.getfixturevalue("pg_database")
+            server: ServerDb = request.getfixturevalue(
+                "pg_sql_ascii_database" if pg_sql_ascii else "pg_database"
+            )
             dsn = _pg_dsn(server.name)
 
             def opener() -> Awaitable[Any]:

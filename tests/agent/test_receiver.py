@@ -107,15 +107,47 @@ async def post(
 
 def test_schema_comes_from_the_package_when_present():
     packaged = load_call_schema()
-    validator, origin = make_validator()
+    validator = make_validator()
     if packaged is None:
-        assert origin == "fallback"
+        assert validator.origin == "fallback"
         assert validator.schema is FALLBACK_SCHEMA
     else:
-        assert origin == "package"
+        assert validator.origin == "package"
         assert validator.schema == packaged
-    # whichever is in force accepts a contract document
-    assert list(validator.iter_errors(document())) == []
+    # whichever is in force accepts a contract document, and rejects a broken one
+    assert validator.problem(document()) is None
+    assert list(validator.full.iter_errors(document())) == []
+    assert "direction" in validator.problem(dict(document(), direction="up"))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_and_full_validation_agree(fast):
+    validator = make_validator()
+    if not fast:
+        validator.fast = None
+    elif validator.fast is None:
+        pytest.skip("schema uses keywords newer than draft-07: jsonschema only")
+    assert validator.problem(document()) is None
+    for bad in (
+        dict(document(), customer_id=-1),
+        dict(document(), call_threads_count=3),
+        {k: v for k, v in document().items() if k != "shipped_at"},
+        [document()],
+    ):
+        assert validator.problem(bad) is not None
+
+
+def test_post_draft7_schemas_skip_the_fast_path():
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "array",
+        "prefixItems": [{"type": "integer"}],
+    }
+    validator = make_validator(schema)
+    assert validator.origin == "given"
+    assert validator.fast is None
+    assert validator.problem(["x"]) is not None
+    assert validator.problem([1]) is None
 
 
 # ----------------------------------------------------------------------------- calls

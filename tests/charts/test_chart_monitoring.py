@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from .chartlib import CHART, CI_DIR, ROOT, Helm, by_kind
@@ -19,6 +20,7 @@ REQUIRED_ALERTS = {
     "SipstackDeadLetters",
     "SipstackDatabaseUnreachable",
     "SipstackApiKeyRejected",
+    "SipstackOperatorDown",
 }
 PROMQL_FUNCTIONS = {
     "sum",
@@ -72,7 +74,7 @@ def test_prometheus_rule_has_every_alert(helm: Helm):
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == REQUIRED_ALERTS
-    known = agent_metric_names()
+    known = agent_metric_names() | {"kube_deployment_status_replicas_available", "absent"}
     for name, alert in alerts.items():
         assert alert["labels"]["severity"] in ("warning", "critical")
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
@@ -94,7 +96,7 @@ def test_alert_labels_and_runbooks(helm: Helm, write_values: Callable[[Any], Pat
         }
     )
     (rule,) = by_kind(helm.render([path]), "PrometheusRule")
-    for alert in rule["spec"]["groups"][0]["rules"]:
+    for alert in [r for g in rule["spec"]["groups"] for r in g["rules"]]:
         assert alert["labels"]["team"] == "voice"
         anchor = alert["alert"].lower()
         assert alert["annotations"]["runbook_url"] == (
@@ -195,15 +197,37 @@ def test_per_connector_mode_delegates_to_the_operator(
     }
 
 
-def test_operator_service_monitor(helm: Helm):
-    objects = single(helm)
+def test_operator_service_monitor_is_opt_in(helm: Helm, write_values: Callable[[Any], Path]):
+    names = [o["metadata"]["name"] for o in by_kind(single(helm), "ServiceMonitor")]
+    assert not [n for n in names if n.endswith("-operator")]
+    path = write_values({"serviceMonitor": {"operator": {"enabled": True}}})
+    objects = helm.render([CI_DIR / "single-pbx-values.yaml", path])
     (service,) = by_kind(objects, "Service")
     (sm,) = [
         o for o in by_kind(objects, "ServiceMonitor") if o["metadata"]["name"].endswith("-operator")
     ]
     assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in (
+        service["spec"]["ports"]
+    )
+    (deployment,) = by_kind(objects, "Deployment")
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in ports
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_operator_down_alert_watches_the_operator_deployment(helm: Helm):
+    objects = single(helm)
+    (deployment,) = by_kind(objects, "Deployment")
+    (rule,) = by_kind(objects, "PrometheusRule")
+    (alert,) = [
+        r
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if r["alert"] == "SipstackOperatorDown"
+    ]
+    assert f'deployment="{deployment["metadata"]["name"]}"' in alert["expr"]
 
 
 def test_watch_namespaces_become_the_fleet_namespace_selector(helm: Helm):
@@ -213,3 +237,96 @@ def test_watch_namespaces_become_the_fleet_namespace_selector(helm: Helm):
     ]
     assert fleet["spec"]["namespaceSelector"] == {"matchNames": ["pbx-fleet"]}
     assert fleet["spec"]["endpoints"][0]["interval"] == "60s"
+
+
+# The fields of monitoring.coreos.com/v1 this chart uses (a subset of the
+# upstream API; no upstream CRD is vendored here). Unknown keys fail.
+SERVICE_MONITOR_SPEC = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["selector", "endpoints"],
+    "properties": {
+        "jobLabel": {"type": "string"},
+        "targetLabels": {"type": "array", "items": {"type": "string"}},
+        "selector": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"matchLabels": {"type": "object"}},
+        },
+        "namespaceSelector": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "any": {"type": "boolean"},
+                "matchNames": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "endpoints": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["port"],
+                "properties": {
+                    "port": {"type": "string"},
+                    "path": {"type": "string", "pattern": "^/"},
+                    "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                    "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                },
+            },
+        },
+    },
+}
+PROMETHEUS_RULE_SPEC = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["groups"],
+    "properties": {
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "rules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["alert", "expr"],
+                            "properties": {
+                                "alert": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9]*$"},
+                                "expr": {"type": "string"},
+                                "for": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"},
+                                "labels": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                                "annotations": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
+@pytest.mark.parametrize("values", ["single-pbx-values.yaml", "fleet-50-values.yaml"])
+def test_monitoring_objects_have_the_upstream_shape(
+    helm: Helm, write_values: Callable[[Any], Path], values: str
+):
+    extra = write_values({"serviceMonitor": {"operator": {"enabled": True}}})
+    objects = helm.render([CI_DIR / values, extra])
+    for obj in by_kind(objects, "ServiceMonitor") + by_kind(objects, "PrometheusRule"):
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        schema = SERVICE_MONITOR_SPEC if obj["kind"] == "ServiceMonitor" else PROMETHEUS_RULE_SPEC
+        jsonschema.Draft7Validator(schema).validate(obj["spec"])
+        assert set(obj["metadata"]) <= {"name", "namespace", "labels", "annotations"}

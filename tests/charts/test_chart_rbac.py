@@ -39,9 +39,10 @@ def test_chart_copy_is_byte_identical(operator_rbac: list[dict[str, Any]]):
 def test_cluster_wide_rules_equal_the_operators(helm: Helm, operator_rbac: list[dict[str, Any]]):
     objects = helm.render([CI_DIR / "single-pbx-values.yaml"])
     expected = rules_of(operator_rbac, "ClusterRole") + rules_of(operator_rbac, "Role")
+    assert expected
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert canonical(cluster_role["rules"]) == canonical(expected)
-    assert not by_kind(objects, "Role")
+    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
     (binding,) = by_kind(objects, "ClusterRoleBinding")
     (sa,) = by_kind(objects, "ServiceAccount")
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
@@ -50,20 +51,38 @@ def test_cluster_wide_rules_equal_the_operators(helm: Helm, operator_rbac: list[
     ]
 
 
-def test_namespaced_rules_equal_the_operators(helm: Helm, operator_rbac: list[dict[str, Any]]):
+def test_watched_namespaces_get_role_bindings_only(helm: Helm, operator_rbac: list[dict[str, Any]]):
     objects = helm.render([CI_DIR / "fleet-50-values.yaml"])
-    roles = by_kind(objects, "Role")
-    assert [r["metadata"]["namespace"] for r in roles] == ["pbx-fleet"]
-    namespaced = rules_of(operator_rbac, "Role")
-    cluster = rules_of(operator_rbac, "ClusterRole")
-    if namespaced:
-        assert canonical(roles[0]["rules"]) == canonical(namespaced)
-        cluster_roles = by_kind(objects, "ClusterRole")
-        assert canonical([r for c in cluster_roles for r in c["rules"]]) == canonical(cluster)
-    else:
-        assert canonical(roles[0]["rules"]) == canonical(cluster)
+    expected = rules_of(operator_rbac, "ClusterRole") + rules_of(operator_rbac, "Role")
+    (cluster_role,) = by_kind(objects, "ClusterRole")
+    assert canonical(cluster_role["rules"]) == canonical(expected)
+    assert not by_kind(objects, "ClusterRoleBinding")
     bindings = by_kind(objects, "RoleBinding")
     assert [b["metadata"]["namespace"] for b in bindings] == ["pbx-fleet"]
+    assert bindings[0]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": cluster_role["metadata"]["name"],
+    }
+
+
+def test_operator_rules_are_namespaced_resources(operator_rbac: list[dict[str, Any]]):
+    """One ClusterRole bound by RoleBindings is only safe when no rule is cluster-scoped."""
+    cluster_scoped = {"namespaces", "nodes", "customresourcedefinitions", "clusterroles"}
+    for rule in rules_of(operator_rbac, "ClusterRole"):
+        assert not set(rule["resources"]) & cluster_scoped, rule
+        assert "nonResourceURLs" not in rule
+
+
+def test_operator_args_are_accepted_by_its_cli(helm: Helm):
+    cli = pytest.importorskip("sipstack_operator.cli")
+    for values in ("single-pbx-values.yaml", "fleet-50-values.yaml"):
+        (deployment,) = by_kind(helm.render([CI_DIR / values]), "Deployment")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        parsed = cli.build_parser().parse_args(args)
+        assert parsed.command == "run"
+        assert parsed.liveness == "http://0.0.0.0:8080/healthz"
+        assert parsed.all_namespaces or parsed.namespace == ["pbx-fleet"]
 
 
 def test_no_wildcards(helm: Helm, operator_rbac: list[dict[str, Any]]):

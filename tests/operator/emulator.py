@@ -16,7 +16,8 @@ API server):
 - status subresource isolation for resources that declare it: a PATCH of
   /status changes only .status, a PATCH of the main resource ignores .status;
 - garbage collection: when an object is really deleted, objects whose
-  ownerReferences name its uid are deleted too (transitively);
+  ownerReferences name its uid are deleted too (transitively), and an object
+  created with owners that are all gone is deleted right after creation;
 - kmock answers 500 for malformed bodies; an apply without fieldManager is 422.
 """
 
@@ -101,7 +102,7 @@ class Emulator(kmock.KubernetesEmulator):
         key = (request.resource, request.namespace, request.name)
         uid = None
         if request.action in (enums.action.DELETE, enums.action.UPDATE) and request.name:
-            existing = self._objects.get(key) if key in self._objects else None
+            existing = self._objects[key] if key in self._objects else None
             if existing is not None and not existing.deleted:
                 uid = existing.get("metadata", {}).get("uid")
         response = await super()._handle(request)
@@ -147,7 +148,8 @@ class Emulator(kmock.KubernetesEmulator):
         bus = self._buses[request.resource]
         async with self._lock:
             existing = self._objects[key] if key in self._objects else None
-            if existing is None or existing.deleted:
+            created = existing is None or existing.deleted
+            if created:
                 body.setdefault("metadata", {})["name"] = request.name
                 self._fill_new(request, body)
                 if existing is None:
@@ -157,25 +159,49 @@ class Emulator(kmock.KubernetesEmulator):
                 self._applied[(*key, manager)] = copy.deepcopy(body)
                 raw = self._objects[key].raw
                 await bus.put({"type": "ADDED", "object": raw})
-                return aiohttp.web.json_response(raw, status=201)
-            live = existing.raw
-            last = self._applied.get((*key, manager), {})
-            applied_wo_status = {k: v for k, v in body.items() if k != "status"}
-            merged = ssa_merge(live, last, applied_wo_status)
-            meta = merged.setdefault("metadata", {})
-            for server_field in ("uid", "creationTimestamp", "resourceVersion", "generation"):
-                if server_field in live.get("metadata", {}):
-                    meta[server_field] = live["metadata"][server_field]
-            self._applied[(*key, manager)] = copy.deepcopy(body)
-            if merged == live:
-                return aiohttp.web.json_response(live, status=200)
-            meta["resourceVersion"] = str(next(self._rv))
-            if _essence(merged) != _essence(live):
-                meta["generation"] = int(live.get("metadata", {}).get("generation") or 1) + 1
-            existing.history.append(merged)
-            raw = existing.raw
-            await bus.put({"type": "MODIFIED", "object": raw})
-            return aiohttp.web.json_response(raw, status=200)
+                orphan = self._is_orphan(raw)
+            else:
+                assert existing is not None
+                live = existing.raw
+                last = self._applied.get((*key, manager), {})
+                applied_wo_status = {k: v for k, v in body.items() if k != "status"}
+                merged = ssa_merge(live, last, applied_wo_status)
+                meta = merged.setdefault("metadata", {})
+                for server_field in ("uid", "creationTimestamp", "resourceVersion", "generation"):
+                    if server_field in live.get("metadata", {}):
+                        meta[server_field] = live["metadata"][server_field]
+                self._applied[(*key, manager)] = copy.deepcopy(body)
+                if merged == live:
+                    return aiohttp.web.json_response(live, status=200)
+                meta["resourceVersion"] = str(next(self._rv))
+                if _essence(merged) != _essence(live):
+                    meta["generation"] = int(live.get("metadata", {}).get("generation") or 1) + 1
+                existing.history.append(merged)
+                raw = existing.raw
+                await bus.put({"type": "MODIFIED", "object": raw})
+                return aiohttp.web.json_response(raw, status=200)
+        if orphan:  # the real GC collects it a moment later
+            await self._delete_now(key)
+        return aiohttp.web.json_response(raw, status=201)
+
+    def _is_orphan(self, raw: dict[str, Any]) -> bool:
+        """Owned, but every owner is gone (uid no longer exists)."""
+        owners = {o.get("uid") for o in raw.get("metadata", {}).get("ownerReferences") or []}
+        if not owners:
+            return False
+        live = {
+            o.raw.get("metadata", {}).get("uid") for _, o in self._objects.items() if not o.deleted
+        }
+        return not owners & live
+
+    async def _delete_now(self, key: Any) -> None:
+        async with self._lock:
+            obj = self._objects[key]
+            if obj.deleted:
+                return
+            raw = obj.raw
+            obj.delete()
+            await self._buses[key[0]].put({"type": "DELETED", "object": raw})
 
     async def _collect_garbage(self, owner_uid: str) -> None:
         victims: list[tuple[Any, Any, Any]] = []

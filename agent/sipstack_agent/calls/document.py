@@ -189,9 +189,13 @@ def build_document(
         _put(doc, "completion_reason", call.completion_reason)
         if call.forced:
             doc["force_completed"] = True
-    result = _sanitize(doc)
-    assert isinstance(result, dict)
-    return result
+    try:  # fast path: already strict, UTF-8-encodable JSON
+        json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        result = _sanitize(doc)
+        assert isinstance(result, dict)
+        return result
+    return doc
 
 
 def _sanitize(value: Any) -> Any:

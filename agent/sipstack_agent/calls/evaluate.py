@@ -117,25 +117,25 @@ def evaluate(
     last_fp = ship.last_fingerprint
     documents: list[dict[str, Any]] = []
 
-    def emit(phase: str) -> None:
-        nonlocal revision, last_phase, last_at, last_fp
+    def make(phase: str) -> tuple[dict[str, Any], str]:
         doc = build_document(
             call, phase=phase, revision=revision + 1, identity=identity, shipped_at=now
         )
-        documents.append(doc)
-        revision += 1
-        last_phase = phase
-        last_at = now
-        last_fp = fingerprint(doc)
+        return doc, fingerprint(doc)
 
-    def content_changed(phase: str) -> bool:
-        probe = build_document(call, phase=phase, revision=0, identity=identity, shipped_at=now)
-        return fingerprint(probe) != ship.last_fingerprint
+    def emit(doc: dict[str, Any], fp: str) -> None:
+        nonlocal revision, last_phase, last_at, last_fp
+        documents.append(doc)
+        revision = int(doc["revision"])
+        last_phase = str(doc["ship_phase"])
+        last_at = now
+        last_fp = fp
 
     candidates: list[datetime] = []
     if call.is_complete:
-        if not was_complete or content_changed("complete"):
-            emit("complete")
+        doc, fp = make("complete")
+        if not was_complete or fp != ship.last_fingerprint:
+            emit(doc, fp)
         extra[EXTRA_COMPLETION_REASON] = call.completion_reason
         next_check: datetime | None = None
     else:
@@ -144,20 +144,23 @@ def evaluate(
         candidates.append(call.max_age_deadline)
         if settings.shipping_mode == "progressive":
             if revision == 0:
-                emit("initial")
-            elif content_changed("update"):
-                wait = timedelta(seconds=max(0.0, settings.ship_update_min_interval))
-                due = last_at + wait if last_at is not None else now
-                if now >= due:
-                    emit("update")
-                else:
-                    candidates.append(due)
+                emit(*make("initial"))
+            else:
+                doc, fp = make("update")
+                if fp != ship.last_fingerprint:
+                    wait = timedelta(seconds=max(0.0, settings.ship_update_min_interval))
+                    due = last_at + wait if last_at is not None else now
+                    if now >= due:
+                        emit(doc, fp)
+                    else:
+                        candidates.append(due)
         elif settings.long_call_update_interval > 0:
             every = timedelta(seconds=settings.long_call_update_interval)
             due = (last_at or call.derived.start) + every
             if now >= due:
-                if revision == 0 or content_changed("update"):
-                    emit("update")
+                doc, fp = make("update")
+                if revision == 0 or fp != ship.last_fingerprint:
+                    emit(doc, fp)
                 candidates.append(now + every)
             else:
                 candidates.append(due)

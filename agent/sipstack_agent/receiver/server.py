@@ -38,7 +38,7 @@ from typing import IO, Any
 from aiohttp import BodyPartReader, web
 
 from sipstack_agent.receiver.db import ReceiverDB
-from sipstack_agent.receiver.schema import first_problem, make_validator, semantic_problem
+from sipstack_agent.receiver.schema import make_validator
 
 log = logging.getLogger("sipstack_agent.receiver")
 
@@ -119,7 +119,8 @@ class Receiver:
         self.db = ReceiverDB(db_path)
         self.api_key = api_key
         self.validate = validate
-        self._validator, self.schema_origin = make_validator(schema)
+        self.validator = make_validator(schema)
+        self.schema_origin = self.validator.origin
         if recordings_dir is not None:
             self.recordings_dir = Path(recordings_dir)
         elif db_path:
@@ -297,7 +298,7 @@ class Receiver:
         if not isinstance(doc, dict):
             return self._reject("calls", 400, "expected one JSON object per request", idem)
         if self.validate:
-            problem = first_problem(self._validator, doc) or semantic_problem(doc)
+            problem = self.validator.problem(doc)
             if problem:
                 return self._reject("calls", 400, f"invalid document: {problem}", idem)
         if idem is not None and self.db.has_call_key(idem):

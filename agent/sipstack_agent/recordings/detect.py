@@ -363,7 +363,9 @@ class FsIndex:
         max_indexed: int = 200_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.roots = [os.path.abspath(r) for r in roots if r]
+        # real paths: a root that is a symlink (monitor -> /data/monitor) is scanned
+        # through its target, whose mtime is the one that changes
+        self.roots = [os.path.realpath(r) for r in roots if r]
         self.extensions = tuple(extensions)
         self.budget = max(10, int(budget))
         self.index_window = index_window
@@ -427,8 +429,12 @@ class FsIndex:
     def prioritize(self, dirs: Iterable[str]) -> None:
         """Look at these directories first in the next pass (e.g. today's FreePBX folder)."""
         for d in dirs:
-            d = os.path.abspath(d)
-            if any(d == r or d.startswith(r.rstrip("/") + "/") for r in self.roots):
+            if len(self._priority) >= 1000:
+                break
+            d = os.path.realpath(d)
+            if d not in self._priority and any(
+                d == r or d.startswith(r.rstrip("/") + "/") for r in self.roots
+            ):
                 self._priority.append(d)
 
     def scan(self) -> int:

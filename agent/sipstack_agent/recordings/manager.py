@@ -201,6 +201,7 @@ class RecordingManager:
         self.watched: dict[str, Watched] = {}  # real path -> watched file
         self.done: dict[str, str] = {}  # real path -> call key (stored on the call)
         self._refused_seen: set[str] = set()
+        self._full_warned = False
         self._dirty = False
         self._loaded = False
         self.table_errors = 0
@@ -244,9 +245,10 @@ class RecordingManager:
         starts = [r.eventtime for r in cels] + [c.calldate for c in cdrs]
         if starts:
             kc.started_at = min(starts)
-        info = call_info_from(document, cdrs)
-        if info:
-            kc.info = info
+        if document or not kc.info:  # a document's fields win over the CDR fallback
+            info = call_info_from(document, cdrs)
+            if info:
+                kc.info = info
         for rec in recordings:
             self.done[rec.file_path] = call_key  # stored paths are real paths already
         hints = cel_hints(cels, self.paths, self.extensions) + cdr_hints(
@@ -299,7 +301,8 @@ class RecordingManager:
             if self.table is not None:
                 await self.table.close()
             if upload_task is not None:
-                stop.set()
+                if not stop.is_set():  # cancelled from outside: do not stop the whole agent
+                    upload_task.cancel()
                 with contextlib.suppress(BaseException):
                     await upload_task
 
@@ -348,6 +351,9 @@ class RecordingManager:
         if real in self.watched or real in self.done:
             return False
         if len(self.watched) >= MAX_WATCHED:
+            if not self._full_warned:
+                log.warning("recordings: %d files watched already; not watching more", MAX_WATCHED)
+                self._full_warned = True
             return False
         kc = self.calls.get(call_key)
         self.watched[real] = Watched(
@@ -374,7 +380,12 @@ class RecordingManager:
             self._refused_seen.clear()
         self._refused_seen.add(path)
         self.metrics.recording_paths_refused.inc()
-        log.warning("recording path refused (%s): %s", reason, path)
+        log.warning(
+            "recording path refused (%s): %s (outside RECORDING_PATHS; add its directory "
+            "there if it is a legitimate recording location)",
+            reason,
+            path,
+        )
 
     def _probe(self, hints: Sequence[Hint]) -> list[tuple[str | None, list[Resolved]]]:
         """Probe hint candidates (blocking: runs in a thread, mutates nothing).
@@ -483,8 +494,12 @@ class RecordingManager:
     # ------------------------------------------------------------------ stability
 
     def _complete(self, w: Watched) -> bool:
+        """The call's completion; a call no longer known (restart, expiry) counts as
+        complete once the file has been watched for RECORDING_KNOWN_CALL_WINDOW."""
         kc = self.calls.get(w.call_key)
-        return kc.complete if kc is not None else w.complete
+        if kc is not None:
+            return kc.complete
+        return w.complete or self.clock() - w.found_at > self.settings.known_call_window
 
     async def _check_stability(self) -> int:
         now = self.clock()

@@ -25,6 +25,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -72,17 +73,22 @@ class UploadStore(Protocol):
 def recording_url(api: ApiSettings) -> str:
     """The recording endpoint for these API settings.
 
-    - API_URL pointing somewhere other than *.sipstack.com (a proxy, the local
-      receiver): the recording path on that host;
-    - an explicit non-sipstack `recording_url`: as given;
-    - otherwise the host of REGION (ca1 -> api-ca1.sipstack.com). A sipstack
-      host of another region (the old connector's ca1 -> dev bug) is never used.
+    - an explicit recording URL outside *.sipstack.com (RECORDING_API_URL: a
+      proxy, the local receiver): as given;
+    - a calls URL outside *.sipstack.com (API_URL override): the recording
+      path on that host;
+    - a sipstack calls URL: the same regional host (`api-ca1` for ca1); the
+      built-in default calls URL defers to REGION. A sipstack recording URL of
+      another host (the old connector sent ca1 recordings to api-dev) is never used.
     """
+    default_url = ApiSettings.url
     calls_host = (urlsplit(api.url).hostname or "").lower()
     rec_host = (urlsplit(api.recording_url).hostname or "").lower()
-    if rec_host and not rec_host.endswith(_SIPSTACK_SUFFIX) and api.recording_url:
+    if api.recording_url and rec_host and not rec_host.endswith(_SIPSTACK_SUFFIX):
         return api.recording_url
     if calls_host and not calls_host.endswith(_SIPSTACK_SUFFIX):
+        return recording_url_for(api.url)
+    if calls_host and api.url != default_url:
         return recording_url_for(api.url)
     host = REGION_HOSTS.get((api.region or "").strip().lower())
     if host is None:
@@ -315,17 +321,16 @@ class RecordingUploader:
                 self.url, fields, real, "audio", content_type_for(real), headers
             )
         except TransportError as exc:
-            self._observe(started, "error")
+            self._observe(started, exc.reason)
             return await self._retry(item, exc.reason, str(exc), None)
         except OSError as exc:  # the file went away while being read
-            self._observe(started, "error")
+            self._observe(started, "file_error")
             return await self._retry(item, "file_error", f"{type(exc).__name__}: {exc}", None)
         outcome = classify(resp.status)
+        self._observe(started, outcome.value)
         if outcome is Outcome.DELIVERED:
-            self._observe(started, "success")
             await self._delivered(item, payload, real, before)
             return "delivered"
-        self._observe(started, "retry" if outcome is not Outcome.DEAD else "rejected")
         if outcome is Outcome.DEAD:
             return await self._dead(item, resp.status, resp.text, f"http_{resp.status}", "")
         retry_after = parse_retry_after(resp.header("Retry-After"), self._clock())
@@ -344,7 +349,7 @@ class RecordingUploader:
         self.uploaded_total += 1
         self.metrics.recordings_uploaded.inc()
         self.metrics.recording_upload_bytes.inc(before.st_size)
-        rec = recording_from_payload(payload, uploaded=True)
+        rec = replace(recording_from_payload(payload, uploaded=True), file_size=before.st_size)
         await self.store.add_recordings(item.call_key or str(payload.get("linkedid")), [rec])
         log.info("recording uploaded: %s (%d bytes)", os.path.basename(real), before.st_size)
         if self.settings.delete_after_upload:

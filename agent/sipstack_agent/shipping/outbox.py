@@ -68,11 +68,13 @@ class OutboxStore(Protocol):
         self, now: datetime, limit: int, kind: str | None = None
     ) -> Sequence[Any]: ...
 
-    async def outbox_delivered(self, item_id: int | Sequence[int]) -> None: ...
+    async def outbox_delivered(self, item_id: int | Sequence[int]) -> Any: ...
 
-    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None: ...
+    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> Any: ...
 
-    async def outbox_dead(self, item_id: int, status: int, body: str, reason: str) -> None: ...
+    async def outbox_dead(
+        self, item_id: int, status: int | None, body: str, reason: str
+    ) -> Any: ...
 
     async def stats(self, now: datetime) -> Any: ...
 
@@ -307,13 +309,19 @@ class Shipper:
 
     async def _ship_item(self, item: Any, delivered: list[int]) -> _Result:
         async with self._sem:
-            payload = item.payload
-            if isinstance(payload, (bytes, str)):
-                payload = json.loads(payload)
-            doc = dict(payload)
             sent_at = self._clock()
-            doc["shipped_at"] = sent_at.isoformat(timespec="seconds")
-            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+            try:
+                doc, body = _encode(item.payload, sent_at)
+            except (TypeError, ValueError) as exc:
+                # A document we cannot even serialize will never succeed: set it aside.
+                reason = "invalid_payload"
+                error = f"cannot encode document: {type(exc).__name__}: {exc}"[:500]
+                await self.store.outbox_dead(item.id, None, error, reason)
+                self.dead_total += 1
+                self.metrics.dead_letters.labels(self.kind, reason).inc()
+                self._note_error(error)
+                log.error("dead-lettered %s: %s", item.idempotency_key, error)
+                return _Result(Outcome.DEAD, 0, None, error)
             headers = build_headers(
                 self.api.api_key,
                 version=self.identity.version,
@@ -395,7 +403,7 @@ class Shipper:
         if now >= deadline:
             reason = "retry_horizon"
             body = result.error[:MAX_BODY_KEPT]
-            await self.store.outbox_dead(item.id, result.status, body, reason)
+            await self.store.outbox_dead(item.id, result.status or None, body, reason)
             self.dead_total += 1
             self.metrics.dead_letters.labels(self.kind, reason).inc()
             log.warning(
@@ -506,6 +514,20 @@ class Shipper:
             "retried": self.retry_total,
             "dead_lettered": self.dead_total,
         }
+
+
+def _encode(payload: Any, sent_at: datetime) -> tuple[dict[str, Any], bytes]:
+    """The document with `shipped_at` stamped, and its JSON body (UTF-8)."""
+    if isinstance(payload, (bytes, str)):
+        payload = json.loads(payload)
+    doc = dict(payload)
+    doc["shipped_at"] = sent_at.isoformat(timespec="seconds")
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return doc, text.encode("utf-8")
+    except UnicodeEncodeError:
+        # lone surrogates (undecodable PBX bytes that slipped through): \u escapes
+        return doc, json.dumps(doc, separators=(",", ":")).encode("ascii")
 
 
 def _one_line(text: str) -> str:

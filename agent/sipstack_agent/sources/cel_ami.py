@@ -452,6 +452,7 @@ class CelAmiSource:
         self._seq = 0
         self._buf: list[CelRow] = []
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._last_alive: float | None = None
         self._last_alive_saved = 0.0
         self._gaps: list[Gap] = []
@@ -486,6 +487,10 @@ class CelAmiSource:
 
     async def _flush(self) -> None:
         """Write buffered rows; on a store failure they stay buffered (retried)."""
+        async with self._flush_lock:  # the writer task and a disconnect may flush at once
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         while self._buf:
             rows = self._buf[: self.batch_max]
             pos = self._position()
@@ -618,7 +623,9 @@ class CelAmiSource:
                 finally:
                     session.close()
                     if logged_in:
-                        await self._disconnected("connection lost")
+                        await self._disconnected(
+                            "agent stopped" if stop.is_set() else "connection lost"
+                        )
                 if stop.is_set():
                     break
                 if logged_in:

@@ -508,6 +508,9 @@ def _item_offset(item: CelRow | Quarantine) -> int:
 # --------------------------------------------------------------------------- quarantine sink
 
 
+_REASONS_LOGGED: dict[str, set[str]] = {}  # per feed, for the process: log each reason once
+
+
 class QuarantineSink:
     """Malformed records: JSONL file (bounded, one rotation), metric, one log line per reason."""
 
@@ -518,7 +521,7 @@ class QuarantineSink:
     ) -> None:
         self.path = os.path.join(directory, f"{name}.jsonl") if directory else None
         self.metrics = metrics
-        self._reasons_logged: set[str] = set()
+        self._reasons_logged = _REASONS_LOGGED.setdefault(name, set())
         self.count = 0
 
     @staticmethod

@@ -43,6 +43,15 @@ class Dialect:
             return f"${n}"
         return self.placeholder
 
+    def column_list(self, columns: Sequence[str], raw_bytes: Sequence[str] = ()) -> str:
+        """The SELECT list. Columns in `raw_bytes` come back as their stored bytes
+        (PostgreSQL SQL_ASCII databases hold text that is not valid UTF-8, which
+        the server refuses to convert; the reader decodes the bytes itself)."""
+        raw = set(raw_bytes)
+        return ", ".join(
+            f"convert_to({self.q(c)}, 'SQL_ASCII')" if c in raw else self.q(c) for c in columns
+        )
+
     def split_table(self, table: str) -> tuple[str | None, str]:
         schema, _, name = table.rpartition(".")
         return (schema or None), name
@@ -128,10 +137,11 @@ class Dialect:
     # ------------------------------------------------------------ reading
 
     def select_after_id(
-        self, columns: Sequence[str], table: str, id_col: str, time_col: str, *, min_time: bool
+        self, cols: str, table: str, id_col: str, time_col: str, *, min_time: bool
     ) -> str:
-        """Rows with id > $1 [and time >= $2] ordered by id, LIMIT last parameter."""
-        cols = ", ".join(self.q(c) for c in columns)
+        """Rows with id > $1 [and time >= $2] ordered by id, LIMIT last parameter.
+
+        `cols` is the SELECT list from `column_list()`."""
         where = f"{self.q(id_col)} > {self.ph(1)}"
         n = 2
         if min_time:
@@ -142,18 +152,16 @@ class Dialect:
             f"ORDER BY {self.q(id_col)} LIMIT {self.ph(n)}"
         )
 
-    def select_id_range(self, columns: Sequence[str], table: str, id_col: str) -> str:
+    def select_id_range(self, cols: str, table: str, id_col: str) -> str:
         """Rows with $1 <= id <= $2 (re-reading holes left by out-of-order commits)."""
-        cols = ", ".join(self.q(c) for c in columns)
         i = self.q(id_col)
         return (
             f"SELECT {cols} FROM {self.q(table)} WHERE {i} >= {self.ph(1)} AND {i} <= {self.ph(2)} "
             f"ORDER BY {i}"
         )
 
-    def select_after_time(self, columns: Sequence[str], table: str, time_col: str) -> str:
+    def select_after_time(self, cols: str, table: str, time_col: str) -> str:
         """Rows with time >= $1 ordered by time, LIMIT $2 (tables without an id)."""
-        cols = ", ".join(self.q(c) for c in columns)
         t = self.q(time_col)
         return (
             f"SELECT {cols} FROM {self.q(table)} WHERE {t} >= {self.ph(1)} "

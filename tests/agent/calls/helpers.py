@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
-
 from sipstack_agent.calls import CALL_DOCUMENT_SCHEMA
 from sipstack_agent.config import CallSettings, DirectionSettings, Identity
 from sipstack_agent.model import CdrRow, CelRow

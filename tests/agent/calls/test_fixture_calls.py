@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-
 from sipstack_agent.calls import Evaluation, evaluate, group_linkedids
 from sipstack_agent.model import CdrRow, CelRow, ShipState
 
@@ -29,7 +28,13 @@ def _evaluate(flavour: str, key: str) -> Evaluation:
     my_cdrs = [c for c in cdrs if c.call_linkedid in group]
     now = max(c.eventtime for c in my_cels) + timedelta(seconds=1)
     return evaluate(
-        my_cels, my_cdrs, [], ShipState(), call_key=key, now=now, settings=SETTINGS,
+        my_cels,
+        my_cdrs,
+        [],
+        ShipState(),
+        call_key=key,
+        now=now,
+        settings=SETTINGS,
         identity=IDENTITY,
     )
 
@@ -53,17 +58,83 @@ class Expected:
 
 
 EXPECTED = [
-    Expected(CALL_A, "i", "ANSWERED", True, 1, 2, 15, ("101",), "+14085551234", "+14155551000",
-             "101", src_name="John Smith", dst_name="Bob Brown"),
-    Expected(CALL_C, "x", "ANSWERED", True, 1, 2, 10, ("101",), "100", "101", "101",
-             src_extension="100", src_name="Alice Anders", dst_name="Bob Brown"),
-    Expected(CALL_D, "i", "NO ANSWER", False, 2, 15, None, (), "+16505550001", "+14155551001",
-             "102", src_name="Mary Major", dst_name="Carol Clark"),
-    Expected(CALL_E, "i", "BUSY", False, 2, 0, None, (), "+16505550002", "+14155551002", "103",
-             src_name="Ned Nolan", dst_name="Dave Dunn"),
-    Expected(CALL_G, "i", "ANSWERED", True, 2, 2, 25, ("101", "104"), "+16505550004",
-             "+14155551004", "101", src_name="Paul Price", dst_name="Bob Brown"),
-]  # fmt: skip
+    Expected(
+        CALL_A,
+        "i",
+        "ANSWERED",
+        True,
+        1,
+        2,
+        15,
+        ("101",),
+        "+14085551234",
+        "+14155551000",
+        "101",
+        src_name="John Smith",
+        dst_name="Bob Brown",
+    ),
+    Expected(
+        CALL_C,
+        "x",
+        "ANSWERED",
+        True,
+        1,
+        2,
+        10,
+        ("101",),
+        "100",
+        "101",
+        "101",
+        src_extension="100",
+        src_name="Alice Anders",
+        dst_name="Bob Brown",
+    ),
+    Expected(
+        CALL_D,
+        "i",
+        "NO ANSWER",
+        False,
+        2,
+        15,
+        None,
+        (),
+        "+16505550001",
+        "+14155551001",
+        "102",
+        src_name="Mary Major",
+        dst_name="Carol Clark",
+    ),
+    Expected(
+        CALL_E,
+        "i",
+        "BUSY",
+        False,
+        2,
+        0,
+        None,
+        (),
+        "+16505550002",
+        "+14155551002",
+        "103",
+        src_name="Ned Nolan",
+        dst_name="Dave Dunn",
+    ),
+    Expected(
+        CALL_G,
+        "i",
+        "ANSWERED",
+        True,
+        2,
+        2,
+        25,
+        ("101", "104"),
+        "+16505550004",
+        "+14155551004",
+        "101",
+        src_name="Paul Price",
+        dst_name="Bob Brown",
+    ),
+]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -174,6 +245,15 @@ def test_postgres_and_mariadb_agree() -> None:
     for key in (CALL_A, CALL_C, CALL_D, CALL_E, CALL_G):
         pg = _evaluate("postgres", key).documents[0]
         my = _evaluate("mariadb", key).documents[0]
-        for field in ("direction", "disposition", "answered", "call_threads_count", "billsec",
-                      "src_number", "dst_number", "linkedids", "call_time"):
+        for field in (
+            "direction",
+            "disposition",
+            "answered",
+            "call_threads_count",
+            "billsec",
+            "src_number",
+            "dst_number",
+            "linkedids",
+            "call_time",
+        ):
             assert pg.get(field) == my.get(field), (key, field)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from sipstack_agent.calls import group_linkedids, linkedid_sort_key, smallest_linkedid
 from sipstack_agent.calls import numbers as nb
 from sipstack_agent.calls.direction import Party, classify_channel, decide, parse_channel
@@ -49,9 +48,16 @@ def test_normalize(raw: str, settings: DirectionSettings, expected: str) -> None
 
 @pytest.mark.parametrize(
     ("number", "external"),
-    [("101", False), ("1234567", False), ("12345678", True), ("+44207", True), ("s", False),
-     ("0114420712345", True), ("", False)],
-)  # fmt: skip
+    [
+        ("101", False),
+        ("1234567", False),
+        ("12345678", True),
+        ("+44207", True),
+        ("s", False),
+        ("0114420712345", True),
+        ("", False),
+    ],
+)
 def test_is_external(number: str, external: bool) -> None:
     assert nb.is_external(number, DirectionSettings()) is external
 
@@ -86,22 +92,38 @@ def test_parse_channel_local() -> None:
 @pytest.mark.parametrize(
     ("src", "dst", "direction", "reason_start"),
     [
-        (Party("SIP/t-00000001", "trunk", "4165550100"), Party("SIP/101-0001", "extension"), "i",
-         "channels"),
-        (Party("SIP/101-00000001", "extension", "101"), Party("SIP/t-00000002", "trunk"), "o",
-         "channels"),
-        (Party("SIP/101-00000001", "extension", "101"), Party("SIP/102-00000002", "extension"),
-         "x", "channels"),
+        (
+            Party("SIP/t-00000001", "trunk", "4165550100"),
+            Party("SIP/101-0001", "extension"),
+            "i",
+            "channels",
+        ),
+        (
+            Party("SIP/101-00000001", "extension", "101"),
+            Party("SIP/t-00000002", "trunk"),
+            "o",
+            "channels",
+        ),
+        (
+            Party("SIP/101-00000001", "extension", "101"),
+            Party("SIP/102-00000002", "extension"),
+            "x",
+            "channels",
+        ),
         (Party("", "other", "4165550100"), Party("", "other", "101"), "i", "numbers"),
         (Party("", "other", "101"), Party("", "other", "+442071234567"), "o", "numbers"),
         (Party("", "other", "101"), Party("", "other", "102"), "x", "numbers"),
         (Party("", "other", "", "from-pstn"), Party("", "other", ""), "i", "context"),
         (Party("", "other", "", "from-did-direct"), Party("", "other", ""), "i", "context"),
-        (Party("", "other", "anonymous", "from-internal"), Party("", "other", "4165550100"), "o",
-         "context"),
+        (
+            Party("", "other", "anonymous", "from-internal"),
+            Party("", "other", "4165550100"),
+            "o",
+            "context",
+        ),
         (Party("", "other", ""), Party("", "other", ""), "x", "unknown"),
     ],
-)  # fmt: skip
+)
 def test_direction(src: Party, dst: Party, direction: str, reason_start: str) -> None:
     got, reason = decide(src, dst, NANP)
     assert got == direction

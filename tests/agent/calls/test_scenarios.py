@@ -6,8 +6,8 @@ import json
 from dataclasses import replace
 from datetime import timedelta
 
-from sipstack_agent.calls import evaluate, group_linkedids
-from sipstack_agent.config import CallSettings, DirectionSettings
+from sipstack_agent.calls import Evaluation, evaluate, group_linkedids
+from sipstack_agent.config import CallSettings, DirectionSettings, TenantSettings
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile, ShipState
 
 from .helpers import IDENTITY, SETTINGS, T0, Seq, sorted_by_time, validate
@@ -24,7 +24,7 @@ def run(
     ship: ShipState | None = None,
     settings: CallSettings = SETTINGS,
     recordings: list[RecordingFile] | None = None,
-):  # type: ignore[no-untyped-def]
+) -> Evaluation:
     ev = evaluate(
         cels,
         cdrs or [],
@@ -87,8 +87,16 @@ def pickup_rows() -> Seq:
     s = Seq()
     l1, l2 = "1700000009.9", "1700000009.10"  # numerically .9 < .10 (as strings '.10' < '.9')
     trunk, r101, p102 = "SIP/carrier-0000000a", "SIP/101-0000000b", "SIP/102-0000000c"
-    s.cel(0, "CHAN_START", trunk, l1, l1, cid_num="6135550100", exten="6135550199",
-          context="from-pstn")  # fmt: skip
+    s.cel(
+        0,
+        "CHAN_START",
+        trunk,
+        l1,
+        l1,
+        cid_num="6135550100",
+        exten="6135550199",
+        context="from-pstn",
+    )
     s.cel(0.1, "APP_START", trunk, l1, l1, appname="Dial", appdata="SIP/101")
     s.cel(0.2, "CHAN_START", r101, "1700000009.11", l1, cid_num="101")
     s.cel(4, "CHAN_START", p102, l2, l2, cid_num="102", exten="*8", context="internal")
@@ -146,8 +154,16 @@ def attended_transfer_rows() -> Seq:
     b101, c101 = "SIP/101-00000012", "SIP/101-00000013"
     lb1, lb2 = "Local/104@from-internal-00000002;1", "Local/104@from-internal-00000002;2"
     e104 = "SIP/104-00000014"
-    s.cel(0, "CHAN_START", trunk, l1, l1, cid_num="+442071234567", exten="6135550199",
-          context="from-trunk")  # fmt: skip
+    s.cel(
+        0,
+        "CHAN_START",
+        trunk,
+        l1,
+        l1,
+        cid_num="+442071234567",
+        exten="6135550199",
+        context="from-trunk",
+    )
     s.cel(0.1, "CHAN_START", la1, "1700000100.2", l1)
     s.cel(0.1, "CHAN_START", la2, "1700000100.3", l1)
     s.cel(0.2, "CHAN_START", b101, "1700000100.4", l1, cid_num="101", cid_name="Bob")
@@ -221,14 +237,23 @@ def queue_rows(answered: bool) -> Seq:
     s = Seq()
     lid = "1700000200.1"
     trunk = "SIP/carrier-00000021"
-    s.cel(0, "CHAN_START", trunk, lid, lid, cid_num="6135550100", exten="6135550123",
-          context="from-pstn")  # fmt: skip
+    s.cel(
+        0,
+        "CHAN_START",
+        trunk,
+        lid,
+        lid,
+        cid_num="6135550100",
+        exten="6135550123",
+        context="from-pstn",
+    )
     s.cel(0.1, "ANSWER", trunk, lid, lid)  # Queue() answers the caller first
     s.cel(0.2, "APP_START", trunk, lid, lid, appname="Queue", appdata="sales,t,,,300")
     s.cel(0.3, "CHAN_START", "Local/101@from-queue-00000001;1", "1700000200.2", lid)
     s.cel(0.3, "CHAN_START", "Local/101@from-queue-00000001;2", "1700000200.3", lid)
-    s.cel(0.4, "CHAN_START", "PJSIP/101-00000022", "1700000200.4", lid, cid_num="101",
-          cid_name="Bob")  # fmt: skip
+    s.cel(
+        0.4, "CHAN_START", "PJSIP/101-00000022", "1700000200.4", lid, cid_num="101", cid_name="Bob"
+    )
     end = 40.0
     if answered:
         s.cel(12.2, "ANSWER", "PJSIP/101-00000022", "1700000200.4", lid)
@@ -341,8 +366,18 @@ def test_late_cdr_gives_new_complete_revision() -> None:
     assert [(d["ship_phase"], d["revision"]) for d in ev1.documents] == [("complete", 1)]
     same = run(s.rows, at=60, key=key, ship=ev1.ship)
     assert same.documents == [] and same.closed
-    s.cdr(0, key, key, src="6135550100", dst="6135550199", channel="SIP/carrier-00000001",
-          dstchannel="PJSIP/101-00000002", duration=23, billsec=20, disposition="ANSWERED")  # fmt: skip
+    s.cdr(
+        0,
+        key,
+        key,
+        src="6135550100",
+        dst="6135550199",
+        channel="SIP/carrier-00000001",
+        dstchannel="PJSIP/101-00000002",
+        duration=23,
+        billsec=20,
+        disposition="ANSWERED",
+    )
     ev2 = run(s.rows, s.cdrs, at=320, key=key, ship=same.ship)
     assert [(d["ship_phase"], d["revision"]) for d in ev2.documents] == [("complete", 2)]
     assert ev2.documents[0]["billsec"] == 20
@@ -381,9 +416,21 @@ def test_empty_linkedid_falls_back_to_uniqueid() -> None:
 def test_cdr_only_mode() -> None:
     s = Seq()
     key = "1700000500.1"
-    s.cdr(0, key, key, clid='"Caller" <6135550100>', src="6135550100", dst="6135550199",
-          dcontext="from-pstn", channel="SIP/carrier-00000051", dstchannel="SIP/101-00000052",
-          lastapp="Dial", duration=25, billsec=20, disposition="ANSWERED")  # fmt: skip
+    s.cdr(
+        0,
+        key,
+        key,
+        clid='"Caller" <6135550100>',
+        src="6135550100",
+        dst="6135550199",
+        dcontext="from-pstn",
+        channel="SIP/carrier-00000051",
+        dstchannel="SIP/101-00000052",
+        lastapp="Dial",
+        duration=25,
+        billsec=20,
+        disposition="ANSWERED",
+    )
     settings = replace(SETTINGS, cdr_only=True)
     ev = run([], s.cdrs, at=30, key=key, settings=settings)
     assert not ev.call.is_complete
@@ -410,8 +457,17 @@ def test_pbx_clock_ahead_does_not_hold_calls_back() -> None:
 def test_outbound_call_strips_dial_prefix() -> None:
     s = Seq()
     lid = "1700000600.1"
-    s.cel(0, "CHAN_START", "PJSIP/100-00000061", lid, lid, cid_num="100", cid_name="Alice",
-          exten="96135550123", context="from-internal")  # fmt: skip
+    s.cel(
+        0,
+        "CHAN_START",
+        "PJSIP/100-00000061",
+        lid,
+        lid,
+        cid_num="100",
+        cid_name="Alice",
+        exten="96135550123",
+        context="from-internal",
+    )
     s.cel(0.1, "CHAN_START", "PJSIP/pstn-out-00000062", "1700000600.2", lid)
     s.cel(4, "ANSWER", "PJSIP/pstn-out-00000062", "1700000600.2", lid)
     s.cel(9, "HANGUP", "PJSIP/pstn-out-00000062", "1700000600.2", lid)
@@ -461,8 +517,15 @@ def test_recordings_from_store_win_over_cel_names() -> None:
     s = Seq()
     simple_inbound(s)
     lid = "1700000000.1"
-    s.cel(3.5, "APP_START", "SIP/carrier-00000001", lid, lid, appname="MixMonitor",
-          appdata="2026/11/24/rec-1700000000.1,b")  # fmt: skip
+    s.cel(
+        3.5,
+        "APP_START",
+        "SIP/carrier-00000001",
+        lid,
+        lid,
+        appname="MixMonitor",
+        appdata="2026/11/24/rec-1700000000.1,b",
+    )
     found = RecordingFile(
         filename="rec-1700000000.1.wav",
         file_path="/var/spool/asterisk/monitor/2026/11/24/rec-1700000000.1.wav",
@@ -499,3 +562,34 @@ def test_odd_text_and_null_like_fields() -> None:
     assert "hangup_cause" not in doc
     assert doc["linkedid"] == "weird-id"
     assert doc["src_name"] == "Jos\ufffd"
+
+
+def test_freepbx_cdr_recordingfile_and_did_tenant() -> None:
+    s = Seq()
+    key = "1700000700.1"
+    s.cdr(
+        0,
+        key,
+        key,
+        clid='"Caller" <6135550100>',
+        src="6135550100",
+        dst="6135550199",
+        channel="PJSIP/carrier-00000071",
+        dstchannel="PJSIP/101-00000072",
+        duration=30,
+        billsec=25,
+        disposition="ANSWERED",
+        accountcode="ac9",
+        extras=(("recordingfile", "in-6135550199-6135550100-20261124-120000-1700000700.1.wav"),),
+    )
+    tenants = TenantSettings(did_map=(("+16135550199", "acme"),), accountcode_map=(("ac9", "b"),))
+    settings = replace(SETTINGS, cdr_only=True, tenants=tenants, timezone="America/Toronto")
+    doc = run([], s.cdrs, at=100, key=key, settings=settings).documents[0]
+    assert doc["tenant"] == "acme"  # the DID map wins over the accountcode map
+    assert doc["timezone"] == "America/Toronto"
+    assert doc["recording_files"][0]["source"] == "database"
+    assert doc["recording_files"][0]["file_path"] == (
+        "/var/spool/asterisk/monitor/in-6135550199-6135550100-20261124-120000-1700000700.1.wav"
+    )
+    by_code = replace(settings, tenants=TenantSettings(accountcode_map=(("ac9", "globex"),)))
+    assert run([], s.cdrs, at=100, key=key, settings=by_code).documents[0]["tenant"] == "globex"

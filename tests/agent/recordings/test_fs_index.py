@@ -156,3 +156,16 @@ def test_prioritized_directory_is_looked_at_first(tmp_path: Path) -> None:
     idx.prioritize([str(old_day)])
     idx.scan()
     assert idx.find(["1705300000.1"])
+
+
+def test_a_root_that_is_a_symlink_is_scanned_through_its_target(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "monitor"
+    data.mkdir(parents=True)
+    link = tmp_path / "spool-monitor"
+    link.symlink_to(data, target_is_directory=True)
+    idx = FsIndex([str(link)], EXTS, budget=1000)
+    idx.scan()
+    idx.scan()
+    (data / "in-1-2-20261124-000000-1795495160.8.wav").write_bytes(b"x")
+    idx.scan()
+    assert idx.find(["1795495160.8"])

@@ -300,3 +300,96 @@ def test_bad_recordings_columns_are_rejected(bad: list[str]) -> None:
 
     with pytest.raises(ValueError, match="RECORDINGS_COLUMNS"):
         parse_columns(bad)
+
+
+async def test_symlinked_file_in_the_tree_pointing_outside_is_refused(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    day = root / "2026" / "11" / "24"
+    day.mkdir(parents=True)
+    secret = tmp_path / "shadow"
+    secret.write_text("secret")
+    (day / "in-1-2-20261124-000000-1795495400.1.wav").symlink_to(secret)
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    cel = CelRow("CHAN_START", datetime(2026, 11, 24, tzinfo=UTC), "1795495400.1", "1795495400.1")
+    await mgr.on_call("1795495400.1", [cel], [], complete=True)
+    assert await _passes(mgr, clock, 4) == 0
+    assert not mgr.watched
+    assert sample(metrics, "sipstack_recording_paths_refused_total") == 1  # once, not per pass
+
+
+async def test_calls_are_forgotten_after_the_known_call_window(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    root.mkdir()
+    mgr = RecordingManager(_settings(root, known_call_window=60.0), store, metrics, clock=clock)
+    cel = CelRow("CHAN_START", datetime(2026, 11, 24, tzinfo=UTC), "1795495500.1", "1795495500.1")
+    await mgr.on_call("1795495500.1", [cel], [], complete=True)
+    await mgr.poll_once()
+    assert "1795495500.1" in mgr.calls
+    clock.advance(61)
+    await mgr.poll_once()
+    assert mgr.calls == {}
+    # a file appearing now is not matched: the call is no longer known
+    copy_real_wav(root, "in-1-2-20261124-000000-1795495500.1.wav")
+    assert await _passes(mgr, clock, 3) == 0 and not mgr.watched
+
+
+async def test_run_loop_end_to_end_with_the_receiver(tmp_path: Path, store: StateStore) -> None:
+    import asyncio
+    import time
+
+    from sipstack_agent.config import ApiSettings, Identity
+    from sipstack_agent.receiver.server import Receiver
+    from sipstack_agent.shipping.client import AiohttpTransport
+
+    key = "sk_" + "r" * 32
+    root = tmp_path / "monitor"
+    copy_real_wav(root / "2026" / "11" / "24")
+    receiver = Receiver(tmp_path / "r.db", api_key=key, recordings_dir=tmp_path / "got")
+    await receiver.start()
+    transport = AiohttpTransport(timeout=10)
+    metrics = Metrics()
+    mgr = RecordingManager(
+        _settings(
+            root,
+            upload=True,
+            stability_check_interval=0.02,
+            poll_interval=0.02,
+        ),
+        store,
+        metrics,
+        identity=Identity(connector_id="e2e"),
+        api=ApiSettings(url=receiver.calls_url, api_key=key),
+        transport=transport,
+        clock=time.time,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(mgr.run(stop))
+    try:
+        # the call is known only by its rows (no MixMonitor row): filesystem detection
+        cels = [c for c in fixture_cels() if c.appname != "MixMonitor"]
+        await mgr.on_call(CALL_A, cels, fixture_cdrs(), complete=True)
+        for _ in range(1000):
+            if receiver.recordings():
+                break
+            await asyncio.sleep(0.02)
+        got = receiver.recordings()
+        assert [(r["file_name"], r["bytes_received"]) for r in got] == [
+            (REAL_WAV.name, REAL_WAV.stat().st_size)
+        ]
+        for _ in range(200):
+            rec = await store.load_call(CALL_A)
+            if rec is not None and rec.recordings and rec.recordings[0].uploaded:
+                break
+            await asyncio.sleep(0.02)
+        assert rec is not None and rec.recordings[0].uploaded
+        assert rec.recordings[0].source == "filesystem"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        await transport.close()
+        await receiver.stop()
+    assert sample(metrics, "recordings_uploaded_total") == 1

@@ -150,6 +150,7 @@ async def test_recordings_table_in_sqlite_read_only(
     before = path.stat().st_mtime_ns
     settings_db = DatabaseSettings(type="sqlite", name=str(path), table_recordings="recordings")
     mgr, _ = await _run_manager(tmp_path, settings_db, store, clock)
+    assert mgr.table_errors == 0, mgr.last_table_error
     rec = await store.load_call(CALL_A)
     assert rec is not None
     assert [r.file_path for r in rec.recordings] == [os.path.realpath(wav)]

@@ -481,6 +481,15 @@ async def test_run_respects_concurrency_and_stops(tmp_path: Path, store: StateSt
             "https://api-ca1.sipstack.com/v1/mqs/recording",
         ),
         (ApiSettings(region="dev"), "https://api-dev.sipstack.com/v1/mqs/recording"),
+        # what load_settings builds for REGION=ca1 (calls and recordings on api-ca1)
+        (
+            ApiSettings(
+                region="ca1",
+                url="https://api-ca1.sipstack.com/v1/mqs/connectors/asterisk/calls",
+                recording_url="https://api-dev.sipstack.com/v1/mqs/recording",
+            ),
+            "https://api-ca1.sipstack.com/v1/mqs/recording",
+        ),
         (
             ApiSettings(url="http://127.0.0.1:9999/v1/mqs/connectors/asterisk/calls"),
             "http://127.0.0.1:9999/v1/mqs/recording",

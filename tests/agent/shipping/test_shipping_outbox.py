@@ -560,3 +560,40 @@ async def test_run_survives_store_errors():
     assert store.fails == 0
     assert len(store.delivered()) == 1
     assert shipper.last_success_at is not None
+
+
+# --------------------------------------------------------------------------- payload encoding
+
+
+async def test_unencodable_document_is_dead_lettered_and_the_rest_flows():
+    shipper, store, transport, clock, metrics = make()
+    bad = sample_document("10.1")
+    bad["when"] = object()  # not JSON
+    store.add(bad)
+    store.add(sample_document("10.2"))
+    assert await shipper.ship_once(clock()) == 2
+    [dead_item] = store.dead()
+    assert dead_item.call_key == "10.1"
+    assert dead_item.dead[0] is None and dead_item.dead[2] == "invalid_payload"
+    assert [json.loads(r.body)["linkedid"] for r in transport.sent] == ["10.2"]
+    assert dead(metrics, "invalid_payload") == 1
+
+
+async def test_lone_surrogates_from_undecodable_pbx_bytes_are_sent_as_escapes():
+    shipper, store, transport, clock, _ = make()
+    doc = sample_document("11.1")
+    doc["src_name"] = b"Jos\xe9".decode("utf-8", "surrogateescape")
+    store.add(doc)
+    await shipper.ship_once(clock())
+    [req] = transport.sent
+    assert req.body.isascii()
+    assert json.loads(req.body)["src_name"] == doc["src_name"]
+    assert store.delivered()
+
+
+async def test_payload_stored_as_json_text_is_accepted():
+    shipper, store, transport, clock, _ = make()
+    item = store.add(sample_document("12.1"))
+    item.payload = json.dumps(sample_document("12.1"))  # a store that keeps TEXT
+    await shipper.ship_once(clock())
+    assert json.loads(transport.sent[0].body)["linkedid"] == "12.1"

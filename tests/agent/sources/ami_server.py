@@ -71,7 +71,9 @@ def cel_event(
 
 
 class _Session:
-    def __init__(self, server: AmiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(
+        self, server: AmiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ):
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -124,9 +126,7 @@ class _Session:
                 self.events = {p.strip() for p in mask.split(",")}
                 if mask == "off":
                     self.events = set()
-                self.send(
-                    [("Response", "Success"), *aid, ("Message", "Authentication accepted")]
-                )
+                self.send([("Response", "Success"), *aid, ("Message", "Authentication accepted")])
                 self.send(
                     [
                         ("Event", "FullyBooted"),

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.model import CEL_COLUMNS, CelRow
 from sipstack_agent.sources.cel_csv import (
@@ -116,9 +115,7 @@ def test_local_times_are_converted_with_the_pbx_timezone():
     assert tp("2026-11-24 04:39:20.510") == datetime(2026, 11, 24, 9, 39, 20, 510000, UTC)  # EST
     assert tp("2026-07-01 12:00:00") == datetime(2026, 7, 1, 16, 0, 0, tzinfo=UTC)  # EDT
     # epoch is absolute: the zone does not apply
-    assert tp("1795495160.000001") == datetime.fromtimestamp(1795495160, UTC).replace(
-        microsecond=1
-    )
+    assert tp("1795495160.000001") == datetime.fromtimestamp(1795495160, UTC).replace(microsecond=1)
     # cached seconds still get their own fraction
     assert tp("2026-11-24 04:39:20.000001").microsecond == 1
 
@@ -208,7 +205,7 @@ def test_wrong_column_count_is_quarantined():
 def test_configured_column_order_and_ignored_columns():
     cols = ("id", "eventtime", "eventtype", "uniqueid", "linkedid", "channame", "-")
     parser = CelCsvParser(cols, "UTC")
-    res = parser.parse_chunk(b'7,2026-11-24 04:39:20.5,ANSWER,1.1,1.0,SIP/101-00000001,junk\n')
+    res = parser.parse_chunk(b"7,2026-11-24 04:39:20.5,ANSWER,1.1,1.0,SIP/101-00000001,junk\n")
     (row,) = res.rows
     assert (row.eventtype, row.uniqueid, row.linkedid, row.channame) == (
         "ANSWER",
@@ -301,10 +298,16 @@ def test_check_csv(tmp_path, asterisk_sample):
     path = tmp_path / "Master.csv"
     path.write_bytes((asterisk_sample.dir / "csv" / "cel_custom_Master.csv").read_bytes())
     res = asyncio.run(check_csv(CsvSettings(path=str(path))))
-    assert [r[0] for r in res][:3] == ["cel_csv file", "cel_csv recent lines", "cel_csv column count"]
+    assert [r[0] for r in res][:3] == [
+        "cel_csv file",
+        "cel_csv recent lines",
+        "cel_csv column count",
+    ]
     assert all(ok for _, ok, _, _ in res[:3]), res
     # wrong column configuration
-    res = asyncio.run(check_csv(CsvSettings(path=str(path), columns=("eventtype", "eventtime", "uniqueid"))))
+    res = asyncio.run(
+        check_csv(CsvSettings(path=str(path), columns=("eventtype", "eventtime", "uniqueid")))
+    )
     by = {r[0]: r for r in res}
     assert not by["cel_csv column count"][1] and "19" in by["cel_csv column count"][2]
     # missing file

@@ -1,0 +1,1099 @@
+"""The SQL poller: CEL and CDR tables on PostgreSQL, MySQL/MariaDB and SQLite.
+
+One class, `SqlSource`, for the three databases (asyncpg, aiomysql,
+aiosqlite); `dialects.py` holds the SQL text. Read-only always: only SELECT
+statements are sent, PostgreSQL sessions are opened read-only, MySQL sessions
+`SET SESSION TRANSACTION READ ONLY`, SQLite files are opened with mode=ro.
+
+Reading position (stored in the state store as "sql:<kind>:<table>", saved in
+the same transaction as the rows it covers):
+
+* Tables with an id column: `{"mode": "id", "id": N, "epoch": E, ...}`. Each
+  poll reads `id > N ORDER BY id LIMIT batch_size`, page after page up to
+  max_records_per_poll, and goes on at once while there is backlog. Ids can
+  commit out of order (id 10 visible before 9): the ids skipped inside the last
+  `overlap_ids` below the checkpoint are remembered as holes and re-read (one
+  small indexed range query) until they appear or are older than a minute. The
+  first poll after start-up or a reconnect re-reads `id > N - overlap_ids`;
+  the store's de-duplication by row id makes re-reads harmless. If max(id)
+  goes below the checkpoint (table truncated or restored) the reader logs it,
+  counts it (sipstack_id_regressions_total) and re-anchors: epoch + 1 (the
+  rows' `source` becomes "db~E" so their dedup keys cannot collide with rows
+  read before), id 0, and only rows at or after the newest time read before.
+* Tables without an id: `{"mode": "time", "time": ISO}`; polls read
+  `time >= newest - 1 s` and every lookback/4 seconds sweep
+  `time >= newest - lookback_seconds`, de-duplicated by row hash.
+
+Naive DB times are PBX-local in DatabaseSettings.timezone and converted to
+aware UTC; text that is not valid UTF-8 is decoded as latin-1; NULL is "".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from ..config import DatabaseSettings, Settings
+from ..metrics import Metrics
+from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
+from ..state import StateStore
+from .dialects import Dialect, dialect_for, valid_identifier
+
+__all__ = [
+    "CDR_REQUIRED",
+    "CEL_REQUIRED",
+    "CheckResult",
+    "SchemaError",
+    "SqlSource",
+    "TableInfo",
+    "connect",
+    "discover",
+    "inspect",
+]
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["cel", "cdr"]
+
+CEL_REQUIRED: tuple[str, ...] = ("eventtype", "eventtime", "uniqueid", "linkedid", "channame")
+CDR_REQUIRED: tuple[str, ...] = (
+    "calldate",
+    "uniqueid",
+    "linkedid",
+    "src",
+    "dst",
+    "channel",
+    "disposition",
+    "duration",
+    "billsec",
+)
+ID_CANDIDATES: tuple[str, ...] = ("id", "acctid", "cel_id", "cdr_id")
+_CDR_INT = frozenset({"duration", "billsec"})
+
+HOLE_TTL = 60.0  # seconds an out-of-order hole is watched
+BACKOFF_INITIAL = 1.0
+BACKOFF_CAP = 60.0
+
+
+class SchemaError(Exception):
+    """The PBX table is missing or lacks required columns (a configuration problem)."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+def decode_text(v: Any) -> str:
+    """Column value -> str: NULL -> "", bytes as UTF-8 else latin-1 (never raises)."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes | bytearray | memoryview):
+        b = bytes(v)
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            return b.decode("latin-1")
+    return str(v)
+
+
+def _to_int(v: Any) -> int:
+    if v is None or v == "" or v == b"":
+        return 0
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        try:
+            return int(float(decode_text(v)))
+        except ValueError:
+            return 0
+
+
+def _to_opt_int(v: Any) -> int | None:
+    if v is None or v == "" or v == b"":
+        return None
+    return _to_int(v)
+
+
+def to_utc(v: Any, tz: ZoneInfo) -> datetime | None:
+    """A DB time value -> aware UTC. Naive values are PBX-local time in `tz`.
+
+    Accepts datetime (naive or aware), ISO-like text ("2026-11-24 04:39:20.51011"),
+    and numbers / numeric text as Unix epoch seconds. None when unusable.
+    """
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        dt: datetime = v if v.tzinfo is not None else v.replace(tzinfo=tz)
+        return dt.astimezone(UTC)
+    if isinstance(v, int | float):
+        return datetime.fromtimestamp(float(v), UTC)
+    s = decode_text(v).strip()
+    if not s:
+        return None
+    try:
+        return datetime.fromtimestamp(float(s), UTC)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(UTC)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _parse_iso(s: Any) -> datetime | None:
+    if not s:
+        return None
+    dt = datetime.fromisoformat(str(s))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class Db(Protocol):
+    dialect: Dialect
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    async def close(self) -> None: ...
+
+
+def _ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
+    mode = (db.sslmode or "").lower()
+    if mode in ("", "disable", "allow", "prefer"):
+        return None
+    ctx = ssl.create_default_context(cafile=db.sslrootcert or None)
+    if mode == "require" and not db.sslrootcert:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif mode in ("require", "verify-ca"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _pg_decode(b: bytes) -> str:
+    return decode_text(b)
+
+
+class _PgDb:
+    def __init__(self, pool: Any, dialect: Dialect) -> None:
+        self.pool = pool
+        self.dialect = dialect
+
+    @classmethod
+    async def open(cls, db: DatabaseSettings, pool_size: int) -> _PgDb:
+        import asyncpg
+
+        async def init(con: Any) -> None:
+            # Text that is not valid UTF-8 (SQL_ASCII databases) must not crash the reader.
+            for typ in ("text", "varchar", "bpchar", "name"):
+                await con.set_type_codec(
+                    typ,
+                    schema="pg_catalog",
+                    encoder=lambda s: s.encode("utf-8"),
+                    decoder=_pg_decode,
+                    format="binary",
+                )
+
+        mode = (db.sslmode or "").lower()
+        ssl_arg: Any = _ssl_context(db) if mode not in ("", "allow", "prefer", "disable") else None
+        if mode in ("allow", "prefer", "disable"):
+            ssl_arg = mode
+        pool = await asyncpg.create_pool(
+            host=db.host or "localhost",
+            port=db.port or 5432,
+            user=db.user or None,
+            password=db.password or None,
+            database=db.name or None,
+            ssl=ssl_arg,
+            timeout=db.connect_timeout,
+            command_timeout=max(30.0, db.connect_timeout),
+            min_size=1,
+            max_size=max(1, pool_size),
+            init=init,
+            server_settings={
+                "default_transaction_read_only": "on",
+                "application_name": "sipstack-agent",
+            },
+        )
+        return cls(pool, dialect_for("postgresql"))
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows = await self.pool.fetch(sql, *args)
+        return [tuple(r) for r in rows]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), 5)
+        self.pool.terminate()
+
+
+class _MyDb:
+    def __init__(self, pool: Any, dialect: Dialect) -> None:
+        self.pool = pool
+        self.dialect = dialect
+
+    @classmethod
+    async def open(cls, db: DatabaseSettings, pool_size: int) -> _MyDb:
+        import aiomysql
+
+        pool = await aiomysql.create_pool(
+            minsize=1,
+            maxsize=max(1, pool_size),
+            host=db.host or "localhost",
+            port=db.port or 3306,
+            user=db.user or None,
+            password=db.password or "",
+            db=db.name or None,
+            charset="utf8mb4",
+            use_unicode=False,  # bytes: decoded by decode_text (latin-1 fallback, no crash)
+            autocommit=True,  # else InnoDB's REPEATABLE READ pins one snapshot forever
+            connect_timeout=db.connect_timeout,
+            ssl=_ssl_context(db),
+            init_command="SET SESSION TRANSACTION READ ONLY",
+            pool_recycle=3600,
+        )
+        return cls(pool, dialect_for("mysql"))
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self.pool.acquire() as con, con.cursor() as cur:
+            await cur.execute(sql, tuple(args) if args else None)
+            rows = await cur.fetchall()
+        return [tuple(r) for r in rows]
+
+    async def close(self) -> None:
+        self.pool.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.wait_closed(), 5)
+
+
+class _SqliteDb:
+    def __init__(self, con: Any, dialect: Dialect) -> None:
+        self.con = con
+        self.dialect = dialect
+
+    @classmethod
+    async def open(cls, db: DatabaseSettings) -> _SqliteDb:
+        import aiosqlite
+
+        if not db.name:
+            raise SchemaError("DB_NAME must be the path of the SQLite database file")
+        uri = "file:" + urllib.parse.quote(db.name) + "?mode=ro"
+        con = await aiosqlite.connect(
+            uri, uri=True, isolation_level=None, timeout=db.connect_timeout
+        )
+        con.text_factory = decode_text
+        await con.execute("PRAGMA query_only = 1")
+        await con.execute(f"PRAGMA busy_timeout = {int(db.connect_timeout * 1000)}")
+        return cls(con, dialect_for("sqlite"))
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self.con.execute(sql, tuple(args)) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.con.close()
+
+
+async def connect(db: DatabaseSettings, pool_size: int | None = None) -> Db:
+    """Open a read-only connection pool to the PBX database."""
+    d = dialect_for(db.type)
+    size = pool_size if pool_size is not None else db.pool_size
+    if d.name == "postgresql":
+        return await _PgDb.open(db, size)
+    if d.name == "mysql":
+        return await _MyDb.open(db, size)
+    return await _SqliteDb.open(db)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    table: str
+    kind: Kind
+    columns: tuple[str, ...]  # actual column names, table order
+    types: dict[str, str]  # lower name -> data type
+    id_col: str | None
+    time_col: str  # actual name of eventtime / calldate
+    select: tuple[str, ...]  # actual names in the order of `wanted`
+    wanted: tuple[str, ...]  # logical names of the selected columns ("id" first when present)
+    time_is_aware: bool = False  # timestamptz / MySQL TIMESTAMP (session in UTC)
+    time_is_epoch: bool = False  # sqlite numeric time
+    optional: tuple[str, ...] = ()  # optional CDR columns present (recordingfile, did, ...)
+
+
+async def discover(db: Db, table: str, kind: Kind) -> TableInfo:
+    """Column discovery; SchemaError naming the table and missing columns."""
+    d = db.dialect
+    if not valid_identifier(table):
+        raise SchemaError(f"table name {table!r} is not a plain SQL identifier")
+    sql, args = d.columns_sql(table)
+    rows = await db.fetch(sql, args)
+    if not rows:
+        raise SchemaError(f"table {table!r} not found (or not visible to this database user)")
+    actual = {decode_text(r[0]).lower(): decode_text(r[0]) for r in rows}
+    types = {decode_text(r[0]).lower(): decode_text(r[1]).lower() for r in rows}
+    required = CEL_REQUIRED if kind == "cel" else CDR_REQUIRED
+    missing = [c for c in required if c not in actual]
+    if missing:
+        raise SchemaError(
+            f"table {table!r} lacks required {kind.upper()} column(s): {', '.join(missing)}"
+        )
+    base = CEL_COLUMNS if kind == "cel" else CDR_COLUMNS
+    time_col = "eventtime" if kind == "cel" else "calldate"
+    wanted: list[str] = []
+    id_col = next((actual[c] for c in ID_CANDIDATES if c in actual and _is_int(types[c])), None)
+    if id_col is not None:
+        wanted.append("id")
+    wanted.extend(c for c in base if c in actual)
+    optional: tuple[str, ...] = ()
+    if kind == "cdr":
+        optional = tuple(c for c in CDR_OPTIONAL_COLUMNS if c in actual)
+        wanted.extend(optional)
+    select = tuple(id_col if c == "id" and id_col else actual[c] for c in wanted)
+    ttype = types[time_col]
+    # MySQL TIMESTAMP comes back in the session time zone (the server's, normally the
+    # PBX's): treated like DATETIME, i.e. local time in DB_TIMEZONE.
+    aware = ttype == "timestamp with time zone"
+    epoch = False
+    if d.name == "sqlite":
+        probe = await db.fetch(d.select_time_type_probe(table, actual[time_col]))
+        epoch = bool(probe) and decode_text(probe[0][0]) in ("integer", "real")
+    elif any(k in ttype for k in ("int", "numeric", "decimal", "double", "real", "float")):
+        epoch = True
+    return TableInfo(
+        table=table,
+        kind=kind,
+        columns=tuple(actual.values()),
+        types=types,
+        id_col=id_col,
+        time_col=actual[time_col],
+        select=select,
+        wanted=tuple(wanted),
+        time_is_aware=aware,
+        time_is_epoch=epoch,
+        optional=optional,
+    )
+
+
+def _is_int(t: str) -> bool:
+    return "int" in t or t in ("serial", "bigserial", "numeric", "")
+
+
+# --------------------------------------------------------------------------- row builders
+
+
+def _cel_builder(
+    info: TableInfo, tz: ZoneInfo, source: Callable[[], str]
+) -> Callable[[tuple[Any, ...]], CelRow | None]:
+    idx = {name: i for i, name in enumerate(info.wanted)}
+    i_id = idx.get("id")
+    i_time = idx["eventtime"]
+    text_fields = [(c, idx[c]) for c in CEL_COLUMNS if c != "eventtime" and c in idx]
+
+    def build(r: tuple[Any, ...]) -> CelRow | None:
+        t = to_utc(r[i_time], tz)
+        if t is None:
+            return None
+        kw = {c: decode_text(r[i]) for c, i in text_fields}
+        return CelRow(
+            eventtime=t,
+            row_id=int(r[i_id]) if i_id is not None else None,
+            source=source(),
+            **kw,
+        )
+
+    return build
+
+
+def _cdr_builder(
+    info: TableInfo, tz: ZoneInfo, source: Callable[[], str]
+) -> Callable[[tuple[Any, ...]], CdrRow | None]:
+    idx = {name: i for i, name in enumerate(info.wanted)}
+    i_id = idx.get("id")
+    i_time = idx["calldate"]
+    i_seq = idx.get("sequence")
+    fields = [
+        (c, idx[c], c in _CDR_INT)
+        for c in CDR_COLUMNS
+        if c not in ("calldate", "sequence") and c in idx
+    ]
+    opt = [(c, idx[c]) for c in info.optional]
+
+    def build(r: tuple[Any, ...]) -> CdrRow | None:
+        t = to_utc(r[i_time], tz)
+        if t is None:
+            return None
+        kw: dict[str, Any] = {
+            c: (_to_int(r[i]) if is_int else decode_text(r[i])) for c, i, is_int in fields
+        }
+        return CdrRow(
+            calldate=t,
+            sequence=_to_opt_int(r[i_seq]) if i_seq is not None else None,
+            extras=tuple((c, decode_text(r[i])) for c, i in opt),
+            row_id=int(r[i_id]) if i_id is not None else None,
+            source=source(),
+            **kw,
+        )
+
+    return build
+
+
+# --------------------------------------------------------------------------- the poller
+
+
+@dataclass
+class _Hole:
+    first_seen: float
+
+
+@dataclass
+class _TimeState:
+    seen: dict[str, datetime] = field(default_factory=dict)  # dedup_key -> row time
+    last_sweep: float = 0.0
+
+
+class SqlSource:
+    """Polls one PBX table (CEL or CDR) into the state store. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kind: Kind,
+        store: StateStore,
+        metrics: Metrics,
+        *,
+        db: Db | None = None,
+    ) -> None:
+        if kind not in ("cel", "cdr"):
+            raise ValueError(f"kind must be 'cel' or 'cdr', not {kind!r}")
+        self.settings = settings
+        self.dbs = settings.database
+        self.kind: Kind = kind
+        self.store = store
+        self.metrics = metrics
+        self.table = self.dbs.table_cel if kind == "cel" else self.dbs.table_cdr
+        self.position_name = f"sql:{kind}:{self.table}"
+        self.tz = ZoneInfo(self.dbs.timezone or "UTC")
+        self.dialect = dialect_for(self.dbs.type)
+        self._db = db
+        self._own_db = db is None
+        self.info: TableInfo | None = None
+        self._pos: dict[str, Any] | None = None
+        self._holes: dict[int, _Hole] = {}
+        self._recent: set[int] = set()  # ids read inside the overlap window
+        self._reread_overlap = True  # first poll after (re)connect re-reads the overlap
+        self._time = _TimeState()
+        self._builder: Callable[[tuple[Any, ...]], CelRow | CdrRow | None] | None = None
+        self.backlog = False
+        self.connected = False
+        self.last_error: str = ""
+        self.last_success: datetime | None = None
+        self.rows_read = 0
+        self._outage = False
+        self._status = metrics.database_connection_status.labels(source=kind)
+        self._lag_rows = metrics.checkpoint_lag_rows.labels(table=self.table)
+        self._lag_seconds = metrics.checkpoint_lag_seconds.labels(table=self.table)
+        self._newest_time: datetime | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def source_label(self) -> str:
+        epoch = int((self._pos or {}).get("epoch", 0))
+        return "db" if epoch == 0 else f"db~{epoch}"
+
+    @property
+    def position(self) -> dict[str, Any] | None:
+        return dict(self._pos) if self._pos is not None else None
+
+    async def _ensure(self) -> TableInfo:
+        if self._db is None:
+            pool = max(1, min(self.dbs.pool_size, 2))
+            self._db = await connect(self.dbs, pool)
+            self._reread_overlap = True
+        if self.info is None:
+            info = await discover(self._db, self.table, self.kind)
+            self.info = info
+            label = lambda: self.source_label  # noqa: E731
+            if self.kind == "cel":
+                self._builder = _cel_builder(info, self.tz, label)
+            else:
+                self._builder = _cdr_builder(info, self.tz, label)
+            log.info(
+                "reading %s table %r (%s mode, %d columns%s)",
+                self.kind.upper(),
+                self.table,
+                "id" if info.id_col else "time",
+                len(info.select),
+                f", optional: {', '.join(info.optional)}" if info.optional else "",
+            )
+        if self._pos is None:
+            self._pos = await self.store.get_position(self.position_name)
+            if self._pos is None or self._pos.get("mode") != ("id" if self.info.id_col else "time"):
+                self._pos = await self._fresh_position(self.info)
+                await self.store.set_position(self.position_name, self._pos)
+                log.info("%s: fresh start at %s", self.position_name, self._pos)
+            self._newest_time = _parse_iso(self._pos.get("newest_time") or self._pos.get("time"))
+        return self.info
+
+    async def close(self) -> None:
+        if self._db is not None and self._own_db:
+            await self._db.close()
+        if self._own_db:
+            self._db = None
+        self.connected = False
+
+    async def _drop_connection(self) -> None:
+        db, self._db = self._db, None
+        if db is not None and self._own_db:
+            with contextlib.suppress(Exception):
+                await db.close()
+        if not self._own_db:
+            self._db = db
+        self.connected = False
+        self._reread_overlap = True
+
+    def _start_time(self) -> datetime | None:
+        if self.settings.start_from_time is not None:
+            t = self.settings.start_from_time
+            return t if t.tzinfo else t.replace(tzinfo=UTC)
+        sf = (self.settings.start_from or "latest").strip()
+        if sf.lower() in ("latest", "beginning", ""):
+            return None
+        t = datetime.fromisoformat(sf)
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    async def _fresh_position(self, info: TableInfo) -> dict[str, Any]:
+        assert self._db is not None
+        d = self.dialect
+        sf = (self.settings.start_from or "latest").strip().lower()
+        start = self._start_time()
+        if info.id_col:
+            if start is not None:
+                rows = await self._db.fetch(
+                    d.select_min_id_since(info.table, info.id_col, info.time_col),
+                    (self._db_time(start, info),),
+                )
+                first = rows[0][0] if rows else None
+                if first is None:
+                    cp = await self._max_id(info)
+                else:
+                    cp = int(first) - 1
+            elif sf == "beginning":
+                cp = 0
+            else:
+                cp = await self._max_id(info)
+            # floor: the overlap re-read never goes below the fresh-start anchor (no history)
+            return {"mode": "id", "id": cp, "epoch": 0, "floor": cp, "start_from": sf}
+        if start is not None:
+            t = start
+        elif sf == "beginning":
+            t = datetime(1970, 1, 2, tzinfo=UTC)
+        else:
+            rows = await self._db.fetch(d.select_max(info.table, info.time_col))
+            t = (to_utc(rows[0][0], self._time_tz(info)) if rows else None) or datetime.now(UTC)
+            t += timedelta(microseconds=1)  # strictly after the newest existing row
+        return {
+            "mode": "time",
+            "time": t.isoformat(),
+            "epoch": 0,
+            "floor_time": t.isoformat(),
+            "start_from": sf,
+        }
+
+    async def _max_id(self, info: TableInfo) -> int:
+        assert self._db is not None and info.id_col
+        rows = await self._db.fetch(self.dialect.select_max(info.table, info.id_col))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def _time_tz(self, info: TableInfo) -> ZoneInfo:
+        return ZoneInfo("UTC") if info.time_is_aware else self.tz
+
+    def _db_time(self, t: datetime, info: TableInfo) -> Any:
+        """A UTC instant as a parameter compared with the table's time column."""
+        if info.time_is_epoch:
+            return t.timestamp()
+        if info.time_is_aware:
+            return (
+                t.astimezone(UTC)
+                if self.dialect.name == "postgresql"
+                else t.astimezone(UTC).replace(tzinfo=None)
+            )
+        local = t.astimezone(self.tz).replace(tzinfo=None)
+        if self.dialect.name == "sqlite":
+            return local.isoformat(sep=" ")
+        return local
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set; never raises on database trouble (reconnects)."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures += 1
+                self._on_error(e)
+                await self._drop_connection()
+                self.info = None  # rediscover columns after reconnecting
+                delay = min(BACKOFF_CAP, BACKOFF_INITIAL * 2 ** min(failures - 1, 16))
+                delay *= 0.5 + random.random() / 2
+                await _wait(stop, delay)
+                continue
+            failures = 0
+            if not self.backlog:
+                await _wait(stop, self.settings.poll_interval)
+            else:
+                await asyncio.sleep(0)  # let the other stages run between pages
+        await self.close()
+
+    def _on_error(self, e: BaseException) -> None:
+        self._status.set(0)
+        self.metrics.db_reconnects.labels(source=self.kind).inc()
+        msg = f"{type(e).__name__}: {e}".strip()
+        self.last_error = msg
+        if not self._outage:
+            self._outage = True
+            if isinstance(e, SchemaError):
+                log.error("%s: %s", self.position_name, e)
+            else:
+                log.warning(
+                    "%s: database unavailable (%s); reconnecting with backoff",
+                    self.position_name,
+                    msg,
+                )
+        else:
+            log.debug("%s: still unavailable: %s", self.position_name, msg)
+
+    def _on_success(self) -> None:
+        self._status.set(1)
+        self.connected = True
+        self.last_success = datetime.now(UTC)
+        if self._outage:
+            self._outage = False
+            log.info("%s: database reachable again", self.position_name)
+
+    async def poll_once(self) -> int:
+        """One poll: read what is new, store it with the position. Returns rows stored.
+
+        Raises on database errors (run() handles them); usable directly in tests.
+        """
+        info = await self._ensure()
+        if info.id_col:
+            n = await self._poll_ids(info)
+        else:
+            n = await self._poll_time(info)
+        self._on_success()
+        if self._newest_time is not None:
+            age = (datetime.now(UTC) - self._newest_time).total_seconds()
+            self._lag_seconds.set(max(0.0, age))
+        return n
+
+    # ------------------------------------------------------------ id mode
+
+    async def _poll_ids(self, info: TableInfo) -> int:
+        assert self._db is not None and self._pos is not None and info.id_col
+        d = self.dialect
+        db = self._db
+        batch = max(1, self.settings.batch_size)
+        budget = max(batch, self.settings.max_records_per_poll)
+        overlap = max(0, self.settings.overlap_ids)
+        stored = 0
+        read = 0
+        min_time = _parse_iso(self._pos.get("min_time"))
+        sql = d.select_after_id(
+            info.select, info.table, info.id_col, info.time_col, min_time=bool(min_time)
+        )
+
+        # 1. holes (ids skipped by out-of-order commits) and the post-(re)connect overlap
+        cp = int(self._pos["id"])
+        lo_hi: tuple[int, int] | None = None
+        floor = int(self._pos.get("floor", 0))
+        if self._reread_overlap and overlap and cp > floor:
+            lo_hi = (max(floor + 1, cp - overlap + 1), cp)
+        elif self._holes:
+            now = time.monotonic()
+            for hid in [h for h, v in self._holes.items() if now - v.first_seen > HOLE_TTL]:
+                del self._holes[hid]
+            if self._holes:
+                lo_hi = (min(self._holes), max(self._holes))
+        self._reread_overlap = False
+        if lo_hi is not None:
+            rows = await db.fetch(d.select_id_range(info.select, info.table, info.id_col), lo_hi)
+            rows = [r for r in rows if int(r[0]) not in self._recent]
+            if min_time is not None:
+                rows = self._filter_min_time(rows, info, min_time)
+            if rows:
+                stored += await self._store(rows, cp, info)
+            for r in rows:
+                self._holes.pop(int(r[0]), None)
+
+        # 2. new rows, page after page
+        full = False
+        while read < budget:
+            cp = int(self._pos["id"])
+            args: list[Any] = [cp]
+            if min_time is not None:
+                args.append(self._db_time(min_time, info))
+            args.append(min(batch, budget - read))
+            rows = await db.fetch(sql, args)
+            read += len(rows)
+            if not rows:
+                full = False
+                break
+            new_cp = int(rows[-1][0])
+            self._track_holes(cp, [int(r[0]) for r in rows], new_cp, overlap)
+            stored += await self._store(rows, new_cp, info)
+            full = len(rows) >= args[-1]
+            if not full:
+                break
+        self.backlog = full
+        self.rows_read += read
+
+        # 3. the cheap second query: max(id) for lag and regressions
+        max_id = await self._max_id(info)
+        cp = int(self._pos["id"])
+        if max_id < cp:
+            await self._reanchor(info, max_id, cp)
+        else:
+            self._lag_rows.set(max_id - cp)
+        return stored
+
+    def _filter_min_time(
+        self, rows: list[tuple[Any, ...]], info: TableInfo, min_time: datetime
+    ) -> list[tuple[Any, ...]]:
+        i = info.wanted.index("eventtime" if self.kind == "cel" else "calldate")
+        tz = self._time_tz(info)
+        return [r for r in rows if (to_utc(r[i], tz) or min_time) >= min_time]
+
+    def _track_holes(self, cp: int, ids: list[int], new_cp: int, overlap: int) -> None:
+        if not overlap:
+            return
+        window_lo = new_cp - overlap
+        now = time.monotonic()
+        got = set(ids)
+        prev = cp
+        for i in ids:
+            if i - prev > 1:
+                for h in range(max(prev + 1, window_lo + 1), i):
+                    if h not in got:
+                        self._holes.setdefault(h, _Hole(now))
+            prev = i
+        self._recent.update(got)
+        if len(self._recent) > 4 * overlap + 1000:
+            self._recent = {i for i in self._recent if i > window_lo}
+        for h in [h for h in self._holes if h <= window_lo]:
+            del self._holes[h]
+
+    async def _reanchor(self, info: TableInfo, max_id: int, cp: int) -> None:
+        assert self._pos is not None
+        epoch = int(self._pos.get("epoch", 0)) + 1
+        newest = self._newest_time
+        log.warning(
+            "%s: max(id) of %r went down from checkpoint %d to %d (table truncated or "
+            "restored?): re-anchoring at id 0, rows from %s on (epoch %d)",
+            self.position_name,
+            self.table,
+            cp,
+            max_id,
+            newest.isoformat() if newest else "the beginning",
+            epoch,
+        )
+        self.metrics.id_regressions.labels(table=self.table).inc()
+        self._pos = {
+            **self._pos,
+            "id": 0,
+            "floor": 0,
+            "epoch": epoch,
+            "min_time": _iso(newest),
+            "reanchored_at": datetime.now(UTC).isoformat(),
+        }
+        self._holes.clear()
+        self._recent.clear()
+        await self.store.set_position(self.position_name, self._pos)
+        self._lag_rows.set(max_id)
+        self.backlog = True
+
+    # ------------------------------------------------------------ time mode
+
+    async def _poll_time(self, info: TableInfo) -> int:
+        assert self._db is not None and self._pos is not None
+        d = self.dialect
+        db = self._db
+        batch = max(1, self.settings.batch_size)
+        budget = max(batch, self.settings.max_records_per_poll)
+        lookback = max(0.0, self.settings.lookback_seconds)
+        newest = _parse_iso(self._pos["time"]) or datetime.now(UTC)
+        now_m = time.monotonic()
+        sweep = self._reread_overlap or now_m - self._time.last_sweep >= max(lookback / 4, 1.0)
+        self._reread_overlap = False
+        since = newest - timedelta(seconds=lookback if sweep else 1.0)
+        floor = _parse_iso(self._pos.get("floor_time"))
+        if floor is not None and since < floor:
+            since = floor
+        if sweep:
+            self._time.last_sweep = now_m
+        sql = d.select_after_time(info.select, info.table, info.time_col)
+        stored = read = 0
+        limit = batch
+        i_time = info.wanted.index("eventtime" if self.kind == "cel" else "calldate")
+        tz = self._time_tz(info)
+        full = False
+        while read < budget:
+            rows = await db.fetch(sql, (self._db_time(since, info), limit))
+            read += len(rows)
+            if not rows:
+                break
+            times = [to_utc(r[i_time], tz) for r in rows]
+            last = max((t for t in times if t is not None), default=since)
+            full = len(rows) >= limit
+            if full and last <= since:
+                limit *= 2  # a page of rows sharing one timestamp: widen, do not loop forever
+                continue
+            stored += await self._store_time(rows)
+            if not full:
+                break
+            since = last
+            limit = batch
+        self.backlog = full
+        self.rows_read += read
+        # forget hashes older than the look-back window
+        horizon = (_parse_iso(self._pos["time"]) or newest) - timedelta(seconds=lookback + 5)
+        if len(self._time.seen) > 1000:
+            self._time.seen = {k: t for k, t in self._time.seen.items() if t >= horizon}
+        self._lag_rows.set(0 if not full else budget)
+        return stored
+
+    async def _store_time(self, rows: list[tuple[Any, ...]]) -> int:
+        assert self._builder is not None and self._pos is not None
+        built = [self._builder(r) for r in rows]
+        good = [b for b in built if b is not None]
+        if len(good) < len(built):
+            self.metrics.rows_discarded.labels(reason="bad_time").inc(len(built) - len(good))
+        fresh = [b for b in good if b.dedup_key not in self._time.seen]
+        newest = _parse_iso(self._pos["time"])
+        for b in good:
+            t = b.eventtime if isinstance(b, CelRow) else b.calldate
+            self._time.seen[b.dedup_key] = t
+            if newest is None or t > newest:
+                newest = t
+        pos = {**self._pos, "time": _iso(newest)}
+        if not fresh and pos == self._pos:
+            return 0
+        n = await self._ingest(fresh, pos)
+        return n
+
+    # ------------------------------------------------------------ storing
+
+    async def _store(self, rows: list[tuple[Any, ...]], new_cp: int, info: TableInfo) -> int:
+        assert self._builder is not None and self._pos is not None
+        built = [self._builder(r) for r in rows]
+        good = [b for b in built if b is not None]
+        if len(good) < len(built):
+            self.metrics.rows_discarded.labels(reason="bad_time").inc(len(built) - len(good))
+        pos = dict(self._pos)
+        if new_cp > int(pos["id"]):
+            pos["id"] = new_cp
+        return await self._ingest(good, pos)
+
+    async def _ingest(self, rows: Sequence[CelRow | CdrRow], pos: dict[str, Any]) -> int:
+        for b in rows:
+            t = b.eventtime if isinstance(b, CelRow) else b.calldate
+            if self._newest_time is None or t > self._newest_time:
+                self._newest_time = t
+        if self._newest_time is not None:
+            pos["newest_time"] = self._newest_time.isoformat()
+        if self.kind == "cel":
+            cels = [r for r in rows if isinstance(r, CelRow)]
+            res = await self.store.ingest(cels, [], {self.position_name: pos})
+            if cels:
+                self.metrics.cels_processed.labels(source="db").inc(res.new_cels)
+                if any(r.eventtype == "LINKEDID_END" for r in cels):
+                    self.metrics.linkedid_end_seen.set(1)
+            n = res.new_cels
+        else:
+            cdrs = [r for r in rows if isinstance(r, CdrRow)]
+            res = await self.store.ingest([], cdrs, {self.position_name: pos})
+            self.metrics.cdrs_processed.inc(res.new_cdrs)
+            n = res.new_cdrs
+        self._pos = pos
+        return n
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+    fatal: bool = False  # the agent cannot run until this is fixed
+
+
+async def inspect(
+    db: DatabaseSettings, *, cel: bool = True, cdr: bool = True, recent_rows: int = 5000
+) -> list[CheckResult]:
+    """Preflight of the PBX database for `sipstack-agent check` (read-only queries only)."""
+    out: list[CheckResult] = []
+    where = f"{db.type} {db.host}:{db.port or ''}/{db.name}" if db.type != "sqlite" else db.name
+    try:
+        con = await asyncio.wait_for(connect(db, 1), timeout=db.connect_timeout + 5)
+    except Exception as e:
+        out.append(
+            CheckResult(
+                "database reachable",
+                False,
+                f"{where}: {type(e).__name__}: {e}",
+                "check DB_HOST/DB_PORT/DB_USER/DB_PASSWORD/DB_NAME, the network and "
+                "pg_hba.conf / MySQL user host",
+                fatal=True,
+            )
+        )
+        return out
+    out.append(CheckResult("database reachable", True, where))
+    d = con.dialect
+    try:
+        tables: list[tuple[Kind, str]] = []
+        if cdr:
+            tables.append(("cdr", db.table_cdr))
+        if cel:
+            tables.append(("cel", db.table_cel))
+        for kind, table in tables:
+            try:
+                info = await discover(con, table, kind)
+            except Exception as e:
+                var = "DB_TABLE_CEL" if kind == "cel" else "DB_TABLE_CDR"
+                out.append(
+                    CheckResult(
+                        f"{kind} table and columns",
+                        False,
+                        str(e),
+                        f"set {var} to the table Asterisk writes, and GRANT SELECT on it",
+                        fatal=True,
+                    )
+                )
+                continue
+            extra = f"; optional: {', '.join(info.optional)}" if info.optional else ""
+            mode = (
+                f"id column {info.id_col!r}" if info.id_col else "no id column: time-based reading"
+            )
+            out.append(
+                CheckResult(
+                    f"{kind} table and columns",
+                    True,
+                    f"{table}: {len(info.columns)} columns, {mode}{extra}",
+                    "" if info.id_col else "an auto-increment id column makes reading exact",
+                )
+            )
+            out.append(await _check_read_only(con, d, table, kind))
+            out.append(await _check_indexes(con, d, table, kind, info))
+            if kind == "cel":
+                out.append(await _check_linkedid_end(con, d, info, recent_rows))
+    finally:
+        await con.close()
+    return out
+
+
+async def _check_read_only(con: Db, d: Dialect, table: str, kind: str) -> CheckResult:
+    q = d.write_privileges_sql(table)
+    if q is None:
+        return CheckResult(f"{kind} read-only user", True, "SQLite file opened read-only (mode=ro)")
+    try:
+        rows = await con.fetch(*q)
+    except Exception as e:
+        return CheckResult(
+            f"{kind} read-only user", False, f"could not read privileges: {e}", "", fatal=False
+        )
+    privs = sorted({decode_text(r[0]).upper() for r in rows})
+    if privs:
+        return CheckResult(
+            f"{kind} read-only user",
+            False,
+            f"the database user can {', '.join(privs)} on {table}",
+            "use a SELECT-only user (the agent only reads): "
+            + (
+                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM <user>"
+                if d.name == "postgresql"
+                else "CREATE USER ... ; GRANT SELECT ON <db>.* TO ..."
+            ),
+        )
+    return CheckResult(f"{kind} read-only user", True, f"SELECT only on {table}")
+
+
+async def _check_indexes(
+    con: Db, d: Dialect, table: str, kind: str, info: TableInfo
+) -> CheckResult:
+    try:
+        sql, args = d.index_columns_sql(table)
+        indexed = {decode_text(r[0]).lower() for r in await con.fetch(sql, args)}
+    except Exception as e:
+        return CheckResult(f"{kind} indexes", False, f"could not list indexes: {e}")
+    want = ["linkedid", info.time_col.lower()]
+    if info.id_col:
+        want.insert(0, info.id_col.lower())
+    missing = [c for c in want if c not in indexed]
+    if missing:
+        return CheckResult(
+            f"{kind} indexes",
+            False,
+            f"{table}: no index on {', '.join(missing)}",
+            "ask the PBX admin for: "
+            + "; ".join(f"CREATE INDEX {table}_{c}_idx ON {table} ({c})" for c in missing),
+        )
+    return CheckResult(f"{kind} indexes", True, f"{table}: indexed on {', '.join(want)}")
+
+
+async def _check_linkedid_end(con: Db, d: Dialect, info: TableInfo, n: int) -> CheckResult:
+    order = info.id_col or info.time_col
+    try:
+        rows = await con.fetch(d.select_recent_eventtypes(info.table, order, "eventtype", n))
+    except Exception as e:
+        return CheckResult("LINKEDID_END in CEL", False, f"could not look: {e}")
+    total, ends = (int(rows[0][0] or 0), int(rows[0][1] or 0)) if rows else (0, 0)
+    if total == 0:
+        return CheckResult(
+            "LINKEDID_END in CEL",
+            False,
+            f"{info.table} has no rows yet",
+            "make a test call; enable CEL (cel.conf enable=yes) and the cel_pgsql/cel_odbc backend",
+        )
+    if ends == 0:
+        return CheckResult(
+            "LINKEDID_END in CEL",
+            False,
+            f"none in the newest {total} rows: calls complete after CALL_IDLE_TIMEOUT instead",
+            "add LINKEDID_END to events= in cel.conf (or events=ALL) for immediate completion",
+        )
+    return CheckResult("LINKEDID_END in CEL", True, f"{ends} in the newest {total} rows")

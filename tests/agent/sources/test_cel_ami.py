@@ -1,0 +1,358 @@
+"""CEL over AMI: mapping, and the real panoramisk client against a protocol-level server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from ami_server import AmiServer, cel_event
+from sipstack_agent.config import AmiSettings
+from sipstack_agent.metrics import Metrics
+from sipstack_agent.sources.cel_ami import (
+    GAPS_POSITION,
+    CelAmiSource,
+    Gap,
+    check_ami,
+    event_to_row,
+    load_gaps,
+    overlaps_gap,
+)
+from sipstack_agent.sources.cel_csv import TimeParser
+from sipstack_agent.state import StateStore
+
+T0 = datetime(2026, 11, 24, 4, 39, 20, 510110, tzinfo=UTC)
+
+
+def headers_dict(h: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(h)
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def test_every_ami_cel_field_is_mapped():
+    h = cel_event(
+        "BRIDGE_ENTER",
+        T0,
+        "1795495160.0",
+        "1795495160.0",
+        CallerIDnum="4085551234",
+        CallerIDname="John Smith",
+        CallerIDani="4085551234",
+        CallerIDrdnis="5551000",
+        CallerIDdnid="4155551000",
+        Exten="4155551000",
+        Context="from-pstn",
+        Channel="SIP/pstn-in-00000000",
+        Application="Dial",
+        AppData="SIP/101,20,tT",
+        AMAFlags="DOCUMENTATION",
+        AccountCode="acme",
+        Peer="SIP/101-00000001",
+        PeerAccount="acme2",
+        Extra='{"bridge_id":"436fde8e","bridge_technology":"simple_bridge"}',
+    )
+    row = event_to_row(headers_dict(h), TimeParser("UTC"), "s:1")
+    assert row.eventtype == "BRIDGE_ENTER"
+    assert row.eventtime == T0.replace(microsecond=0)  # EventTime has whole seconds
+    assert (row.cid_num, row.cid_name, row.cid_ani, row.cid_rdnis, row.cid_dnid) == (
+        "4085551234",
+        "John Smith",
+        "4085551234",
+        "5551000",
+        "4155551000",
+    )
+    assert (row.exten, row.context, row.channame, row.appname, row.appdata) == (
+        "4155551000",
+        "from-pstn",
+        "SIP/pstn-in-00000000",
+        "Dial",
+        "SIP/101,20,tT",
+    )
+    assert row.amaflags == "3"  # as the cel table stores DOCUMENTATION
+    assert (row.accountcode, row.uniqueid, row.linkedid, row.peer, row.peeraccount) == (
+        "acme",
+        "1795495160.0",
+        "1795495160.0",
+        "SIP/101-00000001",
+        "acme2",
+    )
+    assert json.loads(row.extra)["bridge_id"] == "436fde8e"
+    assert row.source == "ami" and row.row_id is None and row.source_pos == "s:1"
+
+
+def test_timestamp_header_gives_microseconds_and_eventtime_the_zone():
+    tz = ZoneInfo("America/Toronto")
+    h = headers_dict(cel_event("ANSWER", T0, "1.1", "1.0", local_tz=tz, timestamp=True))
+    assert event_to_row(h, TimeParser("America/Toronto")).eventtime == T0
+    h.pop("Timestamp")
+    assert event_to_row(h, TimeParser("America/Toronto")).eventtime == T0.replace(microsecond=0)
+    # a Timestamp that disagrees (other clock/zone mix-up) is not trusted
+    h["Timestamp"] = f"{(T0 + timedelta(hours=5)).timestamp():.6f}"
+    assert event_to_row(h, TimeParser("America/Toronto")).eventtime == T0.replace(microsecond=0)
+
+
+def test_user_defined_events_like_the_cel_table():
+    times = TimeParser()
+    shown = headers_dict(cel_event("USER_DEFINED", T0, "1.1", "1.0", UserDefType="IVR_CHOICE"))
+    row = event_to_row(shown, times)
+    assert (row.eventtype, row.userdeftype) == ("IVR_CHOICE", "IVR_CHOICE")
+    hidden = headers_dict(cel_event("IVR_CHOICE", T0, "1.1", "1.0"))
+    row = event_to_row(hidden, times)
+    assert (row.eventtype, row.userdeftype) == ("IVR_CHOICE", "IVR_CHOICE")
+    std = event_to_row(headers_dict(cel_event("HANGUP", T0, "1.1", "1.0")), times)
+    assert std.userdeftype == ""
+
+
+@pytest.mark.parametrize("drop", ["EventName", "UniqueID", "EventTime"])
+def test_unusable_events_raise(drop):
+    h = headers_dict(cel_event("ANSWER", T0, "1.1", "1.0"))
+    del h[drop]
+    with pytest.raises(ValueError):
+        event_to_row(h, TimeParser())
+
+
+def test_overlaps_gap():
+    now = T0 + timedelta(hours=1)
+    gaps = [Gap(T0, T0 + timedelta(minutes=1)), Gap(T0 + timedelta(minutes=30), None)]
+    before = T0 - timedelta(minutes=5)
+    assert overlaps_gap(gaps, before, T0 - timedelta(minutes=1), now) is None  # ended before
+    assert overlaps_gap(gaps, before, None, now) == gaps[0]  # still open across the gap
+    assert overlaps_gap(gaps, T0 + timedelta(seconds=10), T0 + timedelta(minutes=2), now)
+    assert overlaps_gap(gaps, T0 + timedelta(minutes=2), T0 + timedelta(minutes=3), now) is None
+    assert overlaps_gap(gaps, T0 + timedelta(minutes=29), None, now) == gaps[1]  # open gap
+
+
+# --------------------------------------------------------------------------- against the server
+
+
+def fast(port: int, **kw) -> AmiSettings:
+    base = dict(
+        host="127.0.0.1",
+        port=port,
+        username="sipstack",
+        password="s3cret",
+        ping_interval=0.1,
+        connect_timeout=2.0,
+        backoff_initial=0.01,
+        backoff_cap=0.05,
+    )
+    base.update(kw)
+    return AmiSettings(**base)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await StateStore.open(tmp_path / "state.db")
+    yield s
+    await s.close()
+
+
+def stored(path: str | Path) -> list[dict]:
+    con = sqlite3.connect(path)
+    try:
+        return [json.loads(d) for (d,) in con.execute("SELECT data FROM cel ORDER BY seq")]
+    finally:
+        con.close()
+
+
+async def until(pred, timeout: float = 20.0) -> None:
+    async def loop() -> None:
+        while not pred():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+def call_events(linkedid: str, start: datetime, n: int = 4) -> list[list[tuple[str, str]]]:
+    kinds = ["CHAN_START", "ANSWER", "HANGUP", "CHAN_END", "LINKEDID_END"]
+    return [
+        cel_event(
+            kinds[i % len(kinds)],
+            start + timedelta(milliseconds=10 * i),
+            linkedid,
+            linkedid,
+            timestamp=True,
+            Channel=f"SIP/100-{linkedid}",
+            CallerIDname="José" if i == 0 else "",
+            Extra="",
+        )
+        for i in range(n)
+    ]
+
+
+async def test_events_are_stored_with_the_real_client(store):
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics(), "UTC")
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await srv.wait_logins(1)
+        login = next(a for a in srv.actions if a["action"].lower() == "login")
+        assert login["events"] == "call" and "actionid" in login
+        await until(lambda: src.state == "connected")
+        for h in call_events("1795495160.0", T0, 5):
+            assert srv.send_cel(h) == 1
+        # identical events in the same second stay distinct rows
+        dup = cel_event("DTMF", T0, "1795495160.0", "1795495160.0", Extra='{"digit":"1"}')
+        srv.send_cel(dup)
+        srv.send_cel(dup)
+        await until(lambda: len(stored(store.path)) == 7)
+        await until(lambda: srv.pings >= 2)  # keepalive
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    rows = stored(store.path)
+    assert [r["eventtype"] for r in rows[:5]] == [
+        "CHAN_START",
+        "ANSWER",
+        "HANGUP",
+        "CHAN_END",
+        "LINKEDID_END",
+    ]
+    assert rows[0]["cid_name"] == "José"
+    assert datetime.fromisoformat(rows[0]["eventtime"]) == T0  # Timestamp precision
+    assert src.state == "stopped"
+    pos = await store.get_position("ami")
+    assert pos["last_alive"] and pos["connected"] is False
+    assert src.metrics.cels_processed.labels(source="ami")._value.get() == 7
+
+
+async def test_failed_login_is_a_clear_error_and_retried(store):
+    async with AmiServer(secret="right") as srv:
+        src = CelAmiSource(fast(srv.port, password="wrong"), store, Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await until(lambda: srv.login_attempts >= 3)
+        assert src.state == "auth_failed" and not src.healthy
+        assert "Authentication failed" in (src.last_error or "")
+        assert "sipstack" in (src.last_error or "")
+        assert src.metrics.ami_connected._value.get() == 0
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_reconnect_after_drop_records_the_gap(store):
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await srv.wait_logins(1)
+        for h in call_events("100.0", T0, 2):
+            srv.send_cel(h)
+        await until(lambda: len(stored(store.path)) == 2)
+        # send two more and drop the connection mid-stream (the second one half-written)
+        srv.send_cel(call_events("100.0", T0, 3)[2])
+        srv.send_raw(b"Event: CEL\r\nEventName: HANGUP\r\nUniqueID: 100.0")
+        await asyncio.sleep(0.05)
+        srv.drop_all()
+        await srv.wait_logins(2)
+        await until(lambda: src.state == "connected")
+        for h in call_events("200.0", T0 + timedelta(seconds=5), 2):
+            srv.send_cel(h)
+        await until(lambda: len(stored(store.path)) == 5)
+        gaps = await load_gaps(store)
+        assert len(gaps) == 1 and gaps[0].end is not None and gaps[0].start <= gaps[0].end
+        assert gaps[0].reason == "connection lost"
+        assert src.connects == 2
+        assert src.metrics.ami_gaps._value.get() == 1
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    linked = [r["linkedid"] for r in stored(store.path)]
+    assert linked == ["100.0", "100.0", "100.0", "200.0", "200.0"]
+
+
+async def test_unanswered_pings_cause_a_reconnect(store):
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics(), ping_timeout=0.2)
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await srv.wait_logins(1)
+        srv.answer_pings = False
+        await until(lambda: srv.logins >= 2)
+        srv.answer_pings = True
+        await until(lambda: src.state == "connected")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert (await load_gaps(store))[0].end is not None
+
+
+async def test_agent_restart_is_a_gap(store):
+    async with AmiServer() as srv:
+        for _ in range(2):
+            src = CelAmiSource(fast(srv.port), store, Metrics())
+            stop = asyncio.Event()
+            task = asyncio.create_task(src.run(stop))
+            await until(lambda src=src: src.state == "connected")
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    gaps = await load_gaps(store)
+    # stopped (closed by the next login), stopped again (open until the next start)
+    assert [g.reason for g in gaps] == ["agent stopped", "agent stopped"]
+    assert gaps[0].end is not None and gaps[1].end is None
+    raw = await store.get_position(GAPS_POSITION)
+    assert raw["gaps"][0]["start"] <= raw["gaps"][0]["end"]
+
+
+async def test_crash_without_clean_stop_is_a_gap(store):
+    # a previous run that died while connected left only its last sign of life
+    await store.set_position("ami", {"last_alive": T0.isoformat(), "connected": True})
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await until(lambda: src.state == "connected")
+        gaps = await load_gaps(store)
+        assert len(gaps) == 1 and gaps[0].reason == "agent restart"
+        assert gaps[0].start == T0 and gaps[0].end is not None
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_unreachable_server_backs_off_and_reports(store):
+    async with AmiServer() as srv:
+        port = srv.port
+    src = CelAmiSource(fast(port), store, Metrics())
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    await until(lambda: src.state == "disconnected")
+    assert src.last_error and src.healthy
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_check_ami():
+    async with AmiServer() as srv:
+        res = await check_ami(fast(srv.port), wait=0.2)
+        assert [r[:2] for r in res] == [("ami login", True), ("ami cel events", True)]
+        assert "no CEL event" in res[1][2]
+
+        async def feed() -> None:
+            await srv.wait_logins(srv.logins + 1)
+            srv.send_cel(call_events("300.0", T0, 1)[0])
+
+        feeder = asyncio.create_task(feed())
+        res = await check_ami(fast(srv.port), wait=10)
+        await feeder
+        assert res[1][1] and "CHAN_START" in res[1][2]
+
+        res = await check_ami(fast(srv.port, password="nope"), wait=0.2)
+        assert res[0][1] is False and "Authentication failed" in res[0][2] and res[0][3]
+        port = srv.port
+    res = await check_ami(fast(port), wait=0.2)
+    assert res[0][1] is False and "cannot connect" in res[0][2]
+
+
+async def test_event_mask_without_call_gets_no_cel(store):
+    """Why the default is Events: call: cel_manager raises CEL in the call class."""
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port, events="cdr,reporting"), store, Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await until(lambda: src.state == "connected")
+        assert srv.send_cel(call_events("1.0", T0, 1)[0]) == 0
+        stop.set()
+        await asyncio.wait_for(task, 10)
