@@ -161,8 +161,11 @@ def forget_connector(namespace: str | None, name: str, **_: Any) -> None:
     interval=CONFIG.status_interval,
     initial_delay=min(5.0, CONFIG.status_interval),
 )
-async def refresh_status(body: kopf.Body, **_: Any) -> None:
-    await _reconciler().refresh(_plain(body))
+async def refresh_status(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    reconciler = RUNTIME.reconciler
+    if reconciler is None or stopped:
+        return  # starting or stopping: the next round will do
+    await reconciler.refresh(_plain(body))
 
 
 # --------------------------------------------------------------------------- secrets

@@ -50,3 +50,12 @@ def test_crd_template_reads_the_copy():
 def test_crds_create_false_leaves_the_crd_out(helm: Helm, crd: dict[str, Any]):
     objects = helm.render(sets=["crds.create=false"])
     assert not by_kind(objects, "CustomResourceDefinition")
+
+
+def test_packaged_chart_carries_the_copies(helm: Helm, tmp_path, crd: dict[str, Any]):
+    helm.run("package", str(CHART), "-d", str(tmp_path), check=True)
+    (package,) = tmp_path.glob("sipstack-connector-*.tgz")
+    result = helm.run("template", "sipstack", str(package), check=True)
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert by_kind(docs, "CustomResourceDefinition")
+    assert by_kind(docs, "ClusterRole")

@@ -65,6 +65,23 @@ def metric_names(expr: str) -> set[str]:
     return words - PROMQL_FUNCTIONS
 
 
+def balanced(expr: str) -> bool:
+    """Brackets of a PromQL expression pair up (no promtool here to parse it fully)."""
+    stack: list[str] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    in_string = False
+    for char in expr:
+        if char == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif char in "([{":
+            stack.append(char)
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            return False
+    return not stack and not in_string
+
+
 def single(helm: Helm, **kw: Any) -> list[dict[str, Any]]:
     return helm.render([CI_DIR / "single-pbx-values.yaml"], **kw)
 
@@ -78,6 +95,7 @@ def test_prometheus_rule_has_every_alert(helm: Helm):
     for name, alert in alerts.items():
         assert alert["labels"]["severity"] in ("warning", "critical")
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+        assert balanced(alert["expr"]), f"{name}: unbalanced brackets in {alert['expr']}"
         unknown = metric_names(alert["expr"]) - known
         assert not unknown, f"{name} uses metrics the agent does not expose: {unknown}"
     assert "> 900" in alerts["SipstackOldestUndeliveredTooOld"]["expr"]
@@ -124,6 +142,7 @@ def test_dashboard_config_map(helm: Helm):
     known = agent_metric_names()
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
+            assert balanced(target["expr"]), f"{panel['title']}: {target['expr']}"
             unknown = metric_names(target["expr"].replace("$namespace", "").replace("$pbx", ""))
             assert not unknown - known, f"{panel['title']}: {unknown - known}"
             if panel["type"] == "timeseries":
@@ -187,6 +206,9 @@ def test_per_connector_mode_delegates_to_the_operator(
     objects = helm.render([CI_DIR / "single-pbx-values.yaml", path])
     names = [o["metadata"]["name"] for o in by_kind(objects, "ServiceMonitor")]
     assert not [n for n in names if n.endswith("-agents")]
+    without_api = helm.render([CI_DIR / "single-pbx-values.yaml", path], monitoring=False)
+    (connector,) = by_kind(without_api, "AsteriskConnector")
+    assert "monitoring" not in connector["spec"]
     (connector,) = by_kind(objects, "AsteriskConnector")
     assert connector["spec"]["monitoring"] == {
         "serviceMonitor": {

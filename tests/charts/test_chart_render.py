@@ -9,7 +9,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from .chartlib import CHART, CI_DIR, CI_VALUES, NAMESPACE, RELEASE, Helm, by_kind
+from .chartlib import CHART, CI_DIR, CI_VALUES, KUBE_VERSION, NAMESPACE, RELEASE, Helm, by_kind
 
 NEWEST = str(kubernetes_validate.latest_version())
 K8S_VERSIONS = ["1.28", ".".join(NEWEST.split(".")[:2])]
@@ -30,7 +30,9 @@ def test_ci_values_files_exist():
 
 @pytest.mark.parametrize("values", CI_VALUES)
 def test_helm_lint_strict(helm: Helm, values: str):
-    result = helm.run("lint", "--strict", str(CHART), "-f", str(CI_DIR / values))
+    result = helm.run(
+        "lint", "--strict", "--kube-version", KUBE_VERSION, str(CHART), "-f", str(CI_DIR / values)
+    )
     assert result.returncode == 0, result.output
     assert "0 chart(s) failed" in result.output
 

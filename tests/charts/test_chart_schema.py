@@ -193,3 +193,15 @@ def test_duplicate_connector_names_fail(helm: Helm, write_values: Callable[[Any]
     result = helm.run(*helm.template_args([path], monitoring=False))
     assert result.returncode != 0
     assert "appears twice" in result.output
+
+
+def test_connector_outside_the_watched_namespaces_fails(
+    helm: Helm, write_values: Callable[[Any], Path]
+):
+    values = {
+        "operator": {"watchNamespaces": ["telephony"]},
+        "connectors": [dict(GOOD_CONNECTOR, namespace="elsewhere")],
+    }
+    result = helm.run(*helm.template_args([write_values(values)], monitoring=False))
+    assert result.returncode != 0
+    assert "namespace elsewhere is not in operator.watchNamespaces [telephony]" in result.output

@@ -144,6 +144,9 @@ class ReceiverDB:
             ).fetchone()[0]
         )
 
+    def count_recordings(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM recordings").fetchone()[0])
+
     def linkedids(self) -> list[str]:
         rows = self.conn.execute("SELECT DISTINCT linkedid FROM calls ORDER BY linkedid")
         return [r[0] for r in rows]

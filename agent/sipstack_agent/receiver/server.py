@@ -466,7 +466,7 @@ class Receiver:
             documents=self.db.count_documents(),
             unique_calls=self.db.count_unique_calls(),
             complete_calls=self.db.count_complete_calls(),
-            recordings=len(self.db.recordings()),
+            recordings=self.db.count_recordings(),
             connections=len(self.connections),
             faults=asdict(self.faults),
             schema=self.schema_origin,

@@ -18,7 +18,9 @@ import contextlib
 import logging
 import os
 import re
+import ssl
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -250,35 +252,49 @@ class RecordingsTable:
         self._conn: Any = None
 
     async def _connect(self) -> Any:
+        """One read-only connection (sessions are READ ONLY where the server allows)."""
         db = self.db
         if self.dialect == "postgresql":
             import asyncpg
 
+            mode = (db.sslmode or "").lower()
+            ssl_arg: Any = mode if mode in ("allow", "prefer", "disable") else _ssl_context(db)
             return await asyncpg.connect(
-                host=db.host,
+                host=db.host or "localhost",
                 port=db.port or 5432,
                 user=db.user or None,
                 password=db.password or None,
                 database=db.name or None,
                 timeout=db.connect_timeout,
-                ssl=db.sslmode or None,
+                command_timeout=max(30.0, db.connect_timeout),
+                ssl=ssl_arg,
+                server_settings={
+                    "default_transaction_read_only": "on",
+                    "application_name": "sipstack-agent-recordings",
+                },
             )
         if self.dialect == "mysql":
             import aiomysql
 
             return await aiomysql.connect(
-                host=db.host,
+                host=db.host or "localhost",
                 port=db.port or 3306,
-                user=db.user or "root",
-                password=db.password,
-                db=db.name,
+                user=db.user or None,
+                password=db.password or "",
+                db=db.name or None,
                 connect_timeout=db.connect_timeout,
                 autocommit=True,
                 charset="utf8mb4",
+                use_unicode=False,  # bytes, decoded without crashing on latin-1 text
+                ssl=_ssl_context(db),
+                init_command="SET SESSION TRANSACTION READ ONLY",
             )
         import aiosqlite
 
-        return await aiosqlite.connect(f"file:{db.name}?mode=ro", uri=True)
+        if not db.name:
+            raise ValueError("DB_NAME must be the path of the SQLite database file")
+        uri = "file:" + urllib.parse.quote(db.name) + "?mode=ro"
+        return await aiosqlite.connect(uri, uri=True)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -298,11 +314,12 @@ class RecordingsTable:
         uids = list(dict.fromkeys(uniqueids)) if "uniqueid" in self.mapping else []
         try:
             if self._conn is None:
-                self._conn = await self._connect()
+                self._conn = await asyncio.wait_for(self._connect(), self.db.connect_timeout + 5.0)
             for i in range(0, max(len(lids), len(uids)), self.CHUNK):
                 a, b = lids[i : i + self.CHUNK], uids[i : i + self.CHUNK]
                 if a or b:
-                    out.extend(await self._query(a, b))
+                    timeout = max(30.0, self.db.connect_timeout)
+                    out.extend(await asyncio.wait_for(self._query(a, b), timeout))
         except Exception:
             await self.close()
             raise
@@ -325,8 +342,32 @@ class RecordingsTable:
         return [dict(zip(roles, _decode_row(row), strict=False)) for row in data]
 
 
+def _decode(v: Any) -> Any:
+    if isinstance(v, bytes | bytearray):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(v).decode("latin-1")  # MySQL latin1 columns: lossless
+    return v
+
+
 def _decode_row(row: Sequence[Any]) -> list[Any]:
-    return [v.decode("utf-8", "replace") if isinstance(v, bytes | bytearray) else v for v in row]
+    return [_decode(v) for v in row]
+
+
+def _ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
+    """DB_SSLMODE / DB_SSLROOTCERT as the PBX table readers interpret them."""
+    mode = (db.sslmode or "").lower()
+    if mode in ("", "disable", "allow", "prefer"):
+        return None
+    ctx = ssl.create_default_context(cafile=db.sslrootcert or None)
+    if mode == "require" and not db.sslrootcert:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif mode in ("require", "verify-ca"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 # ---------------------------------------------------------------------------

@@ -315,11 +315,14 @@ class RecordingManager:
         if self.table is not None:
             await self._poll_table()
         # named files first (CEL, cdr.recordingfile, table), then name matching
-        for kc in list(self.calls.values()):
-            if kc.hints:
-                hints = list(kc.hints)
-                results = await asyncio.to_thread(self._probe, hints)
-                self._apply_probe(kc, hints, results)
+        batch = [(kc, list(kc.hints)) for kc in self.calls.values() if kc.hints]
+        if batch:
+            flat = [h for _, hints in batch for h in hints]
+            results = await asyncio.to_thread(self._probe, flat)  # one thread hop per pass
+            i = 0
+            for kc, hints in batch:
+                self._apply_probe(kc, hints, results[i : i + len(hints)])
+                i += len(hints)
         self._match_fs()
         handed = await self._check_stability()
         if self._dirty:
@@ -595,6 +598,19 @@ class RecordingManager:
             "table_errors": self.table_errors,
             "last_table_error": self.last_table_error,
             "upload": self.uploader is not None,
+            **(
+                {
+                    "uploads_in_flight": self.uploader.inflight,
+                    "uploaded": self.uploader.uploaded_total,
+                    "upload_retries": self.uploader.retry_total,
+                    "upload_dead": self.uploader.dead_total,
+                    "deleted": self.uploader.deleted_total,
+                    "upload_auth_failed": self.uploader.auth_failed,
+                    "last_upload_error": self.uploader.last_error,
+                }
+                if self.uploader is not None
+                else {}
+            ),
         }
 
 

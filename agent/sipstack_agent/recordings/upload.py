@@ -206,6 +206,7 @@ class RecordingUploader:
         self.retry_total = 0
         self.deleted_total = 0
         self.last_error: str | None = None
+        self.auth_failed = False  # the API rejects the key (401/403); uploads are kept
 
     def notify(self) -> None:
         self._wake.set()
@@ -329,12 +330,14 @@ class RecordingUploader:
         outcome = classify(resp.status)
         self._observe(started, outcome.value)
         if outcome is Outcome.DELIVERED:
+            self.auth_failed = False
             await self._delivered(item, payload, real, before)
             return "delivered"
         if outcome is Outcome.DEAD:
             return await self._dead(item, resp.status, resp.text, f"http_{resp.status}", "")
         retry_after = parse_retry_after(resp.header("Retry-After"), self._clock())
         reason = "auth" if outcome is Outcome.AUTH else f"http_{resp.status}"
+        self.auth_failed = outcome is Outcome.AUTH
         return await self._retry(item, reason, f"HTTP {resp.status}", retry_after)
 
     def _observe(self, started: float, outcome: str) -> None:

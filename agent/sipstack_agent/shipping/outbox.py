@@ -280,13 +280,19 @@ class Shipper:
         return len(results)
 
     def _after_pass(self, now: datetime, results: Sequence[_Result]) -> None:
-        answered = any(r.outcome in (Outcome.DELIVERED, Outcome.DEAD) for r in results)
+        # The API answered something definitive (status 0 = we never asked it).
+        answered = any(
+            r.outcome is Outcome.DELIVERED or (r.outcome is Outcome.DEAD and r.status > 0)
+            for r in results
+        )
         if answered:
             if self.consecutive_failures:
                 log.info("API reachable again; resuming full-rate shipping")
             self.consecutive_failures = 0
             self.paused_until = None
             return
+        if not any(r.outcome in (Outcome.RETRY, Outcome.AUTH) for r in results):
+            return  # nothing was asked of the API (e.g. only unencodable documents)
         self.consecutive_failures += 1
         delay = backoff_delay(
             self.consecutive_failures - 1,

@@ -152,6 +152,19 @@ class TimeParser:
         self._cache: dict[str, datetime] = {}
 
     def __call__(self, text: str) -> datetime:
+        # Fast path: a second seen before (the cache only holds validated prefixes).
+        base = self._cache.get(text[:19])
+        if base is not None:
+            n = len(text)
+            if n == 26 and text[19] == ".":
+                frac = text[20:]
+                if frac.isdigit() and frac.isascii():
+                    return base.replace(microsecond=int(frac))
+            elif n == 19:
+                return base
+        return self._parse(text)
+
+    def _parse(self, text: str) -> datetime:
         s = text.strip()
         n = len(s)
         if n >= 19 and s[4] == "-" and s[7] == "-" and s[13] == ":":
@@ -455,6 +468,9 @@ class CelCsvParser:
         reader = csv.reader(texts, strict=True)
         done = 0
         ncols = self.ncols
+        times = self.times
+        get = self._get
+        tidx = self._time_idx
         try:
             for k, fields in enumerate(reader):
                 if reader.line_num != k + 1:
@@ -462,7 +478,26 @@ class CelCsvParser:
                     break
                 off, raw = records[k]
                 if len(fields) == ncols:
-                    item = self._fields(fields, raw, off, pos_prefix)
+                    # The common case inline (same as _fields, which gives the reasons).
+                    try:
+                        eventtime = times(fields[tidx])
+                    except ValueError:
+                        item = self._fields(fields, raw, off, pos_prefix)
+                    else:
+                        fields.append("")
+                        v = get(fields)
+                        if v[0] and v[1]:
+                            rows.append(
+                                CelRow(
+                                    v[0], eventtime, v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+                                    v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16],
+                                    v[17], None, "csv", pos_prefix + str(off),
+                                )
+                            )  # fmt: skip
+                            done = k + 1
+                            continue
+                        why = "empty eventtype" if not v[0] else "empty uniqueid"
+                        item = self._q(raw, off, why)
                 elif not fields:
                     item_or_none, _ = self._parse_one(raw, off, pos_prefix)
                     if item_or_none is None:

@@ -88,6 +88,9 @@ Every template that needs the fleet reads this one definition.
 {{- fail (printf "connectors[%d]: %s appears twice in connectors" $i $key) -}}
 {{- end -}}
 {{- $_ := set $seen $key true -}}
+{{- if and $root.Values.operator.watchNamespaces (not (has $ns $root.Values.operator.watchNamespaces)) -}}
+{{- fail (printf "connectors[%d] (%s): namespace %s is not in operator.watchNamespaces %v: the operator would never see it" $i $name $ns $root.Values.operator.watchNamespaces) -}}
+{{- end -}}
 {{- if not (or $item.region $item.apiUrl) -}}
 {{- fail (printf "connectors[%d] (%s): set region (ca1, us1, us2, dev) or apiUrl, here or in connectorDefaults" $i $name) -}}
 {{- end -}}
@@ -134,7 +137,7 @@ Every template that needs the fleet reads this one definition.
 {{- if and (eq $mode "fleet") $sm.enabled $root.Values.serviceMonitor.enabled -}}
 {{- fail (printf "connectors[%d] (%s): monitoring.serviceMonitor.enabled is true while serviceMonitor.agents.mode is fleet: the agent would be scraped twice; use mode perConnector instead" $i $name) -}}
 {{- end -}}
-{{- if and (eq $mode "perConnector") $root.Values.serviceMonitor.enabled -}}
+{{- if and (eq $mode "perConnector") $root.Values.serviceMonitor.enabled (include "sipstack.hasMonitoringApi" $root) -}}
 {{- $labels := merge (default (dict) $sm.labels) (deepCopy $root.Values.serviceMonitor.additionalLabels) -}}
 {{- $smOut := dict "enabled" true "interval" (default $root.Values.serviceMonitor.interval $sm.interval) -}}
 {{- if $labels -}}

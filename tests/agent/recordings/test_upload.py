@@ -507,3 +507,25 @@ def test_recording_url_by_region(api: ApiSettings, expected: str) -> None:
 def test_upload_without_transport_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="RECORDING_UPLOAD"):
         RecordingManager(_rset(tmp_path), object(), Metrics())  # type: ignore[arg-type]
+
+
+async def test_rejected_key_keeps_the_upload_queued(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
+) -> None:
+    root = tmp_path / "monitor"
+    await _enqueue(store, copy_real_wav(root))
+    metrics = Metrics()
+    clock = ShiftClock()
+    wrong = _api(receiver.calls_url, api_key="sk_" + "w" * 32)
+    up = RecordingUploader(store, transport, _rset(root), wrong, IDENTITY, metrics, clock=clock)
+    await up.drain()
+    assert up.auth_failed
+    assert not await store.dead_letters()
+    assert len(await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)) == 1
+    assert sample(metrics, "recording_upload_failures_total", {"reason": "auth"}) == 1
+    # the key is fixed (new settings, same queue): delivered
+    up2 = RecordingUploader(
+        store, transport, _rset(root), _api(receiver.calls_url), IDENTITY, metrics, clock=clock
+    )
+    await _drive(up2, clock)
+    assert len(receiver.recordings()) == 1 and not up2.auth_failed

@@ -4,6 +4,7 @@ transport, a settable clock and a sample call document."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -110,7 +111,9 @@ class FakeStore:
         ]
         due.sort(key=lambda it: (it.next_attempt_at, it.id))
         # hand out copies, like a database would
-        return [FakeItem(**{**it.__dict__, "payload": dict(it.payload)}) for it in due[:limit]]
+        return [
+            FakeItem(**{**it.__dict__, "payload": copy.deepcopy(it.payload)}) for it in due[:limit]
+        ]
 
     async def outbox_delivered(self, item_id: int | Sequence[int]) -> None:
         ids = [item_id] if isinstance(item_id, int) else list(item_id)

@@ -546,13 +546,11 @@ async def test_run_survives_store_errors():
     transport = FakeTransport()
     shipper = Shipper(store, transport, ApiSettings(url=URL, api_key=API_KEY),
                       Identity(), Metrics(), idle_interval=0.01)  # fmt: skip
-    shipper_sleep = asyncio.Event()
     stop = asyncio.Event()
 
     async def stopper():
         while not store.delivered():
             await asyncio.sleep(0.01)
-        shipper_sleep.set()
         stop.set()
 
     async with asyncio.timeout(20):  # hang guard only
@@ -597,3 +595,15 @@ async def test_payload_stored_as_json_text_is_accepted():
     item.payload = json.dumps(sample_document("12.1"))  # a store that keeps TEXT
     await shipper.ship_once(clock())
     assert json.loads(transport.sent[0].body)["linkedid"] == "12.1"
+
+
+async def test_a_pass_of_only_unencodable_documents_does_not_pause_shipping():
+    shipper, store, transport, clock, _ = make()
+    bad = sample_document("13.1")
+    bad["x"] = {1, 2}  # a set is not JSON
+    store.add(bad)
+    await shipper.ship_once(clock())
+    assert shipper.paused_until is None and shipper.consecutive_failures == 0
+    store.add(sample_document("13.2"))
+    assert await shipper.ship_once(clock()) == 1
+    assert len(transport.sent) == 1

@@ -1,0 +1,127 @@
+"""Helpers of the end-to-end tests: the real agent process against a real PBX database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from sipstack_agent.config import DatabaseSettings
+from sipstack_agent.demo import AgentProcess, agent_env
+from sipstack_agent.pbxsim import SimCall, Write, timeline
+from sipstack_agent.receiver import Receiver
+
+API_KEY = "sk_e2e" + "0" * 29  # sk_ + 32 characters
+
+
+def db_env(db: DatabaseSettings) -> dict[str, str]:
+    env = {
+        "DB_TYPE": db.type,
+        "DB_NAME": db.name,
+        "DB_TABLE_CDR": db.table_cdr,
+        "DB_TABLE_CEL": db.table_cel,
+        "DB_TIMEZONE": db.timezone,
+    }
+    if db.type != "sqlite":
+        env.update(DB_HOST=db.host, DB_PORT=str(db.port), DB_USER=db.user, DB_PASSWORD=db.password)
+    return env
+
+
+def start_agent(db: DatabaseSettings, api_url: str, state_dir: Path, **extra: str) -> AgentProcess:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    env = agent_env(
+        api_url=api_url,
+        state_dir=str(state_dir),
+        db=db_env(db),
+        api_key=API_KEY,
+        extra={"CONNECTOR_ID": "e2e", "CDR_POLL_INTERVAL": "0.3", "LOG_LEVEL": "INFO", **extra},
+    )
+    agent = AgentProcess(env, state_dir / "agent.log")
+    agent.start()
+    return agent
+
+
+def runs(writes: Sequence[Write]) -> list[tuple[str, list[dict[str, Any]]]]:
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    for w in writes:
+        if out and out[-1][0] == w.kind:
+            out[-1][1].append(w.row)
+        else:
+            out.append((w.kind, [w.row]))
+    return out
+
+
+async def write_calls(writer: Any, calls: Iterable[SimCall], late_cdr_seconds: float = 0) -> int:
+    """Insert every row of `calls` in commit order through conftest's PbxWriter."""
+    n = 0
+    for kind, rows in runs(timeline(calls, late_cdr_seconds)):
+        if kind == "cel":
+            await writer.insert_cel(rows)
+        else:
+            await writer.insert_cdr(rows)
+        n += len(rows)
+    return n
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(interval)
+    return pred()
+
+
+def all_complete(receiver: Receiver, calls: Sequence[SimCall]) -> Callable[[], bool]:
+    """Every call has a complete document that carries all its CDR rows."""
+
+    def pred() -> bool:
+        docs = receiver.latest_complete_all()
+        for c in calls:
+            d = docs.get(c.expected.linkedid)
+            if d is None:
+                return False
+            n_cdr = sum(1 for t in d.get("call_threads", ()) if t.get("event") == "CDR")
+            if n_cdr < c.expected.cdr_count:
+                return False
+        return True
+
+    return pred
+
+
+def dead_letters(state_dir: Path) -> list[tuple[str, int | None, str]]:
+    """(call_key, status, reason) of the agent's dead letters (read after it stopped)."""
+    path = state_dir / "state.db"
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(path)) as c:
+        return list(c.execute("SELECT call_key, status, reason FROM dead_letters"))
+
+
+def assert_revisions_once(receiver: Receiver) -> None:
+    """Per linkedid, revisions are 1..n, each stored once (one Idempotency-Key each)."""
+    by: dict[str, list[int]] = {}
+    keys: set[str] = set()
+    for r in receiver.receipts():
+        by.setdefault(r["linkedid"], []).append(r["revision"])
+        assert r["idempotency_key"] not in keys, r
+        keys.add(r["idempotency_key"])
+    for lid, revs in by.items():
+        assert sorted(revs) == list(range(1, len(revs) + 1)), (lid, revs)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
