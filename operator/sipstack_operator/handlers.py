@@ -161,9 +161,9 @@ def forget_connector(namespace: str | None, name: str, **_: Any) -> None:
     interval=CONFIG.status_interval,
     initial_delay=min(5.0, CONFIG.status_interval),
 )
-async def refresh_status(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def refresh_status(body: kopf.Body, **kwargs: Any) -> None:
     reconciler = RUNTIME.reconciler
-    if reconciler is None or stopped:
+    if reconciler is None or kwargs.get("stopped"):
         return  # starting or stopping: the next round will do
     await reconciler.refresh(_plain(body))
 

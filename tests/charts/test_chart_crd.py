@@ -41,6 +41,19 @@ def test_rendered_crd_is_the_file_plus_keep(helm: Helm, crd: dict[str, Any]):
     assert rendered == expected
 
 
+def test_rendered_crd_text_is_the_file_plus_one_annotation(helm: Helm, crd: dict[str, Any]):
+    result = helm.run(*helm.template_args(monitoring=False), "-s", "templates/crd.yaml", check=True)
+    header = "---\n# Source: sipstack-connector/templates/crd.yaml\n"
+    assert result.stdout.startswith(header)
+    body = result.stdout[len(header) :]
+    added = "    helm.sh/resource-policy: keep\n"
+    assert body.count(added) == 1
+    body = body.replace(added, "", 1)
+    if not crd["metadata"].get("annotations"):
+        body = body.replace("metadata:\n  annotations:\n", "metadata:\n", 1)
+    assert body.rstrip("\n") == CRD_FILE.read_text().rstrip("\n")
+
+
 def test_crd_template_reads_the_copy():
     template = (CHART / "templates" / "crd.yaml").read_text()
     assert '.Files.Get "files/asteriskconnectors.sipstack.com.yaml"' in template

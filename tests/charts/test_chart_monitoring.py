@@ -148,6 +148,10 @@ def test_dashboard_config_map(helm: Helm):
             if panel["type"] == "timeseries":
                 assert "namespace, service" in target["expr"], panel["title"]
     assert json.loads((CHART / "dashboards" / "sipstack-fleet.json").read_text()) == dashboard
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"datasource", "namespace", "pbx"}
 
 
 def test_fleet_service_monitor_selects_the_operators_agent_services(helm: Helm):

@@ -200,3 +200,17 @@ def test_every_object_is_labelled(helm: Helm):
         labels = obj["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", obj["metadata"]["name"]
         assert labels.get("app.kubernetes.io/part-of") == "sipstack-connector-asterisk"
+
+
+def test_connector_only_release(helm: Helm, write_values):
+    path = write_values(
+        {
+            "operator": {"enabled": False},
+            "crds": {"create": False},
+            "serviceMonitor": {"enabled": False},
+            "prometheusRule": {"enabled": False},
+            "grafanaDashboard": {"enabled": False},
+        }
+    )
+    objects = helm.render([CI_DIR / "single-pbx-values.yaml", path])
+    assert {o["kind"] for o in objects} == {"AsteriskConnector"}

@@ -205,3 +205,13 @@ def test_connector_outside_the_watched_namespaces_fails(
     result = helm.run(*helm.template_args([write_values(values)], monitoring=False))
     assert result.returncode != 0
     assert "namespace elsewhere is not in operator.watchNamespaces [telephony]" in result.output
+
+
+def test_inline_password_in_connector_defaults_is_rejected(
+    helm: Helm, write_values: Callable[[Any], Path]
+):
+    values = {"connectorDefaults": {"database": {"password": "hunter2"}}}
+    result = helm.run(*helm.template_args([write_values(values)], monitoring=False))
+    assert result.returncode != 0
+    assert "/connectorDefaults/database" in result.output
+    assert "additional properties 'password' not allowed" in result.output

@@ -194,3 +194,17 @@ def test_compose_and_env_example_use_only_known_variables():
     )
     unknown = used - known
     assert not unknown, f"not agent variables according to {source}: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_builder_copies_what_the_build_needs(name: str):
+    builder = stages((ROOT / name).read_text())[0]
+    copied = {a.split()[0].rstrip("/") for i, a in builder if i == "COPY"} | {
+        part.rstrip("/") for i, a in builder if i == "COPY" for part in a.split()[:-1]
+    }
+    needed = {"pyproject.toml", PYPROJECT["project"]["readme"]}
+    needed |= set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"])
+    assert needed <= copied, f"{name} builder misses {needed - copied}"
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for path in needed:
+        assert f"!{path}" in ignore or f"!{path}/" in ignore, f".dockerignore drops {path}"

@@ -79,6 +79,12 @@ class Emulator(kmock.KubernetesEmulator):
         meta["generation"] = 1
         meta.pop("deletionTimestamp", None)
 
+    def _lookup(self, key: Any) -> Any:
+        # kmock's ObjectsArray has `in` and `[]` but no .get().
+        if key not in self._objects:
+            return None
+        return self._objects[key]
+
     def _has_status_subresource(self, resource: Any) -> bool:
         try:
             info = self.resources[resource]
@@ -102,7 +108,7 @@ class Emulator(kmock.KubernetesEmulator):
         key = (request.resource, request.namespace, request.name)
         uid = None
         if request.action in (enums.action.DELETE, enums.action.UPDATE) and request.name:
-            existing = self._objects[key] if key in self._objects else None
+            existing = self._lookup(key)
             if existing is not None and not existing.deleted:
                 uid = existing.get("metadata", {}).get("uid")
         response = await super()._handle(request)
@@ -147,7 +153,7 @@ class Emulator(kmock.KubernetesEmulator):
         key = (request.resource, request.namespace, request.name)
         bus = self._buses[request.resource]
         async with self._lock:
-            existing = self._objects[key] if key in self._objects else None
+            existing = self._lookup(key)
             created = existing is None or existing.deleted
             if created:
                 body.setdefault("metadata", {})["name"] = request.name

@@ -20,9 +20,8 @@ import aiohttp.web
 import kmock
 import pytest
 import yaml
-from kopf.testing import KopfRunner
-
 from emulator import Emulator
+from kopf.testing import KopfRunner
 from sipstack_operator import handlers
 from sipstack_operator.reconcile import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
@@ -187,7 +186,9 @@ def obj(cluster: Emulator, resource: Any, name: str) -> dict[str, Any] | None:
 
 def names(cluster: Emulator, resource: Any) -> list[str]:
     return sorted(
-        n for (r, ns, n), o in cluster.objects.items() if r == resource and ns == NS and not o.deleted
+        n
+        for (r, ns, n), o in cluster.objects.items()
+        if r == resource and ns == NS and not o.deleted
     )
 
 
@@ -245,8 +246,12 @@ async def seed(cluster: Emulator) -> None:
 
 
 def assert_no_secret_values(cluster: Emulator, *values: str) -> None:
-    cr_text = json.dumps([o.raw for k, o in cluster.objects.items() if k[0] == CONNECTORS and not o.deleted])
-    ev_text = json.dumps([o.raw for k, o in cluster.objects.items() if k[0] == EVENTS and not o.deleted])
+    cr_text = json.dumps(
+        [o.raw for k, o in cluster.objects.items() if k[0] == CONNECTORS and not o.deleted]
+    )
+    ev_text = json.dumps(
+        [o.raw for k, o in cluster.objects.items() if k[0] == EVENTS and not o.deleted]
+    )
     for value in values:
         assert value not in cr_text
         assert value not in ev_text
@@ -305,8 +310,10 @@ async def test_create_yields_owned_children_and_status(
         await make_ready(cluster, "pbx-east")
         await eventually(lambda: condition(cluster, "pbx-east", "Ready")["status"] == "True")
         status = await eventually(
-            lambda: (obj(cluster, CONNECTORS, "pbx-east") or {})["status"].get("backlog") == 7
-            and obj(cluster, CONNECTORS, "pbx-east")["status"]
+            lambda: (
+                (obj(cluster, CONNECTORS, "pbx-east") or {})["status"].get("backlog") == 7
+                and obj(cluster, CONNECTORS, "pbx-east")["status"]
+            )
         )
         assert status["lastShippedAt"] == "2026-11-25T21:00:00Z"
         assert status["agent"]["readyReplicas"] == 1
@@ -317,8 +324,10 @@ async def test_create_yields_owned_children_and_status(
 
         agent_status["last_error"] = f"401 from API with key {API_KEY}"
         await eventually(
-            lambda: obj(cluster, CONNECTORS, "pbx-east")["status"].get("lastError", "").startswith(
-                "401"
+            lambda: (
+                obj(cluster, CONNECTORS, "pbx-east")["status"]
+                .get("lastError", "")
+                .startswith("401")
             )
         )
         # Events for the transitions, never a secret value anywhere.
@@ -362,8 +371,9 @@ async def test_deleting_a_secret_sets_the_condition(cluster: Emulator) -> None:
         )
         await delete(cluster, f"{SECRET_PATH}/pbx-db")
         cond = await eventually(
-            lambda: (c := condition(cluster, "pbx-east", "SecretsResolved"))["status"] == "False"
-            and c
+            lambda: (
+                (c := condition(cluster, "pbx-east", "SecretsResolved"))["status"] == "False" and c
+            )
         )
         assert cond["reason"] == "SecretNotFound"
         assert "'pbx-db'" in cond["message"]
@@ -382,8 +392,9 @@ async def test_missing_key_then_fixed(cluster: Emulator) -> None:
     await create(cluster, connector())
     async with operator():
         cond = await eventually(
-            lambda: (c := condition(cluster, "pbx-east", "SecretsResolved"))["status"] == "False"
-            and c
+            lambda: (
+                (c := condition(cluster, "pbx-east", "SecretsResolved"))["status"] == "False" and c
+            )
         )
         assert cond["reason"] == "SecretKeyNotFound"
         assert cond["message"] == "key 'api-key' not found in Secret 'sipstack-api'"
@@ -408,7 +419,9 @@ async def test_paused_scales_to_zero(cluster: Emulator) -> None:
         cond = await eventually(lambda: condition(cluster, "pbx-east", "Ready"))
         assert (cond["status"], cond["reason"]) == ("False", "Paused")
         await patch(cluster, f"{CR_PATH}/pbx-east", {"spec": {"paused": False}})
-        await eventually(lambda: obj(cluster, DEPLOYMENTS, "pbx-east-agent")["spec"]["replicas"] == 1)
+        await eventually(
+            lambda: obj(cluster, DEPLOYMENTS, "pbx-east-agent")["spec"]["replicas"] == 1
+        )
 
 
 async def test_service_monitor_without_crd(cluster: Emulator) -> None:
@@ -425,9 +438,11 @@ async def test_delete_leaves_no_finalizer(cluster: Emulator) -> None:
     await create(cluster, connector())
     async with operator():
         cr = await eventually(
-            lambda: (o := obj(cluster, CONNECTORS, "pbx-east"))
-            and o["metadata"].get("finalizers")
-            and o
+            lambda: (
+                (o := obj(cluster, CONNECTORS, "pbx-east"))
+                and o["metadata"].get("finalizers")
+                and o
+            )
         )
         assert cr["metadata"]["finalizers"] == ["sipstack.com/operator"]
         await eventually(lambda: obj(cluster, DEPLOYMENTS, "pbx-east-agent"))

@@ -1,0 +1,314 @@
+"""render.py: golden files per spec variant, every child valid for Kubernetes
+1.28 and the newest schema kubernetes-validate bundles (strict: unknown
+fields fail), the ServiceMonitor valid against its schema, and the
+invariants the issue asks for.
+
+Regenerate the golden files after an intended change:
+
+    SIPSTACK_UPDATE_GOLDEN=1 .venv/bin/pytest tests/operator/test_render.py
+
+The ServiceMonitor schema (tests/operator/data/servicemonitor.v1.schema.json)
+was generated once from cloudcoil-models-prometheus-operator 0.80.1.0 with
+``ServiceMonitor.model_json_schema(by_alias=True)`` plus
+``additionalProperties: false`` on every object. cloudcoil is not installed
+in the venv: it registers a pytest plugin that breaks every pytest run
+without `filelock`. To regenerate: ``pip install --target /tmp/cc --no-deps
+cloudcoil==0.6.0 cloudcoil-models-prometheus-operator==0.80.1.0`` and run the
+snippet in the schema's ``$comment`` with PYTHONPATH=/tmp/cc.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import pathlib
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import EXAMPLES, GOLDEN, example_crs, load_docs
+from sipstack_operator.cli import dump, render_documents
+from sipstack_operator.render import (
+    HASH_ANNOTATION,
+    MissingSecretError,
+    Owner,
+    agent_env,
+    render,
+)
+from sipstack_operator.spec import SecretKeyRef, parse_resource
+
+UPDATE = os.environ.get("SIPSTACK_UPDATE_GOLDEN") == "1"
+K8S_VERSIONS = ["1.28", kubernetes_validate.latest_version()]
+SM_SCHEMA = json.loads(
+    (pathlib.Path(__file__).parent / "data" / "servicemonitor.v1.schema.json").read_text()
+)
+
+MINIMAL: dict[str, Any] = {
+    "apiVersion": "sipstack.com/v1alpha1",
+    "kind": "AsteriskConnector",
+    "metadata": {"name": "minimal", "namespace": "telephony"},
+    "spec": {
+        "region": "us1",
+        "apiKeySecretRef": {"name": "sipstack-api"},
+        "customerId": 1,
+        "database": {"type": "mysql", "host": "db", "name": "asteriskcdrdb", "user": "ro"},
+    },
+}
+
+
+def _variant(**spec: Any) -> dict[str, Any]:
+    cr = copy.deepcopy(MINIMAL)
+    cr["spec"].update(spec)
+    return cr
+
+
+# name -> (CR documents, render options)
+VARIANTS: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
+    **{p.stem: (load_docs(p), {}) for p in example_crs()},
+    "pbx-east-no-servicemonitor-crd": (
+        load_docs(EXAMPLES / "pbx-east.yaml"),
+        {"service_monitor_available": False},
+    ),
+    "minimal": ([MINIMAL], {}),
+    "minimal-owned": (
+        [
+            {
+                **MINIMAL,
+                "metadata": {**MINIMAL["metadata"], "uid": "0b9c3d6e-8a4f-4c1e-9d2a-5f6e7a8b9c0d"},
+            }
+        ],
+        {},
+    ),
+    "paused": ([_variant(paused=True)], {}),
+    "recordings-delete-after-upload": (
+        [
+            _variant(
+                recordings={
+                    "enabled": True,
+                    "upload": True,
+                    "deleteAfterUpload": True,
+                    "paths": ["/recordings", "/recordings/archive"],
+                    "volume": {"hostPath": {"path": "/var/spool/asterisk/monitor"}},
+                }
+            )
+        ],
+        {},
+    ),
+}
+
+
+def rendered(name: str) -> list[dict[str, Any]]:
+    crs, options = VARIANTS[name]
+    return render_documents(crs, load_docs(EXAMPLES / "secrets.yaml"), **options)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_golden(name: str) -> None:
+    text = dump(rendered(name))
+    path = GOLDEN / f"{name}.yaml"
+    if UPDATE or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if not UPDATE:
+            pytest.fail(f"golden file {path.name} was missing: written, check it in")
+    assert text == path.read_text(), f"render changed: SIPSTACK_UPDATE_GOLDEN=1 to accept ({name})"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_children_are_valid_kubernetes(name: str, version: str) -> None:
+    for child in rendered(name):
+        if child["kind"] == "ServiceMonitor":
+            continue
+        kubernetes_validate.validate(child, version, strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_service_monitors_match_their_schema(name: str) -> None:
+    monitors = [c for c in rendered(name) if c["kind"] == "ServiceMonitor"]
+    for sm in monitors:
+        jsonschema.Draft202012Validator(SM_SCHEMA).validate(sm)
+
+
+def test_the_service_monitor_schema_rejects_unknown_fields() -> None:
+    sm = next(c for c in rendered("pbx-east") if c["kind"] == "ServiceMonitor")
+    sm["spec"]["endpoints"][0]["intervall"] = "30s"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(SM_SCHEMA).validate(sm)
+
+
+def test_kubernetes_validate_is_strict() -> None:
+    dep = next(c for c in rendered("minimal") if c["kind"] == "Deployment")
+    dep["spec"]["template"]["spec"]["containers"][0]["envfrom"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, "1.28", strict=True)
+
+
+# --------------------------------------------------------------------------- invariants
+
+SECRETS = {
+    ("sipstack-api", "api-key"): "sk_0123456789abcdef0123456789abcdef",
+    ("pbx-db", "password"): "pw",
+    ("pbx-db", "ca.crt"): "-----BEGIN CERTIFICATE-----\n",
+}
+
+
+def _spec(**spec: Any) -> Any:
+    cr = _variant(**spec)
+    return parse_resource(cr)
+
+
+def _by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["kind"]: c for c in children}
+
+
+def test_children_names_labels_and_owner() -> None:
+    children = render(_spec(), SECRETS, owner=Owner(name="minimal", uid="u-1"))
+    kinds = _by_kind(children)
+    assert [c["kind"] for c in children] == [
+        "Secret",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+    ]
+    assert kinds["Secret"]["metadata"]["name"] == "minimal-agent-env"
+    assert kinds["Deployment"]["metadata"]["name"] == "minimal-agent"
+    assert kinds["PersistentVolumeClaim"]["metadata"]["name"] == "minimal-state"
+    assert kinds["Service"]["metadata"]["name"] == "minimal-metrics"
+    for child in children:
+        labels = child["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == "minimal"
+        assert labels["app.kubernetes.io/managed-by"] == "sipstack-operator"
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+        assert child["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_deployment_shape() -> None:
+    dep = _by_kind(render(_spec(), SECRETS))["Deployment"]
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "minimal-agent-env"}}]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8000, "protocol": "TCP"}]
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsUser"] == 10001
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/data": "state", "/tmp": "tmp"}
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    assert len(spec["template"]["metadata"]["annotations"][HASH_ANNOTATION]) == 64
+
+
+def test_paused_scales_to_zero() -> None:
+    assert _by_kind(render(_spec(paused=True), SECRETS))["Deployment"]["spec"]["replicas"] == 0
+
+
+def _hash(spec: Any, secrets: dict[tuple[str, str], str]) -> str:
+    dep = _by_kind(render(spec, secrets))["Deployment"]
+    return str(dep["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION])
+
+
+def test_hash_follows_spec_and_secret_values() -> None:
+    base = _hash(_spec(), SECRETS)
+    assert _hash(_spec(), dict(SECRETS)) == base  # deterministic
+    assert _hash(_spec(shipping={"batchSize": 10}), SECRETS) != base
+    rotated = {**SECRETS, ("sipstack-api", "api-key"): "sk_ffffffffffffffffffffffffffffffff"}
+    assert _hash(_spec(), rotated) != base
+    # The CA bundle is mounted (not in the env) but still rolls the pod.
+    db = {
+        "type": "postgresql",
+        "host": "db",
+        "name": "cdr",
+        "user": "ro",
+        "sslMode": "verify-full",
+        "caSecretRef": {"name": "pbx-db"},
+    }
+    with_ca = _hash(_spec(database=db), SECRETS)
+    new_ca = {**SECRETS, ("pbx-db", "ca.crt"): "-----BEGIN CERTIFICATE-----\nnew\n"}
+    assert _hash(_spec(database=db), new_ca) != with_ca
+
+
+def test_env_has_every_agent_variable() -> None:
+    cr = load_docs(EXAMPLES / "pbx-ami.yaml")[0]
+    spec = parse_resource(cr)
+    secrets = {
+        ("sipstack-api", "api-key"): "sk_x",
+        ("pbx-central-secrets", "db-password"): "dbpw",
+        ("pbx-central-secrets", "ami-password"): "amipw",
+    }
+    env = agent_env(spec, secrets)
+    assert env["CONNECTOR_ID"] == "telephony/pbx-central"
+    assert env["AMI_PASSWORD"] == "amipw"
+    assert env["AMI_TLS"] == "true"
+    assert env["AMI_PORT"] == "5039"
+    assert env["DB_PORT"] == "5432"
+    assert env["ACCOUNTCODE_TENANT_MAP"] == "100:acme,200:globex"
+    assert env["STATE_DIR"] == "/data"
+    assert env["MONITORING_PORT"] == "8000"
+    assert env["LOG_FORMAT"] == "json"
+    assert env["API_URL"].startswith("https://ingest.internal")
+    assert env["HOST_HOSTNAME"] == "pbx-central"  # defaults to the name
+
+
+def test_csv_and_recordings_mounts() -> None:
+    cr = load_docs(EXAMPLES / "pbx-csv.yaml")[0]
+    dep = _by_kind(rendered("pbx-csv"))["Deployment"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "cel-csv")
+    assert mount == {
+        "name": "cel-csv",
+        "mountPath": "/var/log/asterisk/cel-custom",
+        "readOnly": True,
+    }
+    vol = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "cel-csv")
+    assert vol["persistentVolumeClaim"] == cr["spec"]["cel"]["csvVolume"]["persistentVolumeClaim"]
+
+    ro = _by_kind(rendered("pbx-east"))["Deployment"]["spec"]["template"]["spec"]
+    rec = next(m for m in ro["containers"][0]["volumeMounts"] if m["name"] == "recordings")
+    assert rec["readOnly"] is True
+    rw = _by_kind(rendered("recordings-delete-after-upload"))["Deployment"]["spec"]["template"][
+        "spec"
+    ]
+    rec = next(m for m in rw["containers"][0]["volumeMounts"] if m["name"] == "recordings")
+    assert rec == {"name": "recordings", "mountPath": "/recordings", "readOnly": False}
+
+
+def test_missing_secret_names_the_key_not_a_value() -> None:
+    with pytest.raises(MissingSecretError) as err:
+        render(_spec(), {})
+    assert err.value.ref == SecretKeyRef("sipstack-api", "api-key")
+    assert "sipstack-api" in str(err.value)
+
+
+def test_no_secret_value_outside_the_env_secret() -> None:
+    children = render_documents(
+        load_docs(EXAMPLES / "pbx-ami.yaml"), load_docs(EXAMPLES / "secrets.yaml")
+    )
+    values = [
+        "sk_0123456789abcdef0123456789abcdef",
+        "example-central-db-password",
+        "example-central-ami-secret",
+    ]
+    for child in children:
+        text = yaml.safe_dump(child)
+        if child["kind"] == "Secret":
+            decoded = {k: base64.b64decode(v).decode() for k, v in child["data"].items()}
+            assert set(values) <= set(decoded.values())
+            continue
+        for value in values:
+            assert value not in text, child["kind"]

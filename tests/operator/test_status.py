@@ -1,0 +1,117 @@
+"""status.py: conditions change lastTransitionTime only on a status change,
+transitions become events, the agent's /status maps onto the CR status, and
+nothing that looks like an API key survives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sipstack_operator import status as st
+
+
+def _merge(old: Any, *conds: st.Condition, now: str = "2026-01-01T00:00:00Z") -> Any:
+    return st.merge_conditions(old, conds, now=now, generation=3)
+
+
+def test_first_write_is_a_transition() -> None:
+    merged, transitions = _merge(None, st.Condition("Ready", "False", "AgentNotReady", "waiting"))
+    assert merged == [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "AgentNotReady",
+            "message": "waiting",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "observedGeneration": 3,
+        }
+    ]
+    assert [t.event_type for t in transitions] == ["Warning"]
+
+
+def test_time_moves_only_on_status_change() -> None:
+    first, _ = _merge(None, st.Condition("Ready", "False", "A", "m"))
+    same, transitions = _merge(first, st.Condition("Ready", "False", "A", "m"), now="later")
+    assert same == first and transitions == []
+    reason, transitions = _merge(first, st.Condition("Ready", "False", "B", "m2"), now="later")
+    assert reason[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert (reason[0]["reason"], reason[0]["message"]) == ("B", "m2")
+    assert len(transitions) == 1  # a new reason is worth an event
+    flipped, transitions = _merge(
+        first, st.Condition("Ready", "True", "AgentReady", ""), now="later"
+    )
+    assert flipped[0]["lastTransitionTime"] == "later"
+    assert transitions[0].event_type == "Normal"
+
+
+def test_conditions_are_ordered_and_others_kept() -> None:
+    merged, _ = _merge(
+        [{"type": "Custom", "status": "True"}],
+        st.Condition("MonitoringConfigured", "True", "x"),
+        st.Condition("Ready", "True", "x"),
+    )
+    assert [c["type"] for c in merged] == ["Ready", "MonitoringConfigured", "Custom"]
+
+
+def test_ready_follows_secrets_and_agent() -> None:
+    ok = st.Condition("SecretsResolved", "True", "SecretsFound")
+    agent = st.agent_condition({"status": {"readyReplicas": 1}}, paused=False)
+    assert (
+        st.ready_condition({"SecretsResolved": ok, "AgentAvailable": agent}, paused=False).status
+        == "True"
+    )
+    bad = st.Condition("SecretsResolved", "False", "SecretNotFound", "Secret 'x' not found")
+    ready = st.ready_condition({"SecretsResolved": bad, "AgentAvailable": agent}, paused=False)
+    assert (ready.status, ready.reason) == ("False", "SecretNotFound")
+    paused = st.ready_condition({}, paused=True)
+    assert (paused.status, paused.reason) == ("False", "Paused")
+    assert st.Transition("Ready", "False", "Paused", "").event_type == "Normal"
+    assert st.ready_condition({}, paused=False).status == "Unknown"
+
+
+def test_agent_condition_from_the_deployment() -> None:
+    assert st.agent_condition(None, paused=False).reason == "DeploymentMissing"
+    assert st.agent_condition({"status": {}}, paused=False).reason == "AgentNotReady"
+    stuck = {
+        "status": {
+            "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            ]
+        }
+    }
+    assert st.agent_condition(stuck, paused=False).reason == "ProgressDeadlineExceeded"
+    assert st.agent_condition({"status": {"readyReplicas": 1}}, paused=True).reason == "Paused"
+
+
+def test_monitoring_condition() -> None:
+    assert st.monitoring_condition(enabled=False, available=False).status == "True"
+    missing = st.monitoring_condition(enabled=True, available=False)
+    assert (missing.status, missing.reason) == ("False", "ServiceMonitorCRDMissing")
+    assert st.monitoring_condition(enabled=True, available=True).reason == "ServiceMonitorApplied"
+
+
+def test_agent_fields() -> None:
+    doc = {
+        "last_success_at": "2026-11-25T21:00:00.123456+00:00",
+        "outbox_depth": 12,
+        "last_error": "HTTP 401 with key sk_0123456789abcdef0123456789abcdef",
+    }
+    fields = st.agent_fields(doc)
+    assert fields["backlog"] == 12
+    assert fields["lastShippedAt"] == "2026-11-25T21:00:00Z"
+    assert "0123456789abcdef0123456789abcdef" not in fields["lastError"]
+    assert fields["lastError"].endswith("sk_…cdef")
+    assert st.agent_fields({"last_success_at": 0, "last_error": None}) == {
+        "lastShippedAt": "1970-01-01T00:00:00Z",
+        "lastError": "",
+    }
+    assert st.agent_fields(None) == {}
+
+
+def test_status_patch_only_when_changed() -> None:
+    old = {"backlog": 1, "agent": {"readyReplicas": 1}}
+    assert st.status_patch(old, dict(old)) is None
+    assert st.status_patch(old, {**old, "backlog": 2}) == {"backlog": 2}
+
+
+def test_scrub_truncates() -> None:
+    assert len(st.scrub("x" * 5000)) == st.MAX_MESSAGE
