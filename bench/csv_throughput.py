@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 
-from sipstack_agent.config import CsvSettings  # noqa: E402
-from sipstack_agent.metrics import Metrics  # noqa: E402
-from sipstack_agent.sources.cel_csv import CelCsvParser, CelCsvSource  # noqa: E402
+from sipstack_agent.config import CsvSettings
+from sipstack_agent.metrics import Metrics
+from sipstack_agent.sources.cel_csv import CelCsvParser, CelCsvSource
 
 TARGET = 50_000
 KINDS = (
@@ -153,7 +153,9 @@ def main() -> int:
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--timezone", default="America/Toronto")
     ap.add_argument("--chunk", type=int, default=1024 * 1024)
-    ap.add_argument("--store", action="store_true", help="also measure the source into a StateStore")
+    ap.add_argument(
+        "--store", action="store_true", help="also measure the source into a StateStore"
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile the parse pass")
     args = ap.parse_args()
 

@@ -1,5 +1,5 @@
 """Bench: the real operator (`sipstack-operator run`, a subprocess) reconciling
-N AsteriskConnectors against kmock (the in-memory API of tests/operator/emulator.py).
+N AsteriskConnectors against kmock (the in-memory API of tests/operator/kmock_emulator.py).
 
     .venv/bin/python bench/operator_reconcile.py [--count 200]
 
@@ -33,7 +33,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "operator"))
 sys.path.insert(0, str(ROOT / "operator"))
 
-from emulator import Emulator  # noqa: E402
+from kmock_emulator import Emulator  # noqa: E402
+
+
+class BenchEmulator(Emulator):
+    request_log_limit = 20
+
 
 NS = "bench"
 CONNECTORS = kmock.resource("sipstack.com", "v1alpha1", "asteriskconnectors")
@@ -63,6 +68,16 @@ def connector(i: int) -> dict[str, Any]:
             },
         },
     }
+
+
+def start_operator(env: dict[str, str], log: str | None) -> subprocess.Popen[bytes]:
+    stderr = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the child
+    return subprocess.Popen(
+        [sys.executable, "-m", "sipstack_operator.cli", "run", "--namespace", NS],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
 
 
 async def post(server: Emulator, path: str, body: dict[str, Any]) -> None:
@@ -105,8 +120,8 @@ async def wait(predicate: Any, proc: psutil.Process, peak: list[int], timeout: f
     return time.monotonic() - start
 
 
-async def main(count: int, timeout: float) -> None:
-    async with Emulator() as server, kmock.Server(server):
+async def main(count: int, timeout: float, log: str | None) -> None:
+    async with BenchEmulator() as server, kmock.Server(server):
         server.resources.load_bundled()
         server.resources[CONNECTORS] = kmock.ResourceInfo(
             kind="AsteriskConnector",
@@ -115,7 +130,10 @@ async def main(count: int, timeout: float) -> None:
             subresources={"status"},
         )
         secrets = f"/api/v1/namespaces/{NS}/secrets"
-        for name, data in (("sipstack-api", {"api-key": "sk_" + "a" * 32}), ("pbx-db", {"password": "pw"})):
+        for name, data in (
+            ("sipstack-api", {"api-key": "sk_" + "a" * 32}),
+            ("pbx-db", {"password": "pw"}),
+        ):
             body = {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -125,7 +143,9 @@ async def main(count: int, timeout: float) -> None:
             await post(server, secrets, body)
         for i in range(count):
             await post(
-                server, f"/apis/sipstack.com/v1alpha1/namespaces/{NS}/asteriskconnectors", connector(i)
+                server,
+                f"/apis/sipstack.com/v1alpha1/namespaces/{NS}/asteriskconnectors",
+                connector(i),
             )
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +155,9 @@ async def main(count: int, timeout: float) -> None:
                     {
                         "apiVersion": "v1",
                         "kind": "Config",
-                        "clusters": [{"name": "k", "cluster": {"server": str(server.url).rstrip("/")}}],
+                        "clusters": [
+                            {"name": "k", "cluster": {"server": str(server.url).rstrip("/")}}
+                        ],
                         "users": [{"name": "u", "user": {"token": "t"}}],
                         "contexts": [{"name": "k", "context": {"cluster": "k", "user": "u"}}],
                         "current-context": "k",
@@ -149,17 +171,14 @@ async def main(count: int, timeout: float) -> None:
                 "SIPSTACK_STATUS_INTERVAL": "30",
             }
             started = time.monotonic()
-            child = subprocess.Popen(  # noqa: ASYNC220 - started once, polled below
-                [sys.executable, "-m", "sipstack_operator.cli", "run", "--namespace", NS],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            child = start_operator(env, log)
             proc = psutil.Process(child.pid)
             peak = [0]
             try:
                 await wait(
-                    lambda: len(hashes(server, count)) == count and resolved(server, count) == count,
+                    lambda: (
+                        len(hashes(server, count)) == count and resolved(server, count) == count
+                    ),
                     proc,
                     peak,
                     timeout,
@@ -169,7 +188,9 @@ async def main(count: int, timeout: float) -> None:
                 t0 = time.monotonic()
                 headers = {"Content-Type": "application/merge-patch+json"}
                 patch = json.dumps({"data": {"api-key": b64("sk_" + "b" * 32)}})
-                async with server.patch(f"{secrets}/sipstack-api", data=patch, headers=headers) as resp:
+                async with server.patch(
+                    f"{secrets}/sipstack-api", data=patch, headers=headers
+                ) as resp:
                     assert resp.status < 300
                 await wait(
                     lambda: all(h != before[n] for n, h in hashes(server, count).items()),
@@ -179,6 +200,10 @@ async def main(count: int, timeout: float) -> None:
                 )
                 t_rotate = time.monotonic() - t0
                 rss_now = proc.memory_info().rss
+                cpu = proc.cpu_times()
+                operator_cpu = cpu.user + cpu.system
+                own = psutil.Process().cpu_times()
+                kmock_cpu = own.user + own.system
             finally:
                 child.terminate()
                 try:
@@ -189,11 +214,13 @@ async def main(count: int, timeout: float) -> None:
     print(f"start + reconcile all: {t_start:.2f} s ({count / t_start:.0f} connectors/s)")
     print(f"rotate shared secret -> all rolled: {t_rotate:.2f} s")
     print(f"operator RSS: {rss_now / 2**20:.1f} MiB (peak sampled {peak[0] / 2**20:.1f} MiB)")
+    print(f"CPU: operator {operator_cpu:.1f} s, kmock + bench {kmock_cpu:.1f} s")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--log", help="write the operator's log to this file")
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.timeout))
+    asyncio.run(main(args.count, args.timeout, args.log))

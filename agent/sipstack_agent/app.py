@@ -137,7 +137,10 @@ class Agent:
 
             # StateStore satisfies shipping.OutboxStore (outbox_dead returns a bool there).
             outbox: Any = store
-            self.shipper = Shipper(outbox, self.transport, s.api, s.identity, self.metrics)
+            # store.stats() counts rows: every 5 s is plenty for gauges and readiness.
+            self.shipper = Shipper(
+                outbox, self.transport, s.api, s.identity, self.metrics, stats_interval=5.0
+            )
             self.recordings = self._build_recordings(nstore)
             for name, factory in self._source_factories(nstore, stop):
                 tasks.append(self._spawn(name, factory, stop))
@@ -353,7 +356,7 @@ class Agent:
         return n_docs
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """Store stats -> metrics every 2 s; prune delivered calls every 60 s."""
+        """Store stats -> metrics every 10 s; prune delivered calls every 60 s."""
         assert self.store is not None
         last_prune = 0.0
         while not stop.is_set():
@@ -366,7 +369,7 @@ class Agent:
                 if res.calls:
                     log.debug("pruned %d delivered calls", res.calls)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
+                await asyncio.wait_for(stop.wait(), timeout=10.0)
 
     # ------------------------------------------------------------------ health / status
 

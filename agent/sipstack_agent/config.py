@@ -223,7 +223,9 @@ _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_STANDARD_RE = re.compile(r"^sk_[A-Za-z0-9]{32}$")
 _KEY_TIERED_RE = re.compile(r"^sk_t[0-4]_[A-Za-z0-9_]{8,}$")
-_CONNECTOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_CONNECTOR_ID_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._/@-]{0,127}$"
+)  # no ":" (Idempotency-Key separator)
 _MAX_SECRET_FILE = 64 * 1024
 # The cel table's columns (same as model.CEL_COLUMNS; config stays free of package imports).
 _CEL_COLUMN_NAMES: tuple[str, ...] = (
@@ -702,7 +704,7 @@ def load_settings(
     if not database_enabled and cel_mode == "none":
         r.bad("DB_TYPE", "no database and no CEL source: set DB_TYPE/DB_NAME or CEL_MODE")
 
-    db_tz = r.str_("DB_TIMEZONE", "TZ_DB", default="UTC")
+    db_tz = r.str_("DB_TIMEZONE", default="UTC")
     try:
         ZoneInfo(db_tz)
     except Exception:  # ZoneInfoNotFoundError, ValueError, OSError on odd names
@@ -819,7 +821,10 @@ def load_settings(
     hostname = r.str_("HOST_HOSTNAME") or _hostname()
     connector_id = r.str_("CONNECTOR_ID")
     if connector_id and not _CONNECTOR_ID_RE.match(connector_id):
-        r.bad("CONNECTOR_ID", f"letters, digits, . _ - only (max 128), got {r.show(connector_id)}")
+        r.bad(
+            "CONNECTOR_ID",
+            f"letters, digits, . _ - / @ only (max 128), got {r.show(connector_id)}",
+        )
         connector_id = ""
     identity = Identity(
         customer_id=r.int_("CUSTOMER_ID", default=0, lo=0, hi=2**63 - 1),
@@ -830,15 +835,15 @@ def load_settings(
     )
 
     # -- CEL feeds --------------------------------------------------------------
-    csv_cols = r.list_("CEL_CSV_COLUMNS")
+    csv_cols = tuple(c.lower() for c in r.list_("CEL_CSV_COLUMNS"))
     if csv_cols:
         known = set(_CEL_COLUMN_NAMES) | {"id", "-", "_"}
         unknown = [c for c in csv_cols if c not in known]
         if unknown:
-            r.bad(
-                "CEL_CSV_COLUMNS",
-                f"unknown column(s) {', '.join(map(r.show, unknown[:5]))}; "
-                f"names of the cel table, '-' to skip a column",
+            # The CSV reader skips columns it does not know; say so, it may be a typo.
+            r.warnings.append(
+                f"CEL_CSV_COLUMNS: {', '.join(map(r.show, unknown[:5]))} not cel column(s); "
+                "those CSV fields are ignored"
             )
         missing = [c for c in ("eventtype", "eventtime", "uniqueid") if c not in csv_cols]
         if missing:

@@ -49,6 +49,12 @@ DEMO_API_KEY = "sk_demo" + "0" * 28  # sk_ + 32 characters
 AGENT_DIR = str(Path(__file__).resolve().parent.parent)  # the folder holding sipstack_agent
 
 
+_INHERIT = frozenset(
+    {"PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "SYSTEMROOT"}
+)
+_INHERIT_P = ("PYTHON", "COVERAGE", "SSL_CERT", "LC_")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
     if not values:
@@ -68,14 +74,15 @@ class AgentProcess:
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DB_", "API_", "CEL_", "AMI_", "RECORDING"))
-        }
+        # Only the process basics are inherited: an agent variable set in the caller's
+        # environment (REGION, TENANT, ...) must not leak into this agent.
+        env = {k: v for k, v in os.environ.items() if k in _INHERIT or k.startswith(_INHERIT_P)}
         env.update(self.env)
         env["PYTHONPATH"] = AGENT_DIR + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        cwd = env.get("STATE_DIR") or None
+        if cwd:
+            os.makedirs(cwd, exist_ok=True)  # cwd: no stray ./.env is picked up
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipstack_agent.cli", "run"],
@@ -83,7 +90,7 @@ class AgentProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=env.get("STATE_DIR") or None,
+            cwd=cwd,
         )
 
     @property
@@ -236,8 +243,12 @@ async def demo(opts: DemoOptions) -> DemoResult:
         state_dir=state,
         db={"DB_TYPE": "sqlite", "DB_NAME": pbx},
     )
+    monitoring = _free_port()
+    env["MONITORING_PORT"] = str(monitoring)
+    env["MONITORING_HOST"] = "127.0.0.1"
     agent = AgentProcess(env, os.path.join(work, "agent.log"))
     say(f"demo: work dir {work}")
+    say(f"demo: agent metrics/status on http://127.0.0.1:{monitoring}/metrics and /status")
     say(f"demo: receiver {receiver.url}; agent: sipstack-agent run (DB_TYPE=sqlite DB_NAME={pbx})")
     say(f"demo: {n_calls} calls at {opts.rate:g}/s")
     agent.start()
@@ -338,6 +349,15 @@ async def demo(opts: DemoOptions) -> DemoResult:
         say(f"demo: files kept in {work}")
     say("demo: OK" if res.ok else "demo: FAILED")
     return res
+
+
+def _free_port() -> int:
+    import socket
+
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def count_rows(pbx: str) -> tuple[int, int]:

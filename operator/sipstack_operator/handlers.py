@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -36,6 +37,7 @@ from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
 
 CONFIG = OperatorConfig.from_env()
 FINALIZER = f"{GROUP}/operator"
+SECRET_FANOUT = 16  # connectors reconciled at once after one Secret changed
 
 
 class _Runtime:
@@ -73,8 +75,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300  # the API server closes a quiet watch after 5 min
-    settings.watching.client_timeout = 330  # ... and we give up waiting 30 s later
+    settings.watching.server_timeout = 300  # ask the API server to end each watch after 5 min
+    settings.watching.client_timeout = 330  # ... and give up on a silent one 30 s later
     settings.watching.connect_timeout = 30
     settings.networking.connect_timeout = 30
     settings.networking.request_timeout = 60
@@ -186,13 +188,18 @@ async def secret_changed(
     if not users:
         return
     reconciler = _reconciler()
-    for connector in users:
-        body = await reconciler.api.get_connector(namespace, connector)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        logger.info("Secret %s %s: reconciling connector %s", name, type.lower(), connector)
-        try:
-            await reconciler.reconcile(body)
-        except (ReconcileError, SpecError) as e:
-            # The conditions say what is wrong; the connector's own handler retries.
-            logger.warning("connector %s/%s: %s", namespace, connector, e)
+    limit = asyncio.Semaphore(SECRET_FANOUT)
+
+    async def one(connector: str) -> None:
+        async with limit:
+            body = await reconciler.api.get_connector(namespace, connector)
+            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                return
+            logger.info("Secret %s %s: reconciling connector %s", name, type.lower(), connector)
+            try:
+                await reconciler.reconcile(body)
+            except (ReconcileError, SpecError) as e:
+                # The conditions say what is wrong; the connector's own handler retries.
+                logger.warning("connector %s/%s: %s", namespace, connector, e)
+
+    await asyncio.gather(*(one(connector) for connector in users))

@@ -13,6 +13,9 @@ Fixtures
                       timezone="America/Toronto", cdr_extra_columns=("recordingfile",))``
                       for variants (``pg_sql_ascii=True``: a SQL_ASCII PostgreSQL
                       database); everything it creates is cleaned up.
+``tcp_proxy``         (function) factory of cuttable TCP forwarders: a database restart
+                      as clients see it, without stopping the shared servers.
+``admin_db_settings`` (function) settings -> the same database as the admin user.
 ``asterisk_sample``   the real Asterisk 20 sample rows (../shared/fixtures/asterisk20-sample)
                       as CSV dicts and as the CelRow/CdrRow a reader must produce.
 
@@ -640,5 +643,89 @@ async def pbx_db(
     return await make_pbx_db(request.param)
 
 
-def with_tz(settings: DatabaseSettings, tz: str) -> DatabaseSettings:
-    return replace(settings, timezone=tz)
+class TcpProxy:
+    """A TCP forwarder the test can cut: the database "restarts" as the client sees it
+    (established connections drop, new ones are refused) without touching the server."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection(*self.target)
+        except OSError:
+            w.close()
+            return
+        self._writers.update((w, uw))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        for t in (asyncio.create_task(pipe(r, uw)), asyncio.create_task(pipe(ur, w))):
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def cut(self) -> None:
+        """Stop listening and drop every connection (the server went away)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for w in list(self._writers):
+            w.close()
+        self._writers.clear()
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def resume(self) -> None:
+        """Listen again on the same port (the server is back)."""
+        await self.start()
+
+    async def close(self) -> None:
+        await self.cut()
+
+
+@pytest.fixture
+async def tcp_proxy() -> AsyncIterator[Callable[[str, int], Awaitable[TcpProxy]]]:
+    """``proxy = await tcp_proxy(host, port)``: a cuttable TCP forwarder (see TcpProxy)."""
+    proxies: list[TcpProxy] = []
+
+    async def make(host: str, port: int) -> TcpProxy:
+        p = TcpProxy(host, port)
+        await p.start()
+        proxies.append(p)
+        return p
+
+    yield make
+    for p in proxies:
+        await p.close()
+
+
+def admin_settings(settings: DatabaseSettings) -> DatabaseSettings:
+    """The same database as the admin (writer) user: for tests that need a privileged login."""
+    if settings.type == "postgresql":
+        return replace(settings, user="postgres", password="")
+    if settings.type == "mysql":
+        return replace(settings, user=MYSQL_USER, password=MYSQL_PASSWORD)
+    return settings
+
+
+@pytest.fixture
+def admin_db_settings() -> Callable[[DatabaseSettings], DatabaseSettings]:
+    """``admin_db_settings(settings)``: DatabaseSettings of the admin user for that database."""
+    return admin_settings

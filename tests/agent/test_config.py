@@ -108,6 +108,7 @@ CASES: list[tuple[dict[str, str], str, object]] = [
     ({"HOST_HOSTNAME": "pbx1.example.com"}, "identity.hostname", "pbx1.example.com"),
     ({"HOST_HOSTNAME": "pbx1.example.com"}, "identity.connector_id", "pbx1.example.com"),
     ({"CONNECTOR_ID": "pbx-7"}, "identity.connector_id", "pbx-7"),
+    ({"CONNECTOR_ID": "tenants/pbx-7"}, "identity.connector_id", "tenants/pbx-7"),
     ({"CDR_POLL_INTERVAL": "5"}, "poll_interval", 5.0),
     ({"POLL_INTERVAL": "3"}, "poll_interval", 3.0),
     ({"POLL_INTERVAL": "3", "CDR_POLL_INTERVAL": "4"}, "poll_interval", 4.0),
@@ -219,6 +220,12 @@ def test_wellformed_keys_give_no_warning(key: str) -> None:
     assert load(API_KEY=key).warnings == ()
 
 
+def test_unknown_csv_column_is_a_warning() -> None:
+    s = load(CEL_CSV_COLUMNS="eventtype,eventtime,uniqueid,bogus")
+    assert s.csv.columns[-1] == "bogus"
+    assert any(w.startswith("CEL_CSV_COLUMNS:") for w in s.warnings)
+
+
 def test_redact_key() -> None:
     assert redact_key(KEY) == "sk_…" + KEY[-4:]
     assert KEY not in redact_key(KEY)
@@ -246,6 +253,7 @@ BAD: list[tuple[str, str]] = [
     ("CUSTOMER_ID", "-1"),
     ("CUSTOMER_ID", "12a"),
     ("CONNECTOR_ID", "a b"),
+    ("CONNECTOR_ID", "a:b"),
     ("CDR_POLL_INTERVAL", "nan"),
     ("POLL_INTERVAL", "-1"),
     ("CDR_BATCH_SIZE", "0"),
@@ -267,7 +275,7 @@ BAD: list[tuple[str, str]] = [
     ("TENANT_CONTEXT_PATTERN", "(unclosed"),
     ("TENANT_CONTEXT_PATTERN", "no-group"),
     ("CEL_CSV_POLL_INTERVAL", "0"),
-    ("CEL_CSV_COLUMNS", "eventtype,bogus"),
+    ("CEL_CSV_COLUMNS", "eventtype,eventtime,linkedid"),
     ("AMI_PORT", "0"),
     ("AMI_TLS", "perhaps"),
     ("RECORDING_PATHS", "relative/dir"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile, ShipState
 from sipstack_agent.state import SCHEMA_VERSION, StateStore, StoreError, call_key_order
 
@@ -459,5 +462,61 @@ async def test_kill_9_after_ingest_returns_loses_nothing(tmp_path: Path) -> None
         st = await store.stats(T0)
         assert st.cel_rows == 2000 and st.calls == 20 and st.outbox_depth == 1
         assert len(await store.due_calls(T0, 100)) == 20
+    finally:
+        await store.close()
+
+
+# ----------------------------------------------------------------------------- grouping, property
+
+
+def _expected_groups(pairs: list[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    first_lid: dict[str, str] = {}
+    for lid, uid in pairs:
+        find(lid)
+        if uid in first_lid:
+            a, b = find(lid), find(first_lid[uid])
+            if a != b:
+                parent[a] = b
+        else:
+            first_lid[uid] = lid
+    groups: dict[str, set[str]] = {}
+    for x in list(parent):
+        groups.setdefault(find(x), set()).add(x)
+    return {min(g, key=call_key_order): frozenset(g) for g in groups.values()}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(1, 40), max_size=5),
+)
+async def test_groups_match_union_find_for_any_batching(
+    pairs: list[tuple[int, int]], cuts: list[int]
+) -> None:
+    rows = [
+        cel("CHAN_START", f"1700.{u}", f"1700.{lid}", row_id=i) for i, (lid, u) in enumerate(pairs)
+    ]
+    store = await StateStore.open(":memory:")
+    try:
+        bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+        for a, b in itertools.pairwise(bounds):
+            await store.ingest(rows[a:b], [])
+        expected = _expected_groups([(r.linkedid, r.uniqueid) for r in rows])
+        keys = await store.due_calls(T0, 1000)
+        assert sorted(keys) == sorted(expected)
+        for rec in await store.load_calls(keys):
+            assert frozenset(rec.linkedids) == expected[rec.call_key]
+            assert rec.linkedids[0] == rec.call_key
+            assert sorted(c.row_id or 0 for c in rec.cels) == sorted(
+                i for i, r in enumerate(rows) if r.linkedid in expected[rec.call_key]
+            )
     finally:
         await store.close()

@@ -214,3 +214,19 @@ def test_connector_only_release(helm: Helm, write_values):
     )
     objects = helm.render([CI_DIR / "single-pbx-values.yaml", path])
     assert {o["kind"] for o in objects} == {"AsteriskConnector"}
+
+
+@pytest.mark.parametrize("values", CI_VALUES)
+def test_the_operator_accepts_every_rendered_connector(helm: Helm, values: str):
+    """Chart output -> `sipstack-operator render`: no SpecError, valid children."""
+    cli = pytest.importorskip("sipstack_operator.cli")
+    objects = render_ci(helm, values, True)
+    connectors = by_kind(objects, "AsteriskConnector")
+    children = cli.render_documents(connectors, by_kind(objects, "Secret"))
+    deployments = by_kind(children, "Deployment")
+    assert len(deployments) == len(connectors)
+    sample = children if len(connectors) <= 2 else children[:8]
+    for child in sample:
+        if child["apiVersion"].startswith(CUSTOM_GROUPS):
+            continue
+        kubernetes_validate.validate(child, K8S_VERSIONS[-1], strict=True)

@@ -115,20 +115,21 @@ def test_dockerignore_keeps_secrets_out():
     assert "**" in lines and "**/.env" in lines
 
 
-def known_agent_variables() -> tuple[set[str], str]:
-    """Variable names from docs/configuration.md and config.py's loader, and where from."""
-    names: set[str] = set()
-    sources = []
-    doc = ROOT / "docs" / "configuration.md"
-    if doc.exists():
-        names |= set(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", doc.read_text()))
-        sources.append("docs/configuration.md")
-    config = ROOT / "agent" / "sipstack_agent" / "config.py"
-    text = config.read_text() if config.exists() else ""
+CONFIG_DOC = ROOT / "docs" / "configuration.md"
+CONFIG_PY = ROOT / "agent" / "sipstack_agent" / "config.py"
+
+
+def known_agent_variables() -> dict[str, set[str]]:
+    """Variable names per source: documented (configuration.md) and read (config.py)."""
+    sources: dict[str, set[str]] = {}
+    if CONFIG_DOC.exists():
+        sources["docs/configuration.md"] = set(
+            re.findall(r"`([A-Z][A-Z0-9_]{2,})`", CONFIG_DOC.read_text())
+        )
+    text = CONFIG_PY.read_text() if CONFIG_PY.exists() else ""
     if "def load_settings" in text:
-        names |= set(re.findall(r"\"([A-Z][A-Z0-9_]{2,})\"", text))
-        sources.append("config.py")
-    return names, " + ".join(sources)
+        sources["config.py"] = set(re.findall(r"\"([A-Z][A-Z0-9_]{2,})\"", text))
+    return sources
 
 
 def env_example_variables() -> list[str]:
@@ -182,8 +183,8 @@ def test_env_example_lists_the_agent_variables():
 
 
 def test_compose_and_env_example_use_only_known_variables():
-    known, source = known_agent_variables()
-    if not known:
+    sources = known_agent_variables()
+    if not sources:
         pytest.skip(
             "neither docs/configuration.md nor config.py's load_settings lists the agent "
             "variables yet"
@@ -192,16 +193,26 @@ def test_compose_and_env_example_use_only_known_variables():
     used = set(env_example_variables()) | set(
         compose["services"]["sipstack-agent"].get("environment", {})
     )
-    unknown = used - known
-    assert not unknown, f"not agent variables according to {source}: {sorted(unknown)}"
+    for source, known in sources.items():
+        unknown = used - known
+        assert not unknown, f"not agent variables according to {source}: {sorted(unknown)}"
+
+
+def test_env_example_uses_the_canonical_names():
+    if not CONFIG_DOC.exists():
+        pytest.skip("docs/configuration.md is not written yet")
+    text = CONFIG_DOC.read_text()
+    aliases = set(re.findall(r"Alias `([A-Z][A-Z0-9_]+)`", text))
+    aliases |= set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|[^|]*\| Alias of ", text, re.M))
+    assert aliases, "docs/configuration.md names no aliases any more: update this test"
+    used = set(env_example_variables())
+    assert not used & aliases, f"old names in .env.example: {sorted(used & aliases)}"
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
 def test_builder_copies_what_the_build_needs(name: str):
     builder = stages((ROOT / name).read_text())[0]
-    copied = {a.split()[0].rstrip("/") for i, a in builder if i == "COPY"} | {
-        part.rstrip("/") for i, a in builder if i == "COPY" for part in a.split()[:-1]
-    }
+    copied = {part.rstrip("/") for i, a in builder if i == "COPY" for part in a.split()[:-1]}
     needed = {"pyproject.toml", PYPROJECT["project"]["readme"]}
     needed |= set(PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"])
     assert needed <= copied, f"{name} builder misses {needed - copied}"

@@ -1,5 +1,4 @@
-"""Fixtures of the operator tests: paths, example documents, and a kmock
-cluster (see emulator.py) with a kubeconfig pointing at it."""
+"""Fixtures of the operator tests."""
 
 from __future__ import annotations
 
@@ -11,20 +10,10 @@ os.environ.setdefault("SIPSTACK_STATUS_INTERVAL", "0.3")
 os.environ.setdefault("SIPSTACK_RETRY_BASE", "0.5")
 os.environ.setdefault("SIPSTACK_RETRY_CAP", "2")
 
-import pathlib
 from typing import Any
 
 import pytest
-import yaml
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-CRD_PATH = ROOT / "crds" / "asteriskconnectors.sipstack.com.yaml"
-EXAMPLES = ROOT / "examples"
-GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
-
-
-def load_docs(path: pathlib.Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+from operator_testlib import CRD_PATH, EXAMPLES, load_docs
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +29,3 @@ def crd_schema(crd: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def example_secrets() -> list[dict[str, Any]]:
     return load_docs(EXAMPLES / "secrets.yaml")
-
-
-def example_crs() -> list[pathlib.Path]:
-    return sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "secrets.yaml")

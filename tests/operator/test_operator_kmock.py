@@ -1,5 +1,5 @@
 """The real operator (kopf.testing.KopfRunner + sipstack_operator.handlers)
-against an in-memory Kubernetes API (kmock + tests/operator/emulator.py).
+against an in-memory Kubernetes API (kmock + tests/operator/kmock_emulator.py).
 
 kmock runs on the test's event loop, the operator in KopfRunner's thread:
 the tests only ever await (never block) while the operator runs.
@@ -12,16 +12,21 @@ import base64
 import contextlib
 import copy
 import json
+import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp.web
+import jsonschema
 import kmock
 import pytest
 import yaml
-from emulator import Emulator
+from kmock_emulator import Emulator
 from kopf.testing import KopfRunner
+from operator_testlib import ROOT, strip_for_draft4
 from sipstack_operator import handlers
 from sipstack_operator.reconcile import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
@@ -147,9 +152,9 @@ async def agent_status(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[st
 
 
 @contextlib.asynccontextmanager
-async def operator() -> AsyncIterator[KopfRunner]:
+async def operator(*extra: str) -> AsyncIterator[KopfRunner]:
     runner = KopfRunner(
-        ["run", "--standalone", "--namespace", NS, "-m", "sipstack_operator.handlers"],
+        ["run", "--standalone", "--namespace", NS, "-m", "sipstack_operator.handlers", *extra],
         timeout=30,
     )
     await asyncio.to_thread(runner.__enter__)
@@ -261,7 +266,7 @@ def assert_no_secret_values(cluster: Emulator, *values: str) -> None:
 
 
 async def test_create_yields_owned_children_and_status(
-    cluster: Emulator, agent_status: dict[str, Any]
+    cluster: Emulator, agent_status: dict[str, Any], crd_schema: dict[str, Any]
 ) -> None:
     with_service_monitors(cluster)
     await seed(cluster)
@@ -330,6 +335,10 @@ async def test_create_yields_owned_children_and_status(
                 .startswith("401")
             )
         )
+        # The status the operator wrote is valid for the CRD's status schema.
+        full = obj(cluster, CONNECTORS, "pbx-east")
+        full.pop("metadata")
+        jsonschema.Draft4Validator(strip_for_draft4(crd_schema)).validate(full)
         # Events for the transitions, never a secret value anywhere.
         events = [o.raw for k, o in cluster.objects.items() if k[0] == EVENTS]
         assert any(e.get("reason") == "AgentReady" for e in events)
@@ -350,16 +359,25 @@ async def test_spec_change_changes_the_hash(cluster: Emulator) -> None:
         assert base64.b64decode(env["data"]["CDR_BATCH_SIZE"]).decode() == "100"
 
 
-async def test_rotating_a_secret_rolls_the_agent(cluster: Emulator) -> None:
+async def test_rotating_a_secret_rolls_the_agent(
+    cluster: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     await seed(cluster)
     await create(cluster, connector())
-    async with operator():
+    async with operator("--debug"):
         before = await eventually(lambda: pod_hash(cluster, "pbx-east"), what="deployment")
         await patch(cluster, f"{SECRET_PATH}/pbx-db", {"data": {"password": b64("rotated!")}})
         await eventually(lambda: pod_hash(cluster, "pbx-east") != before, what="new hash")
         env = obj(cluster, SECRETS, "pbx-east-agent-env")
         assert base64.b64decode(env["data"]["DB_PASSWORD"]).decode() == "rotated!"
         assert_no_secret_values(cluster, "rotated!", API_KEY)
+    # Not in the operator's logs either, even at DEBUG (kopf's included).
+    logs = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("aiohttp"))
+    assert "Handler 'secret_changed' succeeded" in logs
+    assert any(r.levelno == logging.DEBUG and r.name.startswith("kopf") for r in caplog.records)
+    for value in ("rotated!", DB_PASSWORD, API_KEY, b64("rotated!"), b64(API_KEY)):
+        assert value not in logs
 
 
 async def test_deleting_a_secret_sets_the_condition(cluster: Emulator) -> None:
@@ -477,3 +495,45 @@ async def test_restart_creates_no_duplicates(cluster: Emulator) -> None:
     assert names(cluster, DEPLOYMENTS) == ["pbx-east-agent", "pbx-west-agent"]
     # Nothing changed, so the re-apply on resume did not even write the Deployment.
     assert obj(cluster, DEPLOYMENTS, "pbx-east-agent")["metadata"]["resourceVersion"] == rv
+
+
+async def test_the_cli_runs_the_operator_with_a_liveness_endpoint(
+    cluster: Emulator, unused_tcp_port: int
+) -> None:
+    """`sipstack-operator run` as a real process: reconciles, answers liveness, stops on SIGTERM."""
+    await seed(cluster)
+    await create(cluster, connector())
+    liveness = f"http://127.0.0.1:{unused_tcp_port}/healthz"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sipstack_operator.cli",
+        "run",
+        "--namespace",
+        NS,
+        "--liveness",
+        liveness,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await eventually(lambda: pod_hash(cluster, "pbx-east"), timeout=20, what="deployment")
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(liveness) as resp:
+                        assert resp.status == 200
+                        assert "connectors" in await resp.json()
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("no liveness endpoint")
+    finally:
+        proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    for value in (API_KEY, DB_PASSWORD):
+        assert value not in stderr.decode()

@@ -635,11 +635,14 @@ class CelAmiSource:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
-            self._wake.set()
+            # Stop the writer (also when run() itself is cancelled), then write what is left:
+            # rows leave the buffer only after their ingest returned, so nothing is lost and
+            # a row whose ingest was interrupted is de-duplicated by its dedup_key.
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer, 10.0)
-            if not writer.done():
-                writer.cancel()
+                await asyncio.wait_for(self._flush(), 10.0)
             with contextlib.suppress(Exception):
                 await self.store.set_position(POSITION, self._position() | {"connected": False})
             self._set_state("stopped", self.last_error)
@@ -733,7 +736,7 @@ async def check_ami(
         )
         session.close()
         return out
-    except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+    except Exception as exc:  # refused, timeout, TLS, not an AMI...
         out.append(
             (
                 "ami login",

@@ -711,6 +711,16 @@ class CelCsvSource:
         self.rows_total = 0
         self.rotations: dict[str, int] = {"rename": 0, "truncate": 0, "lost": 0}
 
+    @property
+    def healthy(self) -> bool:
+        """False while the file is missing or reading fails (see `state`, `last_error`)."""
+        return self.state in ("starting", "tailing")
+
+    @property
+    def connected(self) -> bool:
+        """The app's readiness probe reads this: the file is open and being tailed."""
+        return self.healthy
+
     # -- lifecycle --------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -1194,8 +1204,8 @@ def _check_csv_sync(settings: CsvSettings, timezone: str, sample_lines: int) -> 
             "" if ok and rows else "check the cel_custom.conf mapping and CEL_CSV_COLUMNS",
         )
     )
-    counts = sorted({_count_columns(q.raw) for q in bad if b"columns" not in q.raw} - {0})
     colq = [q for q in bad if q.reason.startswith("expected")]
+    counts = sorted({_count_columns(q.raw) for q in colq} - {0})
     out.append(
         (
             "cel_csv column count",
@@ -1209,6 +1219,18 @@ def _check_csv_sync(settings: CsvSettings, timezone: str, sample_lines: int) -> 
         )
     )
     if rows:
+        ends = any(r.eventtype == "LINKEDID_END" for r in rows)
+        out.append(
+            (
+                "cel_csv linkedid_end",
+                True,
+                "LINKEDID_END events present"
+                if ends
+                else f"no LINKEDID_END in the last {len(rows)} events: calls complete after "
+                "CALL_IDLE_TIMEOUT instead",
+                "" if ends else "add LINKEDID_END to events= in cel.conf (not in the stock list)",
+            )
+        )
         newest = max(r.eventtime for r in rows)
         skew = (datetime.now(UTC) - newest).total_seconds()
         if skew < -300:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import ssl
 import time
@@ -189,29 +190,15 @@ def _ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
     return ctx
 
 
-def _pg_decode(b: bytes) -> str:
-    return decode_text(b)
-
-
 class _PgDb:
-    def __init__(self, pool: Any, dialect: Dialect) -> None:
+    def __init__(self, pool: Any, dialect: Dialect, raw_text: bool = False) -> None:
         self.pool = pool
         self.dialect = dialect
+        self.raw_text = raw_text  # SQL_ASCII database: read text columns as bytes
 
     @classmethod
     async def open(cls, db: DatabaseSettings, pool_size: int) -> _PgDb:
         import asyncpg
-
-        async def init(con: Any) -> None:
-            # Text that is not valid UTF-8 (SQL_ASCII databases) must not crash the reader.
-            for typ in ("text", "varchar", "bpchar", "name"):
-                await con.set_type_codec(
-                    typ,
-                    schema="pg_catalog",
-                    encoder=lambda s: s.encode("utf-8"),
-                    decoder=_pg_decode,
-                    format="binary",
-                )
 
         mode = (db.sslmode or "").lower()
         ssl_arg: Any = _ssl_context(db) if mode not in ("", "allow", "prefer", "disable") else None
@@ -228,13 +215,17 @@ class _PgDb:
             command_timeout=max(30.0, db.connect_timeout),
             min_size=1,
             max_size=max(1, pool_size),
-            init=init,
             server_settings={
                 "default_transaction_read_only": "on",
                 "application_name": "sipstack-agent",
             },
         )
-        return cls(pool, dialect_for("postgresql"))
+        try:
+            enc = await pool.fetchval("SELECT current_setting('server_encoding')")
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, dialect_for("postgresql"), raw_text=str(enc).upper() == "SQL_ASCII")
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         rows = await self.pool.fetch(sql, *args)
@@ -244,6 +235,18 @@ class _PgDb:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pool.close(), 5)
         self.pool.terminate()
+
+
+def _mysql_conversions() -> dict[Any, Any]:
+    from decimal import Decimal
+
+    from pymysql.constants import FIELD_TYPE
+    from pymysql.converters import conversions
+
+    conv = dict(conversions)
+    for t in (FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL):
+        conv[t] = lambda b: Decimal(b.decode("ascii") if isinstance(b, bytes) else b)
+    return conv
 
 
 class _MyDb:
@@ -265,12 +268,24 @@ class _MyDb:
             db=db.name or None,
             charset="utf8mb4",
             use_unicode=False,  # bytes: decoded by decode_text (latin-1 fallback, no crash)
+            conv=_mysql_conversions(),
             autocommit=True,  # else InnoDB's REPEATABLE READ pins one snapshot forever
             connect_timeout=db.connect_timeout,
             ssl=_ssl_context(db),
             init_command="SET SESSION TRANSACTION READ ONLY",
             pool_recycle=3600,
         )
+        if (db.sslmode or "").lower() in ("require", "verify-ca", "verify-full"):
+            # aiomysql silently goes on in clear text when the server offers no TLS
+            async with pool.acquire() as con:
+                secure = bool(getattr(con, "_secure", False))
+            if not secure:
+                pool.close()
+                await pool.wait_closed()
+                raise ConnectionError(
+                    f"MySQL server at {db.host}:{db.port or 3306} did not negotiate TLS "
+                    f"but DB_SSLMODE={db.sslmode}"
+                )
         return cls(pool, dialect_for("mysql"))
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -296,6 +311,9 @@ class _SqliteDb:
 
         if not db.name:
             raise SchemaError("DB_NAME must be the path of the SQLite database file")
+        if not await asyncio.to_thread(os.path.isfile, db.name):
+            # (checked first: a failed aiosqlite connect leaves its thread finishing late)
+            raise FileNotFoundError(f"SQLite database {db.name!r} does not exist")
         uri = "file:" + urllib.parse.quote(db.name) + "?mode=ro"
         con = await aiosqlite.connect(
             uri, uri=True, isolation_level=None, timeout=db.connect_timeout
@@ -341,6 +359,7 @@ class TableInfo:
     time_is_aware: bool = False  # timestamptz / MySQL TIMESTAMP (session in UTC)
     time_is_epoch: bool = False  # sqlite numeric time
     optional: tuple[str, ...] = ()  # optional CDR columns present (recordingfile, did, ...)
+    cols_sql: str = ""  # the SELECT list
 
 
 async def discover(db: Db, table: str, kind: Kind) -> TableInfo:
@@ -382,7 +401,11 @@ async def discover(db: Db, table: str, kind: Kind) -> TableInfo:
         epoch = bool(probe) and decode_text(probe[0][0]) in ("integer", "real")
     elif any(k in ttype for k in ("int", "numeric", "decimal", "double", "real", "float")):
         epoch = True
+    raw: list[str] = []
+    if getattr(db, "raw_text", False):
+        raw = [a for a in select if _is_text(types[a.lower()])]
     return TableInfo(
+        cols_sql=d.column_list(select, raw),
         table=table,
         kind=kind,
         columns=tuple(actual.values()),
@@ -395,6 +418,10 @@ async def discover(db: Db, table: str, kind: Kind) -> TableInfo:
         time_is_epoch=epoch,
         optional=optional,
     )
+
+
+def _is_text(t: str) -> bool:
+    return "char" in t or t == "text"
 
 
 def _is_int(t: str) -> bool:
@@ -416,7 +443,7 @@ def _cel_builder(
         t = to_utc(r[i_time], tz)
         if t is None:
             return None
-        kw = {c: decode_text(r[i]) for c, i in text_fields}
+        kw = {c: (v if (v := r[i]).__class__ is str else decode_text(v)) for c, i in text_fields}
         return CelRow(
             eventtime=t,
             row_id=int(r[i_id]) if i_id is not None else None,
@@ -527,6 +554,21 @@ class SqlSource:
     @property
     def position(self) -> dict[str, Any] | None:
         return dict(self._pos) if self._pos is not None else None
+
+    def status(self) -> dict[str, Any]:
+        """For /status: position, connection, backlog, last success and error."""
+        return {
+            "name": self.position_name,
+            "table": self.table,
+            "mode": ("id" if self.info.id_col else "time") if self.info else None,
+            "position": self.position,
+            "connected": self.connected,
+            "backlog": self.backlog,
+            "rows_read": self.rows_read,
+            "newest_row_time": _iso(self._newest_time),
+            "last_success": _iso(self.last_success),
+            "last_error": self.last_error,
+        }
 
     async def _ensure(self) -> TableInfo:
         if self._db is None:
@@ -727,7 +769,7 @@ class SqlSource:
         read = 0
         min_time = _parse_iso(self._pos.get("min_time"))
         sql = d.select_after_id(
-            info.select, info.table, info.id_col, info.time_col, min_time=bool(min_time)
+            info.cols_sql, info.table, info.id_col, info.time_col, min_time=bool(min_time)
         )
 
         # 1. holes (ids skipped by out-of-order commits) and the post-(re)connect overlap
@@ -744,7 +786,7 @@ class SqlSource:
                 lo_hi = (min(self._holes), max(self._holes))
         self._reread_overlap = False
         if lo_hi is not None:
-            rows = await db.fetch(d.select_id_range(info.select, info.table, info.id_col), lo_hi)
+            rows = await db.fetch(d.select_id_range(info.cols_sql, info.table, info.id_col), lo_hi)
             rows = [r for r in rows if int(r[0]) not in self._recent]
             if min_time is not None:
                 rows = self._filter_min_time(rows, info, min_time)
@@ -753,25 +795,41 @@ class SqlSource:
             for r in rows:
                 self._holes.pop(int(r[0]), None)
 
-        # 2. new rows, page after page
-        full = False
-        while read < budget:
-            cp = int(self._pos["id"])
-            args: list[Any] = [cp]
+        # 2. new rows, page after page; the next page is fetched while this one is stored
+        def page_args(after: int, limit: int) -> list[Any]:
+            args: list[Any] = [after]
             if min_time is not None:
                 args.append(self._db_time(min_time, info))
-            args.append(min(batch, budget - read))
-            rows = await db.fetch(sql, args)
+            args.append(limit)
+            return args
+
+        cp = int(self._pos["id"])
+        limit = min(batch, budget)
+        rows = await db.fetch(sql, page_args(cp, limit))
+        full = False
+        while rows:
             read += len(rows)
+            new_cp = int(rows[-1][0])
+            full = len(rows) >= limit
+            nxt: asyncio.Task[list[tuple[Any, ...]]] | None = None
+            if full and read < budget:
+                limit = min(batch, budget - read)
+                nxt = asyncio.ensure_future(db.fetch(sql, page_args(new_cp, limit)))
+            try:
+                self._track_holes(cp, [int(r[0]) for r in rows], new_cp, overlap)
+                stored += await self._store(rows, new_cp, info)
+            except BaseException:
+                if nxt is not None:
+                    nxt.cancel()
+                    with contextlib.suppress(BaseException):
+                        await nxt
+                raise
+            if nxt is None:
+                break
+            cp = new_cp
+            rows = await nxt
             if not rows:
                 full = False
-                break
-            new_cp = int(rows[-1][0])
-            self._track_holes(cp, [int(r[0]) for r in rows], new_cp, overlap)
-            stored += await self._store(rows, new_cp, info)
-            full = len(rows) >= args[-1]
-            if not full:
-                break
         self.backlog = full
         self.rows_read += read
 
@@ -858,7 +916,7 @@ class SqlSource:
             since = floor
         if sweep:
             self._time.last_sweep = now_m
-        sql = d.select_after_time(info.select, info.table, info.time_col)
+        sql = d.select_after_time(info.cols_sql, info.table, info.time_col)
         stored = read = 0
         limit = batch
         i_time = info.wanted.index("eventtime" if self.kind == "cel" else "calldate")
@@ -873,7 +931,10 @@ class SqlSource:
             last = max((t for t in times if t is not None), default=since)
             full = len(rows) >= limit
             if full and last <= since:
-                limit *= 2  # a page of rows sharing one timestamp: widen, do not loop forever
+                # a page of rows sharing one timestamp: widen (not counted against the
+                # budget, so a second with more rows than max_records_per_poll still passes)
+                read -= len(rows)
+                limit *= 2
                 continue
             stored += await self._store_time(rows)
             if not full:

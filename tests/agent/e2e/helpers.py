@@ -85,8 +85,16 @@ async def wait_until(pred: Callable[[], bool], timeout: float, interval: float =
     return pred()
 
 
-def all_complete(receiver: Receiver, calls: Sequence[SimCall]) -> Callable[[], bool]:
-    """Every call has a complete document that carries all its CDR rows."""
+def all_complete(
+    receiver: Receiver,
+    calls: Sequence[SimCall],
+    *,
+    cel: bool = True,
+    state_dir: Path | None = None,
+) -> Callable[[], bool]:
+    """Every call has a complete document that carries all its CDR rows (and, with a
+    CEL feed, its CEL events), and the agent's outbox (when `state_dir` is given) is
+    drained: nothing is still on its way."""
 
     def pred() -> bool:
         docs = receiver.latest_complete_all()
@@ -94,12 +102,26 @@ def all_complete(receiver: Receiver, calls: Sequence[SimCall]) -> Callable[[], b
             d = docs.get(c.expected.linkedid)
             if d is None:
                 return False
-            n_cdr = sum(1 for t in d.get("call_threads", ()) if t.get("event") == "CDR")
-            if n_cdr < c.expected.cdr_count:
+            events = [t.get("event") for t in d.get("call_threads", ())]
+            if events.count("CDR") < c.expected.cdr_count:
                 return False
-        return True
+            if cel and all(ev == "CDR" for ev in events):
+                return False
+        return state_dir is None or outbox_depth(state_dir) == 0
 
     return pred
+
+
+def outbox_depth(state_dir: Path) -> int:
+    """Documents still in the agent's outbox (read-only look at its state file)."""
+    path = state_dir / "state.db"
+    if not path.exists():
+        return -1
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as c:
+            return int(c.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    except sqlite3.Error:
+        return -1
 
 
 def dead_letters(state_dir: Path) -> list[tuple[str, int | None, str]]:

@@ -27,6 +27,7 @@ from .helpers import (
     assert_revisions_once,
     dead_letters,
     free_port,
+    outbox_depth,
     runs,
     start_agent,
     wait_until,
@@ -53,7 +54,17 @@ async def receiver(tmp_path: Path) -> Any:
     await r.stop()
 
 
+def history(receiver: Receiver, linkedid: str) -> list[tuple[Any, ...]]:
+    """(revision, phase, completion_reason, threads, has queue) of every stored document."""
+    return [
+        (d.get("revision"), d.get("ship_phase"), d.get("completion_reason"),
+         d.get("call_threads_count"), "queue" in d)
+        for d in receiver.docs_for(linkedid)
+    ]  # fmt: skip
+
+
 def check_fields(receiver: Receiver, calls: list[SimCall], tz_checked: bool = True) -> None:
+    assert receiver.rejects() == []  # every document passed the receiver's schema
     docs = receiver.latest_complete_all()
     assert set(receiver.linkedids()) == {c.expected.linkedid for c in calls}
     for c in calls:
@@ -69,8 +80,16 @@ def check_fields(receiver: Receiver, calls: list[SimCall], tz_checked: bool = Tr
         if tz_checked:
             call_time = datetime.fromisoformat(d["call_time"])
             assert abs((call_time - e.start).total_seconds()) < 1.5, (d["call_time"], e.start)
-        if e.scenario == "blind_transfer" and "transfers" in d:
-            assert len(d["transfers"]) == 1
+        assert d.get("src_number") == e.src_number, (e.scenario, e.linkedid)
+        if e.scenario != "blind_transfer":  # there dst is the transfer target
+            assert d.get("dst_number") == e.dst_number, (e.scenario, e.linkedid)
+        if e.direction == "i":
+            assert d.get("dnid") == e.dst_number, (e.scenario, history(receiver, e.linkedid))
+        assert len(d.get("transfers", ())) == e.transfers, (e.scenario, e.linkedid)
+        if e.queue:
+            assert "queue" in d, (e.linkedid, e.cel_count, history(receiver, e.linkedid))
+            assert d["queue"]["name"] == e.queue and d["queue"]["answered_by"] == e.answered_by
+        assert d.get("recording_files", []) == [] or e.recording
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -83,7 +102,7 @@ async def test_backlog_arrives_complete_once(
     await write_calls(pbx.writer, calls)
     agent = start_agent(pbx.settings, receiver.calls_url, tmp_path / "state")
     try:
-        ok = await wait_until(all_complete(receiver, calls), timeout=90)
+        ok = await wait_until(all_complete(receiver, calls, state_dir=tmp_path / "state"), 90)
         assert ok, agent.log_tail()
     finally:
         rc = await asyncio.to_thread(agent.terminate, 15)
@@ -100,7 +119,8 @@ async def test_live_traffic_with_late_cdrs_and_odd_rows(
     """Live inserts: CDRs committed 2 s after LINKEDID_END, NULLs, non-UTF-8 names,
     and ids committed out of order (an open transaction holds a lower id)."""
     pbx = await make_pbx_db(dialect)
-    agent = start_agent(pbx.settings, receiver.calls_url, tmp_path / "state", START_FROM="latest")
+    state = tmp_path / "state"
+    agent = start_agent(pbx.settings, receiver.calls_url, state, START_FROM="latest")
     try:
         await asyncio.sleep(1.5)  # the agent anchors at the (empty) table's end
         start = datetime.now(UTC)
@@ -127,7 +147,7 @@ async def test_live_traffic_with_late_cdrs_and_odd_rows(
                 held = None
         if held is not None:
             await held.__aexit__(None, None, None)
-        ok = await wait_until(all_complete(receiver, calls), timeout=60)
+        ok = await wait_until(all_complete(receiver, calls, state_dir=state), timeout=60)
         assert ok, agent.log_tail()
     finally:
         rc = await asyncio.to_thread(agent.terminate, 15)
@@ -155,7 +175,7 @@ async def test_kill9_mid_backlog_then_restart_loses_nothing(
     assert done_at_kill < len(calls), "the backlog was already drained; make it bigger"
     agent = start_agent(pbx.settings, receiver.calls_url, state)
     try:
-        ok = await wait_until(all_complete(receiver, calls), timeout=90)
+        ok = await wait_until(all_complete(receiver, calls, state_dir=state), timeout=90)
         assert ok, agent.log_tail()
     finally:
         assert await asyncio.to_thread(agent.terminate, 15) == 0
@@ -171,14 +191,15 @@ async def test_receiver_down_then_back_loses_nothing(
     await write_calls(pbx.writer, calls)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls"
-    agent = start_agent(pbx.settings, url, tmp_path / "state")
+    state = tmp_path / "state"
+    agent = start_agent(pbx.settings, url, state)
     try:
         await asyncio.sleep(4.0)  # documents pile up in the outbox; connections refused
         assert agent.alive(), agent.log_tail()
         r = Receiver(tmp_path / "receiver.db", api_key=API_KEY)
         await r.start("127.0.0.1", port)
         try:
-            ok = await wait_until(all_complete(r, calls), timeout=60)
+            ok = await wait_until(all_complete(r, calls, state_dir=state), timeout=60)
             assert ok, agent.log_tail()
             check_fields(r, calls, tz_checked=False)
             assert_revisions_once(r)
@@ -201,6 +222,7 @@ async def test_400_dead_letters_one_call_and_the_rest_flows(
     good = [c for c in calls if c.expected.linkedid != bad]
     try:
         ok = await wait_until(all_complete(receiver, good), timeout=60)
+        assert await wait_until(lambda: outbox_depth(state) == 0, 30)
         assert ok, agent.log_tail()
         await asyncio.sleep(1.0)
     finally:
@@ -216,7 +238,8 @@ async def test_database_connections_killed_mid_run_lose_nothing(
     dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
 ) -> None:
     pbx = await make_pbx_db(dialect)
-    agent = start_agent(pbx.settings, receiver.calls_url, tmp_path / "state", START_FROM="latest")
+    state = tmp_path / "state"
+    agent = start_agent(pbx.settings, receiver.calls_url, state, START_FROM="latest")
     try:
         await asyncio.sleep(1.5)
         start = datetime.now(UTC)
@@ -230,7 +253,7 @@ async def test_database_connections_killed_mid_run_lose_nothing(
                 killed += await pbx.writer.kill_connections(pbx.settings.user)
                 await asyncio.sleep(0.3)
         assert killed > 0
-        ok = await wait_until(all_complete(receiver, calls), timeout=90)
+        ok = await wait_until(all_complete(receiver, calls, state_dir=state), timeout=90)
         assert ok, agent.log_tail()
     finally:
         assert await asyncio.to_thread(agent.terminate, 15) == 0
@@ -249,3 +272,29 @@ async def test_sigterm_stops_within_grace(
     rc = await asyncio.to_thread(agent.terminate, 15)
     assert rc == 0, agent.log_tail()
     assert time.monotonic() - t0 < 10.5
+
+
+@pytest.mark.parametrize("mode", ["no_linkedid_end", "cdr_only"])
+async def test_idle_timeout_completion(
+    mode: str, make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
+) -> None:
+    """Stock cel.conf (no LINKEDID_END) and CDR-only installs complete by idle timeout."""
+    pbx = await make_pbx_db("sqlite")
+    calls = past_calls(40, seed=71, linkedid_end=False)
+    await write_calls(pbx.writer, calls)
+    extra = {"CALL_IDLE_TIMEOUT": "2"}
+    if mode == "cdr_only":
+        extra["CEL_MODE"] = ""
+    state = tmp_path / "state"
+    agent = start_agent(pbx.settings, receiver.calls_url, state, **extra)
+    try:
+        cel = mode != "cdr_only"
+        ok = await wait_until(all_complete(receiver, calls, cel=cel, state_dir=state), 60)
+        assert ok, agent.log_tail()
+    finally:
+        assert await asyncio.to_thread(agent.terminate, 15) == 0
+    docs = receiver.latest_complete_all()
+    assert set(docs) == {c.expected.linkedid for c in calls}
+    for c in calls:
+        assert docs[c.expected.linkedid]["disposition"] == c.expected.disposition
+    assert_revisions_once(receiver)

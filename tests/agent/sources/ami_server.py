@@ -182,13 +182,15 @@ class AmiServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def start(self, port: int = 0) -> int:
+    async def start(self, port: int = 0, ssl: Any = None) -> int:
+        """Listen on 127.0.0.1 (`ssl`: an ssl.SSLContext for AMI over TLS)."""
+
         async def on_client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             s = _Session(self, r, w)
             self.sessions.add(s)
             await s.serve()
 
-        self._server = await asyncio.start_server(on_client, "127.0.0.1", port)
+        self._server = await asyncio.start_server(on_client, "127.0.0.1", port, ssl=ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

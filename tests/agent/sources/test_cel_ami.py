@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
+import ssl
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from ami_server import AmiServer, cel_event
 from sipstack_agent.config import AmiSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.sources.cel_ami import (
@@ -24,6 +27,9 @@ from sipstack_agent.sources.cel_ami import (
 )
 from sipstack_agent.sources.cel_csv import TimeParser
 from sipstack_agent.state import StateStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # ami_server.py, whatever the import mode
+from ami_server import AmiServer, cel_event
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, 510110, tzinfo=UTC)
 
@@ -356,3 +362,76 @@ async def test_event_mask_without_call_gets_no_cel(store):
         assert srv.send_cel(call_events("1.0", T0, 1)[0]) == 0
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_cancelling_run_flushes_what_was_received(store):
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics())
+        task = asyncio.create_task(src.run(asyncio.Event()))
+        await until(lambda: src.state == "connected")
+        for h in call_events("400.0", T0, 3):
+            srv.send_cel(h)
+        await until(lambda: src.events_received == 3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+    assert [r["linkedid"] for r in stored(store.path)] == ["400.0"] * 3
+    assert src.state == "stopped"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+async def test_tls(tmp_path, store):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    srv = AmiServer()
+    await srv.start(ssl=ctx)
+    try:
+        ok = fast(srv.port, tls=True, tls_ca_file=str(cert))
+        res = await check_ami(ok, wait=0.1)
+        assert res[0][1], res
+        # an untrusted certificate is refused unless verification is turned off
+        res = await check_ami(fast(srv.port, tls=True), wait=0.1)
+        assert res[0][1] is False
+        res = await check_ami(fast(srv.port, tls=True, tls_verify=False), wait=0.1)
+        assert res[0][1], res
+        src = CelAmiSource(ok, store, Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await until(lambda: src.state == "connected")
+        srv.send_cel(call_events("500.0", T0, 1)[0])
+        await until(lambda: len(stored(store.path)) == 1)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    finally:
+        await srv.stop()
+
+
+async def test_store_failures_keep_events_buffered_until_written(store):
+    fails = {"left": 3}
+    real_ingest = store.ingest
+
+    async def flaky(cels=(), cdrs=(), positions=None):
+        if fails["left"]:
+            fails["left"] -= 1
+            raise OSError("database is locked")
+        return await real_ingest(cels, cdrs, positions)
+
+    store.ingest = flaky
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await until(lambda: src.state == "connected")
+        for h in call_events("600.0", T0, 4):
+            srv.send_cel(h)
+        await until(lambda: len(stored(store.path)) == 4)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert fails["left"] == 0 and src.events_stored == 4

@@ -304,6 +304,8 @@ def test_check_csv(tmp_path, asterisk_sample):
         "cel_csv column count",
     ]
     assert all(ok for _, ok, _, _ in res[:3]), res
+    by = {r[0]: r for r in res}
+    assert by["cel_csv linkedid_end"][2] == "LINKEDID_END events present"  # events=ALL
     # wrong column configuration
     res = asyncio.run(
         check_csv(CsvSettings(path=str(path), columns=("eventtype", "eventtime", "uniqueid")))

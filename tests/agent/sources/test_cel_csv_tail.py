@@ -423,3 +423,19 @@ async def test_run_survives_store_failures(tmp_path, store):
     stop.set()
     await asyncio.wait_for(task, 10)
     assert fails["left"] == 0
+
+
+async def test_start_from_a_time_reads_from_the_start_and_drops_older_rows(tmp_path, store):
+    w = AsteriskWriter(tmp_path / "Master.csv")
+    for i in range(10):
+        w.write(cel_line(i))  # seq i is at T0 + 37 ms * i
+    src = source(tmp_path, store, start_from=(T0 + timedelta(milliseconds=37 * 6)).isoformat())
+    await src.poll_once()
+    assert stored_seqs(store.store.path) == Counter(range(6, 10))
+    assert src.metrics.rows_discarded.labels(reason="before_start_from")._value.get() == 6
+    # a stored position wins over START_FROM after a restart
+    w.write(cel_line(10))
+    src.close()
+    src2 = source(tmp_path, store, start_from="latest")
+    await src2.poll_once()
+    assert stored_seqs(store.store.path) == Counter(range(6, 11))

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CdrRow, CelRow
@@ -112,6 +111,11 @@ async def test_real_asterisk_rows_come_back_exactly(
     assert metric(m, "sipstack_linkedid_end_seen") == 1
     assert metric(m, "database_connection_status", {"source": "cel"}) == 1
     assert metric(m, "sipstack_checkpoint_lag_rows", {"table": settings.table_cel}) == 0
+    # the newest row read is from 2026-11-24 04:40:55 (sample): its age is the lag in seconds
+    lag = metric(m, "sipstack_checkpoint_lag_seconds", {"table": settings.table_cel})
+    assert lag == pytest.approx((datetime.now(UTC) - cels[-1].eventtime).total_seconds(), abs=60)
+    st = cel_src.status()
+    assert st["connected"] and st["position"]["id"] == cels[-1].row_id and st["last_error"] == ""
     await cel_src.close()
     await cdr_src.close()
 
@@ -271,32 +275,28 @@ async def test_id_regression_reanchors(pbx_db: Any, store: StateStore) -> None:
 async def test_table_without_id_reads_by_time(
     make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore, dialect: str
 ) -> None:
-    if True:
-        settings, writer = await make_pbx_db(dialect, with_id=False)
-        st = store
-        rows = [
-            cel(i, linkedid="1795495100.1", sec=i // 3, eventtype=f"E{i}") for i in range(1, 10)
-        ]
-        await writer.insert_cel(rows)
-        src = source(settings, "cel", st, lookback_seconds=120)
-        assert await drain(src) == 9
-        # same-second rows arriving later, and a row older than the newest (late commit)
-        await writer.insert_cel([cel(10, linkedid="1795495100.1", sec=2, eventtype="E10")])
-        await writer.insert_cel([cel(11, linkedid="1795495100.1", sec=1, eventtype="E11")])
-        await drain(src)
-        src._time.last_sweep = 0  # the periodic look-back sweep is due
-        await drain(src)
-        cels, _ = await stored(st)
-        assert sorted(c.eventtype for c in cels) == sorted(f"E{i}" for i in range(1, 12)), dialect
-        assert all(c.row_id is None for c in cels)
-        pos = await st.get_position(f"sql:cel:{settings.table_cel}")
-        assert pos is not None and pos["mode"] == "time"
-        assert datetime.fromisoformat(pos["time"]) == T0 + timedelta(seconds=3)
-        # restart: the look-back re-read is de-duplicated by row hash
-        await src.close()
-        src2 = source(settings, "cel", st)
-        assert await drain(src2) == 0
-        await src2.close()
+    settings, writer = await make_pbx_db(dialect, with_id=False)
+    rows = [cel(i, linkedid="1795495100.1", sec=i // 3, eventtype=f"E{i}") for i in range(1, 10)]
+    await writer.insert_cel(rows)
+    src = source(settings, "cel", store, lookback_seconds=120)
+    assert await drain(src) == 9
+    # same-second rows arriving later, and a row older than the newest (late commit)
+    await writer.insert_cel([cel(10, linkedid="1795495100.1", sec=2, eventtype="E10")])
+    await writer.insert_cel([cel(11, linkedid="1795495100.1", sec=1, eventtype="E11")])
+    await drain(src)
+    src._time.last_sweep = 0  # the periodic look-back sweep is due
+    await drain(src)
+    cels, _ = await stored(store)
+    assert sorted(c.eventtype for c in cels) == sorted(f"E{i}" for i in range(1, 12)), dialect
+    assert all(c.row_id is None for c in cels)
+    pos = await store.get_position(f"sql:cel:{settings.table_cel}")
+    assert pos is not None and pos["mode"] == "time"
+    assert datetime.fromisoformat(pos["time"]) == T0 + timedelta(seconds=3)
+    # restart: the look-back re-read is de-duplicated by row hash
+    await src.close()
+    src2 = source(settings, "cel", store)
+    assert await drain(src2) == 0
+    await src2.close()
 
 
 # ----------------------------------------------------------------------------- values
@@ -352,10 +352,11 @@ async def test_nulls_become_empty_strings(pbx_db: Any, store: StateStore) -> Non
     await src2.close()
 
 
-async def test_latin1_and_non_utf8_text(pbx_db: Any, store: StateStore) -> None:
-    settings, writer = pbx_db
-    if writer.dialect == "postgresql":
-        pytest.skip("PostgreSQL: see test_pg_sql_ascii_database_with_latin1_bytes")
+@pytest.mark.parametrize("dialect", ["mysql", "sqlite"])  # PostgreSQL: the SQL_ASCII test below
+async def test_latin1_and_non_utf8_text(
+    make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore, dialect: str
+) -> None:
+    settings, writer = await make_pbx_db(dialect)
     await writer.insert_cel(
         [
             {
@@ -393,8 +394,9 @@ async def test_pg_sql_ascii_database_with_latin1_bytes(
     settings, writer = await make_pbx_db("postgresql", pg_sql_ascii=True)
     t = settings.table_cel
     await writer.execute(
-        f'INSERT INTO "{t}" (eventtype, eventtime, uniqueid, linkedid, channame, cid_name, appdata) '
-        f"VALUES ('CHAN_START', '2026-11-24 04:39:20', '1.1', '1.1', 'SIP/1', E'Ren\\xe9', E'caf\\xc3\\xa9')"
+        f'INSERT INTO "{t}" (eventtype, eventtime, uniqueid, linkedid, channame, cid_name, '
+        "appdata) VALUES ('CHAN_START', '2026-11-24 04:39:20', '1.1', '1.1', 'SIP/1', "
+        "E'Ren\\xe9', E'caf\\xc3\\xa9')"
     )
     src = source(settings, "cel", store)
     assert await drain(src) == 1
@@ -409,27 +411,23 @@ async def test_pg_sql_ascii_database_with_latin1_bytes(
 async def test_db_timezone_converts_naive_local_times(
     make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore, tz: str, dialect: str
 ) -> None:
-    if True:
-        settings, writer = await make_pbx_db(dialect, timezone=tz)  # writer writes local time in tz
-        st = store
-        summer, winter = (
-            datetime(2026, 7, 1, 12, 0, 1, tzinfo=UTC),
-            datetime(2026, 12, 1, 12, 0, 1, tzinfo=UTC),
-        )
-        await writer.insert_cel(
-            [replace(cel(1), eventtime=summer), replace(cel(2), eventtime=winter)]
-        )
-        src = source(settings, "cel", st)
-        await drain(src)
-        cels, _ = await stored(st)
-        assert [c.eventtime for c in cels] == [summer, winter], dialect
-        raw = await writer.fetch(
-            f"SELECT eventtime FROM {writer._quote(settings.table_cel)} ORDER BY id"
-        )
-        assert str(raw[0][0]).startswith(
-            "2026-07-01 08:00:01" if tz == "America/Toronto" else "2026-07-01 17:30:01"
-        )
-        await src.close()
+    settings, writer = await make_pbx_db(dialect, timezone=tz)  # writer writes local time in tz
+    summer, winter = (
+        datetime(2026, 7, 1, 12, 0, 1, tzinfo=UTC),
+        datetime(2026, 12, 1, 12, 0, 1, tzinfo=UTC),
+    )
+    await writer.insert_cel([replace(cel(1), eventtime=summer), replace(cel(2), eventtime=winter)])
+    src = source(settings, "cel", store)
+    await drain(src)
+    cels, _ = await stored(store)
+    assert [c.eventtime for c in cels] == [summer, winter], dialect
+    raw = await writer.fetch(
+        f"SELECT eventtime FROM {writer._quote(settings.table_cel)} ORDER BY id"
+    )
+    assert str(raw[0][0]).startswith(
+        "2026-07-01 08:00:01" if tz == "America/Toronto" else "2026-07-01 17:30:01"
+    )
+    await src.close()
 
 
 async def test_optional_cdr_columns_become_extras(
@@ -485,7 +483,8 @@ async def test_missing_columns_are_named(pbx_db: Any, store: StateStore) -> None
     settings, writer = pbx_db
     q = writer._quote
     await writer.execute(
-        f"CREATE TABLE {q('badcel_' + settings.table_cel[-6:])} (id INTEGER PRIMARY KEY, eventtype VARCHAR(30), eventtime TIMESTAMP)"
+        f"CREATE TABLE {q('badcel_' + settings.table_cel[-6:])} "
+        "(id INTEGER PRIMARY KEY, eventtype VARCHAR(30), eventtime TIMESTAMP)"
     )
     bad = replace(settings, table_cel="badcel_" + settings.table_cel[-6:])
     src = source(bad, "cel", store)
@@ -493,8 +492,10 @@ async def test_missing_columns_are_named(pbx_db: Any, store: StateStore) -> None
         await src.poll_once()
     assert bad.table_cel in str(e.value)
     assert "uniqueid" in str(e.value) and "linkedid" in str(e.value) and "channame" in str(e.value)
+    missing = source(replace(settings, table_cel="no_such_table"), "cel", store)
     with pytest.raises(SchemaError, match="not found"):
-        await source(replace(settings, table_cel="no_such_table"), "cel", store).poll_once()
+        await missing.poll_once()
+    await missing.close()
     await src.close()
 
 
@@ -511,3 +512,34 @@ async def test_run_survives_a_missing_table_and_stops(pbx_db: Any, store: StateS
     assert "no_such_table" in src.last_error
     stop.set()
     await asyncio.wait_for(task, 30)
+
+
+async def test_schema_qualified_and_hostile_table_names(pbx_db: Any, store: StateStore) -> None:
+    settings, writer = pbx_db
+    await writer.insert_cel([cel(1), cel(2)])
+    if writer.dialect != "sqlite":
+        schema = "public" if writer.dialect == "postgresql" else settings.name
+        qualified = replace(settings, table_cel=f"{schema}.{settings.table_cel}")
+        src = source(qualified, "cel", store)
+        assert await drain(src) == 2
+        assert src.position_name == f"sql:cel:{schema}.{settings.table_cel}"
+        await src.close()
+    hostile = replace(settings, table_cel=f"{settings.table_cel}; DROP TABLE x")
+    bad = source(hostile, "cel", store)
+    with pytest.raises(SchemaError, match="not a plain SQL identifier"):
+        await bad.poll_once()
+    await bad.close()
+    assert len(await writer.fetch(f"SELECT id FROM {writer._quote(settings.table_cel)}")) == 2
+
+
+async def test_time_mode_gets_past_a_second_with_more_rows_than_a_poll(
+    make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore
+) -> None:
+    settings, writer = await make_pbx_db("mysql", with_id=False)  # DATETIME: whole seconds
+    await writer.insert_cel([cel(i, linkedid="1795495200.1", eventtype=f"E{i}") for i in range(40)])
+    await writer.insert_cel([cel(99, linkedid="1795495200.1", sec=1, eventtype="LAST")])
+    src = source(settings, "cel", store, batch_size=5, max_records_per_poll=10)
+    await drain(src)
+    cels, _ = await stored(store)
+    assert len(cels) == 41 and cels[-1].eventtype == "LAST"
+    await src.close()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import EXAMPLES, GOLDEN, ROOT
+from operator_testlib import EXAMPLES, GOLDEN, ROOT
 from sipstack_operator import cli
 
 

@@ -5,7 +5,7 @@ invariants the issue asks for.
 
 Regenerate the golden files after an intended change:
 
-    SIPSTACK_UPDATE_GOLDEN=1 .venv/bin/pytest tests/operator/test_render.py
+    SIPSTACK_UPDATE_GOLDEN=1 .venv/bin/pytest tests/operator/test_operator_render.py
 
 The ServiceMonitor schema (tests/operator/data/servicemonitor.v1.schema.json)
 was generated once from cloudcoil-models-prometheus-operator 0.80.1.0 with
@@ -30,7 +30,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import EXAMPLES, GOLDEN, example_crs, load_docs
+from operator_testlib import EXAMPLES, GOLDEN, example_crs, load_docs
 from sipstack_operator.cli import dump, render_documents
 from sipstack_operator.render import (
     HASH_ANNOTATION,

@@ -20,34 +20,10 @@ import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
-from conftest import EXAMPLES, example_crs, load_docs
+from operator_testlib import EXAMPLES, example_crs, load_docs, strip_for_draft4
 from sipstack_operator.spec import parse_resource
 
 # --------------------------------------------------------------------------- helpers
-
-
-def strip_for_draft4(node: Any) -> Any:
-    """The openAPIV3Schema as a Draft 4 JSON schema that also rejects unknown fields.
-
-    The API server prunes unknown fields (kubectl's default strict field
-    validation turns that into an error); here they fail validation. Objects
-    marked x-kubernetes-preserve-unknown-fields keep accepting anything.
-    """
-    if isinstance(node, list):
-        return [strip_for_draft4(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: strip_for_draft4(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-    if (
-        node.get("type") == "object"
-        and "properties" in node
-        and not node.get("x-kubernetes-preserve-unknown-fields")
-        and "additionalProperties" not in node
-    ):
-        out["additionalProperties"] = False
-    return out
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:

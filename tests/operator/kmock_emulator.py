@@ -57,6 +57,10 @@ def _essence(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 class Emulator(kmock.KubernetesEmulator):
+    # kmock checks every request against its reactions by scanning the whole
+    # request log (quadratic over a long run). The bench keeps only the tail.
+    request_log_limit: int | None = None
+
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._rv = itertools.count(1000)
@@ -95,6 +99,9 @@ class Emulator(kmock.KubernetesEmulator):
     # ------------------------------------------------------------------ dispatch
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        limit = self.request_log_limit
+        if limit is not None and len(self._requests) > 2 * limit:
+            del self._requests[:-limit]
         if request.resource is None:
             return await super()._handle(request)
 

@@ -1,0 +1,326 @@
+"""End-to-end throughput: N calls preloaded in PostgreSQL -> agent -> receiver.
+
+    .venv/bin/python bench/throughput.py [--calls 20000] [--pg postgresql://postgres@127.0.0.1/postgres]
+
+Preloads N simulated Asterisk 20 calls (~15 CEL rows + 1-2 CDR rows each) into a
+throwaway PostgreSQL database, then runs the real agent (`sipstack-agent run`,
+a subprocess reading as a SELECT-only user, START_FROM=beginning) against a
+receiver in another process (`sipstack-agent receive --no-validate`), and
+prints: calls/s end to end, rows/s read, the agent's peak RSS, and the raw
+asyncpg read rate of the same rows for comparison.
+Targets (2-core machine): >= 1000 calls/s end to end, peak RSS <= 150 MB.
+Not a test: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "agent"))
+
+from sipstack_agent.demo import AgentProcess, agent_env  # noqa: E402
+from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS  # noqa: E402
+from sipstack_agent.pbxsim import (  # noqa: E402
+    SimCall,
+    TrafficGenerator,
+    create_table_statements,
+    db_values,
+    timeline,
+)
+
+API_KEY = "sk_bench" + "0" * 28
+RO_PASSWORD = "bench-ro"
+
+
+class PgBench:
+    """A throwaway database + SELECT-only role on a PostgreSQL server."""
+
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        tag = uuid.uuid4().hex[:8]
+        self.db = f"sipstack_bench_{tag}"
+        self.role = f"sipstack_bench_ro_{tag}"
+        base, _, _ = admin_dsn.rpartition("/")
+        self.db_dsn = f"{base}/{self.db}"
+        rest = admin_dsn.split("://", 1)[1]
+        hostport = rest.split("@", 1)[-1].split("/", 1)[0]
+        self.host, _, port = hostport.partition(":")
+        self.port = int(port or 5432)
+
+    async def create(self) -> None:
+        import asyncpg
+
+        con = await asyncpg.connect(self.admin_dsn)
+        try:
+            await con.execute(f'CREATE DATABASE "{self.db}"')
+            await con.execute(f"CREATE ROLE \"{self.role}\" LOGIN PASSWORD '{RO_PASSWORD}'")
+            await con.execute(f'GRANT CONNECT ON DATABASE "{self.db}" TO "{self.role}"')
+        finally:
+            await con.close()
+        con = await asyncpg.connect(self.db_dsn)
+        try:
+            for stmt in create_table_statements("postgresql"):
+                await con.execute(stmt)
+            await con.execute(f'GRANT USAGE ON SCHEMA public TO "{self.role}"')
+            await con.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{self.role}"')
+        finally:
+            await con.close()
+
+    async def drop(self) -> None:
+        import asyncpg
+
+        con = await asyncpg.connect(self.admin_dsn)
+        try:
+            await con.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                self.db,
+            )
+            await con.execute(f'DROP DATABASE IF EXISTS "{self.db}"')
+            await con.execute(f'DROP ROLE IF EXISTS "{self.role}"')
+        finally:
+            await con.close()
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DB_TYPE": "postgresql",
+            "DB_HOST": self.host or "127.0.0.1",
+            "DB_PORT": str(self.port),
+            "DB_USER": self.role,
+            "DB_PASSWORD": RO_PASSWORD,
+            "DB_NAME": self.db,
+        }
+
+    async def preload(self, calls: list[SimCall]) -> tuple[int, int]:
+        """COPY every row in commit order; returns (cel rows, cdr rows)."""
+        import asyncpg
+
+        cel: list[tuple[Any, ...]] = []
+        cdr: list[tuple[Any, ...]] = []
+        for w in timeline(calls):
+            (cel if w.kind == "cel" else cdr).append(db_values(w.kind, w.row, "postgresql"))
+        con = await asyncpg.connect(self.db_dsn)
+        try:
+            await con.copy_records_to_table("cel", records=cel, columns=list(CEL_COLUMNS))
+            await con.copy_records_to_table("cdr", records=cdr, columns=list(CDR_COLUMNS))
+            await con.execute("ANALYZE cel; ANALYZE cdr")
+        finally:
+            await con.close()
+        return len(cel), len(cdr)
+
+    async def raw_read_rate(self, batch: int = 5000) -> tuple[int, float]:
+        """Read every row the way the agent pages (id > $1 ORDER BY id LIMIT n)."""
+        import asyncpg
+
+        con = await asyncpg.connect(
+            host=self.host, port=self.port, user=self.role, password=RO_PASSWORD, database=self.db
+        )
+        total = 0
+        t0 = time.perf_counter()
+        try:
+            for table, cols in (("cel", CEL_COLUMNS), ("cdr", CDR_COLUMNS)):
+                last = 0
+                sql = (
+                    f"SELECT id, {', '.join(cols)} FROM {table} WHERE id > $1 ORDER BY id LIMIT $2"
+                )
+                while True:
+                    rows = await con.fetch(sql, last, batch)
+                    if not rows:
+                        break
+                    total += len(rows)
+                    last = rows[-1][0]
+        finally:
+            await con.close()
+        return total, time.perf_counter() - t0
+
+
+def complete_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
+            return int(
+                c.execute(
+                    "SELECT count(DISTINCT linkedid) FROM calls WHERE is_complete = 1"
+                ).fetchone()[0]
+            )
+    except sqlite3.Error:
+        return 0
+
+
+def stored_rows(state_db: Path) -> int:
+    """Rows the agent has copied into its state store so far."""
+    if not state_db.exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=5)) as c:
+            return int(
+                c.execute(
+                    "SELECT (SELECT count(*) FROM cel) + (SELECT count(*) FROM cdr)"
+                ).fetchone()[0]
+            )
+    except sqlite3.Error:
+        return 0
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        return sum(x.memory_info().rss for x in [p, *p.children(recursive=True)]) / 1e6
+    except Exception:
+        return 0.0
+
+
+def start_receiver(port: int, db: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "agent"))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sipstack_agent.cli",
+            "receive",
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+            "--api-key",
+            API_KEY,
+            "--no-validate",
+            "--log-level",
+            "WARNING",
+        ],
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument(
+        "--pg",
+        default=os.environ.get("SIPSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--keep", action="store_true", help="keep the database and files")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sipstack-bench-"))
+    pg = PgBench(args.pg)
+    await pg.create()
+    agent = None
+    recv = None
+    try:
+        start = datetime.now(UTC) - timedelta(hours=2)
+        gen = TrafficGenerator(7, start=start, ring=(0.5, 3), talk=(2, 30))
+        t0 = time.perf_counter()
+        calls = gen.calls(args.calls, rate=50.0, start=start)
+        n_cel, n_cdr = await pg.preload(calls)
+        print(
+            f"preloaded {len(calls)} calls: {n_cel} CEL + {n_cdr} CDR rows "
+            f"({(n_cel + n_cdr) / len(calls):.1f} rows/call) in {time.perf_counter() - t0:.1f}s"
+        )
+        raw_rows, raw_s = await pg.raw_read_rate()
+        print(
+            f"raw asyncpg read (SELECT-only user, 5000-row pages): {raw_rows} rows in "
+            f"{raw_s:.2f}s = {raw_rows / raw_s:,.0f} rows/s"
+        )
+
+        port = free_port()
+        recv_db = work / "receiver.db"
+        recv = start_receiver(port, recv_db, work / "receiver.log")
+        await asyncio.sleep(1.0)
+        env = agent_env(
+            api_url=f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls",
+            state_dir=str(work / "state"),
+            db=pg.env(),
+            api_key=API_KEY,
+            extra={
+                "CDR_POLL_INTERVAL": "1",
+                "CDR_BATCH_SIZE": "5000",
+                "MAX_RECORDS_PER_POLL": "50000",
+                "API_CONCURRENCY": "16",
+                "LOG_LEVEL": "WARNING",
+            },
+        )
+        agent = AgentProcess(env, work / "agent.log")
+        t_start = time.perf_counter()
+        agent.start()
+        peak = 0.0
+        last_print = t_start
+        done = 0
+        read_done_at: float | None = None
+        state_db = work / "state" / "state.db"
+        while time.perf_counter() - t_start < args.timeout:
+            await asyncio.sleep(0.25)
+            peak = max(peak, rss_mb(agent.pid))
+            done = complete_count(recv_db)
+            if read_done_at is None and stored_rows(state_db) >= n_cel + n_cdr:
+                read_done_at = time.perf_counter() - t_start
+            if time.perf_counter() - last_print >= 2:
+                last_print = time.perf_counter()
+                el = last_print - t_start
+                print(
+                    f"  t={el:5.1f}s complete {done}/{len(calls)} ({done / el:,.0f} calls/s), "
+                    f"agent RSS {rss_mb(agent.pid):.0f} MB"
+                )
+            if done >= len(calls) or not agent.alive():
+                break
+        elapsed = time.perf_counter() - t_start
+        rows = n_cel + n_cdr
+        print()
+        print(f"calls complete at the receiver : {done}/{len(calls)}")
+        print(
+            f"end to end                     : {elapsed:.1f}s = {done / elapsed:,.0f} calls/s "
+            f"(target >= 1000)"
+        )
+        read_s = read_done_at or elapsed
+        print(
+            f"rows read and stored           : {rows} in {read_s:.1f}s = {rows / read_s:,.0f}/s "
+            f"(raw asyncpg read alone: {raw_rows / raw_s:,.0f} rows/s)"
+        )
+        print(f"agent peak RSS                 : {peak:.0f} MB (target <= 150)")
+        print(f"CPUs                           : {os.cpu_count()}")
+        return 0 if done >= len(calls) else 1
+    finally:
+        if agent is not None:
+            agent.terminate(15)
+        if recv is not None:
+            recv.terminate()
+            recv.wait(15)
+        if not args.keep:
+            await pg.drop()
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work} and database {pg.db}")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,111 @@
+"""sources.sql.inspect(): the database part of `sipstack-agent check`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sipstack_agent.config import DatabaseSettings
+from sipstack_agent.sources.sql import CheckResult, inspect
+
+
+def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {r.name: r for r in results}
+
+
+async def test_a_well_set_up_pbx_passes_every_check(pbx_db: Any) -> None:
+    settings, writer = pbx_db
+    await writer.load_sample()
+    res = by_name(await inspect(settings))
+    assert set(res) == {
+        "database reachable",
+        "cdr table and columns",
+        "cdr read-only user",
+        "cdr indexes",
+        "cel table and columns",
+        "cel read-only user",
+        "cel indexes",
+        "LINKEDID_END in CEL",
+    }
+    bad = [r for r in res.values() if not r.ok]
+    assert bad == []
+    assert "5 in the newest 76 rows" in res["LINKEDID_END in CEL"].detail
+    assert "id column 'id'" in res["cel table and columns"].detail
+
+
+async def test_privileged_user_missing_indexes_and_no_linkedid_end(
+    make_pbx_db: Callable[..., Awaitable[Any]], dialect: str, admin_db_settings: Any
+) -> None:
+    settings, writer = await make_pbx_db(dialect, with_id=False)
+    q = writer._quote
+    for table, col in ((settings.table_cel, "linkedid"), (settings.table_cel, "eventtime")):
+        idx = f"{table}_{col}_idx"
+        if dialect == "mysql":
+            await writer.execute(f"DROP INDEX {q(idx)} ON {q(table)}")
+        else:
+            await writer.execute(f"DROP INDEX {q(idx)}")
+    await writer.insert_cel(
+        [
+            {
+                "eventtype": "CHAN_START",
+                "eventtime": "2026-01-01 00:00:00",
+                "uniqueid": "1.1",
+                "linkedid": "1.1",
+                "channame": "SIP/1",
+            }
+        ]
+    )
+    user = admin_db_settings(settings)
+    res = by_name(await inspect(user))
+    assert res["cel table and columns"].ok and "no id column" in res["cel table and columns"].detail
+    idx = res["cel indexes"]
+    assert not idx.ok and "linkedid" in idx.detail and "eventtime" in idx.detail
+    assert "CREATE INDEX" in idx.hint
+    assert res["cdr indexes"].ok
+    end = res["LINKEDID_END in CEL"]
+    assert not end.ok and "CALL_IDLE_TIMEOUT" in end.detail and "cel.conf" in end.hint
+    ro = res["cel read-only user"]
+    if dialect == "sqlite":
+        assert ro.ok  # the file is opened read-only whoever runs the agent
+    else:
+        assert not ro.ok and "INSERT" in ro.detail.upper() and ro.hint
+    assert not any(r.fatal for r in res.values())
+
+
+@pytest.fixture(params=["postgresql", "mysql", "sqlite"])
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_missing_table_and_columns_are_fatal_and_named(
+    make_pbx_db: Callable[..., Awaitable[Any]], dialect: str
+) -> None:
+    settings, writer = await make_pbx_db(dialect)
+    q = writer._quote
+    broken = "brokencdr_" + settings.table_cdr[-6:]
+    await writer.execute(f"CREATE TABLE {q(broken)} (calldate VARCHAR(30), src VARCHAR(80))")
+    res = by_name(await inspect(replace(settings, table_cdr=broken, table_cel="nope_cel")))
+    cdr, cel = res["cdr table and columns"], res["cel table and columns"]
+    assert cdr.fatal and not cdr.ok
+    assert broken in cdr.detail and "uniqueid" in cdr.detail and "linkedid" in cdr.detail
+    assert "DB_TABLE_CDR" in cdr.hint
+    assert cel.fatal and "nope_cel" in cel.detail and "DB_TABLE_CEL" in cel.hint
+
+
+async def test_unreachable_database_is_one_fatal_line() -> None:
+    res = await inspect(
+        DatabaseSettings(
+            type="mysql", host="127.0.0.1", port=1, user="x", name="x", connect_timeout=1
+        )
+    )
+    assert len(res) == 1
+    (r,) = res
+    assert r.name == "database reachable" and not r.ok and r.fatal and "DB_HOST" in r.hint
+
+
+async def test_sqlite_file_missing_is_unreachable(tmp_path: Any) -> None:
+    (r,) = await inspect(DatabaseSettings(type="sqlite", name=str(tmp_path / "absent.db")))
+    assert not r.ok and r.fatal
+    assert not (tmp_path / "absent.db").exists()  # read-only: never created

@@ -1,0 +1,167 @@
+"""pbxsim: the traffic generator matches real Asterisk 20 rows; the writers round-trip."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS
+from sipstack_agent.pbxsim import (
+    SCENARIOS,
+    AsyncPbxWriter,
+    TrafficGenerator,
+    create_sqlite_pbx,
+    db_values,
+    insert_sql,
+    is_linkedid_end,
+    play,
+    timeline,
+    write_sqlite,
+)
+
+SAMPLE = Path("/work/shared/fixtures/asterisk20-sample/postgres")
+_here = Path(__file__).resolve()
+for parent in _here.parents:
+    cand = parent / "shared" / "fixtures" / "asterisk20-sample" / "postgres"
+    if cand.is_dir():
+        SAMPLE = cand
+        break
+
+
+def sample_events(linkedid: str) -> list[tuple[str, str]]:
+    with open(SAMPLE / "cel.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["linkedid"] == linkedid]
+    return [(r["eventtype"], r["appname"]) for r in rows]
+
+
+def test_deterministic() -> None:
+    a = TrafficGenerator(42).calls(30)
+    b = TrafficGenerator(42).calls(30)
+    assert [c.cels for c in a] == [c.cels for c in b]
+    assert [c.cdrs for c in a] == [c.cdrs for c in b]
+    assert [c.cels for c in TrafficGenerator(43).calls(30)] != [c.cels for c in a]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rows_look_like_asterisk(scenario: str) -> None:
+    gen = TrafficGenerator(1)
+    call = gen.call(scenario)
+    e = call.expected
+    assert e.scenario == scenario
+    assert len(call.cels) == e.cel_count and len(call.cdrs) == e.cdr_count
+    for r in call.cels:
+        assert set(r) == set(CEL_COLUMNS)
+        assert r["linkedid"] == e.linkedid
+        assert r["eventtime"].tzinfo is not None
+    for r in call.cdrs:
+        assert set(r) == set(CDR_COLUMNS)
+        assert r["linkedid"] == e.linkedid
+        assert r["calldate"].microsecond == 0
+    types = [r["eventtype"] for r in call.cels]
+    assert types[0] == "CHAN_START" and types[-1] == "LINKEDID_END"
+    assert types.count("CHAN_START") == types.count("CHAN_END") == types.count("HANGUP")
+    times = [r["eventtime"] for r in call.cels]
+    assert times == sorted(times)
+    assert e.linkedid == call.cels[0]["uniqueid"]
+    # uniqueid <epoch>.<n>, channel <tech>/<peer>-<n:08x> from one counter
+    for r in call.cels:
+        epoch, seq = r["uniqueid"].split(".")
+        assert epoch.isdigit() and seq.isdigit()
+        if r["channame"].startswith("SIP/"):
+            assert r["channame"].endswith(f"-{int(seq):08x}")
+
+
+def test_answered_sequence_matches_the_real_capture() -> None:
+    """Call (a) of the sample, MixMonitor and all, in one of the two hang-up orders."""
+    want = sample_events("1795495160.0")
+    for seed in range(40):
+        gen = TrafficGenerator(seed, recording_ratio=1.0)
+        got = [(r["eventtype"], r["appname"]) for r in gen.call("answered").cels]
+        if got == want:
+            return
+    pytest.fail("no generated answered call has the sample's event sequence")
+
+
+@pytest.mark.parametrize(
+    ("scenario", "linkedid"),
+    [("unanswered", "1795495211.6"), ("busy", "1795495228.8"), ("blind_transfer", "1795495237.12")],
+)
+def test_sequences_match_the_real_capture(scenario: str, linkedid: str) -> None:
+    got = [(r["eventtype"], r["appname"]) for r in TrafficGenerator(3).call(scenario).cels]
+    assert got == sample_events(linkedid)
+
+
+def test_internal_sequence_matches_the_capture_in_one_order() -> None:
+    want = sample_events("1795495196.4")
+    seqs = {
+        tuple((r["eventtype"], r["appname"]) for r in TrafficGenerator(s).call("internal").cels)
+        for s in range(20)
+    }
+    assert tuple(want) in seqs
+
+
+def test_no_linkedid_end_option() -> None:
+    call = TrafficGenerator(1, linkedid_end=False).call("queue")
+    assert all(r["eventtype"] != "LINKEDID_END" for r in call.cels)
+    assert not call.expected.linkedid_end
+
+
+def test_timeline_orders_commits_and_delays_late_cdrs() -> None:
+    calls = TrafficGenerator(2).calls(20, rate=5)
+    ws = timeline(calls, late_cdr_seconds=300)
+    assert [w.at for w in ws] == sorted(w.at for w in ws)
+    assert len(ws) == sum(c.expected.cel_count + c.expected.cdr_count for c in calls)
+    last_cel = max(w.at for w in ws if w.kind == "cel")
+    assert all(w.at > last_cel for w in ws if w.kind == "cdr")
+
+
+def test_db_values_per_dialect() -> None:
+    call = TrafficGenerator(1, start=datetime(2026, 1, 5, 15, 0, 0, 123456, tzinfo=UTC)).call()
+    row = call.cels[0]
+    pg = db_values("cel", row, "postgresql", "America/Toronto")
+    my = db_values("cel", row, "mysql", "America/Toronto")
+    lite = db_values("cel", row, "sqlite", "America/Toronto")
+    i = CEL_COLUMNS.index("eventtime")
+    assert pg[i] == datetime(2026, 1, 5, 10, 0, 0, 123456)
+    assert my[i] == datetime(2026, 1, 5, 10, 0, 0)
+    assert lite[i] == "2026-01-05 10:00:00.123456"
+    assert insert_sql("postgresql", "cel", "cel").count("$") == len(CEL_COLUMNS)
+
+
+def test_sqlite_writer_round_trip(tmp_path: Path) -> None:
+    path = str(tmp_path / "pbx.db")
+    create_sqlite_pbx(path)
+    create_sqlite_pbx(path)  # idempotent
+    calls = TrafficGenerator(4, oddities=True).calls(25)
+    write_sqlite(path, timeline(calls))
+    with closing(sqlite3.connect(path)) as c:
+        n_cel = c.execute("SELECT count(*) FROM cel").fetchone()[0]
+        n_cdr = c.execute("SELECT count(*) FROM cdr").fetchone()[0]
+        lids = {r[0] for r in c.execute("SELECT DISTINCT linkedid FROM cel")}
+    assert n_cel == sum(x.expected.cel_count for x in calls)
+    assert n_cdr == sum(x.expected.cdr_count for x in calls)
+    assert lids == {x.expected.linkedid for x in calls}
+
+
+async def test_async_writer_and_play(tmp_path: Path) -> None:
+    path = str(tmp_path / "pbx.db")
+    w = await AsyncPbxWriter.connect("sqlite", database=path)
+    await w.create_tables()
+    await w.create_tables()
+    start = datetime.now(UTC)
+    calls = TrafficGenerator(5, start=start, ring=(0.05, 0.1), talk=(0.05, 0.1)).calls(
+        10, rate=50, start=start
+    )
+    committed = await play(timeline(calls), w.write, t0=start, mark=is_linkedid_end, speed=2)
+    await w.close()
+    assert set(committed) == {c.expected.linkedid for c in calls}
+    with closing(sqlite3.connect(path)) as c:
+        assert c.execute("SELECT count(*) FROM cel").fetchone()[0] == sum(
+            x.expected.cel_count for x in calls
+        )
+    await asyncio.sleep(0)

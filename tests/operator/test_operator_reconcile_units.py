@@ -1,0 +1,42 @@
+"""Small pure parts of reconcile.py and handlers.py."""
+
+from __future__ import annotations
+
+import base64
+
+from sipstack_operator.handlers import referenced_secrets
+from sipstack_operator.reconcile import OperatorConfig, _decode_secret
+
+
+def test_retry_delay_backs_off_to_a_cap() -> None:
+    config = OperatorConfig(retry_base=10, retry_cap=300)
+    assert [config.retry_delay(r) for r in range(7)] == [10, 20, 40, 80, 160, 300, 300]
+    assert config.retry_delay(10_000) == 300
+
+
+def test_config_from_env() -> None:
+    config = OperatorConfig.from_env(
+        {"SIPSTACK_AGENT_IMAGE": "registry/agent:1", "SIPSTACK_STATUS_INTERVAL": "12"}
+    )
+    assert config.default_image == "registry/agent:1"
+    assert config.status_interval == 12.0
+    assert config.agent_status_url == "http://{service}.{namespace}.svc:8000/status"
+
+
+def test_decode_secret() -> None:
+    obj = {
+        "data": {"a": base64.b64encode(b"x").decode(), "bin": base64.b64encode(b"\xff").decode()},
+        "stringData": {"b": "y"},
+    }
+    assert _decode_secret(obj) == {"a": "x", "bin": "", "b": "y"}
+
+
+def test_referenced_secrets_finds_every_ref_even_in_a_broken_spec() -> None:
+    spec = {
+        "apiKeySecretRef": {"name": "api"},
+        "database": {"passwordSecretRef": {"name": "db"}, "caSecretRef": {"name": "ca"}},
+        "cel": {"ami": {"passwordSecretRef": {"name": "ami"}}},
+        "tolerations": [{"fooSecretRef": {"name": "odd"}}],
+        "brokenSecretRef": "not-an-object",
+    }
+    assert referenced_secrets(spec) == {"api", "db", "ca", "ami", "odd"}
