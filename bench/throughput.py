@@ -42,7 +42,7 @@ from sipstack_agent.pbxsim import (  # noqa: E402
     timeline,
 )
 
-API_KEY = "sk_bench" + "0" * 28
+API_KEY = "sk_" + "bench" + "0" * 27  # local receiver only
 RO_PASSWORD = "bench-ro"
 
 

@@ -45,7 +45,7 @@ from .pbxsim import (
     write_dbapi,
 )
 
-DEMO_API_KEY = "sk_demo" + "0" * 28  # sk_ + 32 characters
+DEMO_API_KEY = "sk_" + "demo" + "0" * 28  # local receiver only: sk_ + 32 characters
 AGENT_DIR = str(Path(__file__).resolve().parent.parent)  # the folder holding sipstack_agent
 
 
