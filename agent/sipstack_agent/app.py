@@ -300,11 +300,20 @@ class Agent:
             await self.evaluate_keys(keys, now)
             await asyncio.sleep(0)  # let sources and the shipper run between batches
 
+    async def _cel_gaps(self) -> list[tuple[datetime, datetime | None]]:
+        """Intervals the AMI CEL feed was down (calls active then complete from CDRs)."""
+        if self.settings.cel_mode != "ami" or self.store is None:
+            return []
+        from .sources.cel_ami import load_gaps
+
+        return [(g.start, g.end) for g in await load_gaps(self.store)]
+
     async def evaluate_keys(self, keys: Sequence[str], now: datetime) -> int:
         """Load, evaluate and save the calls `keys`; returns the documents enqueued."""
         assert self.store is not None
         s = self.settings
         records = await self.store.load_calls(list(keys))
+        gaps = await self._cel_gaps()
         results: list[tuple[str, Any]] = []
         notes: list[tuple[Any, Any]] = []
         n_docs = 0
@@ -319,6 +328,7 @@ class Agent:
                     now=now,
                     settings=s.calls,
                     identity=s.identity,
+                    gaps=gaps,
                 )
             except Exception:
                 self.evaluation_errors += 1

@@ -92,6 +92,21 @@ def group_linkedids(rows: Iterable[CelRow | CdrRow]) -> list[frozenset[str]]:
     )
 
 
+def in_gaps(
+    gaps: Sequence[tuple[datetime, datetime | None]],
+    first_event: datetime,
+    last_event: datetime,
+    now: datetime,
+) -> bool:
+    """True when [first_event, last_event] overlaps a gap (an open gap ends at `now`)."""
+    for start, end in gaps:
+        g_start = _derive.utc(start)
+        g_end = _derive.utc(end) if end is not None else now
+        if first_event <= g_end and last_event >= g_start:
+            return True
+    return False
+
+
 def _completion(
     cels: Sequence[CelRow],
     cdr_mode: bool,
@@ -129,8 +144,15 @@ def assemble(
     settings: CallSettings,
     rows_changed_at: datetime | None = None,
     identity_tenant: str = "",
+    gaps: Sequence[tuple[datetime, datetime | None]] = (),
 ) -> Call:
-    """Assemble the rows of one call group (already selected by the caller)."""
+    """Assemble the rows of one call group (already selected by the caller).
+
+    `gaps` are the intervals in which the CEL feed was down (AMI has no replay):
+    a call active during one may miss CEL rows, so it is flagged `gap` and
+    completed from its CDR rows (idle timeout after they arrive) instead of by
+    the CEL rules.
+    """
     now = _derive.utc(now)
     scels: tuple[CelRow, ...] = () if settings.cdr_only else _derive.sort_cels(cels)
     scdrs = _derive.sort_cdrs(cdrs)
@@ -149,9 +171,21 @@ def assemble(
         activity = min(activity, _derive.utc(rows_changed_at))
     cdr_mode = settings.cdr_only or not scels
     all_ended = bool(channels) and all(c.hung_up for c in channels)
-    complete, reason, idle_deadline = _completion(
-        scels, cdr_mode, all_ended, linkedids, activity, now, settings
-    )
+    # A call whose channels have not all ended was (possibly) active until now.
+    in_gap = in_gaps(gaps, d.start, d.last_event if all_ended else now, now)
+    if in_gap and not cdr_mode:
+        # CEL rows may be missing: only the CDR rows (written when legs end) can close it.
+        if scdrs:
+            complete, reason, idle_deadline = _completion(
+                scels, True, all_ended, linkedids, activity, now, settings
+            )
+            reason = "gap_cdr_idle_timeout" if complete else reason
+        else:
+            complete, reason, idle_deadline = False, "", None
+    else:
+        complete, reason, idle_deadline = _completion(
+            scels, cdr_mode, all_ended, linkedids, activity, now, settings
+        )
     max_age_deadline = activity + timedelta(seconds=max(0.0, settings.max_age))
     forced = False
     if not complete and now >= max_age_deadline:
@@ -208,5 +242,6 @@ def assemble(
         tenant=tenant,
         tenant_source=tenant_source,
         cdr_only=cdr_mode,
+        gap=in_gap,
         timezone=settings.timezone,
     )

@@ -185,6 +185,8 @@ def build_document(
     )
     _put(doc, "recording_files", [r.as_document() for r in call.recordings])
     _put(doc, "direction_reason", call.direction_reason)
+    if call.gap:
+        doc["gap"] = True
     if call.is_complete:
         _put(doc, "completion_reason", call.completion_reason)
         if call.forced:

@@ -85,6 +85,7 @@ def evaluate(
     now: datetime,
     settings: CallSettings,
     identity: Identity,
+    gaps: Sequence[tuple[datetime, datetime | None]] = (),
 ) -> Evaluation:
     """Assemble the call and decide which documents to emit now (see module doc)."""
     now = utc(now)
@@ -105,6 +106,7 @@ def evaluate(
         settings=settings,
         rows_changed_at=changed_at,
         identity_tenant=identity.tenant,
+        gaps=gaps,
     )
     was_complete = ship.last_phase == "complete"
     if was_complete and not call.is_complete:

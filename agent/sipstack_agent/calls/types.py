@@ -107,6 +107,7 @@ class Call:
     tenant: str
     tenant_source: str = "none"
     cdr_only: bool = False
+    gap: bool = False  # active while the CEL feed (AMI) was disconnected
     timezone: str = "UTC"
     notes: tuple[str, ...] = field(default=())
 
