@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import re
-import ssl
 import time
 import urllib.parse
 from collections import deque
@@ -38,6 +37,7 @@ from sipstack_agent.recordings.paths import (
     name_matches_id,
     recordingfile_candidates,
 )
+from sipstack_agent.sources.sql import ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class RecordingsTable:
             import asyncpg
 
             mode = (db.sslmode or "").lower()
-            ssl_arg: Any = mode if mode in ("allow", "prefer", "disable") else _ssl_context(db)
+            ssl_arg: Any = mode if mode in ("allow", "prefer", "disable") else ssl_context(db)
             return await asyncpg.connect(
                 host=db.host or "localhost",
                 port=db.port or 5432,
@@ -286,7 +286,7 @@ class RecordingsTable:
                 autocommit=True,
                 charset="utf8mb4",
                 use_unicode=False,  # bytes, decoded without crashing on latin-1 text
-                ssl=_ssl_context(db),
+                ssl=ssl_context(db),
                 init_command="SET SESSION TRANSACTION READ ONLY",
             )
         import aiosqlite
@@ -353,21 +353,6 @@ def _decode(v: Any) -> Any:
 
 def _decode_row(row: Sequence[Any]) -> list[Any]:
     return [_decode(v) for v in row]
-
-
-def _ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
-    """DB_SSLMODE / DB_SSLROOTCERT as the PBX table readers interpret them."""
-    mode = (db.sslmode or "").lower()
-    if mode in ("", "disable", "allow", "prefer"):
-        return None
-    ctx = ssl.create_default_context(cafile=db.sslrootcert or None)
-    if mode == "require" and not db.sslrootcert:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif mode in ("require", "verify-ca"):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
 
 
 # ---------------------------------------------------------------------------

@@ -176,7 +176,8 @@ class Db(Protocol):
     async def close(self) -> None: ...
 
 
-def _ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
+def ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
+    """DB_SSLMODE / DB_SSLROOTCERT as every PBX database reader interprets them."""
     mode = (db.sslmode or "").lower()
     if mode in ("", "disable", "allow", "prefer"):
         return None
@@ -201,7 +202,7 @@ class _PgDb:
         import asyncpg
 
         mode = (db.sslmode or "").lower()
-        ssl_arg: Any = _ssl_context(db) if mode not in ("", "allow", "prefer", "disable") else None
+        ssl_arg: Any = ssl_context(db) if mode not in ("", "allow", "prefer", "disable") else None
         if mode in ("allow", "prefer", "disable"):
             ssl_arg = mode
         pool = await asyncpg.create_pool(
@@ -271,7 +272,7 @@ class _MyDb:
             conv=_mysql_conversions(),
             autocommit=True,  # else InnoDB's REPEATABLE READ pins one snapshot forever
             connect_timeout=db.connect_timeout,
-            ssl=_ssl_context(db),
+            ssl=ssl_context(db),
             init_command="SET SESSION TRANSACTION READ ONLY",
             pool_recycle=3600,
         )
