@@ -10,6 +10,9 @@ What it maintains in charts/sipstack-connector/:
   behind `crds.create`, with helm.sh/resource-policy: keep);
 - files/rbac.yaml: a byte-identical copy of operator/sipstack_operator/data/rbac.yaml
   (templates/rbac.yaml takes the operator's rules from it);
+- operator/sipstack_operator/data/agent_status.v1.schema.json: a byte-identical
+  copy of the agent's /status schema (agent/sipstack_agent/schemas/), so the
+  operator, which never imports the agent, has it as data;
 - values.schema.json `definitions.connector` and `definitions.connectorDefaults`:
   the CRD's spec schema as JSON Schema (draft-07) with the chart's own keys
   (name, namespace, labels, annotations, existingSecret, createSecret). Unknown
@@ -31,9 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "sipstack-connector"
 CRD = ROOT / "crds" / "asteriskconnectors.sipstack.com.yaml"
 RBAC = ROOT / "operator" / "sipstack_operator" / "data" / "rbac.yaml"
+STATUS_SCHEMA = ROOT / "agent" / "sipstack_agent" / "schemas" / "agent_status.v1.schema.json"
 COPIES = {
     CRD: CHART / "files" / "asteriskconnectors.sipstack.com.yaml",
     RBAC: CHART / "files" / "rbac.yaml",
+    STATUS_SCHEMA: ROOT / "operator" / "sipstack_operator" / "data" / STATUS_SCHEMA.name,
 }
 SCHEMA = CHART / "values.schema.json"
 

@@ -31,6 +31,7 @@ from .config import Settings, redact_key
 from .metrics import Metrics
 from .model import ShipState
 from .state import StateStore
+from .status_schema import STATUS_SCHEMA_VERSION
 
 log = logging.getLogger("sipstack_agent.app")
 
@@ -430,7 +431,9 @@ class Agent:
         return not problems, problems
 
     async def status(self) -> dict[str, Any]:
+        """The /status document (schemas/agent_status.v1.schema.json)."""
         out: dict[str, Any] = {
+            "schema_version": STATUS_SCHEMA_VERSION,
             "version": self.settings.identity.version,
             "connector_id": self.settings.identity.connector_id,
             "started_at": self.started_at.isoformat(),

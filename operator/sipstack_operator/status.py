@@ -16,10 +16,12 @@ Pure functions (plus `fetch_agent_status`, one HTTP GET). Rules:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 import aiohttp
@@ -188,45 +190,83 @@ def merge_conditions(
 
 # --------------------------------------------------------------------------- agent /status
 
+# The agent's /status is described by data/agent_status.v1.schema.json, a byte-identical
+# copy of the agent's schema (tools/sync-chart-crd.py keeps it; the operator never
+# imports the agent). The version this code reads is the one that file declares.
+AGENT_STATUS_SCHEMA_FILE = "agent_status.v1.schema.json"
+# Bigger answers are not read: a healthy agent's /status is a few KiB.
+MAX_AGENT_STATUS_BYTES = 256 * 1024
+
+
+def agent_status_schema() -> dict[str, Any]:
+    text = resources.files("sipstack_operator").joinpath("data", AGENT_STATUS_SCHEMA_FILE)
+    value = json.loads(text.read_text(encoding="utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError(f"{AGENT_STATUS_SCHEMA_FILE} is not a JSON object")
+    return value
+
+
+AGENT_STATUS_VERSION: int = int(agent_status_schema()["properties"]["schema_version"]["const"])
+
 
 def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The agent's /status JSON -> backlog, lastShippedAt, lastError (only keys present)."""
-    if not doc:
+    """The agent's /status -> backlog, lastShippedAt, lastError (only keys present).
+
+    backlog = backlog.outbox_depth, lastShippedAt = shipper.last_success_at and
+    lastError = shipper.last_error (scrubbed; "" when there is none). A document of
+    another schema_version, or a field of the wrong type, gives nothing.
+    """
+    if not doc or doc.get("schema_version") != AGENT_STATUS_VERSION:
         return {}
     out: dict[str, Any] = {}
-    depth = doc.get("outbox_depth")
-    if isinstance(depth, int) and not isinstance(depth, bool):
+    backlog = _object(doc.get("backlog"))
+    depth = backlog.get("outbox_depth")
+    if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:
         out["backlog"] = depth
-    shipped = doc.get("last_success_at")
-    if isinstance(shipped, str) and shipped:
-        out["lastShippedAt"] = _normalize_time(shipped)
-    elif isinstance(shipped, int | float) and not isinstance(shipped, bool):
-        out["lastShippedAt"] = now_rfc3339(datetime.fromtimestamp(shipped, tz=UTC))
-    if "last_error" in doc:
-        err = doc.get("last_error")
+    shipper = _object(doc.get("shipper"))
+    shipped = shipper.get("last_success_at")
+    if isinstance(shipped, str) and (when := _normalize_time(shipped)) is not None:
+        out["lastShippedAt"] = when
+    if "last_error" in shipper:
+        err = shipper.get("last_error")
         out["lastError"] = scrub(str(err)) if err else ""
     return out
 
 
-def _normalize_time(text: str) -> str:
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _normalize_time(text: str) -> str | None:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        return text
+        return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return now_rfc3339(parsed)
 
 
 async def fetch_agent_status(
-    session: aiohttp.ClientSession, url: str, *, timeout: float = 3.0
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    timeout: float = 3.0,
+    max_bytes: int = MAX_AGENT_STATUS_BYTES,
 ) -> dict[str, Any] | None:
-    """GET the agent's /status; None when it cannot be read (never raises)."""
+    """GET the agent's /status; None when it cannot be read or is too big (never raises)."""
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             if resp.status != 200:
                 return None
-            doc = await resp.json(content_type=None)
+            if resp.content_length is not None and resp.content_length > max_bytes:
+                return None
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                body.extend(chunk)
+                if len(body) > max_bytes:
+                    return None
+        doc = json.loads(bytes(body))
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None

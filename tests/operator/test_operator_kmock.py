@@ -26,7 +26,7 @@ import pytest
 import yaml
 from kmock_emulator import Emulator
 from kopf.testing import KopfRunner
-from operator_testlib import ROOT, strip_for_draft4
+from operator_testlib import ROOT, agent_status_doc, strip_for_draft4
 from sipstack_operator import handlers
 from sipstack_operator.reconcile import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
@@ -118,11 +118,10 @@ def with_service_monitors(cluster: Emulator) -> None:
 @pytest.fixture()
 async def agent_status(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]]:
     """A stand-in for the agents' /status endpoints; the test edits the dict."""
-    doc: dict[str, Any] = {
-        "last_success_at": "2026-11-25T21:00:00+00:00",
-        "outbox_depth": 7,
-        "last_error": None,
-    }
+    doc = agent_status_doc(
+        backlog={"outbox_depth": 7},
+        shipper={"last_success_at": "2026-11-25T21:00:00+00:00", "last_error": None},
+    )
 
     async def handle(_: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.json_response(doc)
@@ -327,7 +326,7 @@ async def test_create_yields_owned_children_and_status(
         await asyncio.sleep(0.8)  # a few timer rounds: no transition, so no new time
         assert condition(cluster, "pbx-east", "Ready") == ready
 
-        agent_status["last_error"] = f"401 from API with key {API_KEY}"
+        agent_status["shipper"]["last_error"] = f"401 from API with key {API_KEY}"
         await eventually(
             lambda: (
                 obj(cluster, CONNECTORS, "pbx-east")["status"]

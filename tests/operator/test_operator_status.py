@@ -4,8 +4,18 @@ nothing that looks like an API key survives."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import aiohttp
+import jsonschema
+import pytest
+from aiohttp import web
+from operator_testlib import (
+    AGENT_STATUS_SCHEMA_COPY,
+    AGENT_STATUS_SCHEMA_SOURCE,
+    agent_status_doc,
+)
 from sipstack_operator import status as st
 
 
@@ -89,22 +99,58 @@ def test_monitoring_condition() -> None:
     assert st.monitoring_condition(enabled=True, available=True).reason == "ServiceMonitorApplied"
 
 
-def test_agent_fields() -> None:
-    doc = {
-        "last_success_at": "2026-11-25T21:00:00.123456+00:00",
-        "outbox_depth": 12,
-        "last_error": "HTTP 401 with key sk_0123456789abcdef0123456789abcdef",
-    }
+def test_agent_fields_read_the_schema_shape() -> None:
+    doc = agent_status_doc(
+        backlog={"outbox_depth": 12},
+        shipper={
+            "outbox_depth": 3,
+            "last_success_at": "2026-11-25T21:00:00.123456+00:00",
+            "last_error": "HTTP 401 with key sk_0123456789abcdef0123456789abcdef",
+        },
+    )
     fields = st.agent_fields(doc)
-    assert fields["backlog"] == 12
+    assert fields["backlog"] == 12  # every kind waiting, not only the call shipper's
     assert fields["lastShippedAt"] == "2026-11-25T21:00:00Z"
     assert "0123456789abcdef0123456789abcdef" not in fields["lastError"]
     assert fields["lastError"].endswith("sk_…cdef")
-    assert st.agent_fields({"last_success_at": 0, "last_error": None}) == {
-        "lastShippedAt": "1970-01-01T00:00:00Z",
-        "lastError": "",
-    }
+
+
+def test_agent_fields_before_the_first_delivery() -> None:
+    doc = agent_status_doc(shipper={"last_success_at": None, "last_error": None})
+    assert st.agent_fields(doc) == {"backlog": 0, "lastError": ""}
+
+
+def test_agent_fields_while_the_store_is_not_open() -> None:
+    doc = agent_status_doc()
+    del doc["backlog"], doc["shipper"], doc["checkpoints"]
+    assert st.agent_fields(doc) == {}
+
+
+def test_agent_fields_ignore_other_versions_and_garbage() -> None:
     assert st.agent_fields(None) == {}
+    assert st.agent_fields({**agent_status_doc(), "schema_version": 2}) == {}
+    unversioned = agent_status_doc()
+    del unversioned["schema_version"]
+    assert st.agent_fields(unversioned) == {}
+    odd = agent_status_doc()
+    odd["backlog"]["outbox_depth"] = True
+    odd["shipper"]["last_success_at"] = "yesterday"
+    assert st.agent_fields(odd) == {"lastError": "x"}
+
+
+def test_the_operator_reads_the_version_its_schema_copy_declares() -> None:
+    assert AGENT_STATUS_SCHEMA_COPY.read_bytes() == AGENT_STATUS_SCHEMA_SOURCE.read_bytes(), (
+        "operator/sipstack_operator/data is stale: run tools/sync-chart-crd.py"
+    )
+    assert st.agent_status_schema() == json.loads(AGENT_STATUS_SCHEMA_SOURCE.read_text())
+    assert agent_status_doc()["schema_version"] == st.AGENT_STATUS_VERSION == 1
+
+
+def test_fixtures_cannot_take_a_shape_of_their_own() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        agent_status_doc(outbox_depth=7)  # the flat key the operator used to read
+    with pytest.raises(jsonschema.ValidationError):
+        agent_status_doc(shipper={"last_success_at": 0})
 
 
 def test_status_patch_only_when_changed() -> None:
@@ -115,3 +161,44 @@ def test_status_patch_only_when_changed() -> None:
 
 def test_scrub_truncates() -> None:
     assert len(st.scrub("x" * 5000)) == st.MAX_MESSAGE
+
+
+async def test_fetch_agent_status_bounds_what_it_reads() -> None:
+    doc = agent_status_doc()
+    big = {**doc, "ready_problems": ["x" * 1024] * 300}  # ~300 KiB
+
+    async def small(_: web.Request) -> web.StreamResponse:
+        return web.json_response(doc)
+
+    async def sized(_: web.Request) -> web.StreamResponse:
+        return web.json_response(big)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(300):
+            await resp.write(b" " * 1024)  # no Content-Length to go by
+        await resp.write(json.dumps(doc).encode())
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/small", small)
+    app.router.add_get("/sized", sized)
+    app.router.add_get("/chunked", chunked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}"
+            assert await st.fetch_agent_status(session, url + "/small") == doc
+            assert await st.fetch_agent_status(session, url + "/sized") is None
+            assert await st.fetch_agent_status(session, url + "/chunked") is None
+            got = await st.fetch_agent_status(session, url + "/chunked", max_bytes=1024 * 1024)
+            assert got == doc
+    finally:
+        await runner.cleanup()

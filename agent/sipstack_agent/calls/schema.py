@@ -14,13 +14,12 @@ SCHEMA_PACKAGE = "sipstack_agent"
 SCHEMA_FILE = "call_document.schema.json"
 
 
-def load_schema() -> dict[str, Any]:
-    text = (
-        resources.files(SCHEMA_PACKAGE).joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
-    )
+def load_schema(name: str = SCHEMA_FILE) -> dict[str, Any]:
+    """A schema file of `sipstack_agent/schemas/` (default: the call document's)."""
+    text = resources.files(SCHEMA_PACKAGE).joinpath("schemas", name).read_text(encoding="utf-8")
     value = json.loads(text)
     if not isinstance(value, dict):
-        raise ValueError(f"{SCHEMA_FILE} is not a JSON object")
+        raise ValueError(f"{name} is not a JSON object")
     return value
 
 
