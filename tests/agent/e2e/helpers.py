@@ -14,7 +14,7 @@ from typing import Any
 
 from sipstack_agent.config import DatabaseSettings
 from sipstack_agent.demo import AgentProcess, agent_env
-from sipstack_agent.pbxsim import SimCall, Write, timeline
+from sipstack_agent.pbxsim import SimCall, Write, play, timeline
 from sipstack_agent.receiver import Receiver
 
 API_KEY = "sk_e2e" + "0" * 29  # sk_ + 32 characters
@@ -67,6 +67,16 @@ async def write_calls(writer: Any, calls: Iterable[SimCall], late_cdr_seconds: f
             await writer.insert_cdr(rows)
         n += len(rows)
     return n
+
+
+async def play_calls(writer: Any, calls: Iterable[SimCall]) -> None:
+    """Commit every row of `calls` at the time Asterisk would (pbxsim.play)."""
+
+    async def write(batch: Sequence[Write]) -> None:
+        for kind, rows in runs(batch):
+            await (writer.insert_cel(rows) if kind == "cel" else writer.insert_cdr(rows))
+
+    await play(timeline(calls), write)
 
 
 def free_port() -> int:
