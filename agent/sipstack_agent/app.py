@@ -271,6 +271,9 @@ class Agent:
 
     def _build_recordings(self, store: Any) -> Any:
         s = self.settings
+        if not s.recordings.paths and not s.database.table_recordings:
+            log.info("recordings: off (RECORDING_PATHS=none and no DB_TABLE_RECORDINGS)")
+            return None
         try:
             from .recordings import RecordingManager
         except ImportError:  # pragma: no cover - recordings package not there yet

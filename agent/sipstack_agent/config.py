@@ -313,10 +313,12 @@ class _Reader:
         self.env = env
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.names: set[str] = set()  # every variable looked at (see unknown_variables)
 
     # -- raw access ---------------------------------------------------------
     def raw(self, *names: str) -> tuple[str, str] | None:
         """First of `names` that is set to a non-empty value: (name, stripped value)."""
+        self.names.update(names)
         for name in names:
             v = self.env.get(name)
             if v is not None and v.strip() != "":
@@ -595,14 +597,18 @@ def _default_connector_id(hostname: str) -> str:
 
 
 def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: str | None = None
+    environ: Mapping[str, str] | None = None,
+    env_file: str | None = None,
+    *,
+    read: set[str] | None = None,
 ) -> Settings:
     """Read the settings once at start-up.
 
     `environ` defaults to `os.environ`. `env_file` is read only when given (the CLI
     passes `--env-file`, or `./.env` when it exists); the environment wins over it.
     Raises `ConfigError` listing every problem, one line per problem, each starting
-    with the variable's name; secret values never appear in a message.
+    with the variable's name; secret values never appear in a message. `read`, when
+    given, receives the name of every variable the loader looked at.
     """
     env_in: Mapping[str, str] = os.environ if environ is None else environ
     r0 = _Reader({})
@@ -626,6 +632,7 @@ def load_settings(
     # -- secrets ------------------------------------------------------------
     secrets: dict[str, str] = {}
     for var in SECRET_VARS:
+        r.names.add(var)
         got_file = r.raw(f"{var}_FILE")
         if got_file is not None:
             secrets[var] = _read_secret_file(r, var, got_file[1]) or ""
@@ -663,6 +670,7 @@ def load_settings(
     )
 
     # -- CEL mode and database ---------------------------------------------
+    r.names.add("CEL_MODE")
     cel_raw = merged.get("CEL_MODE")
     cel_mode = "none"
     if cel_raw is not None and cel_raw.strip():
@@ -890,6 +898,8 @@ def load_settings(
             exts = RecordingSettings.extensions
             break
     rec_paths = r.list_("RECORDING_PATHS", default=RecordingSettings.paths)
+    if [p.lower() for p in rec_paths] == ["none"]:
+        rec_paths = ()  # no recording directories: recordings are not looked for in files
     for p in rec_paths:
         if not p.startswith("/"):
             r.bad("RECORDING_PATHS", f"paths must be absolute, got {r.show(p)}")
@@ -972,7 +982,23 @@ def load_settings(
         database_enabled=database_enabled,
         warnings=tuple(r.warnings),
     )
+    if read is not None:
+        read.update(r.names)
     if r.problems:
         # One line per problem, stable order, no duplicates.
         raise ConfigError(list(dict.fromkeys(r.problems)))
     return settings
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Names in `environ` that `load_settings(environ)` does not read, sorted.
+
+    A typo, a stale name, or a variable of a feature that is off in this
+    configuration (the loader reads what the settings need, nothing else).
+    """
+    read: set[str] = set()
+    try:
+        load_settings(environ, read=read)
+    except ConfigError:
+        pass  # the names were collected all the same
+    return sorted(set(environ) - read)

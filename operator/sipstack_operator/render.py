@@ -146,14 +146,16 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
         "CDR_POLL_INTERVAL": str(spec.shipping.poll_interval_seconds),
         "CDR_BATCH_SIZE": str(spec.shipping.batch_size),
         "LONG_CALL_UPDATE_INTERVAL": str(spec.shipping.long_call_update_interval_seconds),
-        "RECORDING_PATHS": ",".join(spec.recordings.paths) if spec.recordings.enabled else "",
+        # "none": no recording directories (empty would mean the agent's default).
+        "RECORDING_PATHS": ",".join(spec.recordings.paths) if spec.recordings.enabled else "none",
         "RECORDING_UPLOAD": _flag(spec.recordings.enabled and spec.recordings.upload),
         "DELETE_RECORDINGS_AFTER_UPLOAD": _flag(
             spec.recordings.enabled and spec.recordings.delete_after_upload
         ),
         "ASTERISK_EXT_MIN_LENGTH": str(spec.direction.ext_min_length),
         "ASTERISK_EXT_MAX_LENGTH": str(spec.direction.ext_max_length),
-        "ASTERISK_INTL_PREFIXES": ",".join(spec.direction.intl_prefixes),
+        # An empty list is "+" alone ("+" is always international; empty = 011,00).
+        "ASTERISK_INTL_PREFIXES": ",".join(spec.direction.intl_prefixes) or "+",
         "STATE_DIR": STATE_DIR,
         "MONITORING_PORT": str(MONITORING_PORT),
         "LOG_FORMAT": "json",
@@ -162,7 +164,7 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
         "REGION": spec.region,
         "API_URL": spec.api_url,
         "TENANT": spec.tenant,
-        "DB_TABLE_RECORDINGS": db.table_recordings,
+        "DB_TABLE_RECORDINGS": db.table_recordings if spec.recordings.enabled else "",
         "DB_SSLMODE": db.ssl_mode,
         "KNOWN_TRUNKS": ",".join(spec.direction.known_trunks),
         "DEFAULT_COUNTRY_CODE": spec.direction.default_country_code,
