@@ -10,6 +10,7 @@ them directly with keyword arguments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -997,8 +998,6 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     configuration (the loader reads what the settings need, nothing else).
     """
     read: set[str] = set()
-    try:
+    with contextlib.suppress(ConfigError):  # the names are collected all the same
         load_settings(environ, read=read)
-    except ConfigError:
-        pass  # the names were collected all the same
     return sorted(set(environ) - read)
