@@ -4,8 +4,8 @@
 - `/healthz`: the process is alive and its loop answers (always 200).
 - `/readyz`: 200 only when the `ready_provider` says so; 503 with JSON
   reasons otherwise (database unreachable, shipper stuck, key rejected...).
-- `/status`: JSON from the `status_provider` (checkpoints, backlog, outbox,
-  last success/error, open calls, linkedid_end_seen) plus the version.
+- `/status`: JSON from the `status_provider` plus the version; the agent's
+  provider (`Agent.status`) follows schemas/agent_status.v1.schema.json.
 
 The app passes the providers in, so this module imports no stage (sources,
 state, shipping): it only knows metrics and aiohttp.
