@@ -22,8 +22,8 @@ import sysconfig
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from functools import cache
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 import pytest
