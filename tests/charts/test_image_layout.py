@@ -280,10 +280,12 @@ async def test_root_owned_host_dir_is_one_clear_line(root: Path, receiver: Recei
     assert f"uid {UID}" in line and str(data) in line
     assert f"chown -R {UID}:{GID} {data}" in line and f"PUID={UID}" in line
     assert "Traceback" not in out and "unable to open database file" not in out
-    # check says the same, as a failing line
+    # check says the same, as a failing line; the health check fails (nothing listens)
     rc, out = await cli_as(UID, env, root, "check", "--no-api")
     assert rc == 1
     assert any(ln.startswith("FAIL state dir:") and f"uid {UID}" in ln for ln in out.splitlines())
+    rc, out = await cli_as(UID, env, root, "healthcheck")
+    assert rc == 1 and out.startswith("unhealthy:"), out
 
 
 async def test_state_file_of_another_uid_is_named(root: Path, receiver: Receiver) -> None:
