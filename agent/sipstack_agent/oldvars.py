@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 
 UNUSED: dict[str, str] = {
-    # name: what the agent does instead (shown in docs/migration.md)
+    # name: what the agent does instead (in the warning and in docs/migration.md)
     "CDR_LOOKBACK_MINUTES": "POLL_LOOKBACK_SECONDS",
     "RECORDING_ENABLED": "recordings are always linked; RECORDING_UPLOAD uploads them",
     "RECORDING_MAX_UPLOAD_RETRIES": "uploads retry until API_RETRY_HORIZON",
@@ -57,7 +57,8 @@ def unused_warning(env: Mapping[str, str]) -> str | None:
     names = [n for n in UNUSED if (env.get(n) or "").strip()]
     if not names:
         return None
+    instead = "; ".join(f"{n}: {UNUSED[n]}" for n in names)
     return (
-        f"{', '.join(names)}: old connector variable(s), not used by this agent "
-        "(see docs/migration.md for what replaces each)"
+        f"{', '.join(names)}: old connector variable(s), not used by this agent; "
+        f"instead ({instead}); see docs/migration.md"
     )
