@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dotenv.parser import parse_stream
 
 _INLINE_COMMENT = re.compile(r"\s+#.*\Z", re.S)
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def parse_env_file(text: str, source: str = ".env") -> tuple[dict[str, str], list[str]]:
@@ -31,7 +32,12 @@ def parse_env_file(text: str, source: str = ".env") -> tuple[dict[str, str], lis
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line
         if binding.error:
-            problems.append(f"ENV_FILE: {source} line {line}: expected KEY=VALUE")
+            key, sep, _ = binding.original.string.partition("=")
+            key = key.strip().removeprefix("export").strip()
+            if sep and _KEY.fullmatch(key):
+                problems.append(f"ENV_FILE: {source} line {line}: bad quoting of {key}")
+            else:
+                problems.append(f"ENV_FILE: {source} line {line}: expected KEY=VALUE")
         elif binding.key is not None and binding.value is None:
             problems.append(f"ENV_FILE: {source} line {line}: {binding.key} has no '='")
         elif binding.key is not None and binding.value is not None:

@@ -148,11 +148,12 @@ def test_env_file_values_keep_quoted_hashes(tmp_path: Path) -> None:
 
 
 def test_python_dotenv_reports_bad_lines_by_number() -> None:
-    vals, probs = parse_env_file("A=1\nexport B='two'\nnot a line\nC\n", "x.env")
+    vals, probs = parse_env_file("A=1\nexport B='two'\nnot a line\nC\nD='open\n", "x.env")
     assert vals == {"A": "1", "B": "two"}
     assert probs == [
         "ENV_FILE: x.env line 3: expected KEY=VALUE",
         "ENV_FILE: x.env line 4: C has no '='",
+        "ENV_FILE: x.env line 5: bad quoting of D",
     ]
 
 
