@@ -15,7 +15,7 @@ from collections.abc import Mapping
 UNUSED: dict[str, str] = {
     # name: what the agent does instead (in the warning and in docs/migration.md)
     "CDR_LOOKBACK_MINUTES": "POLL_LOOKBACK_SECONDS",
-    "RECORDING_ENABLED": "recordings are always linked; RECORDING_UPLOAD uploads them",
+    "RECORDING_ENABLED": "recordings are always linked, RECORDING_UPLOAD uploads them",
     "RECORDING_MAX_UPLOAD_RETRIES": "uploads retry until API_RETRY_HORIZON",
     "MAX_WORKERS": "API_CONCURRENCY",
     "CONNECTION_POOL_SIZE": "DB_POOL_SIZE",

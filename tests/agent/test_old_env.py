@@ -5,8 +5,9 @@ with your settings"), byte for byte: every line carries an inline comment, e.g.
 `TENANT=   # Optional tenant identifier`. It is fed both ways the old README
 runs it: as a `.env` file the agent reads, and as `docker run --env-file` passes
 it (each line verbatim into the environment, no quote or comment processing).
-Then every old variable, table-driven: kept, renamed, mapped, or given its old
-meaning (docs/migration.md)."""
+`data/old-env-example.env` is the old connector's `.env.example` (v0.13.22), the
+file its users copied to `.env`. Then every old variable, table-driven: kept,
+renamed, mapped, or given its old meaning (docs/migration.md)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,24 @@ def test_old_readme_env_through_docker_with_check() -> None:
     overridden = {"DB_HOST", "DB_PORT"}
     assert sorted(named) == sorted(set(commented_keys(OLD_README_ENV.read_text())) - overridden)
     assert "FAIL config" not in out and "Traceback" not in out + proc.stderr
+
+
+@pytest.mark.parametrize("how", ["env_file", "docker"])
+def test_old_env_example_unchanged(how: str) -> None:
+    """The old `.env.example` (v0.13.22) that users copied to `.env`, both ways."""
+    path = DATA / "old-env-example.env"
+    if how == "env_file":
+        s = load_settings({}, env_file=str(path))
+    else:
+        s = load_settings(docker_env_file(path.read_text()))
+    assert s.cel_mode == "db" and s.database.type == "mysql" and s.database.port == 3306
+    assert s.recordings.paths == ("/var/spool/asterisk/monitor", "/var/spool/asterisk/recordings")
+    assert s.recordings.upload_concurrency == 5  # RECORDING_UPLOAD_BATCH_SIZE=5
+    assert s.calls.direction.strip_dial_prefixes == ()  # STRIP_DIAL_PREFIXES=true
+    assert (s.batch_size, s.poll_interval, s.identity.customer_id) == (200, 5.0, 1)
+    (unused,) = [w for w in s.warnings if "old connector variable" in w]
+    for name in ("CDR_LOOKBACK_MINUTES", "MONITORING_ENABLED", "NORMALIZE_PHONE_NUMBERS"):
+        assert name in unused.split(":")[0]
 
 
 @pytest.mark.parametrize(
@@ -309,7 +328,8 @@ def test_migration_guide_names_every_old_variable(name: str) -> None:
     assert verdict.split()[0] in ("kept", "renamed", "mapped", "new", "unused", "ignored"), rows[0]
 
 
-def test_old_variable_list_covers_the_old_readme_block() -> None:
+def test_old_variable_list_covers_the_old_files() -> None:
     names = set(old_variables())
-    assert set(re.findall(r"^([A-Z_]+)=", OLD_README_ENV.read_text(), re.M)) <= names
+    for f in (OLD_README_ENV, DATA / "old-env-example.env"):
+        assert set(re.findall(r"^([A-Z_]+)=", f.read_text(), re.M)) <= names, f.name
     assert set(UNUSED) <= names and {o for o, *_ in OLD} <= names
