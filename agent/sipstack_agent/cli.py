@@ -71,7 +71,12 @@ def _become_run_as(settings: Settings) -> bool:
     try:
         drop_privileges(settings.state_dir, settings.run_as)
     except OSError as e:
-        log.error("cannot start: PUID/PGID %s: %s", settings.run_as, e)
+        uid, gid = settings.run_as or (0, 0)
+        log.error(
+            "cannot start: PUID=%d PGID=%d: %s (as root the agent needs CHOWN, SETUID and "
+            "SETGID to hand STATE_DIR over; or run as --user %d:%d)",
+            uid, gid, e, uid, gid,
+        )  # fmt: skip
         return False
     if (w := run_as_warning(settings.run_as)) is not None:
         log.warning("%s", w)

@@ -346,3 +346,24 @@ def test_compose_service_keeps_the_old_name_and_runs_as_puid() -> None:
     assert svc["healthcheck"]["test"] == ["CMD", "sipstack-agent", "healthcheck"]
     assert svc["read_only"] is True and "ALL" in svc["cap_drop"]
     assert "sipstack-data:/data" in svc["volumes"]
+
+
+async def test_root_without_chown_capability_is_one_clear_line(root: Path) -> None:
+    """docker run --user 0 --cap-drop ALL -e PUID=...: says which capabilities it needs."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    data = root / "_data"
+    data.mkdir(mode=0o755)
+    pbx, _ = make_pbx(root, n=1)
+    env = agent_env(pbx, "http://127.0.0.1:9/", data, PUID=str(UID), PGID=str(GID))
+    proc = await asyncio.create_subprocess_exec(
+        setpriv, "--bounding-set=-chown,-setuid,-setgid", "--",
+        sys.executable, "-m", "sipstack_agent.cli", "run",
+        env=env, cwd=root, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    rc, out = await wait_exit(proc)
+    assert rc == 1, out
+    (line,) = [ln for ln in out.splitlines() if "cannot start" in ln]
+    assert f"PUID={UID} PGID={GID}" in line and "CHOWN" in line and f"--user {UID}:{GID}" in line
+    assert "Traceback" not in out and data.stat().st_uid == 0
