@@ -309,6 +309,8 @@ async def run_checks(settings: Settings, *, api: bool = True) -> list[CheckLine]
     lines: list[CheckLine] = [CheckLine("config", "OK", "all variables valid")]
     for w in settings.warnings:
         lines.append(CheckLine("config", "WARN", w))
+    if (run_as := run_as_warning(settings.run_as)) is not None:
+        lines.append(CheckLine("config", "WARN", run_as))
     tasks: list[Any] = []
     if settings.database_enabled:
         tasks.append(check_database(settings))

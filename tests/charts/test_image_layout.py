@@ -333,6 +333,8 @@ async def test_puid_without_root_is_a_warning(root: Path, receiver: Receiver) ->
     rc, out = await stop_agent(proc)
     assert rc == 0, out
     assert "PUID/PGID (1000:1000) ignored: started as uid 12345" in out
+    rc, out = await cli_as(UID, env, root, "check", "--no-api")
+    assert "WARN config: PUID/PGID (1000:1000) ignored: started as uid 12345" in out, out
     # empty CEL_MODE (CDR only) runs, with its warning at start-up
     assert "CEL_MODE is empty/none: CDR only" in out
 
