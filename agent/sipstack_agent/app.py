@@ -27,15 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .calls import evaluate
-from .config import Settings, redact_key
+from .config import CDR_ONLY_WARNING, Settings, redact_key
 from .metrics import Metrics
 from .model import ShipState
 from .state import StateStore
+from .statedir import STATE_FILE, ensure_writable
 from .status_schema import STATUS_SCHEMA_VERSION
 
 log = logging.getLogger("sipstack_agent.app")
-
-STATE_FILE = "state.db"
 
 
 def utcnow() -> datetime:
@@ -123,7 +122,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Run every stage until `stop` is set, then stop within shutdown_grace."""
         s = self.settings
-        os.makedirs(s.state_dir, exist_ok=True)
+        ensure_writable(s.state_dir)
         self._log_banner()
         store = await StateStore.open(self.state_path, connector_id=s.identity.connector_id)
         self.store = store
@@ -196,6 +195,8 @@ class Agent:
         )
         for w in s.warnings:
             log.warning("%s", w)
+        if s.cel_mode == "none":
+            log.warning("%s", CDR_ONLY_WARNING)
 
     # ------------------------------------------------------------------ supervision
 

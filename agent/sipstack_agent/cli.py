@@ -1,4 +1,4 @@
-"""`sipstack-agent`: run | check | receive | demo.
+"""`sipstack-agent`: run | check | healthcheck | receive | demo.
 
 Exit codes: 0 fine; 1 a check failed / the demo lost calls / a runtime failure;
 2 configuration errors (one line per problem on stderr, naming the variable,
@@ -18,15 +18,24 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from . import __version__
-from .config import ConfigError, Settings, api_key_format, load_settings, redact_key
+from .config import (
+    CDR_ONLY_WARNING,
+    ConfigError,
+    Settings,
+    api_key_format,
+    load_settings,
+    redact_key,
+)
 from .logs import setup_logging
+from .statedir import StateDirError, drop_privileges, run_as_warning
+from .statedir import problem as state_dir_problem
 
 log = logging.getLogger("sipstack_agent.cli")
 
@@ -57,17 +66,39 @@ def _load(args: argparse.Namespace, out: TextIO) -> Settings | None:
 # ---------------------------------------------------------------------------- run
 
 
+def _become_run_as(settings: Settings) -> bool:
+    """PUID/PGID when started as root (statedir.drop_privileges); False on failure."""
+    try:
+        drop_privileges(settings.state_dir, settings.run_as)
+    except OSError as e:
+        uid, gid = settings.run_as or (0, 0)
+        log.error(
+            "cannot start: PUID=%d PGID=%d: %s (as root the agent needs CHOWN, SETUID and "
+            "SETGID to hand STATE_DIR over; or run as --user %d:%d)",
+            uid, gid, e, uid, gid,
+        )  # fmt: skip
+        return False
+    if (w := run_as_warning(settings.run_as)) is not None:
+        log.warning("%s", w)
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args, sys.stderr)
     if settings is None:
         return EXIT_CONFIG
     setup_logging(settings.log_level, settings.log_format, log_numbers=settings.log_numbers)
+    if not _become_run_as(settings):
+        return EXIT_FAIL
     from .app import run_agent
 
     try:
         asyncio.run(run_agent(settings))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
+    except StateDirError as e:
+        log.error("cannot start: %s", e)
+        return EXIT_FAIL
     except OSError as e:
         log.error("cannot start: %s (check STATE_DIR and MONITORING_PORT)", e)
         return EXIT_FAIL
@@ -119,15 +150,10 @@ def _from_tuple(item: Any) -> CheckLine:
 
 
 async def check_state_dir(path: str) -> CheckLine:
+    why = state_dir_problem(path)
+    if why is not None:
+        return CheckLine("state dir", "FAIL", why)
     try:
-        os.makedirs(path, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".check-", dir=path)
-        try:
-            os.write(fd, b"ok")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(tmp)
         st = os.statvfs(path)
         free_mb = st.f_bavail * st.f_frsize / 1e6
         if free_mb < 100:
@@ -275,14 +301,7 @@ async def check_cel_feed(settings: Settings) -> list[CheckLine]:
     except Exception as e:
         return [CheckLine(f"cel {settings.cel_mode}", "FAIL", f"{type(e).__name__}: {e}", "")]
     if settings.cel_mode == "none":
-        return [
-            CheckLine(
-                "cel",
-                "WARN",
-                "CEL_MODE is empty/none: CDR only (no transfers, queues, DNID, recordings by CEL)",
-                "set CEL_MODE=db (cel table), csv (cel_custom) or ami",
-            )
-        ]
+        return [CheckLine("cel", "WARN", CDR_ONLY_WARNING)]
     return []
 
 
@@ -290,6 +309,8 @@ async def run_checks(settings: Settings, *, api: bool = True) -> list[CheckLine]
     lines: list[CheckLine] = [CheckLine("config", "OK", "all variables valid")]
     for w in settings.warnings:
         lines.append(CheckLine("config", "WARN", w))
+    if (run_as := run_as_warning(settings.run_as)) is not None:
+        lines.append(CheckLine("config", "WARN", run_as))
     tasks: list[Any] = []
     if settings.database_enabled:
         tasks.append(check_database(settings))
@@ -312,6 +333,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(CheckLine("config", "FAIL", p, "fix the variable named").render(), file=out)
         return EXIT_CONFIG
     setup_logging("ERROR" if not args.verbose else "DEBUG", "text")
+    if not _become_run_as(settings):
+        return EXIT_FAIL
     lines = asyncio.run(run_checks(settings, api=not args.no_api))
     if args.json:
         print(json.dumps([ln.__dict__ for ln in lines], indent=2), file=out)
@@ -325,6 +348,36 @@ def cmd_check(args: argparse.Namespace) -> int:
             file=out,
         )
     return EXIT_FAIL if failed else EXIT_OK
+
+
+# ---------------------------------------------------------------------------- healthcheck
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """The container's health check: GET /healthz where MONITORING_PORT says."""
+    try:
+        settings = load_settings(env_file=_env_file(args.env_file))
+    except ConfigError:
+        print("unhealthy: configuration errors (run sipstack-agent check)", file=sys.stderr)
+        return EXIT_FAIL
+    if settings.monitoring_port == 0:
+        print("healthy: monitoring endpoint disabled (MONITORING_PORT=0)")
+        return EXIT_OK
+    host = settings.monitoring_host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - the wildcard the agent listens on
+        host = "127.0.0.1"
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.monitoring_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            status = int(resp.status)
+    except (OSError, ValueError) as e:
+        print(f"unhealthy: {url}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if status != 200:
+        print(f"unhealthy: {url}: HTTP {status}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"healthy: {url}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------- receive
@@ -405,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print the results as JSON")
     c.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     c.set_defaults(func=cmd_check)
+
+    h = sub.add_parser("healthcheck", help="container health: GET /healthz on MONITORING_PORT")
+    h.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    h.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
+    h.set_defaults(func=cmd_healthcheck)
 
     rv = sub.add_parser("receive", help="run a local SIPSTACK API receiver (tests, demo)")
     rv.add_argument("--port", type=int, default=8080)

@@ -1,7 +1,7 @@
 """Typed, validated settings of the agent.
 
-Stdlib only. `load_settings()` reads the environment (and an optional .env file
-and `*_FILE` variants) once at start-up and returns a frozen `Settings`; every
+`load_settings()` reads the environment (and an optional .env file, see
+envfile.py, and `*_FILE` variants) once at start-up and returns a frozen `Settings`; every
 bad value is reported as one line naming its variable (`ConfigError.problems`).
 
 The dataclasses below are the contract every stage codes against; tests build
@@ -17,11 +17,14 @@ import os
 import re
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
+
+from .envfile import RawEnv, parse_env_file
+from .oldvars import alias_conflict, same_value, unused_warning
 
 
 class ConfigError(Exception):
@@ -79,6 +82,7 @@ class DirectionSettings:
     known_trunks: tuple[str, ...] = ()
     default_country_code: str = ""  # e.g. "1"; empty = never expand national numbers
     strip_dial_prefixes: tuple[str, ...] = ()
+    e164: bool = True  # ASTERISK_E164_ENABLED: rewrite external numbers to E.164 when unambiguous
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ class Settings:
     shutdown_grace: float = 10.0
     # Added by load_settings (additive): a database-less install (CEL from CSV/AMI only).
     database_enabled: bool = True
+    run_as: tuple[int, int] | None = None  # PUID/PGID: (uid, gid) when started as root
     # Non-fatal findings of load_settings (malformed-looking API key, ...), logged at start.
     warnings: tuple[str, ...] = ()
 
@@ -207,6 +212,10 @@ DB_TYPE_ALIASES: dict[str, str] = {
     "sqlite3": "sqlite",
 }
 CEL_MODES: tuple[str, ...] = ("db", "csv", "ami", "none")
+CDR_ONLY_WARNING = (
+    "CEL_MODE is empty/none: CDR only; transfers, queues and MixMonitor recordings need CEL "
+    "(set CEL_MODE=db, csv or ami)"
+)
 SHIPPING_MODES: tuple[str, ...] = ("complete", "progressive")
 LOG_LEVELS: dict[str, str] = {
     "DEBUG": "DEBUG",
@@ -220,8 +229,8 @@ SSL_MODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-c
 
 _TRUE = frozenset({"1", "true", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "no", "n", "off"})
+_BOOL_WORDS = frozenset({"true", "yes", "on", "false", "no", "off"})  # not digits: 0, 1 dial
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_STANDARD_RE = re.compile(r"^sk_[A-Za-z0-9]{32}$")
 _KEY_TIERED_RE = re.compile(r"^sk_t[0-4]_[A-Za-z0-9_]{8,}$")
 _CONNECTOR_ID_RE = re.compile(
@@ -257,56 +266,6 @@ def api_key_format(key: str) -> str:
     return "unknown"
 
 
-def parse_env_file(text: str, source: str = ".env") -> tuple[dict[str, str], list[str]]:
-    """Parse dotenv text (stdlib only): `KEY=value`, `export KEY=value`, `#` comments,
-    single quotes (literal), double quotes (\\n \\t \\" \\\\ escapes), ` #` inline comments
-    after unquoted values. Returns (values, problems); later keys win."""
-    values: dict[str, str] = {}
-    problems: list[str] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export ") or line.startswith("export\t"):
-            line = line[7:].lstrip()
-        key, sep, rest = line.partition("=")
-        key = key.strip()
-        if not sep or not _ENV_KEY_RE.match(key):
-            problems.append(f"ENV_FILE: {source} line {lineno}: expected KEY=VALUE")
-            continue
-        rest = rest.strip()
-        if rest[:1] in ("'", '"'):
-            quote = rest[0]
-            value_chars: list[str] = []
-            i = 1
-            closed = False
-            while i < len(rest):
-                ch = rest[i]
-                if quote == '"' and ch == "\\" and i + 1 < len(rest):
-                    nxt = rest[i + 1]
-                    value_chars.append({"n": "\n", "t": "\t", "r": "\r"}.get(nxt, nxt))
-                    i += 2
-                    continue
-                if ch == quote:
-                    closed = True
-                    break
-                value_chars.append(ch)
-                i += 1
-            trailing = rest[i + 1 :].strip() if closed else ""
-            if not closed or (trailing and not trailing.startswith("#")):
-                problems.append(f"ENV_FILE: {source} line {lineno}: bad quoting of {key}")
-                continue
-            values[key] = "".join(value_chars)
-        else:
-            hash_at = rest.find(" #")
-            if hash_at < 0:
-                hash_at = rest.find("\t#")
-            if hash_at >= 0:
-                rest = rest[:hash_at]
-            values[key] = rest.strip()
-    return values, problems
-
-
 class _Reader:
     """Reads variables from the merged view, collects problems and warnings."""
 
@@ -318,13 +277,21 @@ class _Reader:
 
     # -- raw access ---------------------------------------------------------
     def raw(self, *names: str) -> tuple[str, str] | None:
-        """First of `names` that is set to a non-empty value: (name, stripped value)."""
+        """First of `names` that is set to a non-empty value: (name, stripped value).
+        The later names are aliases or old names; one set to another value is a warning."""
         self.names.update(names)
+        found: tuple[str, str] | None = None
         for name in names:
             v = self.env.get(name)
-            if v is not None and v.strip() != "":
-                return name, v.strip()
-        return None
+            if v is None or v.strip() == "":
+                continue
+            if found is None:
+                found = (name, v.strip())
+            elif not same_value(found[1], v.strip()):
+                msg = alias_conflict(found[0], name)
+                if msg not in self.warnings:
+                    self.warnings.append(msg)
+        return found
 
     def str_(self, *names: str, default: str = "") -> str:
         got = self.raw(*names)
@@ -626,7 +593,7 @@ def load_settings(
             text = ""
         dotenv, env_problems = parse_env_file(text, env_file)
         r0.problems.extend(env_problems)
-    merged = _merge_layers(env_in, dotenv, r0)
+    merged = RawEnv(_merge_layers(env_in, dotenv, r0), env_in)
     r = _Reader(merged)
     r.problems.extend(r0.problems)
 
@@ -774,7 +741,16 @@ def load_settings(
         r.bad("DEFAULT_COUNTRY_CODE", f"1 to 3 digits expected (e.g. 1, 44), got {r.show(cc)}")
         cc = ""
     strip_prefixes: list[str] = []
-    for p in r.list_("STRIP_DIAL_PREFIXES"):
+    strip_items = r.list_("STRIP_DIAL_PREFIXES")
+    if len(strip_items) == 1 and strip_items[0].lower() in _BOOL_WORDS:
+        # The old .env.example's STRIP_DIAL_PREFIXES=true named no prefix: none was stripped.
+        if strip_items[0].lower() in _TRUE:
+            r.warnings.append(
+                f"STRIP_DIAL_PREFIXES: {r.show(strip_items[0])} names no prefix, so none is "
+                "stripped (as by the old connector); list them, e.g. *67,*82"
+            )
+        strip_items = ()
+    for p in strip_items:
         if not re.fullmatch(r"[0-9*#+]{1,8}", p):
             r.bad(
                 "STRIP_DIAL_PREFIXES",
@@ -789,6 +765,7 @@ def load_settings(
         known_trunks=r.list_("KNOWN_TRUNKS"),
         default_country_code=cc,
         strip_dial_prefixes=tuple(strip_prefixes),
+        e164=r.bool_("ASTERISK_E164_ENABLED", default=True),
     )
     pattern = r.str_("TENANT_CONTEXT_PATTERN")
     if pattern:
@@ -810,15 +787,27 @@ def load_settings(
     max_age = r.float_("CALL_MAX_AGE", default=6 * 3600.0, hi=30 * 86400)
     if max_age <= idle:
         r.bad("CALL_MAX_AGE", f"({max_age:g} s) must exceed CALL_IDLE_TIMEOUT ({idle:g} s)")
+    shipping_mode = r.choice("CALL_SHIPPING_MODE", "complete", SHIPPING_MODES)
+    # The old SHIP_INCOMPLETE_AFTER: when a call still running is shipped (docs/migration.md).
+    old_incomplete = ("SHIP_INCOMPLETE_AFTER",)
+    progressive = shipping_mode == "progressive"
     calls = CallSettings(
         idle_timeout=idle,
         max_age=max_age,
-        shipping_mode=r.choice("CALL_SHIPPING_MODE", "complete", SHIPPING_MODES),
+        shipping_mode=shipping_mode,
         long_call_update_interval=r.float_(
-            "LONG_CALL_UPDATE_INTERVAL", default=600.0, hi=86400, lo_inclusive=True
+            "LONG_CALL_UPDATE_INTERVAL",
+            *(() if progressive else old_incomplete),
+            default=600.0,
+            hi=86400,
+            lo_inclusive=True,
         ),
         ship_update_min_interval=r.float_(
-            "SHIP_UPDATE_MIN_INTERVAL", default=30.0, hi=86400, lo_inclusive=True
+            "SHIP_UPDATE_MIN_INTERVAL",
+            *(old_incomplete if progressive else ()),
+            default=30.0,
+            hi=86400,
+            lo_inclusive=True,
         ),
         cdr_only=cel_mode == "none",
         timezone=db_tz,
@@ -913,7 +902,14 @@ def load_settings(
             "RECORDING_STABILITY_CHECK_INTERVAL", "RECORDING_STABILITY_CHECK", default=2.0, hi=3600
         ),
         upload=r.bool_("RECORDING_UPLOAD", default=False),
-        upload_concurrency=r.int_("RECORDING_UPLOAD_CONCURRENCY", default=2, lo=1, hi=64),
+        upload_concurrency=r.int_(
+            "RECORDING_UPLOAD_CONCURRENCY",
+            "RECORDING_BATCH_SIZE",
+            "RECORDING_UPLOAD_BATCH_SIZE",
+            default=2,
+            lo=1,
+            hi=64,
+        ),
         delete_after_upload=r.bool_(
             "DELETE_RECORDINGS_AFTER_UPLOAD", "RECORDING_DELETE_AFTER_UPLOAD", default=False
         ),
@@ -952,6 +948,12 @@ def load_settings(
             "a poll reads at most MAX_RECORDS_PER_POLL rows"
         )
     state_dir = r.str_("STATE_DIR", default="/data")
+    puid = r.int_("PUID", default=-1, lo=0, hi=2**31 - 1)
+    pgid = r.int_("PGID", default=-1, lo=0, hi=2**31 - 1)
+    if pgid >= 0 and puid < 0:
+        r.bad("PGID", "set PUID too: the uid the agent runs as when started as root")
+    if (unused := unused_warning(merged)) is not None:
+        r.warnings.append(unused)
     log_format = r.choice("LOG_FORMAT", "text", ("text", "json"))
     settings = Settings(
         database=database,
@@ -981,10 +983,13 @@ def load_settings(
         monitoring_host=r.str_("MONITORING_HOST", default="0.0.0.0"),  # noqa: S104
         shutdown_grace=r.float_("SHUTDOWN_GRACE", default=10.0, hi=3600),
         database_enabled=database_enabled,
+        run_as=(puid, pgid if pgid >= 0 else puid) if puid >= 0 else None,
         warnings=tuple(r.warnings),
     )
     if read is not None:
         read.update(r.names)
+    if (comments := merged.warning()) is not None:
+        settings = replace(settings, warnings=(comments, *settings.warnings))
     if r.problems:
         # One line per problem, stable order, no duplicates.
         raise ConfigError(list(dict.fromkeys(r.problems)))

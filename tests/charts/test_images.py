@@ -14,7 +14,11 @@ from .chartlib import CHART, ROOT
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]
 IMAGES = {
-    "Dockerfile.agent": {"entrypoint": "sipstack-agent", "port": "8000", "health": "8000/healthz"},
+    "Dockerfile.agent": {
+        "entrypoint": "sipstack-agent",
+        "port": "8000",
+        "health": '["sipstack-agent", "healthcheck"]',  # GET /healthz on MONITORING_PORT
+    },
     "Dockerfile.operator": {
         "entrypoint": "sipstack-operator",
         "port": "8080",
@@ -68,7 +72,8 @@ def test_dockerfile(name: str):
     assert "useradd" in final_runs and "--uid 10001" in final_runs
     assert [a for i, a in final if i == "EXPOSE"] == [expect["port"]]
     (healthcheck,) = [a for i, a in final if i == "HEALTHCHECK"]
-    assert expect["health"] in healthcheck and "urllib.request" in healthcheck
+    assert expect["health"] in healthcheck
+    assert "python" not in healthcheck or "urllib.request" in healthcheck
     assert "curl" not in healthcheck
     (entrypoint,) = [a for i, a in final if i == "ENTRYPOINT"]
     assert entrypoint == f'["{expect["entrypoint"]}"]'
@@ -139,14 +144,14 @@ def env_example_variables() -> list[str]:
 
 def test_compose_file():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    agent = compose["services"]["sipstack-agent"]
+    agent = compose["services"]["sipstack-connector"]
     assert agent["network_mode"] == "host"
     assert agent["env_file"] == [".env"]
     assert agent["restart"] == "unless-stopped"
     assert any(v.split(":")[1] == "/data" for v in agent["volumes"])
     assert agent["read_only"] is True and "/tmp" in agent["tmpfs"]
     assert agent["build"]["dockerfile"] == "Dockerfile.agent"
-    assert agent["user"] == "10001:10001"
+    assert agent["user"] == "${PUID:-10001}:${PGID:-10001}"
     for key in agent.get("environment", {}):
         assert not SECRET_NAME.search(key), "secrets belong in .env"
 
@@ -191,7 +196,7 @@ def test_compose_and_env_example_use_only_known_variables():
         )
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     used = set(env_example_variables()) | set(
-        compose["services"]["sipstack-agent"].get("environment", {})
+        compose["services"]["sipstack-connector"].get("environment", {})
     )
     for source, known in sources.items():
         unknown = used - known

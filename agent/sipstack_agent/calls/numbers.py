@@ -1,7 +1,8 @@
 """Phone number helpers: cleaning, dial-prefix stripping, E.164 when unambiguous.
 
 Rules (asterisk-data.md "Numbers"):
-- a leading `+` is kept; an international prefix (011, 00 ...) becomes `+`;
+- a leading `+` is kept; an international prefix (011, 00 ...) becomes `+`
+  (no rewriting at all with ASTERISK_E164_ENABLED=false);
 - a national number is expanded only with a configured default country code,
   and for NANP (country code 1) only when it has 10 digits (or 11 starting with 1)
   with a valid area code and exchange;
@@ -120,10 +121,11 @@ def to_e164(number: str, settings: DirectionSettings) -> str | None:
 def normalize(number: str, settings: DirectionSettings) -> str:
     """Cleaned number: dial prefix stripped, E.164 when unambiguous, else as dialled.
 
-    Extensions and short codes are returned unchanged (cleaned).
+    Extensions and short codes are returned unchanged (cleaned); with
+    ASTERISK_E164_ENABLED=false (`settings.e164`) every number is, as dialled.
     """
     n = strip_dial_prefix(clean(number), settings)
-    if not n or is_extension(n, settings) or not is_external(n, settings):
+    if not n or not settings.e164 or is_extension(n, settings) or not is_external(n, settings):
         return n
     return to_e164(n, settings) or n
 
