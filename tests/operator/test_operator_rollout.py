@@ -82,13 +82,17 @@ def _other_secret_added(docs: Docs) -> None:
 
 EDITS = [
     # Not consumed by the pod: no rollout.
-    Edit("serviceMonitor interval", False, cr=_set("spec.monitoring.serviceMonitor.interval", "15s")),
+    Edit(
+        "serviceMonitor interval", False, cr=_set("spec.monitoring.serviceMonitor.interval", "15s")
+    ),
     Edit(
         "serviceMonitor labels",
         False,
         cr=_set("spec.monitoring.serviceMonitor.labels", {"release": "other-prometheus"}),
     ),
-    Edit("serviceMonitor disabled", False, cr=_set("spec.monitoring.serviceMonitor.enabled", False)),
+    Edit(
+        "serviceMonitor disabled", False, cr=_set("spec.monitoring.serviceMonitor.enabled", False)
+    ),
     Edit("label on the CR", False, cr=_set("metadata.labels", {"team": "voice"})),
     Edit("annotation on the CR", False, cr=_set("metadata.annotations", {"note": "x"})),
     Edit("state PVC size", False, cr=_set("spec.state.size", "5Gi")),
