@@ -17,13 +17,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from kmock_emulator import Emulator
 from operator_testlib import EXAMPLES, load_docs
 from sipstack_operator import render as render_module
 from sipstack_operator.cli import render_documents
 from sipstack_operator.render import HASH_ANNOTATION
+from test_operator_kmock import (  # the fixtures and helpers of the kmock scenarios
+    DEPLOYMENTS,
+    cluster,
+    condition,
+    connector,
+    create,
+    eventually,
+    obj,
+    operator,
+    seed,
+)
+
+__all__ = ["cluster"]  # a fixture, used by name
 
 Docs = list[dict[str, Any]]
 DEFAULT_IMAGE = "sipstack/connector-asterisk:0.14.0"
+VERSION = "app.kubernetes.io/version"
 PINNED_IMAGE = "registry.example.com/sipstack/connector-asterisk:0.14.0-canary"
 
 
@@ -185,3 +200,34 @@ def test_an_unpinned_connector_follows_the_operators_default_image() -> None:
     ]
     assert old["spec"]["template"]["spec"]["containers"][0]["image"] == DEFAULT_IMAGE
     assert old["spec"]["template"] != new["spec"]["template"]
+
+
+@pytest.mark.kmock(cls=Emulator)
+@pytest.mark.timeout(60)
+async def test_an_operator_upgrade_reapplies_without_touching_the_pod_template(
+    cluster: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real operator, restarted as a new version: it re-applies its children
+    (their version label moves) and leaves every pod template as it was."""
+    await seed(cluster)
+    await create(cluster, connector(image=PINNED_IMAGE))
+    await create(cluster, connector("pbx-west"))
+    async with operator():
+        for name in ("pbx-east", "pbx-west"):
+            await eventually(
+                lambda name=name: condition(cluster, name, "SecretsResolved")["status"] == "True"
+            )
+    before = {n: obj(cluster, DEPLOYMENTS, f"{n}-agent") for n in ("pbx-east", "pbx-west")}
+    monkeypatch.setattr(render_module, "__version__", "99.0.0")
+
+    def version(name: str) -> str:
+        return str(obj(cluster, DEPLOYMENTS, f"{name}-agent")["metadata"]["labels"][VERSION])
+
+    async with operator():
+        for name in ("pbx-east", "pbx-west"):
+            await eventually(lambda name=name: version(name) == "99.0.0", what=name)
+    for name, old in before.items():
+        new = obj(cluster, DEPLOYMENTS, f"{name}-agent")
+        assert new is not None and old is not None
+        assert old["metadata"]["labels"][VERSION] != "99.0.0"
+        assert new["spec"]["template"] == old["spec"]["template"], name

@@ -243,7 +243,9 @@ async def test_delete_after_upload_only_after_2xx_and_only_inside(
     dead = await store.dead_letters()
     assert [(d["reason"], d["call_key"]) for d in dead] == [("path_refused", "1795495160.5")]
     assert sample(metrics, "sipstack_recording_paths_refused_total") == 1
-    assert sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "path_refused"}) == 1
+    assert (
+        sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "path_refused"}) == 1
+    )
 
 
 async def test_permanent_4xx_goes_to_dead_letter_and_keeps_the_file(
@@ -331,7 +333,9 @@ async def test_receiver_down_then_restarted_on_the_same_port(
     clock = ShiftClock()
     up = RecordingUploader(store, transport, _rset(root), _api(url), IDENTITY, metrics, clock=clock)
     await up.drain()  # nobody listening
-    assert sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "connection"}) == 1
+    assert (
+        sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "connection"}) == 1
+    )
     assert receiver_count(await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)) == 1
 
     first = Receiver(tmp_path / "r1.db", api_key=KEY, recordings_dir=tmp_path / "r1")
