@@ -10,9 +10,12 @@ operator Service and ServiceMonitor scrape it (port name ``metrics``).
 - ``sipstack_operator_reconcile_duration_seconds``: histogram of one reconcile.
 - ``sipstack_operator_connectors{condition,status}``: connectors by the status
   (True/False/Unknown) of each condition type; every set exists, at 0 too.
-- ``sipstack_operator_connector_info{connector_namespace,connector,paused}``:
-  1 per connector this operator handles, so an alert can join the agents'
-  ``up`` series and fire for a connector whose agent has no target at all.
+- ``sipstack_operator_connector_info{connector_namespace,connector,connector_service,paused}``:
+  1 per connector this operator handles; ``connector_service`` is its agent's
+  Service (``<name>-metrics``), so an alert can join the agents' ``up`` series
+  on (namespace, service) and fire for a connector whose agent has no target
+  at all. (Prometheus puts its own ``namespace`` and ``service`` labels of the
+  operator's target on every series, hence the prefixed names.)
 
 Connector series come from what the reconciler last wrote into each
 connector's status (`ConnectorTracker.observe`), read at scrape time.
@@ -38,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sipstack_operator import __version__
+from sipstack_operator.render import Names
 from sipstack_operator.status import CONDITION_TYPES, FALSE, TRUE, UNKNOWN
 
 FAILURE_REASONS = ("invalid_spec", "secrets_unresolved", "apply_failed", "api_error", "error")
@@ -92,10 +96,11 @@ class ConnectorTracker(Collector):
         info = GaugeMetricFamily(
             "sipstack_operator_connector_info",
             "1 per AsteriskConnector handled by this operator (paused: no agent pod expected)",
-            labels=["connector_namespace", "connector", "paused"],
+            labels=["connector_namespace", "connector", "connector_service", "paused"],
         )
         for (namespace, name), state in sorted(states.items()):
-            info.add_metric([namespace, name, "true" if state.paused else "false"], 1)
+            paused = "true" if state.paused else "false"
+            info.add_metric([namespace, name, Names.of(name).service, paused], 1)
         yield info
 
 

@@ -31,6 +31,7 @@ from sipstack_operator.spec import SpecError
 from test_operator_kmock import (  # the fixtures and helpers of the kmock scenarios
     CR_PATH,
     DEPLOYMENTS,
+    NS,
     cluster,
     condition,
     connector,
@@ -92,11 +93,14 @@ def by_condition(samples: Samples, condition: str, status: str) -> float:
 
 def info(samples: Samples) -> dict[str, str]:
     """connector -> its paused label, from sipstack_operator_connector_info."""
-    return {
-        dict(labels)["connector"]: dict(labels)["paused"]
-        for (name, labels), value in samples.items()
-        if name == "sipstack_operator_connector_info" and value == 1
-    }
+    found: dict[str, str] = {}
+    for (name, labels), value in samples.items():
+        if name == "sipstack_operator_connector_info" and value == 1:
+            got = dict(labels)
+            assert got["connector_namespace"] == NS
+            assert got["connector_service"] == f"{got['connector']}-metrics"
+            found[got["connector"]] = got["paused"]
+    return found
 
 
 @pytest.fixture
