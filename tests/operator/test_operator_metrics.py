@@ -32,6 +32,7 @@ from test_operator_kmock import (  # the fixtures and helpers of the kmock scena
     CR_PATH,
     DEPLOYMENTS,
     NS,
+    SERVICES,
     cluster,
     condition,
     connector,
@@ -98,9 +99,17 @@ def info(samples: Samples) -> dict[str, str]:
         if name == "sipstack_operator_connector_info" and value == 1:
             got = dict(labels)
             assert got["connector_namespace"] == NS
-            assert got["connector_service"] == f"{got['connector']}-metrics"
             found[got["connector"]] = got["paused"]
     return found
+
+
+def info_service(samples: Samples, connector: str) -> str:
+    (service,) = [
+        dict(labels)["connector_service"]
+        for (name, labels), _ in samples.items()
+        if name == "sipstack_operator_connector_info" and dict(labels)["connector"] == connector
+    ]
+    return service
 
 
 @pytest.fixture
@@ -147,6 +156,10 @@ async def test_the_operator_serves_its_metrics(cluster: Emulator, metrics_url: s
         assert by_condition(samples, "Ready", "Unknown") == 0
         assert info(samples) == {"pbx-east": "false", "pbx-paused": "true", "pbx-nokey": "false"}
         assert condition(cluster, "pbx-nokey", "Ready")["status"] == "False"
+        # The info series names the agent Service the operator created (what `up` carries).
+        service = obj(cluster, SERVICES, info_service(samples, "pbx-east"))
+        assert service is not None
+        assert service["metadata"]["labels"]["app.kubernetes.io/instance"] == "pbx-east"
 
         await delete(cluster, f"{CR_PATH}/pbx-east")
         samples = await scraped_until(metrics_url, lambda s: "pbx-east" not in info(s))
