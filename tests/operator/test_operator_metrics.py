@@ -205,3 +205,12 @@ def test_a_bad_metrics_port_names_the_variable() -> None:
         OperatorConfig.from_env({"SIPSTACK_METRICS_PORT": "http"})
     assert OperatorConfig.from_env({}).metrics_port == 9090
     assert OperatorConfig.from_env({"SIPSTACK_METRICS_PORT": "0"}).metrics_port == 0
+
+
+def test_the_cli_refuses_a_bad_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sipstack_operator import cli
+
+    monkeypatch.setenv("SIPSTACK_METRICS_PORT", "99999")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--namespace", "telephony"])
+    assert "SIPSTACK_METRICS_PORT" in str(exc.value.code)

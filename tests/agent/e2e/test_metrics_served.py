@@ -21,10 +21,11 @@ from sipstack_agent.metrics import DEAD_LETTER_REASONS, OLD_NAMES, PREFIX, Metri
 from sipstack_agent.pbxsim import SimCall
 from sipstack_agent.receiver import Receiver
 
-from .helpers import API_KEY, free_port, start_agent, wait_until, write_calls
-from .test_e2e import past_calls
+from .helpers import free_port, start_agent, wait_until, write_calls
+from .test_e2e import past_calls, receiver
 
 pytestmark = pytest.mark.timeout(120)
+__all__ = ["receiver"]  # the fixture of test_e2e, used by name
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -52,14 +53,6 @@ async def scrape_when_up(port: int, agent: Any) -> tuple[set[str], Samples]:
 
 def dead(kind: str, reason: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return ("sipstack_dead_letters_total", (("kind", kind), ("reason", reason)))
-
-
-@pytest.fixture
-async def receiver(tmp_path: Path) -> Any:
-    r = Receiver(tmp_path / "receiver.db", api_key=API_KEY)
-    await r.start("127.0.0.1", 0)
-    yield r
-    await r.stop()
 
 
 async def test_metrics_at_start_and_after_the_first_dead_letter(
@@ -103,7 +96,8 @@ async def test_metrics_at_start_and_after_the_first_dead_letter(
 
         def dead_lettered() -> bool:
             try:
-                return scrape(port)[1].get(dead("call", "http_422"), 0) == 1
+                # >= 1: a progressive call may have had a second revision rejected too.
+                return scrape(port)[1].get(dead("call", "http_422"), 0) >= 1
             except OSError:
                 return False
 
