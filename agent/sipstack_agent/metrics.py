@@ -2,16 +2,53 @@
 
 Every stage receives the `Metrics` object; nothing uses prometheus_client's
 global registry, so several agents can run in one test process.
+
+Names: the six metrics of the old connector's README keep their names (see
+OLD_NAMES); every other one starts with ``sipstack_``. The dead-letter label
+sets of DEAD_LETTER_REASONS exist at 0 from start-up, so an alert on
+``increase(sipstack_dead_letters_total[10m]) > 0`` sees the very first one.
 """
 
 from __future__ import annotations
 
+import platform
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sipstack_agent import __version__
+
+# Metric names of the old connector, kept so existing dashboards keep working.
+OLD_NAMES = frozenset(
+    {
+        "database_connection_status",
+        "cdrs_processed",
+        "cels_processed",
+        "calls_shipped",
+        "recordings_detected",
+        "api_request_duration_seconds",
+    }
+)
+PREFIX = "sipstack_"
+# Dead-letter reasons that need no API answer, per outbox kind (shipping/outbox.py
+# ships kind "call", recordings/upload.py kind "recording"). `http_<status>` sets
+# appear with their first dead letter; the chart's alert catches new series too.
+DEAD_LETTER_REASONS: Mapping[str, tuple[str, ...]] = {
+    "call": ("invalid_payload", "retry_horizon"),
+    "recording": ("file_missing", "path_refused", "retry_horizon"),
+}
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        self.build_info = Gauge(
+            "sipstack_build_info",
+            "Always 1; the agent's version and Python version as labels",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         # The six names of the old connector's README.
         self.database_connection_status = Gauge(
             "database_connection_status",
@@ -62,6 +99,9 @@ class Metrics:
         self.dead_letters = Counter(
             "sipstack_dead_letters", "Documents given up on", ["kind", "reason"], registry=r
         )
+        for kind, reasons in DEAD_LETTER_REASONS.items():
+            for reason in reasons:
+                self.dead_letters.labels(kind, reason)
         self.dead_letters_stored = Gauge(
             "sipstack_dead_letters_stored", "Documents in the dead-letter store", registry=r
         )
@@ -113,13 +153,16 @@ class Metrics:
         )
         # Recordings.
         self.recordings_uploaded = Counter(
-            "recordings_uploaded", "Recording files accepted by the API", registry=r
+            "sipstack_recordings_uploaded", "Recording files accepted by the API", registry=r
         )
         self.recording_upload_bytes = Counter(
-            "recording_upload_bytes", "Bytes of recording audio uploaded", registry=r
+            "sipstack_recording_upload_bytes", "Bytes of recording audio uploaded", registry=r
         )
         self.recording_upload_failures = Counter(
-            "recording_upload_failures", "Recording upload failures", ["reason"], registry=r
+            "sipstack_recording_upload_failures",
+            "Recording upload failures",
+            ["reason"],
+            registry=r,
         )
         self.recordings_pending = Gauge(
             "sipstack_recordings_pending", "Recordings waiting to be uploaded", registry=r

@@ -4,6 +4,8 @@
         Namespaces also from SIPSTACK_NAMESPACES (comma-separated) or
         SIPSTACK_ALL_NAMESPACES=true when no flag is given. One replica only
         (kopf runs standalone, without peering).
+        Prometheus metrics on SIPSTACK_METRICS_PORT (default 9090, 0 = off)
+        at /metrics.
 
     sipstack-operator render -f cr.yaml [--secrets secrets.yaml] [--image IMAGE]
                              [--no-service-monitor-crd]
@@ -139,6 +141,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     clusterwide, namespaces = _namespaces(args)
+    from sipstack_operator.reconcile import OperatorConfig
+
+    try:
+        OperatorConfig.from_env()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.json_logs else kopf.LogFormat.FULL,

@@ -11,6 +11,8 @@
   turns SecretsResolved False.
 - a timer per connector refreshes the status from the Deployment and the
   agent's /status (SIPSTACK_STATUS_INTERVAL, default 30 s).
+- Prometheus metrics (sipstack_operator/metrics.py) served from startup to
+  cleanup on SIPSTACK_METRICS_PORT (default 9090, 0 = off) at /metrics.
 - settings per kopf's production notes: standalone (one replica, no
   peering), watch server/client/connect timeouts, request timeouts, k8s
   Events only for warnings from kopf itself (our transitions are posted
@@ -27,10 +29,12 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any, cast
+from wsgiref.simple_server import WSGIServer
 
 import aiohttp
 import kopf
 
+from sipstack_operator import metrics
 from sipstack_operator.api import KubeApi, load_client_configuration
 from sipstack_operator.reconcile import OperatorConfig, ReconcileError, Reconciler
 from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
@@ -43,6 +47,7 @@ SECRET_FANOUT = 16  # connectors reconciled at once after one Secret changed
 class _Runtime:
     reconciler: Reconciler | None = None
     session: aiohttp.ClientSession | None = None
+    metrics_server: WSGIServer | None = None
 
 
 RUNTIME = _Runtime()
@@ -83,9 +88,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
 
     configuration = load_client_configuration()
+    operator_metrics = metrics.OperatorMetrics()
+    if CONFIG.metrics_port:
+        RUNTIME.metrics_server = metrics.serve(operator_metrics, CONFIG.metrics_port)
     RUNTIME.session = aiohttp.ClientSession()
     RUNTIME.reconciler = Reconciler(
-        KubeApi(configuration), CONFIG, post_event=_post_event, session=RUNTIME.session
+        KubeApi(configuration),
+        CONFIG,
+        post_event=_post_event,
+        session=RUNTIME.session,
+        metrics=operator_metrics,
     )
 
 
@@ -95,8 +107,11 @@ async def cleanup(**_: Any) -> None:
         await RUNTIME.session.close()
     if RUNTIME.reconciler is not None:
         RUNTIME.reconciler.api.close()
+    if RUNTIME.metrics_server is not None:
+        metrics.stop(RUNTIME.metrics_server)
     RUNTIME.session = None
     RUNTIME.reconciler = None
+    RUNTIME.metrics_server = None
 
 
 @kopf.on.login()

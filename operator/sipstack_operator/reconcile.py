@@ -12,10 +12,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sipstack_operator import status as st
 from sipstack_operator.api import KubeApi
+from sipstack_operator.metrics import OperatorMetrics
 from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Names, Owner, SecretData, render
 from sipstack_operator.spec import ConnectorSpec, SecretKeyRef, SpecError, parse_resource
 
@@ -41,6 +44,7 @@ class OperatorConfig:
     agent_status_timeout: float = 3.0
     retry_base: float = 10.0  # first retry after a missing Secret / failed apply
     retry_cap: float = 300.0
+    metrics_port: int = 9090  # /metrics (sipstack_operator/metrics.py); 0 = off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -55,10 +59,20 @@ class OperatorConfig:
             ),
             retry_base=float(env.get("SIPSTACK_RETRY_BASE") or d.retry_base),
             retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
+            metrics_port=_port(env, "SIPSTACK_METRICS_PORT", d.metrics_port),
         )
 
     def retry_delay(self, retry: int) -> float:
         return float(min(self.retry_cap, self.retry_base * (2 ** min(retry, 16))))
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ValueError(f"{name} must be a port number from 0 (off) to 65535, got {raw!r}")
+    return int(raw)
 
 
 class ReconcileError(Exception):
@@ -88,6 +102,38 @@ def _decode_secret(obj: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def failure_reason(error: Exception) -> str:
+    """The `reason` label of a failed reconcile (sipstack_operator.metrics.FAILURE_REASONS)."""
+    if isinstance(error, SpecError):
+        return "invalid_spec"
+    if isinstance(error, SecretsUnresolvedError):
+        return "secrets_unresolved"
+    if isinstance(error, ApplyError):
+        return "apply_failed"
+    if isinstance(error, ApiException):
+        return "api_error"
+    return "error"
+
+
+def _measured(
+    reconcile: Callable[[Reconciler, Mapping[str, Any]], Awaitable[list[dict[str, Any]]]],
+) -> Callable[[Reconciler, Mapping[str, Any]], Awaitable[list[dict[str, Any]]]]:
+    """Count and time every reconcile in the reconciler's metrics."""
+
+    @functools.wraps(reconcile)
+    async def measured(self: Reconciler, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        try:
+            live = await reconcile(self, body)
+        except Exception as e:
+            self.metrics.reconciled(time.perf_counter() - started, failure_reason(e))
+            raise
+        self.metrics.reconciled(time.perf_counter() - started)
+        return live
+
+    return measured
+
+
 def _api_message(e: ApiException) -> str:
     """The Status message of an API error (never the request body)."""
     try:
@@ -104,11 +150,13 @@ class Reconciler:
         config: OperatorConfig,
         post_event: PostEvent | None = None,
         session: aiohttp.ClientSession | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.api = api
         self.config = config
         self.post_event = post_event
         self.session = session
+        self.metrics = metrics or OperatorMetrics()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Last status written per (namespace, name, uid): fresher than the
         # body a timer or a secret event hands over.
@@ -121,6 +169,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self.metrics.connectors.forget(namespace, name)
         for key in [k for k in self._written if k[:2] == (namespace, name)]:
             del self._written[key]
 
@@ -154,6 +203,8 @@ class Reconciler:
             old.get("conditions"), conditions, now=st.now_rfc3339(), generation=generation
         )
         new = {**old, **(extra or {}), "conditions": merged}
+        paused = (body.get("spec") or {}).get("paused") is True
+        self.metrics.connectors.observe(ns, name, paused=paused, conditions=merged)
         patch = st.status_patch(old, new)
         if patch is not None:
             await self.api.patch_connector_status(ns, name, patch)
@@ -195,6 +246,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ reconcile
 
+    @_measured
     async def reconcile(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Apply the children of one connector; returns the live children.
 

@@ -10,8 +10,12 @@ Children (all in the connector's namespace, all labelled app.kubernetes.io/*):
 - PersistentVolumeClaim ``<name>-state``: the agent's SQLite state at /data.
 - Deployment ``<name>-agent``: one replica (0 when paused), strategy Recreate,
   restricted security context, probes on /healthz and /readyz, and the pod
-  template annotation ``sipstack.com/config-hash`` = sha256 of the env Secret,
-  the CA bundle and the settings, so any change rolls the pod.
+  template annotation ``sipstack.com/config-hash`` = sha256 of what the pod
+  reads outside its template: the env Secret's data (secret values included)
+  and the CA bundle. Image, volumes, resources and probes are in the template
+  itself, so a change there rolls the pod without the hash; nothing else
+  does (a ServiceMonitor or label edit, an operator upgrade: the operator's
+  version label is on the children's metadata, never on the pod template).
 - Service ``<name>-metrics``: port 8000 named ``metrics``.
 - ServiceMonitor ``<name>-agent`` (monitoring.coreos.com/v1): only when
   enabled *and* the caller says the CRD exists (``service_monitor_available``).
@@ -25,7 +29,6 @@ copied onto the children as kopf.adopt would do.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import json
 import posixpath
@@ -104,14 +107,19 @@ def selector_labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
 
 
-def labels(name: str, component: str) -> dict[str, str]:
+def pod_template_labels(name: str, component: str) -> dict[str, str]:
+    """Labels without the operator's version: an operator upgrade must not roll the pod."""
     return {
         **selector_labels(name),
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/version": __version__,
     }
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    """Labels of the children's metadata (with the version of the operator that wrote them)."""
+    return {**pod_template_labels(name, component), "app.kubernetes.io/version": __version__}
 
 
 def _secret(data: SecretData, ref: SecretKeyRef) -> str:
@@ -189,14 +197,10 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
 
 
 def config_hash(spec: ConnectorSpec, env: Mapping[str, str], secrets: SecretData) -> str:
-    """sha256 over the env Secret, the CA bundle and the settings (hex)."""
+    """sha256 (hex) over the data the pod reads from Secrets: its env and the CA bundle."""
     ca = _secret(secrets, spec.database.ca) if spec.database.ca is not None else ""
-    payload = {
-        "env": dict(sorted(env.items())),
-        "ca": ca,
-        "spec": dataclasses.asdict(spec),
-    }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    payload = {"env": dict(sorted(env.items())), "ca": ca}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -336,7 +340,7 @@ def render_deployment(
     if spec.affinity:
         pod_spec["affinity"] = dict(spec.affinity)
 
-    pod_labels = {**dict(spec.pod_labels), **labels(spec.name, "agent")}
+    pod_labels = {**dict(spec.pod_labels), **pod_template_labels(spec.name, "agent")}
     pod_annotations = {**dict(spec.pod_annotations), HASH_ANNOTATION: digest}
     return {
         "apiVersion": "apps/v1",

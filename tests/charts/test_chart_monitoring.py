@@ -3,101 +3,115 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import promql_parser
 import pytest
+from sipstack_operator import render
+from sipstack_operator import spec as spec_mod
 
 from .chartlib import CHART, CI_DIR, ROOT, Helm, by_kind
+from .served_metrics import agent_series, operator_series
 
 REQUIRED_ALERTS = {
     "SipstackAgentDown",
+    "SipstackAgentTargetMissing",
     "SipstackBacklogGrowing",
     "SipstackOldestUndeliveredTooOld",
     "SipstackDeadLetters",
     "SipstackDatabaseUnreachable",
     "SipstackApiKeyRejected",
+    "SipstackReconcileFailing",
     "SipstackOperatorDown",
 }
-PROMQL_FUNCTIONS = {
-    "sum",
-    "max",
-    "min",
-    "count",
-    "rate",
-    "increase",
-    "deriv",
-    "histogram_quantile",
-    "vector",
-    "by",
-    "and",
-    "or",
-    "on",
-    "le",
-    "up",
+# Series from outside the project: Prometheus' own `up` and kube-state-metrics.
+EXTERNAL_SERIES = {
+    "up": set(),
+    "kube_deployment_status_replicas_available": {"namespace", "deployment"},
 }
+# Labels Prometheus puts on every series of a ServiceMonitor target.
+TARGET_LABELS = {"namespace", "service", "pod", "container", "endpoint", "job", "instance"}
 
 
-def agent_metric_names() -> set[str]:
-    """Series names the agent exposes (counter families get _total, histograms _bucket...)."""
-    from sipstack_agent.metrics import Metrics
-
-    names: set[str] = set()
-    for family in Metrics().registry.collect():
-        if family.type == "counter":
-            names |= {family.name + "_total", family.name + "_created"}
-        elif family.type == "histogram":
-            names |= {family.name + s for s in ("_bucket", "_count", "_sum")}
-        else:
-            names.add(family.name)
-    return names
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """Series name -> label names, from the real agent's and operator's /metrics."""
+    return {
+        **agent_series(tmp_path_factory.mktemp("agent")),
+        **operator_series(),
+        **EXTERNAL_SERIES,
+    }
 
 
-def metric_names(expr: str) -> set[str]:
-    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
-    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
-    expr = re.sub(r"by \([^)]*\)", "", expr)
-    expr = re.sub(r"on\([^)]*\)", "", expr)
-    words = set(re.findall(r"[a-z_][a-z0-9_]*", expr))
-    return words - PROMQL_FUNCTIONS
+def _selectors(node: Any) -> list[Any]:
+    found: list[Any] = []
+
+    def visit(n: Any) -> bool:
+        if isinstance(n, promql_parser.VectorSelector):
+            found.append(n)
+        return True
+
+    promql_parser.walk(node, visit)
+    return found
 
 
-def balanced(expr: str) -> bool:
-    """Brackets of a PromQL expression pair up (no promtool here to parse it fully)."""
-    stack: list[str] = []
-    pairs = {")": "(", "]": "[", "}": "{"}
-    in_string = False
-    for char in expr:
-        if char == '"':
-            in_string = not in_string
-        elif in_string:
+def promql_problems(expr: str, served: dict[str, set[str]]) -> list[str]:
+    """Why `expr` would not work: it does not parse (promql-parser checks argument
+    types too), or names a series or a label the project's /metrics do not serve."""
+    try:
+        tree = promql_parser.parse(expr)
+    except ValueError as e:
+        return [f"does not parse: {e}"]
+    problems: list[str] = []
+    for selector in _selectors(tree):
+        if selector.name not in served:
+            problems.append(f"no such series: {selector.name}")
             continue
-        elif char in "([{":
-            stack.append(char)
-        elif char in pairs and (not stack or stack.pop() != pairs[char]):
-            return False
-    return not stack and not in_string
+        labels = served[selector.name]
+        for matcher in selector.matchers.matchers:
+            if labels and matcher.name not in labels | TARGET_LABELS:
+                problems.append(f"{selector.name} has no label {matcher.name}")
+
+    def visit(n: Any) -> bool:
+        if isinstance(n, promql_parser.Call) and n.func.name == "label_replace":
+            source = n.args[3].val
+            for selector in _selectors(n.args[0]):
+                if source not in served.get(selector.name, set()) | TARGET_LABELS:
+                    problems.append(f"label_replace: {selector.name} has no label {source}")
+        return True
+
+    promql_parser.walk(tree, visit)
+    return problems
+
+
+def test_the_expression_check_catches_mistakes(served: dict[str, set[str]]) -> None:
+    assert promql_problems("sum by (kind) (rate(sipstack_dead_letters_total[5m]))", served) == []
+    assert promql_problems("rate(sipstack_dead_letters_total)", served)  # a vector, not a range
+    assert promql_problems("sum(rate(sipstack_dead_letters_total[5m])", served)
+    assert promql_problems("recordings_uploaded_total", served)  # the pre-prefix name
+    assert promql_problems('sipstack_dead_letters_total{knd="call"}', served)
+    assert promql_problems(
+        'label_replace(sipstack_operator_connector_info, "a", "$1", "connector_ns", "(.+)")',
+        served,
+    )
 
 
 def single(helm: Helm, **kw: Any) -> list[dict[str, Any]]:
     return helm.render([CI_DIR / "single-pbx-values.yaml"], **kw)
 
 
-def test_prometheus_rule_has_every_alert(helm: Helm):
+def test_prometheus_rule_has_every_alert(helm: Helm, served: dict[str, set[str]]):
     (rule,) = by_kind(single(helm), "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == REQUIRED_ALERTS
-    known = agent_metric_names() | {"kube_deployment_status_replicas_available", "absent"}
     for name, alert in alerts.items():
         assert alert["labels"]["severity"] in ("warning", "critical")
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
-        assert balanced(alert["expr"]), f"{name}: unbalanced brackets in {alert['expr']}"
-        unknown = metric_names(alert["expr"]) - known
-        assert not unknown, f"{name} uses metrics the agent does not expose: {unknown}"
+        assert promql_problems(alert["expr"], served) == [], f"{name}: {alert['expr']}"
     assert "> 900" in alerts["SipstackOldestUndeliveredTooOld"]["expr"]
     assert "sipstack_api_auth_failed" in alerts["SipstackApiKeyRejected"]["expr"]
     assert "database_connection_status" in alerts["SipstackDatabaseUnreachable"]["expr"]
@@ -128,7 +142,7 @@ def test_monitoring_guide_explains_every_alert():
         assert f"### {alert}" in guide, f"docs/monitoring.md has no section for {alert}"
 
 
-def test_dashboard_config_map(helm: Helm):
+def test_dashboard_config_map(helm: Helm, served: dict[str, set[str]]):
     objects = single(helm)
     (config_map,) = [
         o for o in by_kind(objects, "ConfigMap") if "dashboard" in o["metadata"]["name"]
@@ -139,12 +153,10 @@ def test_dashboard_config_map(helm: Helm):
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
     for needle in ("calls completed per second", "outbox depth", "latency", "dead letters"):
         assert needle in titles
-    known = agent_metric_names()
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            assert balanced(target["expr"]), f"{panel['title']}: {target['expr']}"
-            unknown = metric_names(target["expr"].replace("$namespace", "").replace("$pbx", ""))
-            assert not unknown - known, f"{panel['title']}: {unknown - known}"
+            expr = target["expr"].replace("$namespace", ".+").replace("$pbx", ".+")
+            assert promql_problems(expr, served) == [], f"{panel['title']}: {target['expr']}"
             if panel["type"] == "timeseries":
                 assert "namespace, service" in target["expr"], panel["title"]
     assert json.loads((CHART / "dashboards" / "sipstack-fleet.json").read_text()) == dashboard
@@ -155,8 +167,6 @@ def test_dashboard_config_map(helm: Helm):
 
 
 def test_fleet_service_monitor_selects_the_operators_agent_services(helm: Helm):
-    render = pytest.importorskip("sipstack_operator.render")
-    spec_mod = pytest.importorskip("sipstack_operator.spec")
     objects = single(helm)
     (connector,) = by_kind(objects, "AsteriskConnector")
     fleet = [
@@ -232,24 +242,69 @@ def test_per_connector_mode_delegates_to_the_operator(
     }
 
 
-def test_operator_service_monitor_is_opt_in(helm: Helm, write_values: Callable[[Any], Path]):
-    names = [o["metadata"]["name"] for o in by_kind(single(helm), "ServiceMonitor")]
-    assert not [n for n in names if n.endswith("-operator")]
-    path = write_values({"serviceMonitor": {"operator": {"enabled": True}}})
-    objects = helm.render([CI_DIR / "single-pbx-values.yaml", path])
-    (service,) = by_kind(objects, "Service")
-    (sm,) = [
+def _operator_objects(objects: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
+    (service,) = [
+        o for o in by_kind(objects, "Service") if o["metadata"]["name"].endswith("-operator")
+    ]
+    (deployment,) = by_kind(objects, "Deployment")
+    sms = [
         o for o in by_kind(objects, "ServiceMonitor") if o["metadata"]["name"].endswith("-operator")
     ]
+    return service, deployment, sms
+
+
+def test_the_operator_service_monitor_scrapes_the_operators_metrics_port(helm: Helm):
+    """ServiceMonitor -> Service -> pod -> container port -> the port the operator serves."""
+    service, deployment, (sm,) = _operator_objects(single(helm))
+    # The ServiceMonitor selects the operator Service, in its namespace...
     assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
-    assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in (
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    # ... by a port name the Service has, whose targetPort names a container port ...
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    template = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= template["metadata"]["labels"].items()
+    (container,) = template["spec"]["containers"]
+    (container_port,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
+    # ... which is the port the operator is told to serve /metrics on.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SIPSTACK_METRICS_PORT"] == str(container_port["containerPort"])
+    assert container_port["containerPort"] == 9090
+    # The job label of the operator's series is its app name (used by nothing else).
+    assert sm["spec"]["jobLabel"] == "app.kubernetes.io/name"
+
+
+def test_the_operator_serves_metrics_without_a_service_monitor(
+    helm: Helm, write_values: Callable[[Any], Path]
+):
+    path = write_values({"serviceMonitor": {"operator": {"enabled": False, "metricsPort": 9400}}})
+    service, deployment, sms = _operator_objects(
+        helm.render([CI_DIR / "single-pbx-values.yaml", path])
+    )
+    assert sms == []
+    assert {"name": "metrics", "port": 9400, "targetPort": "metrics", "protocol": "TCP"} in (
         service["spec"]["ports"]
     )
-    (deployment,) = by_kind(objects, "Deployment")
-    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
-    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in ports
-    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9400, "protocol": "TCP"} in container["ports"]
+    (rule,) = by_kind(helm.render([CI_DIR / "single-pbx-values.yaml", path]), "PrometheusRule")
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "SipstackReconcileFailing" not in alerts  # nothing scrapes its series
+
+
+def test_the_served_operator_port_is_the_one_the_chart_scrapes(
+    helm: Helm, served: dict[str, set[str]]
+):
+    """The operator's default port (OperatorConfig) is the chart's metricsPort."""
+    from sipstack_operator.reconcile import OperatorConfig
+
+    _, deployment, _ = _operator_objects(single(helm))
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    assert OperatorConfig().metrics_port == port["containerPort"]
+    assert "sipstack_operator_build_info" in served
 
 
 def test_operator_down_alert_watches_the_operator_deployment(helm: Helm):

@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("SIPSTACK_STATUS_INTERVAL", "0.3")
 os.environ.setdefault("SIPSTACK_RETRY_BASE", "0.5")
 os.environ.setdefault("SIPSTACK_RETRY_CAP", "2")
+os.environ.setdefault("SIPSTACK_METRICS_PORT", "0")  # tests that scrape it pick a free port
 
 from typing import Any
 

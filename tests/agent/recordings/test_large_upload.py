@@ -81,7 +81,7 @@ async def test_200mb_sparse_recording_uploads_with_bounded_rss(
         assert got[0]["bytes_received"] == got[0]["file_size"] == SIZE
         assert os.path.getsize(got[0]["stored_path"]) == SIZE
         assert not big.exists()  # delete after upload, inside RECORDING_PATHS
-        assert metrics.registry.get_sample_value("recording_upload_bytes_total") == SIZE
+        assert metrics.registry.get_sample_value("sipstack_recording_upload_bytes_total") == SIZE
         # the sender and the in-process receiver both stream: far below the file size
         growth = peak - baseline
         assert growth < 64 * 1024 * 1024, f"RSS grew by {growth / 1e6:.1f} MB"

@@ -392,4 +392,4 @@ async def test_run_loop_end_to_end_with_the_receiver(tmp_path: Path, store: Stat
         await asyncio.wait_for(task, 20)
         await transport.close()
         await receiver.stop()
-    assert sample(metrics, "recordings_uploaded_total") == 1
+    assert sample(metrics, "sipstack_recordings_uploaded_total") == 1

@@ -154,8 +154,8 @@ async def test_manager_detects_and_uploads_the_real_wav_to_the_receiver(
     assert r["idempotency_key"] == f"pbx-test:recording:{CALL_A}:{REAL_WAV.name}"
     rec = await store.load_call(CALL_A)
     assert rec is not None and [x.uploaded for x in rec.recordings] == [True]
-    assert sample(metrics, "recordings_uploaded_total") == 1
-    assert sample(metrics, "recording_upload_bytes_total") == REAL_WAV.stat().st_size
+    assert sample(metrics, "sipstack_recordings_uploaded_total") == 1
+    assert sample(metrics, "sipstack_recording_upload_bytes_total") == REAL_WAV.stat().st_size
     assert wav.exists()  # DELETE_RECORDINGS_AFTER_UPLOAD is off
     assert (await store.stats(datetime.now(UTC))).outbox_by_kind.get(KIND, 0) == 0
 
@@ -243,7 +243,9 @@ async def test_delete_after_upload_only_after_2xx_and_only_inside(
     dead = await store.dead_letters()
     assert [(d["reason"], d["call_key"]) for d in dead] == [("path_refused", "1795495160.5")]
     assert sample(metrics, "sipstack_recording_paths_refused_total") == 1
-    assert sample(metrics, "recording_upload_failures_total", {"reason": "path_refused"}) == 1
+    assert (
+        sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "path_refused"}) == 1
+    )
 
 
 async def test_permanent_4xx_goes_to_dead_letter_and_keeps_the_file(
@@ -267,7 +269,7 @@ async def test_permanent_4xx_goes_to_dead_letter_and_keeps_the_file(
     assert [(d["reason"], d["status"], d["body"]) for d in dead] == [("http_413", 413, "too big")]
     assert wav.exists()
     assert receiver.recordings() == []
-    assert sample(metrics, "recording_upload_failures_total", {"reason": "http_413"}) == 1
+    assert sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "http_413"}) == 1
     assert sample(metrics, "sipstack_dead_letters_total", {"kind": KIND, "reason": "http_413"}) == 1
     rec = await store.load_call(CALL_A)
     assert rec is not None and [r.uploaded for r in rec.recordings] == [False]
@@ -298,8 +300,8 @@ async def test_5xx_and_429_are_retried_with_backoff_then_delivered(
     assert items[0].next_attempt_at > clock()  # backoff: not due at once
     await _drive(up, clock)
     assert len(receiver.recordings()) == 1
-    assert sample(metrics, "recording_upload_failures_total", {"reason": "http_503"}) == 2
-    assert sample(metrics, "recordings_uploaded_total") == 1
+    assert sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "http_503"}) == 2
+    assert sample(metrics, "sipstack_recordings_uploaded_total") == 1
 
     # 429 with Retry-After: the next attempt is not before the hint
     wav2 = copy_real_wav(root, "second-1795495160.9.wav")
@@ -331,7 +333,9 @@ async def test_receiver_down_then_restarted_on_the_same_port(
     clock = ShiftClock()
     up = RecordingUploader(store, transport, _rset(root), _api(url), IDENTITY, metrics, clock=clock)
     await up.drain()  # nobody listening
-    assert sample(metrics, "recording_upload_failures_total", {"reason": "connection"}) == 1
+    assert (
+        sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "connection"}) == 1
+    )
     assert receiver_count(await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)) == 1
 
     first = Receiver(tmp_path / "r1.db", api_key=KEY, recordings_dir=tmp_path / "r1")
@@ -350,7 +354,7 @@ async def test_receiver_down_then_restarted_on_the_same_port(
         assert len(got) == 1 and got[0]["bytes_received"] == wav.stat().st_size
     finally:
         await second.stop()
-    assert sample(metrics, "recordings_uploaded_total") == 1
+    assert sample(metrics, "sipstack_recordings_uploaded_total") == 1
 
 
 def receiver_count(items: Sequence[Any]) -> int:
@@ -522,7 +526,7 @@ async def test_rejected_key_keeps_the_upload_queued(
     assert up.auth_failed
     assert not await store.dead_letters()
     assert len(await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)) == 1
-    assert sample(metrics, "recording_upload_failures_total", {"reason": "auth"}) == 1
+    assert sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "auth"}) == 1
     # the key is fixed (new settings, same queue): delivered
     up2 = RecordingUploader(
         store, transport, _rset(root), _api(receiver.calls_url), IDENTITY, metrics, clock=clock
