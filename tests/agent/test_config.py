@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert s.database.port == 0
     assert s.database.user == "asterisk"
     assert s.database.table_cdr == "cdr" and s.database.table_cel == "cel"
-    assert s.database.timezone == "UTC"
+    assert s.database.timezone == "auto"
     assert s.cel_mode == "none" and s.calls.cdr_only  # empty CEL_MODE = CDR only
     assert s.calls.idle_timeout == 30.0 and s.calls.max_age == 6 * 3600
     assert s.calls.shipping_mode == "complete"

@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CelRow
+from ..zones import tzinfo_of
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -140,15 +140,16 @@ class TimeParser:
     Accepts `%F %T`, `%F %T.<1..9 digits>` (3 = `%3q`, 6 as cel_pgsql/cel_custom
     write it), ISO forms with `T` and/or an offset, and `<seconds>.<fraction>`
     (epoch, UTC by definition). Naive local times are interpreted in `timezone`
-    (DB_TIMEZONE); in the repeated hour of a DST fall-back the first occurrence
-    is taken. The conversion of each distinct second is cached.
+    (the resolved DB_TIMEZONE: an IANA name or a fixed offset such as +05:30); in
+    the repeated hour of a DST fall-back the first occurrence is taken.
+    The conversion of each distinct second is cached.
     """
 
     _CACHE_MAX = 16384
 
     def __init__(self, timezone: str = "UTC") -> None:
         self.timezone = timezone or "UTC"
-        self._tz = None if self.timezone.upper() in ("UTC", "Z", "ETC/UTC") else ZoneInfo(timezone)
+        self._tz = None if self.timezone.upper() in ("UTC", "Z", "ETC/UTC") else tzinfo_of(timezone)
         self._cache: dict[str, datetime] = {}
 
     def __call__(self, text: str) -> datetime:
