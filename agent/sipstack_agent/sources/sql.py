@@ -1108,6 +1108,7 @@ async def inspect(
             tables.append(("cdr", db.table_cdr))
         if cel:
             tables.append(("cel", db.table_cel))
+        infos: list[TableInfo] = []
         for kind, table in tables:
             try:
                 info = await discover(con, table, kind)
@@ -1139,7 +1140,8 @@ async def inspect(
             out.append(await _check_indexes(con, d, table, kind, info))
             if kind == "cel":
                 out.append(await _check_linkedid_end(con, d, info, recent_rows))
-            out.append(await _check_clock(con, info, zone, max_age, live_wait))
+            infos.append(info)
+        out.extend(await _check_clocks(con, infos, zone, max_age, live_wait))
     finally:
         await con.close()
     return out
@@ -1158,40 +1160,67 @@ def zone_line(zone: PbxZone) -> CheckResult:
     return CheckResult("pbx time zone", True, zone.describe(), hint)
 
 
-async def _check_clock(
-    con: Db, info: TableInfo, zone: PbxZone, max_age: float, live_wait: float
-) -> CheckResult:
-    """The newest row against the clock; rows written while we wait (id tables) as live."""
-    name = f"{info.kind} times"
+async def _check_clocks(
+    con: Db, infos: Sequence[TableInfo], zone: PbxZone, max_age: float, live_wait: float
+) -> list[CheckResult]:
+    """Each table's newest row against the clock; rows written while we wait `live_wait`
+    seconds (tables with an id) are judged as live rows (zones.judge)."""
     d = con.dialect
-    tz = UTC if info.time_is_aware else zone.tz
-    build = (_cel_builder if info.kind == "cel" else _cdr_builder)(info, tz, lambda: "db")
-    try:
-        rows = await con.fetch(d.select_max(info.table, info.time_col))
-        newest = to_utc(rows[0][0], tz) if rows else None
+    seen: list[tuple[TableInfo, datetime | None, int | None, str]] = []
+    for info in infos:
+        tz = UTC if info.time_is_aware else zone.tz
+        try:
+            rows = await con.fetch(d.select_max(info.table, info.time_col))
+            newest = to_utc(rows[0][0], tz) if rows else None
+            top = await con.fetch(d.select_max(info.table, info.id_col)) if info.id_col else []
+            after = int(top[0][0] or 0) if top else None
+            seen.append((info, newest, after, ""))
+        except Exception as e:
+            seen.append((info, None, None, f"could not read the newest rows: {e}"))
+    if live_wait > 0 and any(after is not None for _, _, after, _ in seen):
+        await asyncio.sleep(live_wait)
+    out: list[CheckResult] = []
+    for info, newest, after, error in seen:
+        name = f"{info.kind} times"
+        if error:
+            out.append(CheckResult(name, False, error))
+            continue
+        tz = UTC if info.time_is_aware else zone.tz
+        build = (_cel_builder if info.kind == "cel" else _cdr_builder)(info, tz, lambda: "db")
         live: list[CelRow | CdrRow] = []
-        if info.id_col and live_wait > 0 and newest is not None:
-            top = await con.fetch(d.select_max(info.table, info.id_col))
-            after = int(top[0][0] or 0) if top else 0
-            await asyncio.sleep(live_wait)
-            sql = d.select_after_id(info.cols_sql, info.table, info.id_col, info.time_col,
+        if after is not None and live_wait > 0:
+            sql = d.select_after_id(info.cols_sql, info.table, info.id_col or "", info.time_col,
                                     min_time=False)  # fmt: skip
-            live = [b for r in await con.fetch(sql, (after, 500)) if (b := build(r)) is not None]
-    except Exception as e:
-        return CheckResult(name, False, f"could not read the newest rows: {e}")
-    if newest is None:
+            try:
+                live = [b for r in await con.fetch(sql, (after, 500)) if (b := build(r))]
+            except Exception as e:
+                out.append(CheckResult(name, False, f"could not read the newest rows: {e}"))
+                continue
+        out.append(_clock_result(name, info, zone, newest, live, max_age, live_wait))
+    return out
+
+
+def _clock_result(
+    name: str,
+    info: TableInfo,
+    zone: PbxZone,
+    newest: datetime | None,
+    live: Sequence[CelRow | CdrRow],
+    max_age: float,
+    live_wait: float,
+) -> CheckResult:
+    if newest is None and not live:
         return CheckResult(name, True, f"{info.table} is empty: nothing to compare yet")
     now = datetime.now(UTC)
-    written = max((written_at(b) for b in live), default=newest)
+    written = max((written_at(b) for b in live), default=newest or now)
     skew = judge(zone, written, now, live=bool(live), max_age=max_age)
     if skew is not None:
-        text = skew_advice(zone, skew)
-        detail, _, fix = text.partition("; set ")
+        detail, _, fix = skew_advice(zone, skew).partition("; set ")
         return CheckResult(name, False, detail, f"set {fix}" if fix else "", fatal=True)
     ago = (now - written).total_seconds()
-    how = f"{len(live)} rows written in {live_wait:g} s" if live else "newest row"
+    how = f"{len(live)} row(s) written in the last {live_wait:g} s" if live else "newest row"
     return CheckResult(
-        name, True, f"{how}: {written.isoformat()} ({ago:.0f} s ago) read in {zone.describe()}"
+        name, True, f"{how}: {written.isoformat()} ({ago:.0f} s ago), read in {zone.describe()}"
     )
 
 
