@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import TZPATH, ZoneInfo, available_timezones
 
 AUTO = "auto"
 FOUND: tuple[str, ...] = ("configured", "database", "offset", "host")
@@ -97,7 +97,27 @@ def is_region_zone(name: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _region_zones() -> tuple[str, ...]:
-    return tuple(sorted(z for z in available_timezones() if is_region_zone(z)))
+    """Canonical Area/City zones (zone.tab: no backward links such as America/Ensenada);
+    every available one when no zone.tab is found."""
+    names: set[str] = set()
+    for path in (*(os.path.join(d, "zone.tab") for d in TZPATH), _tzdata_tab()):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                names |= {ln.split("\t")[2] for ln in fh if ln[:1] != "#" and ln.count("\t") >= 2}
+        except OSError:
+            continue
+        break
+    zones = {z.strip() for z in names} or set(available_timezones())
+    return tuple(sorted(z for z in zones if is_region_zone(z)))
+
+
+def _tzdata_tab() -> str:
+    try:
+        from importlib.resources import files
+
+        return str(files("tzdata.zoneinfo").joinpath("zone.tab"))
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return ""
 
 
 def zones_at_offset(seconds: int, at: datetime, limit: int = 6) -> list[str]:

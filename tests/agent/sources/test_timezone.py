@@ -10,7 +10,6 @@ pool class, with `SET time_zone` as the connection's init command).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -18,9 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from conftest import PG_ADMIN_DSN, ServerDb, _pg_dsn
+from conftest import ServerDb, pg_zone
 from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.sources.dialects import dialect_for
@@ -50,27 +48,6 @@ async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
 def settings_for(db: DatabaseSettings, **kw: Any) -> Settings:
     kw.setdefault("start_from", "beginning")
     return Settings(database=replace(db, timezone=kw.pop("timezone", "auto")), **kw)
-
-
-async def pg_admin(sql: str, dbname: str | None = None) -> None:
-    con = await asyncpg.connect(_pg_dsn(dbname) if dbname else PG_ADMIN_DSN, timeout=5)
-    try:
-        await con.execute(sql)
-    finally:
-        await con.close()
-
-
-@contextlib.asynccontextmanager
-async def pg_zone(server: ServerDb, zone: str, *, role: bool = False) -> AsyncIterator[None]:
-    """The DBA's setting: ALTER DATABASE (or ROLE ... IN DATABASE) ... SET timezone."""
-    target = f'ROLE "{server.ro_user}" IN DATABASE "{server.name}"' if role else (
-        f'DATABASE "{server.name}"'
-    )  # fmt: skip
-    await pg_admin(f"ALTER {target} SET timezone TO '{zone}'")
-    try:
-        yield
-    finally:
-        await pg_admin(f"ALTER {target} RESET timezone")
 
 
 async def mysql_session_db(db: DatabaseSettings, zone: str) -> _MyDb:
