@@ -30,7 +30,7 @@ from .calls import evaluate
 from .config import Settings, redact_key
 from .metrics import Metrics
 from .model import ShipState
-from .sources.timezone import ZoneResolver, start_time
+from .sources.timezone import ClockCheck, ZoneResolver, start_time
 from .state import StateStore
 from .zones import PbxZone
 
@@ -281,6 +281,7 @@ class Agent:
             zone = self.zone.current
             assert zone is not None
             name = f"cel_{s.cel_mode}"
+            check = ClockCheck(self.zone, self.metrics, name, s.calls.max_age)
             src = self.sources.get(name)
             if src is None and s.cel_mode == "csv":
                 from .sources.cel_csv import CelCsvSource
@@ -292,11 +293,12 @@ class Agent:
                     zone.name,
                     start_from=start_time(s, zone) or s.start_from,
                     quarantine_dir=os.path.join(s.state_dir, "quarantine"),
+                    clock=check,
                 )
             elif src is None:
                 from .sources.cel_ami import CelAmiSource
 
-                src = CelAmiSource(s.ami, store, self.metrics, zone.name)
+                src = CelAmiSource(s.ami, store, self.metrics, zone.name, clock_check=check)
             self.sources[name] = src
             result: Awaitable[None] = src.run(stop)
             return result

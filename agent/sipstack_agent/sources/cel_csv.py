@@ -46,6 +46,7 @@ from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CelRow
 from ..zones import tzinfo_of
+from .timezone import ClockCheck
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -691,6 +692,7 @@ class CelCsvSource:
         position_name: str = "cel_csv",
         chunk_size: int = 1024 * 1024,
         stale_after: float | None = None,
+        clock: ClockCheck | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -711,6 +713,9 @@ class CelCsvSource:
         self.last_error: str | None = None
         self.rows_total = 0
         self.rotations: dict[str, int] = {"rename": 0, "truncate": 0, "lost": 0}
+        self.clock = clock  # the zone sanity check (sources/timezone.py)
+        self._live = False  # a poll drained the file: what comes next is written now
+        self._poll_written: datetime | None = None
 
     @property
     def healthy(self) -> bool:
@@ -775,6 +780,14 @@ class CelCsvSource:
     # -- one poll ---------------------------------------------------------------
 
     async def poll_once(self, stop: asyncio.Event | None = None) -> int:
+        live, self._poll_written = self._live, None
+        n = await self._poll(stop)
+        if self.clock is not None:
+            self.clock.observe(self._poll_written, live=live)
+        self._live = self._cur is not None
+        return n
+
+    async def _poll(self, stop: asyncio.Event | None) -> int:
         if not self._started:
             await self._startup()
         if self._cur is None:
@@ -1040,6 +1053,9 @@ class CelCsvSource:
             except BaseException:
                 cur.offset = old_offset
                 raise
+            newest = max((r.eventtime for r in rows), default=None)
+            if newest is not None and (self._poll_written is None or newest > self._poll_written):
+                self._poll_written = newest
             new = getattr(res, "new_cels", len(rows))
             if new:
                 self.metrics.cels_processed.labels(source="csv").inc(new)

@@ -51,7 +51,7 @@ from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelR
 from ..state import StateStore
 from ..zones import PbxZone, judge, skew_advice
 from .dialects import Dialect, dialect_for, valid_identifier
-from .timezone import ZoneResolver, start_time
+from .timezone import ClockCheck, ZoneResolver, start_time
 
 __all__ = [
     "CDR_REQUIRED",
@@ -539,7 +539,7 @@ class SqlSource:
         self.tz: tzinfo = self.zone.tz if self.zone else UTC
         self._live = False  # the previous poll caught up: rows now arrive as written
         self._poll_written: datetime | None = None  # newest "written at" of this poll's rows
-        self._skew = metrics.clock_skew.labels(table=self.table)
+        self._clock = ClockCheck(self.zones, metrics, self.table, settings.calls.max_age)
         self.dialect = dialect_for(self.dbs.type)
         self._db = db
         self._own_db = db is None
@@ -768,27 +768,12 @@ class SqlSource:
         else:
             n = await self._poll_time(info)
         self._on_success()
-        self._check_clock(live)
+        self._clock.observe(self._poll_written, live=live)
         self._live = not self.backlog
         if self._newest_time is not None:
             age = (datetime.now(UTC) - self._newest_time).total_seconds()
             self._lag_seconds.set(max(0.0, age))
         return n
-
-    def _check_clock(self, live: bool) -> None:
-        """The sanity check of the zone on this poll's newest row (zones.judge)."""
-        written = self._poll_written
-        if written is None or self.zone is None:
-            return
-        now = datetime.now(UTC)
-        if live:
-            self._skew.set((written - now).total_seconds())
-        skew = judge(self.zone, written, now, live=live, max_age=self.settings.calls.max_age)
-        if skew is not None:
-            self._skew.set(skew.seconds)
-            self.zones.suspect(self.table, skew)
-        elif live:
-            self.zones.clear(self.table)
 
     # ------------------------------------------------------------ id mode
 

@@ -32,6 +32,7 @@ from ..zones import (
     Skew,
     host_zone,
     is_region_zone,
+    judge,
     offset_at,
     offset_name,
     parse_offset,
@@ -40,7 +41,7 @@ from ..zones import (
     zones_at_offset,
 )
 
-__all__ = ["ZoneResolver", "database_zone", "resolve_once", "start_time"]
+__all__ = ["ClockCheck", "ZoneResolver", "database_zone", "resolve_once", "start_time"]
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,34 @@ class ZoneResolver:
     def clear(self, table: str) -> None:
         if self.metrics is not None:
             self.metrics.timezone_suspect.labels(table=table).set(0)
+
+
+class ClockCheck:
+    """The zone sanity check of one reader (a table, the CSV feed): each poll's newest
+    row written -> `sipstack_clock_skew_seconds`, and `zones.judge` -> the resolver's
+    one WARN and `sipstack_timezone_suspect`."""
+
+    def __init__(self, zones: ZoneResolver, metrics: Metrics, table: str, max_age: float):
+        self.zones = zones
+        self.table = table
+        self.max_age = max_age
+        self._skew = metrics.clock_skew.labels(table=table)
+
+    def observe(self, written: datetime | None, *, live: bool) -> None:
+        """`written`: the newest time a row of this poll says it was written; `live`:
+        the reader had caught up before this poll (not a backlog, no reconnect)."""
+        zone = self.zones.current
+        if written is None or zone is None:
+            return
+        now = datetime.now(UTC)
+        if live:
+            self._skew.set((written - now).total_seconds())
+        skew = judge(zone, written, now, live=live, max_age=self.max_age)
+        if skew is not None:
+            self._skew.set(skew.seconds)
+            self.zones.suspect(self.table, skew)
+        elif live:
+            self.zones.clear(self.table)
 
 
 def _examples(fixed: str) -> str:
