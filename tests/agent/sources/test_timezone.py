@@ -23,7 +23,7 @@ from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.sources.dialects import dialect_for
 from sipstack_agent.sources.sql import SqlSource, _MyDb, inspect
-from sipstack_agent.sources.timezone import ZoneResolver, database_zone
+from sipstack_agent.sources.timezone import ZoneResolver, database_zone, start_time
 from sipstack_agent.state import StateStore
 from sipstack_agent.zones import PbxZone, offset_at
 from test_sql import cel, drain, metric, stored
@@ -382,3 +382,14 @@ def _set() -> asyncio.Event:
     e = asyncio.Event()
     e.set()
     return e
+
+
+def test_start_from_without_offset_is_pbx_time_in_the_zone_found() -> None:
+    la = PbxZone("America/Los_Angeles", "database", "PostgreSQL TimeZone")
+    naive = Settings(start_from="2026-07-01T08:00:00")  # as load_settings keeps it with auto
+    assert start_time(naive, la) == datetime(2026, 7, 1, 15, 0, tzinfo=UTC)
+    winter = Settings(start_from="2026-01-15T08:00:00")
+    assert start_time(winter, la) == datetime(2026, 1, 15, 16, 0, tzinfo=UTC)
+    aware = Settings(start_from="2026-07-01T08:00:00+00:00")
+    assert start_time(aware, la) == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+    assert start_time(Settings(start_from="beginning"), la) is None
