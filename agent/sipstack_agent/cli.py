@@ -271,7 +271,8 @@ async def check_cel_feed(settings: Settings) -> list[CheckLine]:
         if settings.cel_mode == "csv":
             from .sources.cel_csv import check_csv
 
-            return lines + [_from_tuple(i) for i in await check_csv(settings.csv, zone.name)]
+            found = await check_csv(settings.csv, zone.name, found=zone.found)
+            return lines + [_from_tuple(i) for i in found]
         if settings.cel_mode == "ami":
             from .sources.cel_ami import check_ami
 

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CelRow
-from ..zones import tzinfo_of
+from ..zones import PbxZone, judge, skew_advice, tzinfo_of
 from .timezone import ClockCheck
 
 __all__ = [
@@ -1164,13 +1164,20 @@ CheckResult = tuple[str, bool, str, str]
 
 
 async def check_csv(
-    settings: CsvSettings, timezone: str = "UTC", *, sample_lines: int = 50
+    settings: CsvSettings,
+    timezone: str = "UTC",
+    *,
+    sample_lines: int = 50,
+    found: str = "configured",
 ) -> list[CheckResult]:
-    """`sipstack-agent check` for CEL_MODE=csv: [(name, ok, detail, hint)]."""
-    return await asyncio.to_thread(_check_csv_sync, settings, timezone, sample_lines)
+    """`sipstack-agent check` for CEL_MODE=csv: [(name, ok, detail, hint)]. `found`: how
+    the zone was found (zones.FOUND), named in the line about events in the future."""
+    return await asyncio.to_thread(_check_csv_sync, settings, timezone, sample_lines, found)
 
 
-def _check_csv_sync(settings: CsvSettings, timezone: str, sample_lines: int) -> list[CheckResult]:
+def _check_csv_sync(
+    settings: CsvSettings, timezone: str, sample_lines: int, found: str
+) -> list[CheckResult]:
     out: list[CheckResult] = []
     path = settings.path
     try:
@@ -1249,16 +1256,11 @@ def _check_csv_sync(settings: CsvSettings, timezone: str, sample_lines: int) -> 
             )
         )
         newest = max(r.eventtime for r in rows)
-        skew = (datetime.now(UTC) - newest).total_seconds()
-        if skew < -300:
-            out.append(
-                (
-                    "cel_csv timezone",
-                    False,
-                    f"newest event is {-skew:.0f} s in the future",
-                    "set DB_TIMEZONE to the PBX's timezone",
-                )
-            )
+        zone = PbxZone(parser.times.timezone, found)
+        skew = judge(zone, newest, datetime.now(UTC), live=False, max_age=float("inf"))
+        if skew is not None:
+            detail, _, fix = skew_advice(zone, skew).partition("; set ")
+            out.append(("cel_csv timezone", False, detail, f"set {fix}" if fix else ""))
     return out
 
 

@@ -37,7 +37,6 @@ from ..zones import (
     offset_name,
     parse_offset,
     skew_advice,
-    tzinfo_of,
     zones_at_offset,
 )
 
@@ -154,14 +153,9 @@ class ZoneResolver:
         self._suspected = False
         setting = (database.timezone or AUTO).strip()
         if setting.lower() != AUTO:
-            tzinfo_of(setting)  # config validated it; a bad value here is a programming error
             self._set(PbxZone(setting, "configured", "DB_TIMEZONE"))
         elif not _needs_database(database, database_enabled):
             self._set(host())
-
-    @property
-    def resolved(self) -> bool:
-        return self.current is not None
 
     def subscribe(self, fn: Callable[[PbxZone], None]) -> None:
         """Call `fn(zone)` once the zone is known (at once when it already is)."""

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import ServerDb, pg_zone
@@ -393,3 +394,22 @@ def test_start_from_without_offset_is_pbx_time_in_the_zone_found() -> None:
     aware = Settings(start_from="2026-07-01T08:00:00+00:00")
     assert start_time(aware, la) == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
     assert start_time(Settings(start_from="beginning"), la) is None
+
+
+async def test_csv_check_names_the_zone_for_events_in_the_future(tmp_path: Path) -> None:
+    from sipstack_agent.config import CsvSettings
+    from sipstack_agent.model import CEL_COLUMNS
+    from sipstack_agent.sources.cel_csv import check_csv
+
+    local = datetime.now(UTC).astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S.%f")
+    row = {c: "" for c in CEL_COLUMNS} | {"eventtype": "CHAN_START", "eventtime": local,
+                                          "uniqueid": "1.1", "linkedid": "1.1"}  # fmt: skip
+    master = tmp_path / "Master.csv"
+    master.write_text(",".join(f'"{row[c]}"' for c in CEL_COLUMNS) + "\n")
+    res = {n: (ok, detail, hint) for n, ok, detail, hint in
+           await check_csv(CsvSettings(path=str(master)), "UTC", found="host")}  # fmt: skip
+    ok, detail, hint = res["cel_csv timezone"]
+    assert not ok and "9.0 h in the future read in UTC (host)" in detail
+    assert hint.startswith("set DB_TIMEZONE=Asia/Tokyo")
+    res = {n: ok for n, ok, _, _ in await check_csv(CsvSettings(path=str(master)), "Asia/Tokyo")}
+    assert "cel_csv timezone" not in res and res["cel_csv recent lines"]
