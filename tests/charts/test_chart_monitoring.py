@@ -20,6 +20,7 @@ REQUIRED_ALERTS = {
     "SipstackDeadLetters",
     "SipstackDatabaseUnreachable",
     "SipstackApiKeyRejected",
+    "SipstackTimezoneSuspect",
     "SipstackOperatorDown",
 }
 PROMQL_FUNCTIONS = {
@@ -100,6 +101,7 @@ def test_prometheus_rule_has_every_alert(helm: Helm):
         assert not unknown, f"{name} uses metrics the agent does not expose: {unknown}"
     assert "> 900" in alerts["SipstackOldestUndeliveredTooOld"]["expr"]
     assert "sipstack_api_auth_failed" in alerts["SipstackApiKeyRejected"]["expr"]
+    assert "sipstack_timezone_suspect" in alerts["SipstackTimezoneSuspect"]["expr"]
     assert "database_connection_status" in alerts["SipstackDatabaseUnreachable"]["expr"]
     assert alerts["SipstackAgentDown"]["expr"].startswith('up{container="agent"')
 
