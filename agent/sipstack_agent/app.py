@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -485,7 +485,6 @@ class Agent:
             "connector_id": self.settings.identity.connector_id,
             "started_at": self.started_at.isoformat(),
             "cel_mode": self.settings.cel_mode,
-            "pbx_timezone": asdict(self.zone.current) if self.zone.current else None,
             "evaluated_calls": self.evaluated_total,
             "evaluation_errors": self.evaluation_errors,
             "stages": {
