@@ -102,6 +102,7 @@ class PgBench:
             "DB_USER": self.role,
             "DB_PASSWORD": RO_PASSWORD,
             "DB_NAME": self.db,
+            "DB_TIMEZONE": "UTC",  # db_values() writes UTC
         }
 
     async def preload(self, calls: list[SimCall]) -> tuple[int, int]:

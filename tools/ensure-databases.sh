@@ -58,6 +58,20 @@ start_my() {
     fi
 }
 
+# Named zones (SET time_zone = 'America/Los_Angeles', CONVERT_TZ) need MariaDB's
+# time-zone tables; a fresh install has them empty. Loading them is additive.
+my_tz_loaded() {
+    local n
+    n=$(mariadb -h 127.0.0.1 -P 3306 -uroot -Nse 'SELECT count(*) FROM mysql.time_zone_name' 2>/dev/null)
+    [ "${n:-0}" -gt 0 ]
+}
+load_my_tz() {
+    local tool
+    tool=$(command -v mariadb-tzinfo-to-sql || command -v mysql_tzinfo_to_sql) || return 1
+    log "loading MariaDB time zone tables from /usr/share/zoneinfo"
+    "$tool" /usr/share/zoneinfo 2>/dev/null | mariadb -h 127.0.0.1 -P 3306 -uroot mysql
+}
+
 wait_for() {
     local check=$1 i
     for i in $(seq 1 30); do
@@ -77,5 +91,8 @@ if ! my_up; then
     [ -x /usr/sbin/mariadbd ] || install_my
     start_my
     if wait_for my_up; then log "MariaDB is up"; else log "MariaDB cannot be reached on 127.0.0.1:3306"; rc=1; fi
+fi
+if my_up && ! my_tz_loaded; then
+    if load_my_tz && my_tz_loaded; then log "MariaDB time zone tables loaded"; else log "MariaDB time zone tables could not be loaded"; rc=1; fi
 fi
 exit $rc

@@ -22,17 +22,19 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from .calls import evaluate
 from .config import CDR_ONLY_WARNING, Settings, redact_key
 from .metrics import Metrics
 from .model import ShipState
+from .sources.timezone import ClockCheck, ZoneResolver, start_time
 from .state import StateStore
 from .statedir import STATE_FILE, ensure_writable
 from .status_schema import STATUS_SCHEMA_VERSION
+from .zones import PbxZone
 
 log = logging.getLogger("sipstack_agent.app")
 
@@ -112,6 +114,20 @@ class Agent:
         self.evaluation_errors = 0
         self._wake = asyncio.Event()
         self._linkedid_end_seen = False
+        # The one PBX zone (DB_TIMEZONE, found by the SQL sources when auto): every
+        # reader, the recordings and the documents' `timezone` use it.
+        self.zone = ZoneResolver(
+            settings.database, database_enabled=settings.database_enabled, metrics=self.metrics
+        )
+        self.call_settings = settings.calls
+        self.zone.subscribe(self._on_zone)
+
+    def _on_zone(self, zone: PbxZone) -> None:
+        self.call_settings = replace(
+            self.settings.calls, timezone=zone.name, timezone_source=zone.found
+        )
+        if self.recordings is not None:
+            self.recordings.timezone = zone.name
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,13 +158,15 @@ class Agent:
                 outbox, self.transport, s.api, s.identity, self.metrics, stats_interval=5.0
             )
             self.recordings = self._build_recordings(nstore)
+            if self.zone.current is not None and self.recordings is not None:
+                self.recordings.timezone = self.zone.current.name
             for name, factory in self._source_factories(nstore, stop):
                 tasks.append(self._spawn(name, factory, stop))
             tasks.append(self._spawn("evaluator", lambda: self._evaluator(stop), stop))
             tasks.append(self._spawn("shipper", lambda: self.shipper.run(stop), stop))
             if self.recordings is not None:
                 rec = self.recordings
-                tasks.append(self._spawn("recordings", lambda: rec.run(stop), stop))
+                tasks.append(self._spawn("recordings", self._after_zone(rec.run, stop), stop))
             tasks.append(self._spawn("housekeeping", lambda: self._housekeeping(stop), stop))
             await self._start_health()
             log.info("agent running (%d stages)", len(tasks))
@@ -244,31 +262,61 @@ class Agent:
         if s.database_enabled:
             from .sources.sql import SqlSource
 
-            kinds = ["cdr"] + (["cel"] if s.cel_mode == "db" else [])
+            kinds: tuple[Literal["cel", "cdr"], ...] = (
+                ("cdr", "cel") if s.cel_mode == "db" else ("cdr",)
+            )
             for kind in kinds:
-                src = _make_sql_source(SqlSource, s, store, self.metrics, kind)
+                src = SqlSource(s, kind, store, self.metrics, zone=self.zone)
                 self.sources[f"sql:{kind}"] = src
                 out.append((f"source:{kind}", _runner(src, stop)))
-        if s.cel_mode == "csv":
-            from .sources.cel_csv import CelCsvSource
-
-            csv_src = CelCsvSource(
-                s.csv,
-                store,
-                self.metrics,
-                s.database.timezone,
-                start_from=s.start_from_time or s.start_from,
-                quarantine_dir=os.path.join(s.state_dir, "quarantine"),
+        if s.cel_mode in ("csv", "ami"):
+            # The feed's local times are read in the PBX zone: built once it is known.
+            out.append(
+                (f"source:cel_{s.cel_mode}", self._after_zone(self._feed_runner(store), stop))
             )
-            self.sources["cel_csv"] = csv_src
-            out.append(("source:cel_csv", _runner(csv_src, stop)))
-        elif s.cel_mode == "ami":
-            from .sources.cel_ami import CelAmiSource
-
-            ami_src = CelAmiSource(s.ami, store, self.metrics, s.database.timezone)
-            self.sources["cel_ami"] = ami_src
-            out.append(("source:cel_ami", _runner(ami_src, stop)))
         return out
+
+    def _feed_runner(self, store: Any) -> Callable[[asyncio.Event], Awaitable[None]]:
+        s = self.settings
+
+        def run(stop: asyncio.Event) -> Awaitable[None]:
+            zone = self.zone.current
+            assert zone is not None
+            name = f"cel_{s.cel_mode}"
+            check = ClockCheck(self.zone, self.metrics, name, s.calls.max_age)
+            src = self.sources.get(name)
+            if src is None and s.cel_mode == "csv":
+                from .sources.cel_csv import CelCsvSource
+
+                src = CelCsvSource(
+                    s.csv,
+                    store,
+                    self.metrics,
+                    zone.name,
+                    start_from=start_time(s, zone) or s.start_from,
+                    quarantine_dir=os.path.join(s.state_dir, "quarantine"),
+                    clock=check,
+                )
+            elif src is None:
+                from .sources.cel_ami import CelAmiSource
+
+                src = CelAmiSource(s.ami, store, self.metrics, zone.name, clock_check=check)
+            self.sources[name] = src
+            result: Awaitable[None] = src.run(stop)
+            return result
+
+        return run
+
+    def _after_zone(
+        self, run: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event
+    ) -> Callable[[], Awaitable[None]]:
+        """A stage factory that first waits for the PBX zone (found by the SQL sources)."""
+
+        async def start() -> None:
+            if await self.zone.wait(stop) is not None:
+                await run(stop)
+
+        return start
 
     def _build_recordings(self, store: Any) -> Any:
         s = self.settings
@@ -294,6 +342,8 @@ class Agent:
         """Evaluate due calls in batches; wake on new rows, poll timers every idle_wait."""
         assert self.store is not None
         store = self.store
+        if await self.zone.wait(stop) is None:
+            return
         while not stop.is_set():
             now = self.clock()
             keys = await store.due_calls(now, self.evaluate_batch)
@@ -331,7 +381,7 @@ class Agent:
                     rec.ship,
                     call_key=rec.call_key,
                     now=now,
-                    settings=s.calls,
+                    settings=self.call_settings,
                     identity=s.identity,
                     gaps=gaps,
                 )
@@ -479,10 +529,6 @@ def _runner(src: Any, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
         return result
 
     return start
-
-
-def _make_sql_source(cls: Any, s: Settings, store: Any, metrics: Metrics, kind: str) -> Any:
-    return cls(s, kind, store, metrics)
 
 
 async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> None:

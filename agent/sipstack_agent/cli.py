@@ -269,7 +269,9 @@ async def check_database(settings: Settings) -> list[CheckLine]:
     except ImportError as e:  # pragma: no cover - the SQL source is part of the package
         return [CheckLine("database", "FAIL", f"SQL source unavailable ({e})", "")]
     try:
-        report = await sql_inspect(settings.database, cel=settings.cel_mode == "db")
+        report = await sql_inspect(
+            settings.database, cel=settings.cel_mode == "db", max_age=settings.calls.max_age
+        )
     except Exception as e:
         db = settings.database
         return [
@@ -286,18 +288,21 @@ async def check_database(settings: Settings) -> list[CheckLine]:
 
 async def check_cel_feed(settings: Settings) -> list[CheckLine]:
     try:
+        if settings.cel_mode in ("csv", "ami"):
+            from .sources.sql import zone_line
+            from .sources.timezone import resolve_once
+
+            zone = await resolve_once(settings.database, settings.database_enabled)
+            lines = [] if settings.database_enabled else [_from_tuple(zone_line(zone))]
         if settings.cel_mode == "csv":
             from .sources.cel_csv import check_csv
 
-            return [
-                _from_tuple(i) for i in await check_csv(settings.csv, settings.database.timezone)
-            ]
+            found = await check_csv(settings.csv, zone.name, found=zone.found)
+            return lines + [_from_tuple(i) for i in found]
         if settings.cel_mode == "ami":
             from .sources.cel_ami import check_ami
 
-            return [
-                _from_tuple(i) for i in await check_ami(settings.ami, settings.database.timezone)
-            ]
+            return lines + [_from_tuple(i) for i in await check_ami(settings.ami, zone.name)]
     except Exception as e:
         return [CheckLine(f"cel {settings.cel_mode}", "FAIL", f"{type(e).__name__}: {e}", "")]
     if settings.cel_mode == "none":

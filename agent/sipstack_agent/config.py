@@ -1,8 +1,9 @@
 """Typed, validated settings of the agent.
 
-`load_settings()` reads the environment (and an optional .env file, see
-envfile.py, and `*_FILE` variants) once at start-up and returns a frozen `Settings`; every
-bad value is reported as one line naming its variable (`ConfigError.problems`).
+Stdlib only (and the stdlib-only `zones`, `envfile`, `oldvars`). `load_settings()` reads
+the environment (and an optional .env file, see envfile.py, and `*_FILE` variants) once at
+start-up and returns a frozen `Settings`; every bad value is reported as one line naming its
+variable (`ConfigError.problems`).
 
 The dataclasses below are the contract every stage codes against; tests build
 them directly with keyword arguments.
@@ -21,10 +22,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
-from zoneinfo import ZoneInfo
 
 from .envfile import RawEnv, parse_env_file
 from .oldvars import alias_conflict, same_value, unused_warning
+from .zones import AUTO, configured, tzinfo_of
 
 
 class ConfigError(Exception):
@@ -54,7 +55,7 @@ class DatabaseSettings:
     table_cdr: str = "cdr"
     table_cel: str = "cel"
     table_recordings: str = ""  # optional recordings table
-    timezone: str = "UTC"  # IANA zone of naive DB timestamps
+    timezone: str = "auto"  # zone of naive PBX times: auto | IANA name | fixed offset +05:30
     sslmode: str = ""  # disable | allow | prefer | require | verify-ca | verify-full
     sslrootcert: str = ""
     pool_size: int = 4
@@ -103,7 +104,8 @@ class CallSettings:
     long_call_update_interval: float = 600.0  # 0 = never
     ship_update_min_interval: float = 30.0
     cdr_only: bool = False  # no CEL source: a call is its CDR rows
-    timezone: str = "UTC"  # reported in documents
+    timezone: str = "UTC"  # reported in documents (the resolved zones.PbxZone)
+    timezone_source: str = "configured"  # how it was found: zones.FOUND
     direction: DirectionSettings = field(default_factory=DirectionSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
 
@@ -680,12 +682,19 @@ def load_settings(
     if not database_enabled and cel_mode == "none":
         r.bad("DB_TYPE", "no database and no CEL source: set DB_TYPE/DB_NAME or CEL_MODE")
 
-    db_tz = r.str_("DB_TIMEZONE", default="UTC")
-    try:
-        ZoneInfo(db_tz)
-    except Exception:  # ZoneInfoNotFoundError, ValueError, OSError on odd names
-        r.bad("DB_TIMEZONE", f"unknown IANA time zone {r.show(db_tz)}; e.g. UTC, America/Toronto")
-        db_tz = "UTC"
+    db_tz = r.str_("DB_TIMEZONE", default=AUTO)
+    if db_tz.lower() == AUTO:
+        db_tz = AUTO
+    else:
+        try:
+            tzinfo_of(db_tz)
+        except ValueError:
+            r.bad(
+                "DB_TIMEZONE",
+                f"auto, an IANA time zone (UTC, America/Toronto) or an offset (+05:30) "
+                f"expected, got {r.show(db_tz)}",
+            )
+            db_tz = AUTO
 
     sslmode = ""
     got = r.raw("DB_SSLMODE")
@@ -929,10 +938,12 @@ def load_settings(
             t = datetime.fromisoformat(
                 start_raw.replace("Z", "+00:00") if start_raw.endswith("Z") else start_raw
             )
-            if t.tzinfo is None:
-                t = t.replace(tzinfo=ZoneInfo(db_tz))  # naive = PBX time, like the tables
-            start_from_time = t.astimezone(UTC)
-            start_from = start_from_time.isoformat()
+            if t.tzinfo is not None or db_tz != AUTO:
+                # naive = PBX time, like the tables (with auto: once the zone is found)
+                start_from_time = t.astimezone(UTC) if t.tzinfo else configured(db_tz).local(t)
+                start_from = start_from_time.isoformat()
+            else:
+                start_from = t.isoformat()
         except (ValueError, OverflowError):
             r.bad(
                 "START_FROM",

@@ -241,7 +241,7 @@ async def demo(opts: DemoOptions) -> DemoResult:
     env = agent_env(
         api_url=receiver.calls_url,
         state_dir=state,
-        db={"DB_TYPE": "sqlite", "DB_NAME": pbx},
+        db={"DB_TYPE": "sqlite", "DB_NAME": pbx, "DB_TIMEZONE": "UTC"},  # pbxsim writes UTC
     )
     monitoring = _free_port()
     env["MONITORING_PORT"] = str(monitoring)

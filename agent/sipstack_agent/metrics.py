@@ -132,6 +132,25 @@ class Metrics:
         self.db_reconnects = Counter(
             "sipstack_db_reconnects", "Database reconnect attempts", ["source"], registry=r
         )
+        # The PBX's time zone (DB_TIMEZONE) and the clock sanity check.
+        self.pbx_timezone = Gauge(
+            "sipstack_pbx_timezone",
+            "1 for the zone PBX times are read in (found: configured, database, offset, host)",
+            ["zone", "found"],
+            registry=r,
+        )
+        self.clock_skew = Gauge(
+            "sipstack_clock_skew_seconds",
+            "Newest row time minus the agent's clock on rows read live (negative: rows look old)",
+            ["table"],
+            registry=r,
+        )
+        self.timezone_suspect = Gauge(
+            "sipstack_timezone_suspect",
+            "1 while row times disagree with the clock by more than a clock error explains",
+            ["table"],
+            registry=r,
+        )
         # CEL feeds without a table.
         self.csv_quarantined = Counter(
             "sipstack_csv_lines_quarantined", "Malformed cel_custom lines kept aside", registry=r

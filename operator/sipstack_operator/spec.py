@@ -63,7 +63,7 @@ class DatabaseSpec:
     password: SecretKeyRef | None = None
     ssl_mode: str = ""
     ca: SecretKeyRef | None = None
-    timezone: str = "UTC"
+    timezone: str = "auto"
     table_cdr: str = "cdr"
     table_cel: str = "cel"
     table_recordings: str = ""
@@ -339,7 +339,7 @@ def parse_spec(
         password=_secret_ref(d, "passwordSecretRef", dp, "password"),
         ssl_mode=ssl_mode,
         ca=ca,
-        timezone=_str(d, "timezone", dp, "UTC") or "UTC",
+        timezone=_str(d, "timezone", dp, "auto") or "auto",
         table_cdr=_str(tables, "cdr", tp, "cdr") or "cdr",
         table_cel=_str(tables, "cel", tp, "cel") or "cel",
         table_recordings=_str(tables, "recordings", tp, ""),

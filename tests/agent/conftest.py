@@ -16,6 +16,8 @@ Fixtures
 ``tcp_proxy``         (function) factory of cuttable TCP forwarders: a database restart
                       as clients see it, without stopping the shared servers.
 ``admin_db_settings`` (function) settings -> the same database as the admin user.
+``pg_zone(server, zone, role=False)``  async context manager: the DBA's zone on a PostgreSQL
+                      test database (ALTER DATABASE / ROLE ... IN DATABASE ... SET timezone).
 ``asterisk_sample``   the real Asterisk 20 sample rows (../shared/fixtures/asterisk20-sample)
                       as CSV dicts and as the CelRow/CdrRow a reader must produce.
 
@@ -271,6 +273,29 @@ def _server_db(dialect: str, encoding: str | None = None) -> Iterator[ServerDb]:
             raise
         yield ServerDb("mysql", MYSQL_HOST, MYSQL_PORT, name, user)
         run_sync(_mysql_drop(name, user))
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+@contextlib.asynccontextmanager
+async def pg_zone(server: ServerDb, zone: str, *, role: bool = False) -> AsyncIterator[None]:
+    """The DBA's setting: ALTER DATABASE (or ROLE ... IN DATABASE) ... SET timezone."""
+    target = f'ROLE "{server.ro_user}" IN DATABASE "{server.name}"' if role else (
+        f'DATABASE "{server.name}"'
+    )  # fmt: skip
+    await _pg_admin(f"ALTER {target} SET timezone TO '{zone}'")
+    try:
+        yield
+    finally:
+        await _pg_admin(f"ALTER {target} RESET timezone")
 
 
 @pytest.fixture(scope="module")

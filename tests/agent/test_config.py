@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert s.database.port == 0
     assert s.database.user == "asterisk"
     assert s.database.table_cdr == "cdr" and s.database.table_cel == "cel"
-    assert s.database.timezone == "UTC"
+    assert s.database.timezone == "auto"
     assert s.cel_mode == "none" and s.calls.cdr_only  # empty CEL_MODE = CDR only
     assert s.calls.idle_timeout == 30.0 and s.calls.max_age == 6 * 3600
     assert s.calls.shipping_mode == "complete"
@@ -96,6 +96,8 @@ CASES: list[tuple[dict[str, str], str, object]] = [
     ({"DB_TABLE_RECORDINGS": "recordings"}, "database.table_recordings", "recordings"),
     ({"DB_TIMEZONE": "America/Toronto"}, "database.timezone", "America/Toronto"),
     ({"DB_TIMEZONE": "America/Toronto"}, "calls.timezone", "America/Toronto"),
+    ({"DB_TIMEZONE": "+05:30"}, "database.timezone", "+05:30"),
+    ({"DB_TIMEZONE": "AUTO"}, "database.timezone", "auto"),
     ({"DB_SSLMODE": "verify-full"}, "database.sslmode", "verify-full"),
     ({"CEL_MODE": "db"}, "cel_mode", "db"),
     ({"CEL_MODE": "DB"}, "calls.cdr_only", False),
@@ -168,6 +170,11 @@ CASES: list[tuple[dict[str, str], str, object]] = [
      datetime(2025, 8, 20, 15, 0, tzinfo=UTC)),
     ({"START_FROM": "2025-08-20 11:00:00", "DB_TIMEZONE": "America/Toronto"}, "start_from_time",
      datetime(2025, 8, 20, 15, 0, tzinfo=UTC)),
+    ({"START_FROM": "2025-08-20 11:00:00", "DB_TIMEZONE": "-04:00"}, "start_from_time",
+     datetime(2025, 8, 20, 15, 0, tzinfo=UTC)),
+    # auto: a time without offset waits for the zone found at start-up
+    ({"START_FROM": "2025-08-20 11:00:00"}, "start_from_time", None),
+    ({"START_FROM": "2025-08-20 11:00:00"}, "start_from", "2025-08-20T11:00:00"),
     ({"CALL_IDLE_TIMEOUT": "10"}, "calls.idle_timeout", 10.0),
     ({"CALL_MAX_AGE": "7200"}, "calls.max_age", 7200.0),
     ({"STATE_DIR": "/var/lib/sipstack"}, "state_dir", "/var/lib/sipstack"),
@@ -247,6 +254,7 @@ BAD: list[tuple[str, str]] = [
     ("DB_TABLE_CEL", "1cel"),
     ("DB_TABLE_RECORDINGS", "rec-ordings"),
     ("DB_TIMEZONE", "Mars/Olympus"),
+    ("DB_TIMEZONE", "+25:00"),
     ("DB_SSLMODE", "maybe"),
     ("DB_SSLROOTCERT", "/nonexistent/ca.pem"),
     ("CEL_MODE", "kafka"),

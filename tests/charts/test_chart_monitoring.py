@@ -25,6 +25,7 @@ REQUIRED_ALERTS = {
     "SipstackDatabaseUnreachable",
     "SipstackApiKeyRejected",
     "SipstackReconcileFailing",
+    "SipstackTimezoneSuspect",
     "SipstackOperatorDown",
 }
 # Series from outside the project: Prometheus' own `up` and kube-state-metrics.
@@ -114,6 +115,7 @@ def test_prometheus_rule_has_every_alert(helm: Helm, served: dict[str, set[str]]
         assert promql_problems(alert["expr"], served) == [], f"{name}: {alert['expr']}"
     assert "> 900" in alerts["SipstackOldestUndeliveredTooOld"]["expr"]
     assert "sipstack_api_auth_failed" in alerts["SipstackApiKeyRejected"]["expr"]
+    assert "sipstack_timezone_suspect" in alerts["SipstackTimezoneSuspect"]["expr"]
     assert "database_connection_status" in alerts["SipstackDatabaseUnreachable"]["expr"]
     assert alerts["SipstackAgentDown"]["expr"].startswith('up{container="agent"')
 

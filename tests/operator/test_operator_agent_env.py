@@ -292,8 +292,8 @@ TABLE: list[Row] = [
         lambda r, cr: FileHolding(secret_of(cr, r, "ca.crt")) if r else "",
         lambda cr: None,
     ),
-    Row("spec.database.timezone", "database.timezone", same, lambda cr: "UTC"),
-    Row("spec.database.timezone", "calls.timezone", same, lambda cr: "UTC"),
+    Row("spec.database.timezone", "database.timezone", same, lambda cr: "auto"),
+    Row("spec.database.timezone", "calls.timezone", same, lambda cr: "auto"),
     Row("spec.database.tables.cdr", "database.table_cdr", same, lambda cr: "cdr"),
     Row("spec.database.tables.cel", "database.table_cel", same, lambda cr: "cel"),
     Row(

@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert isinstance(spec, ConnectorSpec)
     assert spec.api_key == SecretKeyRef("api", "api-key")
     assert spec.database.port == 3306
-    assert spec.database.timezone == "UTC"
+    assert spec.database.timezone == "auto"
     assert (spec.database.table_cdr, spec.database.table_cel) == ("cdr", "cel")
     assert spec.cel.mode == "db"
     assert spec.shipping.mode == "complete"

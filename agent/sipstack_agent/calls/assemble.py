@@ -244,4 +244,5 @@ def assemble(
         cdr_only=cdr_mode,
         gap=in_gap,
         timezone=settings.timezone,
+        timezone_source=settings.timezone_source,
     )

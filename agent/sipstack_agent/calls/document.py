@@ -154,6 +154,7 @@ def build_document(
         "answered": d.answered,
         "linkedids": list(call.linkedids),
         "timezone": call.timezone,
+        "timezone_source": call.timezone_source,
     }
     for key in (
         "src_number",

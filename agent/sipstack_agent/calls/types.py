@@ -109,6 +109,7 @@ class Call:
     cdr_only: bool = False
     gap: bool = False  # active while the CEL feed (AMI) was disconnected
     timezone: str = "UTC"
+    timezone_source: str = "configured"  # zones.FOUND: how the zone was found
     notes: tuple[str, ...] = field(default=())
 
     @property

@@ -38,6 +38,7 @@ from sipstack_agent.recordings.paths import (
     recordingfile_candidates,
 )
 from sipstack_agent.sources.sql import ssl_context
+from sipstack_agent.zones import tzinfo_of
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,8 @@ def _as_utc(value: Any, timezone: str) -> datetime | None:
             return None
     if dt.tzinfo is None:
         try:
-            from zoneinfo import ZoneInfo
-
-            dt = dt.replace(tzinfo=ZoneInfo(timezone))
-        except Exception:
+            dt = dt.replace(tzinfo=tzinfo_of(timezone))
+        except ValueError:
             dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
 

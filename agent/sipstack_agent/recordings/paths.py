@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from sipstack_agent.zones import tzinfo_of
+
 CONTENT_TYPES: dict[str, str] = {
     "wav": "audio/wav",
     "mp3": "audio/mpeg",
@@ -115,10 +117,8 @@ def recordingfile_candidates(
 def local_dates(at: datetime, tz_name: str = "UTC") -> list[date]:
     """The PBX-local date of `at` and its neighbours (a call near midnight, clock skew)."""
     try:
-        from zoneinfo import ZoneInfo
-
-        local = at.astimezone(ZoneInfo(tz_name)) if at.tzinfo else at
-    except Exception:
+        local = at.astimezone(tzinfo_of(tz_name)) if at.tzinfo else at
+    except ValueError:
         local = at
     d = local.date()
     return [d, d - timedelta(days=1), d + timedelta(days=1)]

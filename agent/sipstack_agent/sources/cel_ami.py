@@ -44,6 +44,7 @@ from ..config import AmiSettings
 from ..metrics import Metrics
 from ..model import CelRow
 from .cel_csv import TimeParser
+from .timezone import ClockCheck
 
 __all__ = [
     "GAPS_POSITION",
@@ -431,6 +432,7 @@ class CelAmiSource:
         batch_max: int = 2000,
         ping_timeout: float | None = None,
         clock: Any = time.time,
+        clock_check: ClockCheck | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -442,6 +444,7 @@ class CelAmiSource:
             ping_timeout if ping_timeout is not None else max(5.0, settings.ping_interval)
         )
         self._clock = clock
+        self.clock_check = clock_check  # the zone sanity check (sources/timezone.py)
         self.state = "starting"
         self.last_error: str | None = None
         self.version = ""
@@ -497,6 +500,8 @@ class CelAmiSource:
             res = await self.store.ingest(rows, [], {POSITION: pos})
             del self._buf[: len(rows)]
             self._last_alive_saved = self._clock()
+            if self.clock_check is not None:  # AMI has no backlog: every event is live
+                self.clock_check.observe(max(r.eventtime for r in rows), live=True)
             new = getattr(res, "new_cels", len(rows))
             self.events_stored += len(rows)
             if new:

@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CelRow
+from ..zones import PbxZone, judge, skew_advice, tzinfo_of
+from .timezone import ClockCheck
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -140,15 +141,16 @@ class TimeParser:
     Accepts `%F %T`, `%F %T.<1..9 digits>` (3 = `%3q`, 6 as cel_pgsql/cel_custom
     write it), ISO forms with `T` and/or an offset, and `<seconds>.<fraction>`
     (epoch, UTC by definition). Naive local times are interpreted in `timezone`
-    (DB_TIMEZONE); in the repeated hour of a DST fall-back the first occurrence
-    is taken. The conversion of each distinct second is cached.
+    (the resolved DB_TIMEZONE: an IANA name or a fixed offset such as +05:30); in
+    the repeated hour of a DST fall-back the first occurrence is taken.
+    The conversion of each distinct second is cached.
     """
 
     _CACHE_MAX = 16384
 
     def __init__(self, timezone: str = "UTC") -> None:
         self.timezone = timezone or "UTC"
-        self._tz = None if self.timezone.upper() in ("UTC", "Z", "ETC/UTC") else ZoneInfo(timezone)
+        self._tz = None if self.timezone.upper() in ("UTC", "Z", "ETC/UTC") else tzinfo_of(timezone)
         self._cache: dict[str, datetime] = {}
 
     def __call__(self, text: str) -> datetime:
@@ -690,6 +692,7 @@ class CelCsvSource:
         position_name: str = "cel_csv",
         chunk_size: int = 1024 * 1024,
         stale_after: float | None = None,
+        clock: ClockCheck | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -710,6 +713,9 @@ class CelCsvSource:
         self.last_error: str | None = None
         self.rows_total = 0
         self.rotations: dict[str, int] = {"rename": 0, "truncate": 0, "lost": 0}
+        self.clock = clock  # the zone sanity check (sources/timezone.py)
+        self._live = False  # a poll drained the file: what comes next is written now
+        self._poll_written: datetime | None = None
 
     @property
     def healthy(self) -> bool:
@@ -774,6 +780,14 @@ class CelCsvSource:
     # -- one poll ---------------------------------------------------------------
 
     async def poll_once(self, stop: asyncio.Event | None = None) -> int:
+        live, self._poll_written = self._live, None
+        n = await self._poll(stop)
+        if self.clock is not None:
+            self.clock.observe(self._poll_written, live=live)
+        self._live = self._cur is not None
+        return n
+
+    async def _poll(self, stop: asyncio.Event | None) -> int:
         if not self._started:
             await self._startup()
         if self._cur is None:
@@ -1039,6 +1053,9 @@ class CelCsvSource:
             except BaseException:
                 cur.offset = old_offset
                 raise
+            newest = max((r.eventtime for r in rows), default=None)
+            if newest is not None and (self._poll_written is None or newest > self._poll_written):
+                self._poll_written = newest
             new = getattr(res, "new_cels", len(rows))
             if new:
                 self.metrics.cels_processed.labels(source="csv").inc(new)
@@ -1147,13 +1164,20 @@ CheckResult = tuple[str, bool, str, str]
 
 
 async def check_csv(
-    settings: CsvSettings, timezone: str = "UTC", *, sample_lines: int = 50
+    settings: CsvSettings,
+    timezone: str = "UTC",
+    *,
+    sample_lines: int = 50,
+    found: str = "configured",
 ) -> list[CheckResult]:
-    """`sipstack-agent check` for CEL_MODE=csv: [(name, ok, detail, hint)]."""
-    return await asyncio.to_thread(_check_csv_sync, settings, timezone, sample_lines)
+    """`sipstack-agent check` for CEL_MODE=csv: [(name, ok, detail, hint)]. `found`: how
+    the zone was found (zones.FOUND), named in the line about events in the future."""
+    return await asyncio.to_thread(_check_csv_sync, settings, timezone, sample_lines, found)
 
 
-def _check_csv_sync(settings: CsvSettings, timezone: str, sample_lines: int) -> list[CheckResult]:
+def _check_csv_sync(
+    settings: CsvSettings, timezone: str, sample_lines: int, found: str
+) -> list[CheckResult]:
     out: list[CheckResult] = []
     path = settings.path
     try:
@@ -1232,16 +1256,11 @@ def _check_csv_sync(settings: CsvSettings, timezone: str, sample_lines: int) -> 
             )
         )
         newest = max(r.eventtime for r in rows)
-        skew = (datetime.now(UTC) - newest).total_seconds()
-        if skew < -300:
-            out.append(
-                (
-                    "cel_csv timezone",
-                    False,
-                    f"newest event is {-skew:.0f} s in the future",
-                    "set DB_TIMEZONE to the PBX's timezone",
-                )
-            )
+        zone = PbxZone(parser.times.timezone, found)
+        skew = judge(zone, newest, datetime.now(UTC), live=False, max_age=float("inf"))
+        if skew is not None:
+            detail, _, fix = skew_advice(zone, skew).partition("; set ")
+            out.append(("cel_csv timezone", False, detail, f"set {fix}" if fix else ""))
     return out
 
 

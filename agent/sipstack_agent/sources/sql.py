@@ -24,8 +24,10 @@ the same transaction as the rows it covers):
   `time >= newest - 1 s` and every lookback/4 seconds sweep
   `time >= newest - lookback_seconds`, de-duplicated by row hash.
 
-Naive DB times are PBX-local in DatabaseSettings.timezone and converted to
-aware UTC; text that is not valid UTF-8 is decoded as latin-1; NULL is "".
+Naive DB times are PBX-local in the zone `ZoneResolver` found (DB_TIMEZONE,
+sources/timezone.py) and converted to aware UTC; rows read live are checked
+against the clock (zones.judge: a wrong zone gives one WARN and a metric); text
+that is not valid UTF-8 is decoded as latin-1; NULL is "".
 """
 
 from __future__ import annotations
@@ -40,15 +42,16 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo
 
 from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..state import StateStore
+from ..zones import PbxZone, judge, skew_advice
 from .dialects import Dialect, dialect_for, valid_identifier
+from .timezone import ClockCheck, ZoneResolver, start_time
 
 __all__ = [
     "CDR_REQUIRED",
@@ -126,7 +129,7 @@ def _to_opt_int(v: Any) -> int | None:
     return _to_int(v)
 
 
-def to_utc(v: Any, tz: ZoneInfo) -> datetime | None:
+def to_utc(v: Any, tz: tzinfo) -> datetime | None:
     """A DB time value -> aware UTC. Naive values are PBX-local time in `tz`.
 
     Accepts datetime (naive or aware), ISO-like text ("2026-11-24 04:39:20.51011"),
@@ -153,6 +156,13 @@ def to_utc(v: Any, tz: ZoneInfo) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(UTC)
+
+
+def written_at(row: CelRow | CdrRow) -> datetime:
+    """When the PBX wrote the row: a CEL row at its event, a CDR row at its call's end."""
+    if isinstance(row, CelRow):
+        return row.eventtime
+    return row.calldate + timedelta(seconds=max(0, row.duration))
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -433,7 +443,7 @@ def _is_int(t: str) -> bool:
 
 
 def _cel_builder(
-    info: TableInfo, tz: ZoneInfo, source: Callable[[], str]
+    info: TableInfo, tz: tzinfo, source: Callable[[], str]
 ) -> Callable[[tuple[Any, ...]], CelRow | None]:
     idx = {name: i for i, name in enumerate(info.wanted)}
     i_id = idx.get("id")
@@ -456,7 +466,7 @@ def _cel_builder(
 
 
 def _cdr_builder(
-    info: TableInfo, tz: ZoneInfo, source: Callable[[], str]
+    info: TableInfo, tz: tzinfo, source: Callable[[], str]
 ) -> Callable[[tuple[Any, ...]], CdrRow | None]:
     idx = {name: i for i, name in enumerate(info.wanted)}
     i_id = idx.get("id")
@@ -513,6 +523,7 @@ class SqlSource:
         metrics: Metrics,
         *,
         db: Db | None = None,
+        zone: ZoneResolver | None = None,
     ) -> None:
         if kind not in ("cel", "cdr"):
             raise ValueError(f"kind must be 'cel' or 'cdr', not {kind!r}")
@@ -523,7 +534,12 @@ class SqlSource:
         self.metrics = metrics
         self.table = self.dbs.table_cel if kind == "cel" else self.dbs.table_cdr
         self.position_name = f"sql:{kind}:{self.table}"
-        self.tz = ZoneInfo(self.dbs.timezone or "UTC")
+        self.zones = zone or ZoneResolver(self.dbs, metrics=metrics)
+        self.zone: PbxZone | None = self.zones.current
+        self.tz: tzinfo = self.zone.tz if self.zone else UTC
+        self._live = False  # the previous poll caught up: rows now arrive as written
+        self._poll_written: datetime | None = None  # newest "written at" of this poll's rows
+        self._clock = ClockCheck(self.zones, metrics, self.table, settings.calls.max_age)
         self.dialect = dialect_for(self.dbs.type)
         self._db = db
         self._own_db = db is None
@@ -576,6 +592,9 @@ class SqlSource:
             pool = max(1, min(self.dbs.pool_size, 2))
             self._db = await connect(self.dbs, pool)
             self._reread_overlap = True
+        if self.zone is None:
+            self.zone = await self.zones.resolve(self._db, self.dialect.name)
+            self.tz = self.zone.tz
         if self.info is None:
             info = await discover(self._db, self.table, self.kind)
             self.info = info
@@ -617,16 +636,11 @@ class SqlSource:
             self._db = db
         self.connected = False
         self._reread_overlap = True
+        self._live = False
 
     def _start_time(self) -> datetime | None:
-        if self.settings.start_from_time is not None:
-            t = self.settings.start_from_time
-            return t if t.tzinfo else t.replace(tzinfo=UTC)
-        sf = (self.settings.start_from or "latest").strip()
-        if sf.lower() in ("latest", "beginning", ""):
-            return None
-        t = datetime.fromisoformat(sf)
-        return t if t.tzinfo else t.replace(tzinfo=UTC)
+        assert self.zone is not None
+        return start_time(self.settings, self.zone)
 
     async def _fresh_position(self, info: TableInfo) -> dict[str, Any]:
         assert self._db is not None
@@ -671,8 +685,8 @@ class SqlSource:
         rows = await self._db.fetch(self.dialect.select_max(info.table, info.id_col))
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
-    def _time_tz(self, info: TableInfo) -> ZoneInfo:
-        return ZoneInfo("UTC") if info.time_is_aware else self.tz
+    def _time_tz(self, info: TableInfo) -> tzinfo:
+        return UTC if info.time_is_aware else self.tz
 
     def _db_time(self, t: datetime, info: TableInfo) -> Any:
         """A UTC instant as a parameter compared with the table's time column."""
@@ -747,11 +761,15 @@ class SqlSource:
         Raises on database errors (run() handles them); usable directly in tests.
         """
         info = await self._ensure()
+        live = self._live
+        self._poll_written = None
         if info.id_col:
             n = await self._poll_ids(info)
         else:
             n = await self._poll_time(info)
         self._on_success()
+        self._clock.observe(self._poll_written, live=live)
+        self._live = not self.backlog
         if self._newest_time is not None:
             age = (datetime.now(UTC) - self._newest_time).total_seconds()
             self._lag_seconds.set(max(0.0, age))
@@ -988,6 +1006,9 @@ class SqlSource:
             t = b.eventtime if isinstance(b, CelRow) else b.calldate
             if self._newest_time is None or t > self._newest_time:
                 self._newest_time = t
+            w = written_at(b)
+            if self._poll_written is None or w > self._poll_written:
+                self._poll_written = w
         if self._newest_time is not None:
             pos["newest_time"] = self._newest_time.isoformat()
         if self.kind == "cel":
@@ -1025,7 +1046,13 @@ class CheckResult:
 
 
 async def inspect(
-    db: DatabaseSettings, *, cel: bool = True, cdr: bool = True, recent_rows: int = 5000
+    db: DatabaseSettings,
+    *,
+    cel: bool = True,
+    cdr: bool = True,
+    recent_rows: int = 5000,
+    max_age: float = 6 * 3600.0,
+    live_wait: float = 3.0,
 ) -> list[CheckResult]:
     """Preflight of the PBX database for `sipstack-agent check` (read-only queries only)."""
     out: list[CheckResult] = []
@@ -1047,11 +1074,26 @@ async def inspect(
     out.append(CheckResult("database reachable", True, where))
     d = con.dialect
     try:
+        try:
+            zone = await ZoneResolver(db).resolve(con, d.name)
+        except Exception as e:
+            out.append(
+                CheckResult(
+                    "pbx time zone",
+                    False,
+                    f"could not read the database's zone: {type(e).__name__}: {e}",
+                    "set DB_TIMEZONE to the PBX's IANA zone (e.g. America/Toronto)",
+                    fatal=True,
+                )
+            )
+            return out
+        out.append(zone_line(zone))
         tables: list[tuple[Kind, str]] = []
         if cdr:
             tables.append(("cdr", db.table_cdr))
         if cel:
             tables.append(("cel", db.table_cel))
+        infos: list[TableInfo] = []
         for kind, table in tables:
             try:
                 info = await discover(con, table, kind)
@@ -1083,9 +1125,88 @@ async def inspect(
             out.append(await _check_indexes(con, d, table, kind, info))
             if kind == "cel":
                 out.append(await _check_linkedid_end(con, d, info, recent_rows))
+            infos.append(info)
+        out.extend(await _check_clocks(con, infos, zone, max_age, live_wait))
     finally:
         await con.close()
     return out
+
+
+def zone_line(zone: PbxZone) -> CheckResult:
+    """The `check` line naming the PBX zone and how it was found."""
+    if zone.found == "offset":
+        return CheckResult(
+            "pbx time zone",
+            False,
+            f"{zone.describe()}: a fixed offset is wrong after a daylight-saving change",
+            "set DB_TIMEZONE to the PBX's IANA zone (e.g. America/Toronto)",
+        )
+    hint = "set DB_TIMEZONE if Asterisk runs in another zone" if zone.found == "host" else ""
+    return CheckResult("pbx time zone", True, zone.describe(), hint)
+
+
+async def _check_clocks(
+    con: Db, infos: Sequence[TableInfo], zone: PbxZone, max_age: float, live_wait: float
+) -> list[CheckResult]:
+    """Each table's newest row against the clock; rows written while we wait `live_wait`
+    seconds (tables with an id) are judged as live rows (zones.judge)."""
+    d = con.dialect
+    seen: list[tuple[TableInfo, datetime | None, int | None, str]] = []
+    for info in infos:
+        tz = UTC if info.time_is_aware else zone.tz
+        try:
+            rows = await con.fetch(d.select_max(info.table, info.time_col))
+            newest = to_utc(rows[0][0], tz) if rows else None
+            top = await con.fetch(d.select_max(info.table, info.id_col)) if info.id_col else []
+            after = int(top[0][0] or 0) if top else None
+            seen.append((info, newest, after, ""))
+        except Exception as e:
+            seen.append((info, None, None, f"could not read the newest rows: {e}"))
+    if live_wait > 0 and any(after is not None for _, _, after, _ in seen):
+        await asyncio.sleep(live_wait)
+    out: list[CheckResult] = []
+    for info, newest, after, error in seen:
+        name = f"{info.kind} times"
+        if error:
+            out.append(CheckResult(name, False, error))
+            continue
+        tz = UTC if info.time_is_aware else zone.tz
+        build = (_cel_builder if info.kind == "cel" else _cdr_builder)(info, tz, lambda: "db")
+        live: list[CelRow | CdrRow] = []
+        if after is not None and live_wait > 0:
+            sql = d.select_after_id(info.cols_sql, info.table, info.id_col or "", info.time_col,
+                                    min_time=False)  # fmt: skip
+            try:
+                live = [b for r in await con.fetch(sql, (after, 500)) if (b := build(r))]
+            except Exception as e:
+                out.append(CheckResult(name, False, f"could not read the newest rows: {e}"))
+                continue
+        out.append(_clock_result(name, info, zone, newest, live, max_age, live_wait))
+    return out
+
+
+def _clock_result(
+    name: str,
+    info: TableInfo,
+    zone: PbxZone,
+    newest: datetime | None,
+    live: Sequence[CelRow | CdrRow],
+    max_age: float,
+    live_wait: float,
+) -> CheckResult:
+    if newest is None and not live:
+        return CheckResult(name, True, f"{info.table} is empty: nothing to compare yet")
+    now = datetime.now(UTC)
+    written = max((written_at(b) for b in live), default=newest or now)
+    skew = judge(zone, written, now, live=bool(live), max_age=max_age)
+    if skew is not None:
+        detail, _, fix = skew_advice(zone, skew).partition("; set ")
+        return CheckResult(name, False, detail, f"set {fix}" if fix else "", fatal=True)
+    ago = (now - written).total_seconds()
+    how = f"{len(live)} row(s) written in the last {live_wait:g} s" if live else "newest row"
+    return CheckResult(
+        name, True, f"{how}: {written.isoformat()} ({ago:.0f} s ago), read in {zone.describe()}"
+    )
 
 
 async def _check_read_only(con: Db, d: Dialect, table: str, kind: str) -> CheckResult:

@@ -26,8 +26,9 @@ def db_env(db: DatabaseSettings) -> dict[str, str]:
         "DB_NAME": db.name,
         "DB_TABLE_CDR": db.table_cdr,
         "DB_TABLE_CEL": db.table_cel,
-        "DB_TIMEZONE": db.timezone,
     }
+    if db.timezone != "auto":  # auto: the default, the variable left unset
+        env["DB_TIMEZONE"] = db.timezone
     if db.type != "sqlite":
         env.update(DB_HOST=db.host, DB_PORT=str(db.port), DB_USER=db.user, DB_PASSWORD=db.password)
     return env
