@@ -97,6 +97,7 @@ class CallSettings:
     shipping_mode: str = "complete"  # complete | progressive
     long_call_update_interval: float = 600.0  # 0 = never
     ship_update_min_interval: float = 30.0
+    ship_complete_after: float = 0.0  # SHIP_COMPLETE_AFTER: settle delay after the call's end
     cdr_only: bool = False  # no CEL source: a call is its CDR rows
     timezone: str = "UTC"  # reported in documents
     direction: DirectionSettings = field(default_factory=DirectionSettings)
@@ -801,6 +802,10 @@ def load_settings(
     max_age = r.float_("CALL_MAX_AGE", default=6 * 3600.0, hi=30 * 86400)
     if max_age <= idle:
         r.bad("CALL_MAX_AGE", f"({max_age:g} s) must exceed CALL_IDLE_TIMEOUT ({idle:g} s)")
+    settle = r.float_("SHIP_COMPLETE_AFTER", default=0.0, hi=86400, lo_inclusive=True)
+    if settle >= max_age:
+        r.bad("SHIP_COMPLETE_AFTER", f"({settle:g} s) must be below CALL_MAX_AGE ({max_age:g} s)")
+        settle = 0.0
     calls = CallSettings(
         idle_timeout=idle,
         max_age=max_age,
@@ -811,6 +816,7 @@ def load_settings(
         ship_update_min_interval=r.float_(
             "SHIP_UPDATE_MIN_INTERVAL", default=30.0, hi=86400, lo_inclusive=True
         ),
+        ship_complete_after=settle,
         cdr_only=cel_mode == "none",
         timezone=db_tz,
         direction=direction,
