@@ -31,6 +31,7 @@ from .config import Settings, redact_key
 from .metrics import Metrics
 from .model import ShipState
 from .state import StateStore
+from .watermarks import Watermarks
 
 log = logging.getLogger("sipstack_agent.app")
 
@@ -112,6 +113,8 @@ class Agent:
         self.evaluation_errors = 0
         self._wake = asyncio.Event()
         self._linkedid_end_seen = False
+        # Sources say how far they have read; complete calls wait for all of them.
+        self.watermarks = Watermarks(on_change=self._wake.set)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,7 +247,7 @@ class Agent:
 
             kinds = ["cdr"] + (["cel"] if s.cel_mode == "db" else [])
             for kind in kinds:
-                src = _make_sql_source(SqlSource, s, store, self.metrics, kind)
+                src = _make_sql_source(SqlSource, s, store, self.metrics, kind, self.watermarks)
                 self.sources[f"sql:{kind}"] = src
                 out.append((f"source:{kind}", _runner(src, stop)))
         if s.cel_mode == "csv":
@@ -257,13 +260,16 @@ class Agent:
                 s.database.timezone,
                 start_from=s.start_from_time or s.start_from,
                 quarantine_dir=os.path.join(s.state_dir, "quarantine"),
+                watermarks=self.watermarks,
             )
             self.sources["cel_csv"] = csv_src
             out.append(("source:cel_csv", _runner(csv_src, stop)))
         elif s.cel_mode == "ami":
             from .sources.cel_ami import CelAmiSource
 
-            ami_src = CelAmiSource(s.ami, store, self.metrics, s.database.timezone)
+            ami_src = CelAmiSource(
+                s.ami, store, self.metrics, s.database.timezone, watermarks=self.watermarks
+            )
             self.sources["cel_ami"] = ami_src
             out.append(("source:cel_ami", _runner(ami_src, stop)))
         return out
@@ -291,7 +297,7 @@ class Agent:
         store = self.store
         while not stop.is_set():
             now = self.clock()
-            keys = await store.due_calls(now, self.evaluate_batch)
+            keys = await store.due_calls(now, self.evaluate_batch, watermark=self.watermarks.low())
             if not keys:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -314,6 +320,7 @@ class Agent:
         s = self.settings
         records = await self.store.load_calls(list(keys))
         gaps = await self._cel_gaps()
+        watermark = self.watermarks.low()
         results: list[tuple[str, Any]] = []
         notes: list[tuple[Any, Any]] = []
         n_docs = 0
@@ -329,6 +336,7 @@ class Agent:
                     settings=s.calls,
                     identity=s.identity,
                     gaps=gaps,
+                    watermark=watermark,
                 )
             except Exception:
                 self.evaluation_errors += 1
@@ -447,6 +455,14 @@ class Agent:
                 for n, st in self.stages.items()
             },
             "ready_problems": self.readiness_problems(),
+            "watermarks": {
+                name: {
+                    "read_through": m.read_through.isoformat() if m.read_through else None,
+                    "caught_up_at": m.caught_up_at.isoformat() if m.caught_up_at else None,
+                    "holds": m.holds,
+                }
+                for name, m in self.watermarks.marks().items()
+            },
         }
         if self.store is not None:
             with contextlib.suppress(Exception):
@@ -474,8 +490,10 @@ def _runner(src: Any, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
     return start
 
 
-def _make_sql_source(cls: Any, s: Settings, store: Any, metrics: Metrics, kind: str) -> Any:
-    return cls(s, kind, store, metrics)
+def _make_sql_source(
+    cls: Any, s: Settings, store: Any, metrics: Metrics, kind: str, watermarks: Watermarks
+) -> Any:
+    return cls(s, kind, store, metrics, watermarks=watermarks)
 
 
 async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -223,6 +223,11 @@ class RecordingFile:
         return doc
 
 
+# ShipState.extra keys the state store writes when call groups merge.
+SHIP_MERGED_FROM = "merged_from"  # [call keys merged into this one]
+SHIP_SUPERSEDED = "superseded"  # {merged-away linkedid: last revision sent for it}
+
+
 @dataclass(slots=True)
 class ShipState:
     """What has been shipped for one call so far (kept in the state store)."""

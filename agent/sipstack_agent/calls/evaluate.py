@@ -33,13 +33,12 @@ from sipstack_agent.calls.derive import utc
 from sipstack_agent.calls.document import build_document, fingerprint
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import CallSettings, Identity
-from sipstack_agent.model import CdrRow, CelRow, RecordingFile, ShipState
+from sipstack_agent.model import SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
 
 # Keys this module keeps in ShipState.extra (JSON-safe values only).
 EXTRA_ROWS_SIG = "rows_sig"
 EXTRA_ROWS_CHANGED_AT = "rows_changed_at"
 EXTRA_COMPLETION_REASON = "completion_reason"
-EXTRA_SUPERSEDED = "superseded"  # {linkedid: last revision sent}, written by the state store
 
 
 @dataclass(slots=True)
@@ -93,7 +92,7 @@ def _force_complete(call: Call, reason: str) -> Call:
 
 
 def _superseded(extra: dict[str, Any]) -> tuple[tuple[str, int], ...]:
-    got = extra.get(EXTRA_SUPERSEDED)
+    got = extra.get(SHIP_SUPERSEDED)
     if not isinstance(got, dict):
         return ()
     out = [(str(k), v) for k, v in got.items() if isinstance(v, int) and v > 0]

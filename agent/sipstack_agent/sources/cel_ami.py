@@ -43,6 +43,7 @@ from panoramisk import Manager
 from ..config import AmiSettings
 from ..metrics import Metrics
 from ..model import CelRow
+from ..watermarks import Watermarks
 from .cel_csv import TimeParser
 
 __all__ = [
@@ -431,6 +432,7 @@ class CelAmiSource:
         batch_max: int = 2000,
         ping_timeout: float | None = None,
         clock: Any = time.time,
+        watermarks: Watermarks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -458,6 +460,11 @@ class CelAmiSource:
         self._gaps: list[Gap] = []
         self._bad_logged = False
         self._auth_logged: str | None = None
+        # A push feed: caught up whenever connected with nothing left to store; while
+        # disconnected it holds nothing back (what it misses is a gap, see above).
+        self._marks = watermarks
+        if watermarks is not None:
+            watermarks.register(POSITION)
 
     @property
     def connected(self) -> bool:
@@ -501,6 +508,12 @@ class CelAmiSource:
             self.events_stored += len(rows)
             if new:
                 self.metrics.cels_processed.labels(source="ami").inc(new)
+        self._caught_up()
+
+    def _caught_up(self) -> None:
+        """Everything received so far is stored: publish the watermark (now)."""
+        if self._marks is not None and self.connected and not self._buf:
+            self._marks.publish(POSITION, caught_up_at=datetime.fromtimestamp(self._clock(), UTC))
 
     async def _writer(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -581,6 +594,8 @@ class CelAmiSource:
         self.state = state
         self.last_error = error
         up = 1 if state == "connected" else 0
+        if self._marks is not None and state in ("disconnected", "auth_failed", "stopped"):
+            self._marks.release(POSITION)
         self.metrics.ami_connected.set(up)
         self.metrics.database_connection_status.labels(source="cel_ami").set(up)
 
@@ -662,6 +677,7 @@ class CelAmiSource:
         )
         await self._close_gap(now)
         await self.store.set_position(POSITION, self._position())
+        self._caught_up()
 
     async def _disconnected(self, reason: str) -> None:
         start = self._last_alive or self._clock()
@@ -686,6 +702,7 @@ class CelAmiSource:
                     return
                 await session.ping(self.ping_timeout)  # raises on timeout / lost connection
                 self._last_alive = self._clock()
+                self._caught_up()
                 if self._last_alive - self._last_alive_saved >= interval and not self._buf:
                     self._last_alive_saved = self._last_alive
                     await self.store.set_position(POSITION, self._position())

@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CelRow
+from ..watermarks import Watermarks
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -690,6 +691,7 @@ class CelCsvSource:
         position_name: str = "cel_csv",
         chunk_size: int = 1024 * 1024,
         stale_after: float | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -710,6 +712,10 @@ class CelCsvSource:
         self.last_error: str | None = None
         self.rows_total = 0
         self.rotations: dict[str, int] = {"rename": 0, "truncate": 0, "lost": 0}
+        self._marks = watermarks
+        self._read_newest: datetime | None = None  # newest eventtime read (file order)
+        if watermarks is not None:
+            watermarks.register(position_name)
 
     @property
     def healthy(self) -> bool:
@@ -729,7 +735,12 @@ class CelCsvSource:
         try:
             while not stop.is_set():
                 try:
-                    await self.poll_once(stop)
+                    started = datetime.now(UTC)
+                    await self.poll_once(stop)  # reads to the end of the file
+                    if self._marks is not None:
+                        self._marks.publish(
+                            self.name, newest=self._read_newest, caught_up_at=started
+                        )
                     failures = 0
                     delay = interval
                 except asyncio.CancelledError:
@@ -1042,6 +1053,11 @@ class CelCsvSource:
             new = getattr(res, "new_cels", len(rows))
             if new:
                 self.metrics.cels_processed.labels(source="csv").inc(new)
+            newest = max((r.eventtime for r in rows), default=self._read_newest)
+            if newest is not None and (self._read_newest is None or newest > self._read_newest):
+                self._read_newest = newest
+                if self._marks is not None:
+                    self._marks.publish(self.name, newest=newest)
             self.rows_total += len(rows)
             total += len(rows)
             if at_eof or (stop is not None and stop.is_set()):

@@ -44,10 +44,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
+from ..calls.derive import cdr_end
 from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..state import StateStore
+from ..watermarks import Watermarks
 from .dialects import Dialect, dialect_for, valid_identifier
 
 __all__ = [
@@ -513,6 +515,7 @@ class SqlSource:
         metrics: Metrics,
         *,
         db: Db | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         if kind not in ("cel", "cdr"):
             raise ValueError(f"kind must be 'cel' or 'cdr', not {kind!r}")
@@ -544,6 +547,11 @@ class SqlSource:
         self._lag_rows = metrics.checkpoint_lag_rows.labels(table=self.table)
         self._lag_seconds = metrics.checkpoint_lag_seconds.labels(table=self.table)
         self._newest_time: datetime | None = None
+        # Watermark: the newest row time in reading order (id order: CDR end time).
+        self._marks = watermarks
+        self._read_newest: datetime | None = None
+        if watermarks is not None:
+            watermarks.register(self.position_name)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -746,12 +754,20 @@ class SqlSource:
 
         Raises on database errors (run() handles them); usable directly in tests.
         """
+        started = datetime.now(UTC)
         info = await self._ensure()
         if info.id_col:
             n = await self._poll_ids(info)
         else:
             n = await self._poll_time(info)
         self._on_success()
+        if self._marks is not None:
+            newest = self._read_newest if info.id_col else _parse_iso((self._pos or {}).get("time"))
+            self._marks.publish(
+                self.position_name,
+                newest=newest,
+                caught_up_at=None if self.backlog else started,
+            )
         if self._newest_time is not None:
             age = (datetime.now(UTC) - self._newest_time).total_seconds()
             self._lag_seconds.set(max(0.0, age))
@@ -988,6 +1004,9 @@ class SqlSource:
             t = b.eventtime if isinstance(b, CelRow) else b.calldate
             if self._newest_time is None or t > self._newest_time:
                 self._newest_time = t
+            end = t if isinstance(b, CelRow) else cdr_end(b)  # id order is commit order
+            if self._read_newest is None or end > self._read_newest:
+                self._read_newest = end
         if self._newest_time is not None:
             pos["newest_time"] = self._newest_time.isoformat()
         if self.kind == "cel":
