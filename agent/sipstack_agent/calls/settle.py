@@ -12,7 +12,10 @@ until
 * the wall clock has passed its settle point,
 
 where settle point = the call's activity (its newest event time, or the arrival
-of its rows when that is older) + SHIP_COMPLETE_AFTER. A hold never lasts
+of its rows when that is older) + SHIP_COMPLETE_AFTER. A time in whole seconds
+(MySQL DATETIME, AMI) means "during that second": its settle point starts at
+the end of that second, so a CDR committed in the same second as LINKEDID_END
+is still waited for. A hold never lasts
 longer than CALL_MAX_AGE after the rows last changed, so a source that is stuck
 for hours cannot hold calls forever.
 """
@@ -60,7 +63,8 @@ class Hold:
 
 
 def settle_point(activity: datetime, settings: CallSettings) -> datetime:
-    return activity + timedelta(seconds=max(0.0, settings.ship_complete_after))
+    whole_second = timedelta(seconds=1) if activity.microsecond == 0 else timedelta(0)
+    return activity + whole_second + timedelta(seconds=max(0.0, settings.ship_complete_after))
 
 
 def hold(
