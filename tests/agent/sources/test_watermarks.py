@@ -1,0 +1,96 @@
+"""Sources say how far they have read: SqlSource on PostgreSQL, MariaDB and SQLite
+(as a SELECT-only user, the real sample rows), and the cel_custom CSV reader."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipstack_agent.calls.derive import cdr_end
+from sipstack_agent.config import CsvSettings
+from sipstack_agent.metrics import Metrics
+from sipstack_agent.sources.cel_csv import CelCsvSource
+from sipstack_agent.sources.sql import SqlSource
+from sipstack_agent.state import StateStore
+from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
+from test_sql import FLAVOR, agent_settings
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    s = await StateStore.open(tmp_path / "state.db")
+    yield s
+    await s.close()
+
+
+async def test_sql_sources_publish_read_through_then_caught_up(
+    pbx_db: Any, store: StateStore, asterisk_sample: Any
+) -> None:
+    settings, writer = pbx_db
+    await writer.load_sample()
+    flavor = FLAVOR[writer.dialect]
+    cels, cdrs = asterisk_sample.cel_rows(flavor), asterisk_sample.cdr_rows(flavor)
+    board = Watermarks()
+    s = agent_settings(settings, batch_size=10, max_records_per_poll=30)
+    cel_src = SqlSource(s, "cel", store, Metrics(), watermarks=board)
+    cdr_src = SqlSource(s, "cdr", store, Metrics(), watermarks=board)
+    cel_name, cdr_name = cel_src.position_name, cdr_src.position_name
+    try:
+        assert set(board.marks()) == {cel_name, cdr_name}
+        assert board.low() is not None and board.low() < cels[0].eventtime  # silent: hold all
+        # a backlog page: the CEL source has read rows 1..30 (id order), no more
+        assert await cel_src.poll_once() == 30 and cel_src.backlog
+        mark = board.marks()[cel_name]
+        assert mark.caught_up_at is None
+        assert mark.read_through == max(c.eventtime for c in cels[:30]) - READ_THROUGH_SLACK
+        # the CDR table is short: read whole in one poll, caught up as of the poll's start
+        started = datetime.now(UTC)
+        assert await cdr_src.poll_once() == len(cdrs) and not cdr_src.backlog
+        mark = board.marks()[cdr_name]
+        assert mark.caught_up_at is not None and mark.caught_up_at >= started
+        assert mark.read_through == max(cdr_end(c) for c in cdrs) - READ_THROUGH_SLACK
+        # the low watermark is the CEL source's: calls past row 30 are held
+        assert board.low() == board.marks()[cel_name].read_through
+        while cel_src.backlog or board.marks()[cel_name].caught_up_at is None:
+            await cel_src.poll_once()
+        assert board.low() is not None and board.low() >= started
+    finally:
+        await cel_src.close()
+        await cdr_src.close()
+
+
+async def test_csv_source_publishes_while_reading_and_when_at_the_end(
+    tmp_path: Path, store: StateStore, asterisk_sample: Any
+) -> None:
+    path = tmp_path / "Master.csv"
+    shutil.copy(asterisk_sample.dir / "csv" / "cel_custom_Master.csv", path)
+    board = Watermarks()
+    src = CelCsvSource(
+        CsvSettings(path=str(path), poll_interval=0.01),
+        store,
+        Metrics(),
+        start_from="beginning",
+        watermarks=board,
+    )
+    assert board.low() is not None and board.low() < datetime(2000, 1, 1, tzinfo=UTC)
+    started = datetime.now(UTC)
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    try:
+        for _ in range(500):
+            if board.marks()["cel_csv"].caught_up_at is not None:
+                break
+            await asyncio.sleep(0.01)
+        mark = board.marks()["cel_csv"]
+        assert mark.caught_up_at is not None and mark.caught_up_at >= started
+        newest = max(c.eventtime for c in asterisk_sample.cel_rows("postgres"))
+        assert mark.read_through == newest - READ_THROUGH_SLACK
+        assert board.low() == mark.caught_up_at
+    finally:
+        stop.set()
+        await task
