@@ -19,8 +19,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sipstack_agent.calls import group_linkedids, smallest_linkedid
 from sipstack_agent.calls.derive import cdr_end
+from sipstack_agent.calls.document import cel_thread_selected
 from sipstack_agent.model import CdrRow, CelRow
 
 from .helpers import Seq
@@ -41,6 +44,25 @@ class LiveCall:
     @property
     def last_cel_at(self) -> datetime:
         return max(r.eventtime for r in self.cels)
+
+
+def calls_of(cels: Sequence[CelRow], cdrs: Sequence[CdrRow]) -> list[LiveCall]:
+    """The calls in a set of rows (e.g. the sample), grouped as the agent groups them."""
+    out = []
+    for group in group_linkedids([*cels, *cdrs]):
+        key = smallest_linkedid(group)
+        mine = [c for c in cels if c.call_linkedid in group]
+        theirs = [d for d in cdrs if d.call_linkedid in group]
+        out.append(LiveCall(key, key, tuple(sorted(group)), mine, theirs))
+    return out
+
+
+def assert_whole(doc: dict[str, Any], call: LiveCall) -> None:
+    """The document carries every selected CEL row and every CDR row of the call."""
+    events = [t["event"] for t in doc["call_threads"]]
+    assert events.count("CDR") == len(call.cdrs), (call.key, events)
+    n_cel = sum(1 for r in call.cels if cel_thread_selected(r))
+    assert len(events) - events.count("CDR") == n_cel, (call.key, events)
 
 
 def commit_order(cels: Sequence[CelRow], cdrs: Sequence[CdrRow]) -> list[CelRow | CdrRow]:

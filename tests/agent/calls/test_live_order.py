@@ -15,14 +15,20 @@ from typing import Any
 
 import pytest
 from sipstack_agent.calls import evaluate, group_linkedids, smallest_linkedid
-from sipstack_agent.calls.document import cel_thread_selected
 from sipstack_agent.calls.settle import NOTHING_READ, low_watermark
 from sipstack_agent.config import CallSettings
 from sipstack_agent.model import CdrRow, CelRow, ShipState, SourceMark
 
 from .fixtures import CALL_A, CALL_C, CALL_D, CALL_E, CALL_G, load_cdr, load_cel
 from .helpers import IDENTITY, SETTINGS, T0, Seq, validate
-from .live_sequences import LiveCall, attended_transfer, commit_order, committed_at, pickup
+from .live_sequences import (
+    LiveCall,
+    assert_whole,
+    attended_transfer,
+    commit_order,
+    committed_at,
+    pickup,
+)
 
 AFTER = timedelta(minutes=10)
 
@@ -85,13 +91,6 @@ class Feed:
         for at, row in timed:
             self.add(row, at)
         self.advance(max(at for at, _ in timed) + AFTER)
-
-
-def assert_whole(doc: dict[str, Any], call: LiveCall) -> None:
-    """The document carries every selected CEL row and every CDR row of the call."""
-    events = [t["event"] for t in doc["call_threads"]]
-    assert events.count("CDR") == len(call.cdrs)
-    assert len(events) - events.count("CDR") == sum(1 for r in call.cels if cel_thread_selected(r))
 
 
 @pytest.mark.parametrize("make", [pickup, attended_transfer], ids=["pickup", "attended"])
