@@ -1,5 +1,6 @@
 """Sources say how far they have read: SqlSource on PostgreSQL, MariaDB and SQLite
-(as a SELECT-only user, the real sample rows), and the cel_custom CSV reader."""
+(as a SELECT-only user, the real sample rows), the cel_custom CSV reader, and the
+AMI feed against a real AMI protocol server."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ami_server import AmiServer
 from sipstack_agent.calls.derive import cdr_end
+from sipstack_agent.calls.settle import NOTHING_READ
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.sources.cel_ami import CelAmiSource
 from sipstack_agent.sources.cel_csv import CelCsvSource
 from sipstack_agent.sources.sql import SqlSource
 from sipstack_agent.state import StateStore
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
+from test_cel_ami import call_events, fast, until
 from test_sql import FLAVOR, agent_settings
 
 
@@ -94,3 +99,28 @@ async def test_csv_source_publishes_while_reading_and_when_at_the_end(
     finally:
         stop.set()
         await task
+
+
+async def test_ami_holds_while_connected_and_releases_while_down(store: StateStore) -> None:
+    holds: list[bool] = []  # every change of the AMI's mark, in order
+    board = Watermarks(on_change=lambda: holds.append(board.marks()["ami"].holds))
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics(), "UTC", watermarks=board)
+        assert board.low() == NOTHING_READ  # registered, has not read yet: holds every call
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        try:
+            await until(lambda: board.marks()["ami"].caught_up_at is not None)
+            for h in call_events("1795495160.0", datetime.now(UTC), 3):
+                srv.send_cel(h)
+            sent = datetime.now(UTC)
+            await until(lambda: (board.low() or NOTHING_READ) >= sent)  # stored, caught up
+            assert False not in holds
+            srv.drop_all()
+            await srv.wait_logins(2)
+            await until(lambda: False in holds and holds[-1])  # released while down, then back
+            assert board.low() is not None and board.low() >= sent
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert holds[-1] is False  # stopped: holds nothing
