@@ -348,6 +348,8 @@ class Agent:
             n_docs += len(ev.documents)
         if results:
             await self.store.save_evaluations(results, now=now)
+        if any(w is not None and (watermark is None or w > watermark) for w in _waits(results)):
+            self.watermarks.want_read()  # held for a read after the end: ask for it now
         self.evaluated_total += len(notes)
         for rec, ev in notes:
             call = ev.call
@@ -478,6 +480,10 @@ class Agent:
         if self.shipper is not None:
             out["shipper"] = self.shipper.status()
         return out
+
+
+def _waits(results: Sequence[tuple[str, Any]]) -> list[datetime | None]:
+    return [getattr(ev, "wait_mark", None) for _, ev in results]
 
 
 def _runner(src: Any, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:

@@ -206,7 +206,7 @@ def assemble(
     held = False
     wait_mark: datetime | None = None
     if complete:
-        h = _settle.hold(activity, rows_changed_at, now, watermark, settings)
+        h = _settle.hold(d.last_event, rows_changed_at, now, watermark, settings)
         if h.held:
             held, wait_mark, idle_deadline = True, h.wait_mark, h.wake_at
             complete, reason, forced = False, "", False

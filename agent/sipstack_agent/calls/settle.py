@@ -11,11 +11,22 @@ until
   its settle point, and
 * the wall clock has passed its settle point,
 
-where settle point = the call's activity (its newest event time, or the arrival
-of its rows when that is older) + SHIP_COMPLETE_AFTER. A time in whole seconds
-(MySQL DATETIME, AMI) means "during that second": its settle point starts at
-the end of that second, so a CDR committed in the same second as LINKEDID_END
-is still waited for. A hold never lasts
+where the settle point is
+
+* live (the rows were first seen within LIVE_WINDOW of the call's end): the
+  later of "when the agent first saw these rows" and end + SHIP_COMPLETE_AFTER.
+  Every source must have started a read after the agent saw the call end, so a
+  row committed late (a busy writer) but before the last row is still in;
+  the evaluator asks the sources for that read at once (`Watermarks.want_read`);
+* read from a backlog (seen long after the end): end + SHIP_COMPLETE_AFTER,
+  compared with how far each source has read;
+* a PBX clock ahead of ours (end after the rows were seen): seen +
+  SHIP_COMPLETE_AFTER, never the PBX's future.
+
+"End" is the call's newest event time; one in whole seconds (MySQL DATETIME,
+AMI, CDR calldate) means "during that second" and counts from the end of that
+second, so a CDR committed in the same second as LINKEDID_END is waited for.
+A hold never lasts
 longer than CALL_MAX_AGE after the rows last changed, so a source that is stuck
 for hours cannot hold calls forever.
 """
@@ -30,6 +41,7 @@ from sipstack_agent.config import CallSettings
 from sipstack_agent.model import SourceMark
 
 NOTHING_READ = datetime.min.replace(tzinfo=UTC)
+LIVE_WINDOW = timedelta(seconds=60)
 
 
 def low_watermark(marks: Iterable[SourceMark]) -> datetime | None:
@@ -62,20 +74,30 @@ class Hold:
     wake_at: datetime | None = None  # evaluate again then (clock not yet at the settle point)
 
 
-def settle_point(activity: datetime, settings: CallSettings) -> datetime:
-    whole_second = timedelta(seconds=1) if activity.microsecond == 0 else timedelta(0)
-    return activity + whole_second + timedelta(seconds=max(0.0, settings.ship_complete_after))
+def settle_point(
+    end: datetime, rows_changed_at: datetime | None, settings: CallSettings
+) -> datetime:
+    """When the call may be shipped (see the module doc)."""
+    settle = timedelta(seconds=max(0.0, settings.ship_complete_after))
+    whole_second = timedelta(seconds=1) if end.microsecond == 0 else timedelta(0)
+    after_end = end + whole_second + settle
+    seen = rows_changed_at
+    if seen is None or end < seen - LIVE_WINDOW:
+        return after_end
+    if end > seen:
+        return seen + settle
+    return max(seen, after_end)
 
 
 def hold(
-    activity: datetime,
+    end: datetime,
     rows_changed_at: datetime | None,
     now: datetime,
     watermark: datetime | None,
     settings: CallSettings,
 ) -> Hold:
     """Whether a call that is complete by its rows must wait (see the module doc)."""
-    point = settle_point(activity, settings)
+    point = settle_point(end, rows_changed_at, settings)
     limit = (rows_changed_at or now) + timedelta(seconds=max(0.0, settings.max_age))
     if now >= limit:
         return Hold(False)

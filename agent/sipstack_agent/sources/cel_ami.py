@@ -465,6 +465,7 @@ class CelAmiSource:
         self._marks = watermarks
         if watermarks is not None:
             watermarks.register(POSITION)
+            watermarks.on_want(self._caught_up)
 
     @property
     def connected(self) -> bool:

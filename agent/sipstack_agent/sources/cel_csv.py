@@ -46,7 +46,7 @@ from zoneinfo import ZoneInfo
 from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CelRow
-from ..watermarks import Watermarks
+from ..watermarks import ReadPacer, Watermarks
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -716,6 +716,7 @@ class CelCsvSource:
         self._read_newest: datetime | None = None  # newest eventtime read (file order)
         if watermarks is not None:
             watermarks.register(position_name)
+        self._pacer = ReadPacer(watermarks)  # the evaluator may ask for a read now
 
     @property
     def healthy(self) -> bool:
@@ -736,6 +737,7 @@ class CelCsvSource:
             while not stop.is_set():
                 try:
                     started = datetime.now(UTC)
+                    self._pacer.reading()
                     await self.poll_once(stop)  # reads to the end of the file
                     if self._marks is not None:
                         self._marks.publish(
@@ -753,6 +755,9 @@ class CelCsvSource:
                     log.error("cel_custom reader failed (%s); retrying", self.last_error)
                     log.debug("cel_custom reader failure", exc_info=True)
                     delay = min(interval * (2 ** min(failures, 6)), 60.0)
+                if not failures:
+                    await self._pacer.sleep(stop, delay)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:

@@ -49,7 +49,7 @@ from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..state import StateStore
-from ..watermarks import Watermarks
+from ..watermarks import ReadPacer, Watermarks
 from .dialects import Dialect, dialect_for, valid_identifier
 
 __all__ = [
@@ -552,6 +552,7 @@ class SqlSource:
         self._read_newest: datetime | None = None
         if watermarks is not None:
             watermarks.register(self.position_name)
+        self._pacer = ReadPacer(watermarks)  # the evaluator may ask for a read now
 
     # ------------------------------------------------------------ lifecycle
 
@@ -718,7 +719,7 @@ class SqlSource:
                 continue
             failures = 0
             if not self.backlog:
-                await _wait(stop, self.settings.poll_interval)
+                await self._pacer.sleep(stop, self.settings.poll_interval)
             else:
                 await asyncio.sleep(0)  # let the other stages run between pages
         await self.close()
@@ -755,6 +756,7 @@ class SqlSource:
         Raises on database errors (run() handles them); usable directly in tests.
         """
         started = datetime.now(UTC)
+        self._pacer.reading()
         info = await self._ensure()
         if info.id_col:
             n = await self._poll_ids(info)

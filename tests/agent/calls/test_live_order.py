@@ -208,15 +208,33 @@ def _eval(
     )
 
 
-def test_a_complete_call_waits_until_the_lowest_watermark_passes_its_end() -> None:
+def test_live_a_source_must_have_read_after_the_end_was_seen() -> None:
+    """Seen 1 s after its end: every source must start a read after that moment (a row
+    committed late by a busy writer, before the last one, is then still in)."""
     call, now = _call_at_end()
-    end = call.last_cel_at
-    held = _eval(call, now, end - timedelta(seconds=1))
+    held = _eval(call, now, call.last_cel_at + timedelta(milliseconds=500))
     assert held.documents == [] and not held.closed and held.call.held
-    assert held.wait_mark == end
-    released = _eval(call, now, end, ship=held.ship)
+    assert held.wait_mark == now
+    released = _eval(call, now + timedelta(seconds=0.2), now, ship=held.ship)
     assert [d["revision"] for d in released.documents] == [1] and released.closed
     assert released.wait_mark is None
+
+
+def test_backlog_a_source_must_have_read_past_the_end() -> None:
+    """Seen hours after its end: how far each source has read decides."""
+    call, _ = _call_at_end()
+    end, now = call.last_cel_at, call.last_cel_at + timedelta(hours=2)
+    held = _eval(call, now, end - timedelta(seconds=1))
+    assert held.documents == [] and held.wait_mark == end
+    released = _eval(call, now, end, ship=held.ship)
+    assert [d["revision"] for d in released.documents] == [1] and released.closed
+
+
+def test_a_pbx_clock_ahead_cannot_hold_a_call() -> None:
+    call, _ = _call_at_end()
+    seen = call.last_cel_at - timedelta(hours=3)  # the rows say they are from 3 h ahead
+    ev = _eval(call, seen, seen)
+    assert [d["ship_phase"] for d in ev.documents] == ["complete"]
 
 
 def test_a_cdr_read_before_any_cel_row_is_not_a_cdr_only_call() -> None:
@@ -239,13 +257,11 @@ def test_settle_point_is_end_plus_ship_complete_after_for_watermark_and_clock() 
     settings = replace(SETTINGS, ship_complete_after=5.0)
     call, _ = _call_at_end()
     point = call.last_cel_at + timedelta(seconds=5)
-    early = _eval(call, point - timedelta(seconds=1), point, settings=settings)
+    early = _eval(call, point - timedelta(seconds=4), point, settings=settings)  # seen then
     assert early.documents == [] and early.wait_mark is None and early.next_check_at == point
-    behind = _eval(
-        call, point + timedelta(seconds=1), point - timedelta(seconds=1), settings=settings
-    )
+    behind = _eval(call, point, point - timedelta(seconds=1), settings=settings, ship=early.ship)
     assert behind.documents == [] and behind.wait_mark == point
-    done = _eval(call, point, point, settings=settings)
+    done = _eval(call, point, point, settings=settings, ship=behind.ship)
     assert [d["ship_phase"] for d in done.documents] == ["complete"]
 
 

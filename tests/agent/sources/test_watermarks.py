@@ -124,3 +124,29 @@ async def test_ami_holds_while_connected_and_releases_while_down(store: StateSto
             stop.set()
             await asyncio.wait_for(task, 10)
         assert holds[-1] is False  # stopped: holds nothing
+
+
+async def test_a_wanted_read_happens_now_not_at_the_next_poll(
+    make_pbx_db: Any, store: StateStore, asterisk_sample: Any
+) -> None:
+    """The evaluator holds a live call until each source has read after its end and asks
+    for that read: a source polling once an hour reads at once."""
+    settings, writer = await make_pbx_db("sqlite")
+    board = Watermarks()
+    src = SqlSource(
+        agent_settings(settings, poll_interval=3600), "cdr", store, Metrics(), watermarks=board
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    try:
+        await until(lambda: board.marks()[src.position_name].caught_up_at is not None)
+        first = board.marks()[src.position_name].caught_up_at
+        await writer.insert_cdr(asterisk_sample.cdr_rows("postgres")[:1])
+        asked = datetime.now(UTC)
+        board.want_read()
+        await until(lambda: (board.marks()[src.position_name].caught_up_at or asked) > first)
+        assert board.marks()[src.position_name].caught_up_at >= asked
+        assert src.rows_read == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
