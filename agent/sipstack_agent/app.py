@@ -34,6 +34,7 @@ from .sources.timezone import ClockCheck, ZoneResolver, start_time
 from .state import StateStore
 from .statedir import STATE_FILE, ensure_writable
 from .status_schema import STATUS_SCHEMA_VERSION
+from .watermarks import Watermarks
 from .zones import PbxZone
 
 log = logging.getLogger("sipstack_agent.app")
@@ -121,6 +122,8 @@ class Agent:
         )
         self.call_settings = settings.calls
         self.zone.subscribe(self._on_zone)
+        # Sources say how far they have read; complete calls wait for all of them.
+        self.watermarks = Watermarks(on_change=self._wake.set)
 
     def _on_zone(self, zone: PbxZone) -> None:
         self.call_settings = replace(
@@ -266,7 +269,9 @@ class Agent:
                 ("cdr", "cel") if s.cel_mode == "db" else ("cdr",)
             )
             for kind in kinds:
-                src = SqlSource(s, kind, store, self.metrics, zone=self.zone)
+                src = SqlSource(
+                    s, kind, store, self.metrics, zone=self.zone, watermarks=self.watermarks
+                )
                 self.sources[f"sql:{kind}"] = src
                 out.append((f"source:{kind}", _runner(src, stop)))
         if s.cel_mode in ("csv", "ami"):
@@ -296,11 +301,19 @@ class Agent:
                     start_from=start_time(s, zone) or s.start_from,
                     quarantine_dir=os.path.join(s.state_dir, "quarantine"),
                     clock=check,
+                    watermarks=self.watermarks,
                 )
             elif src is None:
                 from .sources.cel_ami import CelAmiSource
 
-                src = CelAmiSource(s.ami, store, self.metrics, zone.name, clock_check=check)
+                src = CelAmiSource(
+                    s.ami,
+                    store,
+                    self.metrics,
+                    zone.name,
+                    clock_check=check,
+                    watermarks=self.watermarks,
+                )
             self.sources[name] = src
             result: Awaitable[None] = src.run(stop)
             return result
@@ -346,7 +359,7 @@ class Agent:
             return
         while not stop.is_set():
             now = self.clock()
-            keys = await store.due_calls(now, self.evaluate_batch)
+            keys = await store.due_calls(now, self.evaluate_batch, watermark=self.watermarks.low())
             if not keys:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -369,6 +382,7 @@ class Agent:
         s = self.settings
         records = await self.store.load_calls(list(keys))
         gaps = await self._cel_gaps()
+        watermark = self.watermarks.low()
         results: list[tuple[str, Any]] = []
         notes: list[tuple[Any, Any]] = []
         n_docs = 0
@@ -384,6 +398,7 @@ class Agent:
                     settings=self.call_settings,
                     identity=s.identity,
                     gaps=gaps,
+                    watermark=watermark,
                 )
             except Exception:
                 self.evaluation_errors += 1
@@ -395,6 +410,8 @@ class Agent:
             n_docs += len(ev.documents)
         if results:
             await self.store.save_evaluations(results, now=now)
+        if any(w is not None and (watermark is None or w > watermark) for w in _waits(results)):
+            self.watermarks.want_read()  # held for a read after the end: ask for it now
         self.evaluated_total += len(notes)
         for rec, ev in notes:
             call = ev.call
@@ -504,6 +521,14 @@ class Agent:
                 for n, st in self.stages.items()
             },
             "ready_problems": self.readiness_problems(),
+            "watermarks": {
+                name: {
+                    "read_through": m.read_through.isoformat() if m.read_through else None,
+                    "caught_up_at": m.caught_up_at.isoformat() if m.caught_up_at else None,
+                    "holds": m.holds,
+                }
+                for name, m in self.watermarks.marks().items()
+            },
         }
         if self.store is not None:
             with contextlib.suppress(Exception):
@@ -519,6 +544,10 @@ class Agent:
         if self.shipper is not None:
             out["shipper"] = self.shipper.status()
         return out
+
+
+def _waits(results: Sequence[tuple[str, Any]]) -> list[datetime | None]:
+    return [getattr(ev, "wait_mark", None) for _, ev in results]
 
 
 def _runner(src: Any, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:

@@ -103,6 +103,7 @@ class CallSettings:
     shipping_mode: str = "complete"  # complete | progressive
     long_call_update_interval: float = 600.0  # 0 = never
     ship_update_min_interval: float = 30.0
+    ship_complete_after: float = 0.0  # SHIP_COMPLETE_AFTER: settle delay after the call's end
     cdr_only: bool = False  # no CEL source: a call is its CDR rows
     timezone: str = "UTC"  # reported in documents (the resolved zones.PbxZone)
     timezone_source: str = "configured"  # how it was found: zones.FOUND
@@ -800,6 +801,10 @@ def load_settings(
     # The old SHIP_INCOMPLETE_AFTER: when a call still running is shipped (docs/migration.md).
     old_incomplete = ("SHIP_INCOMPLETE_AFTER",)
     progressive = shipping_mode == "progressive"
+    settle = r.float_("SHIP_COMPLETE_AFTER", default=0.0, hi=86400, lo_inclusive=True)
+    if settle >= max_age:
+        r.bad("SHIP_COMPLETE_AFTER", f"({settle:g} s) must be below CALL_MAX_AGE ({max_age:g} s)")
+        settle = 0.0
     calls = CallSettings(
         idle_timeout=idle,
         max_age=max_age,
@@ -818,6 +823,7 @@ def load_settings(
             hi=86400,
             lo_inclusive=True,
         ),
+        ship_complete_after=settle,
         cdr_only=cel_mode == "none",
         timezone=db_tz,
         direction=direction,

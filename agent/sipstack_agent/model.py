@@ -223,6 +223,11 @@ class RecordingFile:
         return doc
 
 
+# ShipState.extra keys the state store writes when call groups merge.
+SHIP_MERGED_FROM = "merged_from"  # [call keys merged into this one]
+SHIP_SUPERSEDED = "superseded"  # {merged-away linkedid: last revision sent for it}
+
+
 @dataclass(slots=True)
 class ShipState:
     """What has been shipped for one call so far (kept in the state store)."""
@@ -232,3 +237,26 @@ class ShipState:
     last_enqueued_at: datetime | None = None
     last_fingerprint: str = ""  # content hash of the last document (no-op updates are skipped)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMark:
+    """How far one source of rows has read (its watermark), as it last said.
+
+    `read_through`: every row whose time (CEL eventtime; CDR end in id order,
+    the time column in time order) is at or before it has been read (PBX time
+    as converted, aware UTC). `caught_up_at`: a read that started at this wall
+    clock time found nothing more to read. `holds`: False while the source
+    cannot deliver older rows any more (AMI disconnected: what it misses is a
+    gap), so it holds no call back.
+    """
+
+    read_through: datetime | None = None
+    caught_up_at: datetime | None = None
+    holds: bool = True
+
+    @property
+    def watermark(self) -> datetime | None:
+        """Rows up to this time are in; None before the source said anything."""
+        known = [t for t in (self.read_through, self.caught_up_at) if t is not None]
+        return max(known) if known else None

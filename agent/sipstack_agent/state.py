@@ -37,7 +37,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 
-from .model import CdrRow, CelRow, RecordingFile, ShipState
+from .model import SHIP_MERGED_FROM, SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -52,7 +52,7 @@ __all__ = [
     "call_key_order",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -138,8 +138,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_dead_at ON dead_letters (dead_at);
 """
 
+# v2: a call complete by its rows waits for the sources' watermarks (calls/settle.py)
+_SCHEMA_V2 = """
+ALTER TABLE calls ADD COLUMN wait_mark REAL;
+CREATE INDEX IF NOT EXISTS calls_wait_mark ON calls (wait_mark) WHERE wait_mark IS NOT NULL;
+"""
+
 # version -> script that upgrades from version-1 (1 = create from nothing)
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 _CHUNK = 400  # bound parameters per IN (...) query (SQLite's limit is 32766; keep plans small)
 _DEAD_BODY_MAX = 64 * 1024
@@ -674,15 +680,25 @@ class StateStore:
             keys,
         )
         ships = [(k, _ship_from_json(s)) for k, s, *_ in rows]
-        ship = ShipState()
-        if ships:
-            # The ship state that went furthest wins; revisions continue from it.
-            _, ship = max(ships, key=lambda ks: (ks[1].revision, ks[0] == survivor))
+        # Revisions are per linkedid (Idempotency-Key connector:linkedid:revision): the
+        # surviving key keeps its own ship state (a new one when it had none), and the
+        # documents already sent for the merged-away keys are named in "superseded" so
+        # that every later document of the survivor says which ones it replaces.
+        ship = next((st for k, st in ships if k == survivor), ShipState())
+        superseded: dict[str, int] = {}
+        for k, st in ships:
+            for lid, rev in (st.extra.get(SHIP_SUPERSEDED) or {}).items():
+                superseded[str(lid)] = max(int(rev), superseded.get(str(lid), 0))
+            if k != survivor and st.revision > 0:
+                superseded[k] = max(st.revision, superseded.get(k, 0))
         merged_from = sorted(
             {k for k in keys if k != survivor}
-            | {k for _, s in ships for k in s.extra.get("merged_from", [])}
+            | {k for _, s in ships for k in s.extra.get(SHIP_MERGED_FROM, [])}
         )
-        ship = dataclasses.replace(ship, extra={**ship.extra, "merged_from": merged_from})
+        extra = {**ship.extra, SHIP_MERGED_FROM: merged_from}
+        if superseded:
+            extra[SHIP_SUPERSEDED] = dict(sorted(superseded.items()))
+        ship = dataclasses.replace(ship, extra=extra)
         timers = [r[2] for r in rows if r[2] is not None]
         created = min((r[3] for r in rows), default=now)
         epoch = max((r[4] for r in rows), default=0) + 1
@@ -736,25 +752,45 @@ class StateStore:
 
     # ----------------------------------------------------------------- calls
 
-    async def due_calls(self, now: datetime, limit: int = 1000) -> list[str]:
-        """Dirty calls (oldest activity first), then calls whose timer is due."""
-        return await self._run(self._due_calls_sync, _ts(now), limit)
+    async def due_calls(
+        self, now: datetime, limit: int = 1000, *, watermark: datetime | None = None
+    ) -> list[str]:
+        """Dirty calls (oldest activity first), then calls whose timer is due, then
+        calls waiting for a watermark (`wait_mark`) that `watermark` has reached.
+
+        `watermark` is the sources' low watermark (calls.settle.low_watermark);
+        None means no source holds calls back, so every waiting call is due.
+        """
+        mark = None if watermark is None else _ts(watermark)
+        return await self._run(self._due_calls_sync, _ts(now), limit, mark)
 
     @staticmethod
-    def _due_calls_sync(conn: sqlite3.Connection, now: float, limit: int) -> list[str]:
+    def _due_calls_sync(
+        conn: sqlite3.Connection, now: float, limit: int, mark: float | None
+    ) -> list[str]:
         keys = [
             k
             for (k,) in conn.execute(
                 "SELECT call_key FROM calls WHERE dirty = 1 ORDER BY last_row_at LIMIT ?", (limit,)
             )
         ]
-        if len(keys) < limit:
-            seen = set(keys)
-            for (k,) in conn.execute(
+        seen = set(keys)
+        queries = [
+            (
                 "SELECT call_key FROM calls WHERE next_check_at IS NOT NULL AND next_check_at <= ? "
                 "ORDER BY next_check_at LIMIT ?",
                 (now, limit),
-            ):
+            ),
+            (
+                "SELECT call_key FROM calls WHERE wait_mark IS NOT NULL AND wait_mark <= ? "
+                "ORDER BY wait_mark LIMIT ?",
+                (mark if mark is not None else float("inf"), limit),
+            ),
+        ]
+        for sql, args in queries:
+            if len(keys) >= limit:
+                break
+            for (k,) in conn.execute(sql, args):
                 if k not in seen:
                     keys.append(k)
                     seen.add(k)
@@ -906,10 +942,12 @@ class StateStore:
             else:
                 closed_at = None
             nca = _ts(ev.next_check_at) if ev.next_check_at is not None else None
+            wait = getattr(ev, "wait_mark", None)  # calls.Evaluation has it; stand-ins may not
             updates.append(
                 (
                     still_dirty,
                     nca,
+                    _ts(wait) if isinstance(wait, datetime) else None,
                     _ship_to_json(ev.ship),
                     int(bool(ev.closed)),
                     closed_at,
@@ -925,8 +963,8 @@ class StateStore:
             )
         if updates:
             conn.executemany(
-                "UPDATE calls SET dirty = ?, next_check_at = ?, ship = ?, closed = ?, "
-                "closed_at = ? WHERE call_key = ?",
+                "UPDATE calls SET dirty = ?, next_check_at = ?, wait_mark = ?, ship = ?, "
+                "closed = ?, closed_at = ? WHERE call_key = ?",
                 updates,
             )
         return applied

@@ -188,8 +188,10 @@ async def test_linkedids_sharing_a_uniqueid_merge_transitively(store: StateStore
     assert rec is not None
     assert rec.linkedids == ["100.9", "100.10"]
     assert {c.row_id for c in rec.cels} == {1, 2, 4}
-    assert rec.ship.revision == 1  # ship state moved to the surviving key
+    # revisions are per linkedid: 100.9 starts its own, and names what it supersedes
+    assert rec.ship.revision == 0
     assert rec.ship.extra["merged_from"] == ["100.10"]
+    assert rec.ship.extra["superseded"] == {"100.10": 1}
     (item,) = await store.outbox_due(T0 + timedelta(days=1), 10)
     assert item.call_key == "100.9"  # outbox follows the merge
     # transitively: 100.20's channel shows up under 100.10 (already merged into 100.9)

@@ -5,18 +5,25 @@
   (`group_linkedids`). The key of a merged call is its smallest linkedid,
   Asterisk ids ("epoch.seq") compared numerically (`linkedid_sort_key`).
 - Completion, CEL mode:
-  * every linkedid of the group has LINKEDID_END and every channel ended
-    (CHAN_END or HANGUP)            -> complete now ("linkedid_end");
-  * every linkedid has LINKEDID_END but a channel end is missing
-    (lost rows)                     -> complete after the idle timeout;
-  * every channel ended, LINKEDID_END missing (stock cel.conf)
-                                    -> complete after the idle timeout ("idle_timeout").
-  A phone that picks up / retrieves a parked call first shows up under its
-  own linkedid with its own LINKEDID_END; its channel has not ended there, so
-  that linkedid alone never completes as a second call.
+  * every linkedid of the group has LINKEDID_END and every channel seen in
+    it has CHAN_END                 -> complete now ("linkedid_end");
+  * no channel is up any more (each has CHAN_END or HANGUP) but a
+    LINKEDID_END or a CHAN_END is missing (stock cel.conf, lost rows)
+                                    -> complete after the idle timeout
+                                       ("idle_timeout", or "linkedid_end" when
+                                       every LINKEDID_END is there);
+  * a channel is still up           -> not complete, whatever LINKEDID_END says.
+  In pickups, parked-call retrieval and attended transfers Asterisk writes
+  LINKEDID_END for a linkedid while one of its channels is still up: that
+  channel moved to the caller's linkedid, and its last rows (BRIDGE_EXIT,
+  HANGUP, CHAN_END) come later under that linkedid, which merges the two
+  groups. So a linkedid whose channel is still up never completes as a call
+  of its own; only CALL_MAX_AGE closes it when those rows never come.
 - Completion, CDR only (or a call with no CEL row): complete when no new CDR
   activity for the idle timeout ("cdr_idle_timeout").
 - No activity at all for CALL_MAX_AGE: force-completed ("max_age", forced).
+- A call complete by the rules above is held (`held`, `wait_mark`) until every
+  source has read past its end and SHIP_COMPLETE_AFTER has passed (settle.py).
 
 "Activity" is the newest event time of the rows, or the time the rows were
 last seen to change (`rows_changed_at`, tracked by `evaluate`) when that is
@@ -32,8 +39,9 @@ from datetime import datetime, timedelta
 
 from sipstack_agent.calls import derive as _derive
 from sipstack_agent.calls import direction as _direction
+from sipstack_agent.calls import settle as _settle
 from sipstack_agent.calls import tenants as _tenants
-from sipstack_agent.calls.types import Call
+from sipstack_agent.calls.types import Call, Channel
 from sipstack_agent.config import CallSettings
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile
 
@@ -110,7 +118,7 @@ def in_gaps(
 def _completion(
     cels: Sequence[CelRow],
     cdr_mode: bool,
-    channels_all_ended: bool,
+    channels: Sequence[Channel],
     linkedids: Sequence[str],
     activity: datetime,
     now: datetime,
@@ -125,9 +133,9 @@ def _completion(
         return False, "", deadline
     ended_lids = {r.call_linkedid for r in cels if r.eventtype.strip().upper() == "LINKEDID_END"}
     all_lid_end = bool(linkedids) and all(lid in ended_lids for lid in linkedids)
-    if all_lid_end and channels_all_ended:
+    if all_lid_end and channels and all(c.chan_end for c in channels):
         return True, "linkedid_end", None
-    if all_lid_end or channels_all_ended:
+    if channels and all(c.hung_up for c in channels):
         if now >= deadline:
             return True, "linkedid_end" if all_lid_end else "idle_timeout", None
         return False, "", deadline
@@ -145,6 +153,7 @@ def assemble(
     rows_changed_at: datetime | None = None,
     identity_tenant: str = "",
     gaps: Sequence[tuple[datetime, datetime | None]] = (),
+    watermark: datetime | None = None,
 ) -> Call:
     """Assemble the rows of one call group (already selected by the caller).
 
@@ -152,6 +161,10 @@ def assemble(
     a call active during one may miss CEL rows, so it is flagged `gap` and
     completed from its CDR rows (idle timeout after they arrive) instead of by
     the CEL rules.
+
+    `watermark` is the lowest watermark of the sources (settle.low_watermark;
+    None = not tracked): a call complete by its rows is held until it has
+    passed the call's settle point.
     """
     now = _derive.utc(now)
     scels: tuple[CelRow, ...] = () if settings.cdr_only else _derive.sort_cels(cels)
@@ -177,19 +190,26 @@ def assemble(
         # CEL rows may be missing: only the CDR rows (written when legs end) can close it.
         if scdrs:
             complete, reason, idle_deadline = _completion(
-                scels, True, all_ended, linkedids, activity, now, settings
+                scels, True, channels, linkedids, activity, now, settings
             )
             reason = "gap_cdr_idle_timeout" if complete else reason
         else:
             complete, reason, idle_deadline = False, "", None
     else:
         complete, reason, idle_deadline = _completion(
-            scels, cdr_mode, all_ended, linkedids, activity, now, settings
+            scels, cdr_mode, channels, linkedids, activity, now, settings
         )
     max_age_deadline = activity + timedelta(seconds=max(0.0, settings.max_age))
     forced = False
     if not complete and now >= max_age_deadline:
         complete, reason, forced, idle_deadline = True, "max_age", True, None
+    held = False
+    wait_mark: datetime | None = None
+    if complete:
+        h = _settle.hold(d.last_event, rows_changed_at, now, watermark, settings)
+        if h.held:
+            held, wait_mark, idle_deadline = True, h.wait_mark, h.wake_at
+            complete, reason, forced = False, "", False
     if complete and d.end is None:
         d = replace(d, end=d.last_event)
 
@@ -245,4 +265,6 @@ def assemble(
         gap=in_gap,
         timezone=settings.timezone,
         timezone_source=settings.timezone_source,
+        held=held,
+        wait_mark=wait_mark,
     )

@@ -210,6 +210,7 @@ def _channels_from_cels(cels: Sequence[CelRow], settings: DirectionSettings) -> 
                 answered_at=ch.get("answered_at"),
                 ended_at=ch.get("ended_at") or ch.get("hangup_at"),
                 hung_up=bool(ch.get("hung_up")) or "ended_at" in ch,
+                chan_end="ended_at" in ch,
                 cid_num=ch["cid_num"],
                 cid_name=ch["cid_name"],
                 exten=ch["exten"],
@@ -252,6 +253,7 @@ def _channels_from_cdrs(cdrs: Sequence[CdrRow], settings: DirectionSettings) -> 
                     started_at=start,
                     ended_at=end,
                     hung_up=True,
+                    chan_end=True,
                     cid_num=cdr.src,
                     cid_name=name,
                     exten=cdr.dst,
@@ -274,6 +276,7 @@ def _channels_from_cdrs(cdrs: Sequence[CdrRow], settings: DirectionSettings) -> 
                     answered_at=answer,
                     ended_at=end,
                     hung_up=True,
+                    chan_end=True,
                     accountcode=cdr.peeraccount,
                     linkedids=(cdr.call_linkedid,),
                 )

@@ -188,6 +188,8 @@ def build_document(
     _put(doc, "direction_reason", call.direction_reason)
     if call.gap:
         doc["gap"] = True
+    if call.supersedes:
+        doc["supersedes"] = [{"linkedid": lid, "revision": rev} for lid, rev in call.supersedes]
     if call.is_complete:
         _put(doc, "completion_reason", call.completion_reason)
         if call.forced:

@@ -11,6 +11,12 @@ returned documents, ship state and `next_check_at` in one transaction.
   changed (at most once per SHIP_UPDATE_MIN_INTERVAL), `complete` once at the end.
 - a late row after the complete document: one more `complete` document with
   the next revision. Unchanged content never produces a document.
+- a call complete by its rows but held for the sources' watermarks or
+  SHIP_COMPLETE_AFTER (settle.py) sends no `complete` and no long-call
+  `update`; `wait_mark` tells the caller when to look again.
+- after a merge, the documents of the surviving call name the documents of
+  the merged-away linkedids that were already sent (`supersedes`, kept in
+  ShipState.extra["superseded"] by the state store).
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sipstack_agent.calls import settle as _settle
 from sipstack_agent.calls.assemble import assemble
 from sipstack_agent.calls.derive import utc
 from sipstack_agent.calls.document import build_document, fingerprint
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import CallSettings, Identity
-from sipstack_agent.model import CdrRow, CelRow, RecordingFile, ShipState
+from sipstack_agent.model import SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
 
 # Keys this module keeps in ShipState.extra (JSON-safe values only).
 EXTRA_ROWS_SIG = "rows_sig"
@@ -41,6 +48,7 @@ class Evaluation:
     ship: ShipState  # the new ship state to persist
     next_check_at: datetime | None  # re-evaluate then even if no row arrives
     closed: bool  # complete and its complete document emitted (now or before)
+    wait_mark: datetime | None = None  # evaluate again when the sources' low watermark reaches it
 
 
 def rows_signature(
@@ -72,7 +80,23 @@ def _force_complete(call: Call, reason: str) -> Call:
     d = call.derived
     if d.end is None:
         d = replace(d, end=d.last_event)
-    return replace(call, is_complete=True, completion_reason=reason, idle_deadline=None, derived=d)
+    return replace(
+        call,
+        is_complete=True,
+        completion_reason=reason,
+        idle_deadline=None,
+        derived=d,
+        held=False,
+        wait_mark=None,
+    )
+
+
+def _superseded(extra: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    got = extra.get(SHIP_SUPERSEDED)
+    if not isinstance(got, dict):
+        return ()
+    out = [(str(k), v) for k, v in got.items() if isinstance(v, int) and v > 0]
+    return tuple(sorted(out))
 
 
 def evaluate(
@@ -86,8 +110,13 @@ def evaluate(
     settings: CallSettings,
     identity: Identity,
     gaps: Sequence[tuple[datetime, datetime | None]] = (),
+    watermark: datetime | None = None,
 ) -> Evaluation:
-    """Assemble the call and decide which documents to emit now (see module doc)."""
+    """Assemble the call and decide which documents to emit now (see module doc).
+
+    `watermark`: the lowest watermark of the sources (settle.low_watermark), or
+    None when the caller does not track sources (no hold for them).
+    """
     now = utc(now)
     extra: dict[str, Any] = dict(ship.extra)
     sig = rows_signature(cels, cdrs, recordings)
@@ -107,7 +136,11 @@ def evaluate(
         rows_changed_at=changed_at,
         identity_tenant=identity.tenant,
         gaps=gaps,
+        watermark=watermark,
     )
+    superseded = _superseded(extra)
+    if superseded:
+        call = replace(call, supersedes=superseded)
     was_complete = ship.last_phase == "complete"
     if was_complete and not call.is_complete:
         # Once complete, always complete: late rows give a new complete revision.
@@ -134,6 +167,7 @@ def evaluate(
         last_fp = fp
 
     candidates: list[datetime] = []
+    wait_mark = call.wait_mark
     if call.is_complete:
         doc, fp = make("complete")
         if not was_complete or fp != ship.last_fingerprint:
@@ -156,16 +190,18 @@ def evaluate(
                         emit(doc, fp)
                     else:
                         candidates.append(due)
-        elif settings.long_call_update_interval > 0:
+        elif settings.long_call_update_interval > 0 and not call.held:
             every = timedelta(seconds=settings.long_call_update_interval)
             due = (last_at or call.derived.start) + every
-            if now >= due:
+            if _settle.present(now, watermark) >= due:
                 doc, fp = make("update")
                 if revision == 0 or fp != ship.last_fingerprint:
                     emit(doc, fp)
                 candidates.append(now + every)
-            else:
+            elif due > now:
                 candidates.append(due)
+            else:
+                wait_mark = due  # the sources have not read that far yet
         next_check = min((c for c in candidates if c > now), default=None)
 
     new_ship = ShipState(
@@ -181,4 +217,5 @@ def evaluate(
         ship=new_ship,
         next_check_at=next_check,
         closed=call.is_complete,
+        wait_mark=wait_mark,
     )

@@ -21,7 +21,8 @@ class Channel:
     started_at: datetime | None = None  # CHAN_START
     answered_at: datetime | None = None  # first ANSWER
     ended_at: datetime | None = None  # CHAN_END, else HANGUP
-    hung_up: bool = False
+    hung_up: bool = False  # HANGUP or CHAN_END seen
+    chan_end: bool = False  # CHAN_END seen: the channel is gone
     cid_num: str = ""
     cid_name: str = ""
     exten: str = ""  # exten of the first row (CHAN_START)
@@ -97,7 +98,7 @@ class Call:
     channels: tuple[Channel, ...]
     derived: Derived
     is_complete: bool
-    completion_reason: str  # linkedid_end | idle_timeout | cdr_idle_timeout | max_age | ""
+    completion_reason: str  # linkedid_end | idle_timeout | cdr_idle_timeout | max_age | ...
     forced: bool  # force-completed by CALL_MAX_AGE
     last_activity: datetime  # newest event time (or arrival time when that is older)
     idle_deadline: datetime | None  # complete at this time unless a row arrives
@@ -111,6 +112,9 @@ class Call:
     timezone: str = "UTC"
     timezone_source: str = "configured"  # zones.FOUND: how the zone was found
     notes: tuple[str, ...] = field(default=())
+    held: bool = False  # complete by its rows, waiting for the sources / SHIP_COMPLETE_AFTER
+    wait_mark: datetime | None = None  # held until the sources' low watermark reaches it
+    supersedes: tuple[tuple[str, int], ...] = ()  # (linkedid, revision) shipped before a merge
 
     @property
     def row_count(self) -> int:

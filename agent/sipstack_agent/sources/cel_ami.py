@@ -43,6 +43,7 @@ from panoramisk import Manager
 from ..config import AmiSettings
 from ..metrics import Metrics
 from ..model import CelRow
+from ..watermarks import Watermarks
 from .cel_csv import TimeParser
 from .timezone import ClockCheck
 
@@ -433,6 +434,7 @@ class CelAmiSource:
         ping_timeout: float | None = None,
         clock: Any = time.time,
         clock_check: ClockCheck | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -461,6 +463,12 @@ class CelAmiSource:
         self._gaps: list[Gap] = []
         self._bad_logged = False
         self._auth_logged: str | None = None
+        # A push feed: caught up whenever connected with nothing left to store; while
+        # disconnected it holds nothing back (what it misses is a gap, see above).
+        self._marks = watermarks
+        if watermarks is not None:
+            watermarks.register(POSITION)
+            watermarks.on_want(self._caught_up)
 
     @property
     def connected(self) -> bool:
@@ -506,6 +514,12 @@ class CelAmiSource:
             self.events_stored += len(rows)
             if new:
                 self.metrics.cels_processed.labels(source="ami").inc(new)
+        self._caught_up()
+
+    def _caught_up(self) -> None:
+        """Everything received so far is stored: publish the watermark (now)."""
+        if self._marks is not None and self.connected and not self._buf:
+            self._marks.publish(POSITION, caught_up_at=datetime.fromtimestamp(self._clock(), UTC))
 
     async def _writer(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -586,6 +600,8 @@ class CelAmiSource:
         self.state = state
         self.last_error = error
         up = 1 if state == "connected" else 0
+        if self._marks is not None and state in ("disconnected", "auth_failed", "stopped"):
+            self._marks.release(POSITION)
         self.metrics.ami_connected.set(up)
         self.metrics.database_connection_status.labels(source="cel_ami").set(up)
 
@@ -667,6 +683,7 @@ class CelAmiSource:
         )
         await self._close_gap(now)
         await self.store.set_position(POSITION, self._position())
+        self._caught_up()
 
     async def _disconnected(self, reason: str) -> None:
         start = self._last_alive or self._clock()
@@ -691,6 +708,7 @@ class CelAmiSource:
                     return
                 await session.ping(self.ping_timeout)  # raises on timeout / lost connection
                 self._last_alive = self._clock()
+                self._caught_up()
                 if self._last_alive - self._last_alive_saved >= interval and not self._buf:
                     self._last_alive_saved = self._last_alive
                     await self.store.set_position(POSITION, self._position())

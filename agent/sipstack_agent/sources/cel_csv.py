@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CelRow
+from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice, tzinfo_of
 from .timezone import ClockCheck
 
@@ -693,6 +694,7 @@ class CelCsvSource:
         chunk_size: int = 1024 * 1024,
         stale_after: float | None = None,
         clock: ClockCheck | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -716,6 +718,11 @@ class CelCsvSource:
         self.clock = clock  # the zone sanity check (sources/timezone.py)
         self._live = False  # a poll drained the file: what comes next is written now
         self._poll_written: datetime | None = None
+        self._marks = watermarks
+        self._read_newest: datetime | None = None  # newest eventtime read (file order)
+        if watermarks is not None:
+            watermarks.register(position_name)
+        self._pacer = ReadPacer(watermarks)  # the evaluator may ask for a read now
 
     @property
     def healthy(self) -> bool:
@@ -735,7 +742,13 @@ class CelCsvSource:
         try:
             while not stop.is_set():
                 try:
-                    await self.poll_once(stop)
+                    started = datetime.now(UTC)
+                    self._pacer.reading()
+                    await self.poll_once(stop)  # reads to the end of the file
+                    if self._marks is not None:
+                        self._marks.publish(
+                            self.name, newest=self._read_newest, caught_up_at=started
+                        )
                     failures = 0
                     delay = interval
                 except asyncio.CancelledError:
@@ -748,6 +761,9 @@ class CelCsvSource:
                     log.error("cel_custom reader failed (%s); retrying", self.last_error)
                     log.debug("cel_custom reader failure", exc_info=True)
                     delay = min(interval * (2 ** min(failures, 6)), 60.0)
+                if not failures:
+                    await self._pacer.sleep(stop, delay)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
@@ -1059,6 +1075,11 @@ class CelCsvSource:
             new = getattr(res, "new_cels", len(rows))
             if new:
                 self.metrics.cels_processed.labels(source="csv").inc(new)
+            newest = max((r.eventtime for r in rows), default=self._read_newest)
+            if newest is not None and (self._read_newest is None or newest > self._read_newest):
+                self._read_newest = newest
+                if self._marks is not None:
+                    self._marks.publish(self.name, newest=newest)
             self.rows_total += len(rows)
             total += len(rows)
             if at_eof or (stop is not None and stop.is_set()):

@@ -45,10 +45,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal, Protocol
 
+from ..calls.derive import cdr_end
 from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..state import StateStore
+from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice
 from .dialects import Dialect, dialect_for, valid_identifier
 from .timezone import ClockCheck, ZoneResolver, start_time
@@ -160,9 +162,7 @@ def to_utc(v: Any, tz: tzinfo) -> datetime | None:
 
 def written_at(row: CelRow | CdrRow) -> datetime:
     """When the PBX wrote the row: a CEL row at its event, a CDR row at its call's end."""
-    if isinstance(row, CelRow):
-        return row.eventtime
-    return row.calldate + timedelta(seconds=max(0, row.duration))
+    return row.eventtime if isinstance(row, CelRow) else cdr_end(row)
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -524,6 +524,7 @@ class SqlSource:
         *,
         db: Db | None = None,
         zone: ZoneResolver | None = None,
+        watermarks: Watermarks | None = None,
     ) -> None:
         if kind not in ("cel", "cdr"):
             raise ValueError(f"kind must be 'cel' or 'cdr', not {kind!r}")
@@ -560,6 +561,12 @@ class SqlSource:
         self._lag_rows = metrics.checkpoint_lag_rows.labels(table=self.table)
         self._lag_seconds = metrics.checkpoint_lag_seconds.labels(table=self.table)
         self._newest_time: datetime | None = None
+        # Watermark: the newest row time in reading order (id order: CDR end time).
+        self._marks = watermarks
+        self._read_newest: datetime | None = None
+        if watermarks is not None:
+            watermarks.register(self.position_name)
+        self._pacer = ReadPacer(watermarks)  # the evaluator may ask for a read now
 
     # ------------------------------------------------------------ lifecycle
 
@@ -724,7 +731,7 @@ class SqlSource:
                 continue
             failures = 0
             if not self.backlog:
-                await _wait(stop, self.settings.poll_interval)
+                await self._pacer.sleep(stop, self.settings.poll_interval)
             else:
                 await asyncio.sleep(0)  # let the other stages run between pages
         await self.close()
@@ -760,6 +767,8 @@ class SqlSource:
 
         Raises on database errors (run() handles them); usable directly in tests.
         """
+        started = datetime.now(UTC)
+        self._pacer.reading()
         info = await self._ensure()
         live = self._live
         self._poll_written = None
@@ -770,6 +779,13 @@ class SqlSource:
         self._on_success()
         self._clock.observe(self._poll_written, live=live)
         self._live = not self.backlog
+        if self._marks is not None:
+            newest = self._read_newest if info.id_col else _parse_iso((self._pos or {}).get("time"))
+            self._marks.publish(
+                self.position_name,
+                newest=newest,
+                caught_up_at=None if self.backlog else started,
+            )
         if self._newest_time is not None:
             age = (datetime.now(UTC) - self._newest_time).total_seconds()
             self._lag_seconds.set(max(0.0, age))
@@ -1006,9 +1022,11 @@ class SqlSource:
             t = b.eventtime if isinstance(b, CelRow) else b.calldate
             if self._newest_time is None or t > self._newest_time:
                 self._newest_time = t
-            w = written_at(b)
+            w = written_at(b)  # id order is commit order
             if self._poll_written is None or w > self._poll_written:
                 self._poll_written = w
+            if self._read_newest is None or w > self._read_newest:
+                self._read_newest = w
         if self._newest_time is not None:
             pos["newest_time"] = self._newest_time.isoformat()
         if self.kind == "cel":

@@ -1,0 +1,132 @@
+"""Source watermarks: how far each running source of rows has read (in memory).
+
+Every source registers its name when it is built and publishes after each read
+(`publish(name, newest=..., caught_up_at=...)`); the evaluator asks for
+`low()` and holds a call that is complete by its rows until `low()` has passed
+the call's settle point (calls/settle.py). A registered source that has not
+published yet holds every call: right after start-up nothing is shipped as
+complete before each source has read once. Watermarks only move forward. They
+are not persisted: after a restart each source says again how far it is.
+
+A call seen live is released once every source has started a read after the
+agent saw it end; the evaluator then calls `want_read()`, and each source
+(`on_want`) reads at once instead of at its next poll (not sooner than
+MIN_READ_GAP after its previous read), so that costs milliseconds, not a
+poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from .calls.settle import low_watermark
+from .model import SourceMark
+
+# Rows are read in id (or time) order, but ids commit slightly out of order and a
+# CDR's end (calldate + duration) is known to whole seconds: a source that has
+# read rows up to time T is only trusted to have read everything up to T - 5 s.
+READ_THROUGH_SLACK = timedelta(seconds=5)
+MIN_READ_GAP = 0.2  # seconds between two reads of one source asked for by want_read()
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+class Watermarks:
+    """The board the sources write and the evaluator reads (one per agent)."""
+
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        self._marks: dict[str, SourceMark] = {}
+        self._on_change = on_change
+        self._wanted: list[Callable[[], None]] = []
+
+    def register(self, name: str) -> None:
+        """A source that will publish; until it does, it holds every call."""
+        self._marks.setdefault(name, SourceMark())
+
+    def publish(
+        self,
+        name: str,
+        *,
+        newest: datetime | None = None,
+        caught_up_at: datetime | None = None,
+    ) -> None:
+        """The source has read, in its reading order, rows up to the time `newest`
+        (PBX time: CEL eventtime, CDR end in id order), and/or a read that started at
+        `caught_up_at` (wall clock) found nothing more to read."""
+        read_through = newest - READ_THROUGH_SLACK if newest is not None else None
+        old = self._marks.get(name, SourceMark())
+        new = SourceMark(
+            read_through=_later(old.read_through, read_through),
+            caught_up_at=_later(old.caught_up_at, caught_up_at),
+            holds=True,
+        )
+        if new != old:
+            self._marks[name] = new
+            if self._on_change is not None:
+                self._on_change()
+
+    def release(self, name: str) -> None:
+        """The source cannot deliver older rows any more (AMI disconnected): hold nothing
+        until it publishes again."""
+        old = self._marks.get(name, SourceMark())
+        if old.holds:
+            self._marks[name] = SourceMark(old.read_through, old.caught_up_at, holds=False)
+            if self._on_change is not None:
+                self._on_change()
+
+    def on_want(self, callback: Callable[[], None]) -> None:
+        """`callback()` is called when the evaluator wants every source to read now."""
+        self._wanted.append(callback)
+
+    def want_read(self) -> None:
+        for callback in self._wanted:
+            callback()
+
+    def marks(self) -> dict[str, SourceMark]:
+        return dict(self._marks)
+
+    def low(self) -> datetime | None:
+        """The lowest watermark of the holding sources (None: no source holds)."""
+        return low_watermark(self._marks.values())
+
+
+class ReadPacer:
+    """A polling source's sleep between reads: `interval`, cut short by `stop` or by
+    `Watermarks.want_read()` (then not sooner than MIN_READ_GAP after the last read)."""
+
+    def __init__(self, watermarks: Watermarks | None) -> None:
+        self._wanted = asyncio.Event()
+        self._last = 0.0
+        if watermarks is not None:
+            watermarks.on_want(self._wanted.set)
+
+    def reading(self) -> None:
+        """Call when a read starts."""
+        self._last = time.monotonic()
+        self._wanted.clear()
+
+    async def sleep(self, stop: asyncio.Event, interval: float) -> None:
+        deadline = time.monotonic() + max(0.0, interval)
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wanted.wait())}
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, interval), return_when="FIRST_COMPLETED")
+        finally:
+            for w in waits:
+                w.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+        if not stop.is_set():
+            gap = min(deadline, self._last + MIN_READ_GAP) - time.monotonic()
+            if gap > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), gap)

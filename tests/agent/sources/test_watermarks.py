@@ -1,0 +1,152 @@
+"""Sources say how far they have read: SqlSource on PostgreSQL, MariaDB and SQLite
+(as a SELECT-only user, the real sample rows), the cel_custom CSV reader, and the
+AMI feed against a real AMI protocol server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ami_server import AmiServer
+from sipstack_agent.calls.derive import cdr_end
+from sipstack_agent.calls.settle import NOTHING_READ
+from sipstack_agent.config import CsvSettings
+from sipstack_agent.metrics import Metrics
+from sipstack_agent.sources.cel_ami import CelAmiSource
+from sipstack_agent.sources.cel_csv import CelCsvSource
+from sipstack_agent.sources.sql import SqlSource
+from sipstack_agent.state import StateStore
+from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
+from test_cel_ami import call_events, fast, until
+from test_sql import FLAVOR, agent_settings
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    s = await StateStore.open(tmp_path / "state.db")
+    yield s
+    await s.close()
+
+
+async def test_sql_sources_publish_read_through_then_caught_up(
+    pbx_db: Any, store: StateStore, asterisk_sample: Any
+) -> None:
+    settings, writer = pbx_db
+    await writer.load_sample()
+    flavor = FLAVOR[writer.dialect]
+    cels, cdrs = asterisk_sample.cel_rows(flavor), asterisk_sample.cdr_rows(flavor)
+    board = Watermarks()
+    s = agent_settings(settings, batch_size=10, max_records_per_poll=30)
+    cel_src = SqlSource(s, "cel", store, Metrics(), watermarks=board)
+    cdr_src = SqlSource(s, "cdr", store, Metrics(), watermarks=board)
+    cel_name, cdr_name = cel_src.position_name, cdr_src.position_name
+    try:
+        assert set(board.marks()) == {cel_name, cdr_name}
+        assert board.low() is not None and board.low() < cels[0].eventtime  # silent: hold all
+        # a backlog page: the CEL source has read rows 1..30 (id order), no more
+        assert await cel_src.poll_once() == 30 and cel_src.backlog
+        mark = board.marks()[cel_name]
+        assert mark.caught_up_at is None
+        assert mark.read_through == max(c.eventtime for c in cels[:30]) - READ_THROUGH_SLACK
+        # the CDR table is short: read whole in one poll, caught up as of the poll's start
+        started = datetime.now(UTC)
+        assert await cdr_src.poll_once() == len(cdrs) and not cdr_src.backlog
+        mark = board.marks()[cdr_name]
+        assert mark.caught_up_at is not None and mark.caught_up_at >= started
+        assert mark.read_through == max(cdr_end(c) for c in cdrs) - READ_THROUGH_SLACK
+        # the low watermark is the CEL source's: calls past row 30 are held
+        assert board.low() == board.marks()[cel_name].read_through
+        while cel_src.backlog or board.marks()[cel_name].caught_up_at is None:
+            await cel_src.poll_once()
+        assert board.low() is not None and board.low() >= started
+    finally:
+        await cel_src.close()
+        await cdr_src.close()
+
+
+async def test_csv_source_publishes_while_reading_and_when_at_the_end(
+    tmp_path: Path, store: StateStore, asterisk_sample: Any
+) -> None:
+    path = tmp_path / "Master.csv"
+    shutil.copy(asterisk_sample.dir / "csv" / "cel_custom_Master.csv", path)
+    board = Watermarks()
+    src = CelCsvSource(
+        CsvSettings(path=str(path), poll_interval=0.01),
+        store,
+        Metrics(),
+        start_from="beginning",
+        watermarks=board,
+    )
+    assert board.low() is not None and board.low() < datetime(2000, 1, 1, tzinfo=UTC)
+    started = datetime.now(UTC)
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    try:
+        for _ in range(500):
+            if board.marks()["cel_csv"].caught_up_at is not None:
+                break
+            await asyncio.sleep(0.01)
+        mark = board.marks()["cel_csv"]
+        assert mark.caught_up_at is not None and mark.caught_up_at >= started
+        newest = max(c.eventtime for c in asterisk_sample.cel_rows("postgres"))
+        assert mark.read_through == newest - READ_THROUGH_SLACK
+        assert board.low() == mark.caught_up_at
+    finally:
+        stop.set()
+        await task
+
+
+async def test_ami_holds_while_connected_and_releases_while_down(store: StateStore) -> None:
+    holds: list[bool] = []  # every change of the AMI's mark, in order
+    board = Watermarks(on_change=lambda: holds.append(board.marks()["ami"].holds))
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics(), "UTC", watermarks=board)
+        assert board.low() == NOTHING_READ  # registered, has not read yet: holds every call
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        try:
+            await until(lambda: board.marks()["ami"].caught_up_at is not None)
+            for h in call_events("1795495160.0", datetime.now(UTC), 3):
+                srv.send_cel(h)
+            sent = datetime.now(UTC)
+            await until(lambda: (board.low() or NOTHING_READ) >= sent)  # stored, caught up
+            assert False not in holds
+            srv.drop_all()
+            await srv.wait_logins(2)
+            await until(lambda: False in holds and holds[-1])  # released while down, then back
+            assert board.low() is not None and board.low() >= sent
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert holds[-1] is False  # stopped: holds nothing
+
+
+async def test_a_wanted_read_happens_now_not_at_the_next_poll(
+    make_pbx_db: Any, store: StateStore, asterisk_sample: Any
+) -> None:
+    """The evaluator holds a live call until each source has read after its end and asks
+    for that read: a source polling once an hour reads at once."""
+    settings, writer = await make_pbx_db("sqlite")
+    board = Watermarks()
+    src = SqlSource(
+        agent_settings(settings, poll_interval=3600), "cdr", store, Metrics(), watermarks=board
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    try:
+        await until(lambda: board.marks()[src.position_name].caught_up_at is not None)
+        first = board.marks()[src.position_name].caught_up_at
+        await writer.insert_cdr(asterisk_sample.cdr_rows("postgres")[:1])
+        asked = datetime.now(UTC)
+        board.want_read()
+        await until(lambda: (board.marks()[src.position_name].caught_up_at or asked) > first)
+        assert board.marks()[src.position_name].caught_up_at >= asked
+        assert src.rows_read == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

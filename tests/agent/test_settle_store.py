@@ -1,0 +1,184 @@
+"""The state store, the evaluator and the watermark board together (no PBX, no process).
+
+- A call held for the sources' watermarks is due again exactly when the low
+  watermark reaches its `wait_mark` (the evaluator re-reads it then, no polling).
+- After a merge, the surviving call keeps its own revisions (Idempotency-Key is
+  per linkedid) and every later document names what it supersedes.
+- The v1 state file of an older agent is migrated.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from calls.helpers import Seq
+from calls.live_sequences import commit_order, committed_at, pickup
+from sipstack_agent.app import Agent
+from sipstack_agent.config import CallSettings, Identity, Settings
+from sipstack_agent.model import CdrRow, CelRow
+from sipstack_agent.state import _SCHEMA_V1, SCHEMA_VERSION, StateStore
+from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
+
+
+def _agent(tmp_path: Path, **calls: Any) -> Agent:
+    settings = replace(
+        Settings(),
+        state_dir=str(tmp_path),
+        calls=replace(CallSettings(), **calls),
+        identity=Identity(connector_id="t"),
+    )
+    return Agent(settings)
+
+
+async def _docs(store: StateStore) -> list[dict[str, Any]]:
+    far = committed_at(pickup(Seq()).cels[-1]) + timedelta(days=1)
+    return [i.payload for i in await store.outbox_due(far, 1000, kind="call")]
+
+
+def _split(rows: list[CelRow | CdrRow]) -> tuple[list[CelRow], list[CdrRow]]:
+    return [r for r in rows if isinstance(r, CelRow)], [r for r in rows if isinstance(r, CdrRow)]
+
+
+async def test_held_call_is_due_when_the_low_watermark_reaches_it(tmp_path: Path) -> None:
+    agent = _agent(tmp_path)
+    board = agent.watermarks
+    board.register("sql:cel:cel")
+    board.register("sql:cdr:cdr")
+    call = pickup(Seq())
+    store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    agent.store = store
+    try:
+        now = call.last_cel_at + timedelta(hours=1)  # a backlog: every timeout has passed
+        # The CDR poller ran ahead: the whole CDR table is read, the CEL poller is behind.
+        await store.ingest([], call.cdrs, {})
+        board.publish("sql:cdr:cdr", caught_up_at=now)
+        board.publish("sql:cel:cel", newest=call.cels[0].eventtime - timedelta(minutes=1))
+        keys = await store.due_calls(now, 100, watermark=board.low())
+        assert keys == [call.key]
+        assert await agent.evaluate_keys(keys, now) == 0  # held: no CDR-only document
+        assert await store.due_calls(now, 100, watermark=board.low()) == []
+        # The CEL poller reads the call's rows (page by page): it becomes dirty, is
+        # evaluated, and is held again until the CEL poller has read past its end.
+        cels, _ = _split(commit_order(call.cels, []))
+        await store.ingest(cels, [], {})
+        board.publish("sql:cel:cel", newest=call.last_cel_at)  # minus the slack: not past it
+        assert await agent.evaluate_keys(await store.due_calls(now, 100), now) == 0
+        assert await store.due_calls(now, 100, watermark=board.low()) == []
+        board.publish("sql:cel:cel", newest=call.last_cel_at + READ_THROUGH_SLACK * 2)
+        keys = await store.due_calls(now, 100, watermark=board.low())
+        assert keys == [call.key]
+        assert await agent.evaluate_keys(keys, now) == 1
+        (doc,) = await _docs(store)
+        assert (doc["linkedid"], doc["revision"], doc["ship_phase"]) == (call.key, 1, "complete")
+        events = [t["event"] for t in doc["call_threads"]]
+        assert events.count("CDR") == len(call.cdrs) and len(events) > len(call.cdrs)
+        # without a holding source every waiting call is due (none is waiting any more)
+        assert await store.due_calls(now, 100, watermark=None) == []
+    finally:
+        await store.close()
+
+
+async def test_a_merge_after_an_initial_document_supersedes_it(tmp_path: Path) -> None:
+    """Progressive mode ships the picker's own linkedid at first sight; the merged call's
+    documents keep their own revisions and say which document they replace."""
+    agent = _agent(tmp_path, shipping_mode="progressive", ship_update_min_interval=0.0)
+    call = pickup(Seq())
+    own = call.linkedids[1]
+    store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    agent.store = store
+    try:
+        rows = commit_order(call.cels, call.cdrs)
+        # the picker's channel (uniqueid = its own linkedid) shows up under the caller's
+        joins = next(r for r in rows if r.uniqueid == own and r.call_linkedid == call.key)
+        before: list[dict[str, Any]] = []
+        for row in rows:  # one ingest + evaluation per row, at its time
+            if row is joins:
+                before = await _docs(store)
+            at = committed_at(row)
+            await store.ingest(*_split([row]), {})
+            await agent.evaluate_keys(await store.due_calls(at, 100), at)
+        end = call.last_cel_at + timedelta(seconds=1)
+        await agent.evaluate_keys(await store.due_calls(end, 100), end)
+        docs = await _docs(store)
+        own_revs = [d["revision"] for d in before if d["linkedid"] == own]
+        assert own_revs and own_revs == list(range(1, len(own_revs) + 1))
+        # after the merge nothing more for the picker's linkedid
+        assert [d["revision"] for d in docs if d["linkedid"] == own] == own_revs
+        revs = [d["revision"] for d in docs if d["linkedid"] == call.key]
+        assert revs == list(range(1, len(revs) + 1))  # per-linkedid revisions: 1..n
+        merged = [d for d in docs if d["linkedid"] == call.key and own in d["linkedids"]]
+        assert merged
+        assert all(d["supersedes"] == [{"linkedid": own, "revision": own_revs[-1]}] for d in merged)
+        assert docs[-1]["ship_phase"] == "complete" and docs[-1]["linkedid"] == call.key
+    finally:
+        await store.close()
+
+
+async def test_revisions_stay_per_linkedid_when_both_calls_had_shipped(tmp_path: Path) -> None:
+    from test_state import Ev, cel, doc
+
+    store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    try:
+        await store.ingest([cel("CHAN_START", "9.1", "9.1", row_id=1)], [])
+        await store.ingest([cel("CHAN_START", "9.5", "9.5", row_id=2)], [])
+        for key, rev in (("9.1", 1), ("9.5", 2)):
+            rec = await store.load_call(key)
+            assert rec is not None
+            ship = replace(rec.ship, revision=rev, last_phase="update")
+            assert await store.save_evaluation(key, Ev([doc(key, rev, "update")], ship))
+        await store.ingest([cel("BRIDGE_EXIT", "9.5", "9.1", row_id=3)], [])  # 9.5 joins 9.1
+        rec = await store.load_call("9.5")
+        assert rec is not None and rec.call_key == "9.1"
+        assert rec.ship.revision == 1 and rec.ship.last_phase == "update"
+        assert rec.ship.extra["superseded"] == {"9.5": 2}
+    finally:
+        await store.close()
+
+
+async def test_a_v1_state_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with closing(sqlite3.connect(path)) as c:
+        for stmt in _SCHEMA_V1.split(";"):
+            if stmt.strip():
+                c.execute(stmt)
+        c.execute(
+            "INSERT INTO calls (call_key, dirty, next_check_at, created_at, last_row_at) "
+            "VALUES ('1.1', 0, NULL, 0, 0)"
+        )
+        c.execute("PRAGMA user_version = 1")
+        c.commit()
+    store = await StateStore.open(path)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION == 2
+        assert await store.due_calls(committed_at(pickup(Seq()).cels[0]), 10, watermark=None) == []
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as c:
+        cols = {r[1] for r in c.execute("PRAGMA table_info(calls)")}
+    assert "wait_mark" in cols
+
+
+def test_the_board_moves_forward_and_wakes_the_evaluator() -> None:
+    woken: list[int] = []
+    board = Watermarks(on_change=lambda: woken.append(1))
+    call = pickup(Seq())
+    t = call.last_cel_at
+    assert board.low() is None  # nothing registered: nothing holds
+    board.register("a")
+    board.register("b")
+    assert board.low() is not None and board.low() < t  # registered, silent: holds all
+    board.publish("a", caught_up_at=t)
+    board.publish("b", newest=t + timedelta(minutes=1))
+    assert board.low() == t
+    board.publish("a", caught_up_at=t - timedelta(hours=1))  # never backwards
+    assert board.low() == t and len(woken) == 2
+    board.release("a")  # e.g. AMI disconnected: what it misses is a gap, it holds nothing
+    assert board.low() == t + timedelta(minutes=1) - READ_THROUGH_SLACK
+    board.publish("a", caught_up_at=t + timedelta(hours=1))
+    assert board.low() == t + timedelta(minutes=1) - READ_THROUGH_SLACK
+    assert board.marks()["a"].holds and len(woken) == 4
