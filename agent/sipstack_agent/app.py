@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -314,6 +314,9 @@ class Agent:
         s = self.settings
         records = await self.store.load_calls(list(keys))
         gaps = await self._cel_gaps()
+        cdr_src = self.sources.get("sql:cdr")
+        lookup = cdr_src is not None and bool(cdr_src.cdr_lookup_active)
+        calls = replace(s.calls, cdr_wait=s.cdr_lookup_wait) if lookup else s.calls
         results: list[tuple[str, Any]] = []
         notes: list[tuple[Any, Any]] = []
         n_docs = 0
@@ -326,7 +329,7 @@ class Agent:
                     rec.ship,
                     call_key=rec.call_key,
                     now=now,
-                    settings=s.calls,
+                    settings=calls,
                     identity=s.identity,
                     gaps=gaps,
                 )
@@ -343,6 +346,9 @@ class Agent:
         self.evaluated_total += len(notes)
         for rec, ev in notes:
             call = ev.call
+            if lookup and call.awaiting_cdr:
+                uids = [*(ch.uniqueid for ch in call.channels), *call.linkedids]
+                cdr_src.request_cdr_lookup(call.call_key, uids, call.derived.start)
             if ev.closed and ev.documents and rec.ship.last_phase != "complete":
                 reason = call.completion_reason or "unknown"
                 self.metrics.calls_completed.labels(reason).inc()

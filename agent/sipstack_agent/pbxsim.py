@@ -109,6 +109,83 @@ def create_table_statements(
     return stmts
 
 
+FREEPBX_CDR_EXTRA: tuple[str, ...] = (
+    "recordingfile",
+    "cnum",
+    "cnam",
+    "outbound_cnum",
+    "outbound_cnam",
+    "dst_cnam",
+    "did",
+)
+
+_MYSQL = """CREATE TABLE `{t}` (
+  `calldate` datetime NOT NULL DEFAULT '0000-00-00 00:00:00',
+  `clid` varchar(80) NOT NULL DEFAULT '',
+  `src` varchar(80) NOT NULL DEFAULT '',
+  `dst` varchar(80) NOT NULL DEFAULT '',
+  `dcontext` varchar(80) NOT NULL DEFAULT '',
+  `channel` varchar(80) NOT NULL DEFAULT '',
+  `dstchannel` varchar(80) NOT NULL DEFAULT '',
+  `lastapp` varchar(80) NOT NULL DEFAULT '',
+  `lastdata` varchar(80) NOT NULL DEFAULT '',
+  `duration` int(11) NOT NULL DEFAULT '0',
+  `billsec` int(11) NOT NULL DEFAULT '0',
+  `disposition` varchar(45) NOT NULL DEFAULT '',
+  `amaflags` int(11) NOT NULL DEFAULT '0',
+  `accountcode` varchar(20) NOT NULL DEFAULT '',
+  `uniqueid` varchar(32) NOT NULL DEFAULT '',
+  `userfield` varchar(255) NOT NULL DEFAULT '',
+  `did` varchar(50) NOT NULL DEFAULT '',
+  `recordingfile` varchar(255) NOT NULL DEFAULT '',
+  `cnum` varchar(80) NOT NULL DEFAULT '',
+  `cnam` varchar(80) NOT NULL DEFAULT '',
+  `outbound_cnum` varchar(80) NOT NULL DEFAULT '',
+  `outbound_cnam` varchar(80) NOT NULL DEFAULT '',
+  `dst_cnam` varchar(80) NOT NULL DEFAULT '',
+  `linkedid` varchar(32) NOT NULL DEFAULT '',
+  `peeraccount` varchar(80) NOT NULL DEFAULT '',
+  `sequence` int(11) NOT NULL DEFAULT '0',
+  KEY `calldate` (`calldate`),
+  KEY `dst` (`dst`),
+  KEY `accountcode` (`accountcode`),
+  KEY `uniqueid` (`uniqueid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"""
+
+_TEXT_COLS = (
+    "clid src dst dcontext channel dstchannel lastapp lastdata disposition accountcode "
+    "uniqueid userfield did recordingfile cnum cnam outbound_cnum outbound_cnam dst_cnam "
+    "linkedid peeraccount"
+).split()
+
+
+def _generic(t: str, time_type: str, text: str, integer: str) -> list[str]:
+    cols = [f'"calldate" {time_type} NOT NULL']
+    cols += [f"\"{c}\" {text} NOT NULL DEFAULT ''" for c in _TEXT_COLS]
+    cols += [f'"{c}" {integer} NOT NULL DEFAULT 0' for c in ("duration", "billsec", "amaflags")]
+    cols += [f'"sequence" {integer} NOT NULL DEFAULT 0']
+    stmts = [f'CREATE TABLE "{t}" ({", ".join(cols)})']
+    stmts += [
+        f'CREATE INDEX "{t}_{c}" ON "{t}" ("{c}")'
+        for c in ("calldate", "dst", "accountcode", "uniqueid")
+    ]
+    return stmts
+
+
+def freepbx_cdr_statements(dialect: str, table: str = "cdr") -> list[str]:
+    """FreePBX's `asteriskcdrdb.cdr`: no id column, its extra columns and four indexes.
+
+    MariaDB: FreePBX's own table (the Issabel/FreePBX dump, with the `linkedid`,
+    `peeraccount` and `sequence` columns current FreePBX adds); PostgreSQL and SQLite
+    get the same columns and indexes in their own types.
+    """
+    if dialect == "mysql":
+        return [_MYSQL.format(t=table)]
+    if dialect == "postgresql":
+        return _generic(table, "timestamp without time zone", "varchar(255)", "integer")
+    return _generic(table, "TEXT", "TEXT", "INTEGER")
+
+
 # ---------------------------------------------------------------------------
 # Traffic generator (pure): rows exactly as Asterisk 20 writes them
 # ---------------------------------------------------------------------------

@@ -17,6 +17,10 @@
 - Completion, CDR only (or a call with no CEL row): complete when no new CDR
   activity for the idle timeout ("cdr_idle_timeout").
 - No activity at all for CALL_MAX_AGE: force-completed ("max_age", forced).
+- While the CDR table is read without ids (`CallSettings.cdr_wait` > 0), a call
+  the CEL rules complete but that has no CDR row yet waits up to `cdr_wait`
+  seconds after its rows last changed (`awaiting_cdr`): its CDR rows are being
+  fetched by uniqueid. The first CDR row, or the end of the wait, completes it.
 
 "Activity" is the newest event time of the rows, or the time the rows were
 last seen to change (`rows_changed_at`, tracked by `evaluate`) when that is
@@ -186,6 +190,13 @@ def assemble(
         complete, reason, idle_deadline = _completion(
             scels, cdr_mode, all_ended, linkedids, activity, now, settings
         )
+    awaiting_cdr = False
+    if complete and not cdr_mode and not scdrs and settings.cdr_wait > 0:
+        # CDR rows of ended calls are being fetched (id-less CDR table): wait for them,
+        # counted from when the rows last changed (a backlog waits as long as a live call).
+        wait_until = _derive.utc(rows_changed_at or now) + timedelta(seconds=settings.cdr_wait)
+        if now < wait_until:
+            complete, reason, idle_deadline, awaiting_cdr = False, "", wait_until, True
     max_age_deadline = activity + timedelta(seconds=max(0.0, settings.max_age))
     forced = False
     if not complete and now >= max_age_deadline:
@@ -244,4 +255,5 @@ def assemble(
         cdr_only=cdr_mode,
         gap=in_gap,
         timezone=settings.timezone,
+        awaiting_cdr=awaiting_cdr,
     )

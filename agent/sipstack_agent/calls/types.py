@@ -110,6 +110,7 @@ class Call:
     gap: bool = False  # active while the CEL feed (AMI) was disconnected
     timezone: str = "UTC"
     notes: tuple[str, ...] = field(default=())
+    awaiting_cdr: bool = False  # CEL says it ended; waiting (CallSettings.cdr_wait) for CDR rows
 
     @property
     def row_count(self) -> int:

@@ -48,6 +48,7 @@ from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..state import StateStore
+from .cdr_end import CdrEndReader
 from .dialects import Dialect, dialect_for, valid_identifier
 
 __all__ = [
@@ -544,6 +545,18 @@ class SqlSource:
         self._lag_rows = metrics.checkpoint_lag_rows.labels(table=self.table)
         self._lag_seconds = metrics.checkpoint_lag_seconds.labels(table=self.table)
         self._newest_time: datetime | None = None
+        self._end = (
+            CdrEndReader(
+                max_call_duration=settings.cdr_max_call_duration,
+                lookback=max(0.0, settings.lookback_seconds),
+                batch_size=settings.batch_size,
+                budget=settings.max_records_per_poll,
+                lookup_wait=settings.cdr_lookup_wait,
+                cel_feed=settings.cel_mode != "none",
+            )
+            if kind == "cdr"
+            else None
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -599,6 +612,12 @@ class SqlSource:
                 await self.store.set_position(self.position_name, self._pos)
                 log.info("%s: fresh start at %s", self.position_name, self._pos)
             self._newest_time = _parse_iso(self._pos.get("newest_time") or self._pos.get("time"))
+            if (
+                self._end is not None
+                and self._pos["mode"] == "time"
+                and "end_time" not in self._pos
+            ):
+                self._pos.update(self._end.upgraded_fields(self._pos, self._end.lookback))
         return self.info
 
     async def close(self) -> None:
@@ -658,13 +677,16 @@ class SqlSource:
             rows = await self._db.fetch(d.select_max(info.table, info.time_col))
             t = (to_utc(rows[0][0], self._time_tz(info)) if rows else None) or datetime.now(UTC)
             t += timedelta(microseconds=1)  # strictly after the newest existing row
-        return {
+        pos: dict[str, Any] = {
             "mode": "time",
             "time": t.isoformat(),
             "epoch": 0,
             "floor_time": t.isoformat(),
             "start_from": sf,
         }
+        if self._end is not None:
+            pos.update(await self._end.fresh_fields(self._db, info, self, datetime.now(UTC)))
+        return pos
 
     async def _max_id(self, info: TableInfo) -> int:
         assert self._db is not None and info.id_col
@@ -949,7 +971,59 @@ class SqlSource:
         if len(self._time.seen) > 1000:
             self._time.seen = {k: t for k, t in self._time.seen.items() if t >= horizon}
         self._lag_rows.set(0 if not full else budget)
+        if self._end is not None:
+            stored += await self._poll_cdr_end(info)
         return stored
+
+    # ------------------------------------------------------------ id-less CDR (cdr_end.py)
+
+    @property
+    def cdr_lookup_active(self) -> bool:
+        """CDR rows of ended calls are fetched by uniqueid (id-less CDR table, CEL feed)."""
+        return (
+            self._end is not None
+            and self._end.cel_feed
+            and self.info is not None
+            and (not self.info.id_col)
+        )
+
+    def request_cdr_lookup(self, call_key: str, uniqueids: Sequence[str], since: datetime) -> None:
+        if self._end is not None:
+            self._end.request(call_key, uniqueids, since)
+
+    async def _poll_cdr_end(self, info: TableInfo) -> int:
+        assert self._end is not None and self._db is not None and self._pos is not None
+        run, full = self._end.due(time.monotonic(), self.settings.poll_interval)
+        stored = 0
+        if run:
+            stored += await self._end.sweep(self._db, info, self._pos, self, full=full)
+            self.backlog = self.backlog or self._end.backlog
+        if self._end.pending:
+            stored += await self._end.lookup(self._db, info, self)
+        return stored
+
+    def db_time(self, t: datetime, info: TableInfo) -> object:
+        return self._db_time(t, info)
+
+    def row_time(self, value: object, info: TableInfo) -> datetime | None:
+        return to_utc(value, self._time_tz(info))
+
+    def time_zone(self, info: TableInfo) -> ZoneInfo:
+        return self._time_tz(info)
+
+    def build_cdr(self, row: tuple[object, ...]) -> CdrRow | None:
+        assert self._builder is not None
+        built = self._builder(row)
+        if built is None:
+            self.metrics.rows_discarded.labels(reason="bad_time").inc()
+        return built if isinstance(built, CdrRow) else None
+
+    async def store_cdrs(self, rows: Sequence[CdrRow], end_time: datetime | None) -> int:
+        assert self._pos is not None
+        pos = dict(self._pos)
+        if end_time is not None:
+            pos["end_time"] = end_time.isoformat()
+        return await self._ingest(rows, pos)
 
     async def _store_time(self, rows: list[tuple[Any, ...]]) -> int:
         assert self._builder is not None and self._pos is not None

@@ -1,0 +1,183 @@
+"""FreePBX / Issabel CDR tables without an id column: no CDR row is missed, however
+long the call, against real MariaDB (FreePBX's DDL), PostgreSQL and SQLite.
+
+Calls of several hours are simulated by back-dating: a row whose calldate is 3 h
+ago is inserted now, while the poller runs, exactly as Asterisk writes the CDR of
+a 3 h call when it hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipstack_agent.config import DatabaseSettings, Settings
+from sipstack_agent.metrics import Metrics
+from sipstack_agent.model import CDR_OPTIONAL_COLUMNS, CdrRow
+from sipstack_agent.sources.sql import SqlSource
+from sipstack_agent.state import StateStore
+
+DIALECTS = ("postgresql", "mysql", "sqlite")
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await StateStore.open(tmp_path / "state.db")
+    yield s
+    await s.close()
+
+
+def cdr(uid: str, start: datetime, duration: int, **kw: Any) -> CdrRow:
+    base: dict[str, Any] = {
+        "src": "6135550199",
+        "dst": "100",
+        "channel": f"PJSIP/trunk-{uid}",
+        "dstchannel": "PJSIP/100-0001",
+        "disposition": "ANSWERED",
+        "billsec": max(0, duration - 5),
+        "lastapp": "Dial",
+        "dcontext": "from-trunk",
+        "amaflags": "3",  # Asterisk writes every column (FreePBX's are NOT NULL)
+        "sequence": 0,
+    }
+    extras = tuple((k, str(kw.pop(k))) for k in CDR_OPTIONAL_COLUMNS if k in kw)
+    base.update(kw)
+    base.setdefault("linkedid", uid)
+    return CdrRow(calldate=start.replace(microsecond=0), uniqueid=uid, duration=duration,
+                  extras=extras, **base)  # fmt: skip
+
+
+def make_source(db: DatabaseSettings, store: StateStore, **kw: Any) -> SqlSource:
+    kw.setdefault("start_from", "latest")
+    kw.setdefault("poll_interval", 0.05)
+    kw.setdefault("lookback_seconds", 20.0)
+    return SqlSource(Settings(database=db, **kw), "cdr", store, Metrics())
+
+
+async def stored_uniqueids(store: StateStore) -> list[str]:
+    recs = await store.load_calls(await store.due_calls(datetime.now(UTC), 100_000))
+    return sorted(c.uniqueid for r in recs for c in r.cdrs)
+
+
+async def wait_for(pred: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if await pred():
+            return True
+        await asyncio.sleep(0.05)
+    return await pred()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_cdr_only_long_calls_written_live_are_all_read(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore
+) -> None:
+    """CDR only, look-back 20 s: rows of a 70 s, a 1 h and a 3 h call, written while the
+    poller runs, all arrive; a short call too; nothing arrives twice."""
+    pbx = await make_pbx_db(dialect, freepbx=True, timezone="America/Toronto")
+    now = datetime.now(UTC)
+    await pbx.writer.insert_cdr([cdr("1700000000.1", now - timedelta(hours=2), 60)])  # history
+    src = make_source(pbx.settings, store, cel_mode="none")
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    try:
+        assert await wait_for(lambda: asyncio.sleep(0, src.connected))
+        rows = [
+            cdr("1700000001.1", now - timedelta(seconds=3), 3),
+            cdr("1700000002.1", now - timedelta(seconds=70), 70),
+            cdr("1700000003.1", now - timedelta(hours=1), 3600),
+            cdr("1700000004.1", now - timedelta(hours=3), 3 * 3600, did="6135550100"),
+        ]
+        for r in rows:  # one commit each, a poll or two apart
+            await pbx.writer.insert_cdr([r])
+            await asyncio.sleep(0.15)
+        want = sorted(r.uniqueid for r in rows)
+        assert await wait_for(lambda: _has(store, want)), (src.status(), src.last_error)
+    finally:
+        stop.set()
+        await task
+    got = await stored_uniqueids(store)
+    assert got == want  # the history row (ended before the start) is not shipped
+    (long_call,) = [
+        c
+        for r in await store.load_calls([await store.find_call("1700000004.1") or ""])
+        for c in r.cdrs
+    ]
+    assert long_call.extra("did") == "6135550100"
+    assert long_call.duration == 3 * 3600
+
+
+async def _has(store: StateStore, want: list[str]) -> bool:
+    return set(want) <= set(await stored_uniqueids(store))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_restart_after_a_long_call_ended_meanwhile_reads_it(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore
+) -> None:
+    """The end position is durable: a 3 h call that ends while the agent is stopped is
+    read after the restart (its calldate is far behind every position)."""
+    pbx = await make_pbx_db(dialect, freepbx=True)
+    now = datetime.now(UTC)
+    await pbx.writer.insert_cdr([cdr("1700000100.1", now - timedelta(seconds=30), 20)])
+    src = make_source(pbx.settings, store, cel_mode="none", start_from="beginning")
+    await src.poll_once()
+    await src.close()
+    assert await stored_uniqueids(store) == ["1700000100.1"]
+    pos = await store.get_position(src.position_name)
+    assert pos is not None and "end_time" in pos
+    await pbx.writer.insert_cdr([cdr("1700000101.1", now - timedelta(hours=3), 3 * 3600 - 5)])
+    src2 = make_source(pbx.settings, store, cel_mode="none", start_from="beginning")
+    await src2.poll_once()
+    await src2.close()
+    assert await stored_uniqueids(store) == ["1700000100.1", "1700000101.1"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_lookup_by_uniqueid_fetches_the_rows_of_an_ended_call(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore
+) -> None:
+    """With a CEL feed the end sweep runs only every look-back / 4: the rows of a call
+    CEL reported ended are fetched at once by uniqueid."""
+    pbx = await make_pbx_db(dialect, freepbx=True)
+    src = make_source(pbx.settings, store, cel_mode="db", lookback_seconds=600.0)
+    await src.poll_once()  # anchors; the first (full) sweep runs now
+    assert src.cdr_lookup_active
+    start = datetime.now(UTC) - timedelta(hours=3)
+    legs = [
+        cdr("1700000200.1", start, 3 * 3600, linkedid="1700000200.1"),
+        cdr("1700000200.2", start + timedelta(seconds=4), 3 * 3600 - 4, linkedid="1700000200.1",
+            channel="PJSIP/100-0002", sequence=2),
+    ]  # fmt: skip
+    await pbx.writer.insert_cdr(legs)
+    await src.poll_once()
+    assert await stored_uniqueids(store) == []  # not swept yet (look-back / 4 = 150 s)
+    src.request_cdr_lookup("1700000200.1", ["1700000200.1", "1700000200.2"], start)
+    await src.poll_once()
+    assert await stored_uniqueids(store) == ["1700000200.1", "1700000200.2"]
+    assert src._end is not None and not src._end.pending and src._end.lookups == 1
+    await src.poll_once()  # done: no second query
+    assert src._end.lookups == 1
+    await src.close()
+
+
+async def test_lookup_of_a_call_without_cdr_is_retried_then_given_up(
+    make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore
+) -> None:
+    pbx = await make_pbx_db("sqlite", freepbx=True)
+    src = make_source(pbx.settings, store, cel_mode="db", cdr_lookup_wait=0.3)
+    await src.poll_once()
+    src.request_cdr_lookup("1700000300.1", ["1700000300.1"], datetime.now(UTC))
+    await src.poll_once()
+    await src.poll_once()
+    assert src._end is not None and src._end.lookups == 2 and src._end.pending
+    await asyncio.sleep(0.35)
+    await src.poll_once()
+    assert not src._end.pending
+    assert src._end.lookups == 2
+    await src.close()
