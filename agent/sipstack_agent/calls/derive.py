@@ -533,10 +533,14 @@ def derive(
     ring = _secs((answer_time or stop) - start)
     talk = _secs(stop - answer_time) if answer_time is not None and end is not None else None
 
-    # DNID: the first channel's cid_dnid, else the first dialable CHAN_START exten.
+    # DNID: the first channel's cid_dnid, else FreePBX's CDR `did` (the DID its inbound
+    # route matched), else the first dialable CHAN_START exten, else the first CDR dst.
+    did = next((cdr_extra(c, "did") for c in cdrs if cdr_extra(c, "did")), "")
     dnid = origin.dnid if origin is not None else ""
     if not dnid:
         dnid = next((c.dnid for c in channels if c.dnid), "")
+    if not dnid:
+        dnid = did
     if not dnid:
         dnid = next(
             (
@@ -546,18 +550,22 @@ def derive(
             ),
             "",
         )
-    if not dnid and cdrs:
-        dnid = next((cdr_extra(c, "did") for c in cdrs if cdr_extra(c, "did")), "")
-        if not dnid and numbers.is_dialable(cdrs[0].dst):
-            dnid = cdrs[0].dst
+    if not dnid and cdrs and numbers.is_dialable(cdrs[0].dst):
+        dnid = cdrs[0].dst
     dnid = numbers.clean(dnid)
 
     # Source party.
     first_cdr = cdrs[0] if cdrs else None
     clid_name, clid_num = parse_clid(first_cdr.clid) if first_cdr else ("", "")
-    src_raw = (origin.cid_num if origin else "") or (first_cdr.src if first_cdr else "") or clid_num
+    # FreePBX's cnum / cnam (the caller id after its CID lookups) fill in what CEL lacks.
+    cnum = next((cdr_extra(c, "cnum") for c in cdrs if cdr_extra(c, "cnum")), "")
+    cnam = next((cdr_extra(c, "cnam") for c in cdrs if cdr_extra(c, "cnam")), "")
+    src_raw = (
+        (origin.cid_num if origin else "") or (first_cdr.src if first_cdr else "") or clid_num
+    ) or cnum
     src_number = numbers.normalize(src_raw, settings)
     src_name = _clean_name((origin.cid_name if origin else "") or clid_name, src_raw)
+    src_name = src_name or _clean_name(cnam, src_raw)
     src_extension = ""
     if origin is not None and origin.kind == "extension":
         src_extension = origin.label
@@ -576,6 +584,9 @@ def derive(
         dst_name = _clean_name(dest.cid_name, dest.cid_num)
     elif dest is None and numbers.is_extension(dst_number, settings):
         dst_extension = dst_number
+    if not dst_name:  # FreePBX's dst_cnam: the name of the extension it rang
+        dst_cnam = next((cdr_extra(c, "dst_cnam") for c in cdrs if cdr_extra(c, "dst_cnam")), "")
+        dst_name = _clean_name(dst_cnam, dst_number)
     dst_extension_name = dst_name if dst_extension else ""
 
     hangup_cause = origin.hangup_cause if origin is not None else None
