@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sipstack_agent.calls import numbers
 from sipstack_agent.calls.direction import LOCAL, classify_channel, party_label
@@ -320,7 +321,21 @@ def recording_from_appdata(
     )
 
 
-def recordings_from_rows(cels: Sequence[CelRow], cdrs: Sequence[CdrRow]) -> list[RecordingFile]:
+def freepbx_recording_path(name: str, calldate: datetime, timezone: str = "UTC") -> str:
+    """Where FreePBX writes `cdr.recordingfile`: monitor/YYYY/MM/DD/ of the PBX-local date
+    (a full path is kept). The recordings stage replaces it with the file it really finds."""
+    if name.startswith("/"):
+        return name
+    try:
+        local = utc(calldate).astimezone(ZoneInfo(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        local = utc(calldate)
+    return os.path.join(MONITOR_DIR, local.strftime("%Y/%m/%d"), name)
+
+
+def recordings_from_rows(
+    cels: Sequence[CelRow], cdrs: Sequence[CdrRow], timezone: str = "UTC"
+) -> list[RecordingFile]:
     """MixMonitor APP_START rows and the FreePBX `recordingfile` CDR column."""
     out: list[RecordingFile] = []
     for row in cels:
@@ -331,7 +346,7 @@ def recordings_from_rows(cels: Sequence[CelRow], cdrs: Sequence[CdrRow]) -> list
     for cdr in cdrs:
         name = cdr_extra(cdr, "recordingfile").strip()
         if name:
-            path = name if name.startswith("/") else os.path.join(MONITOR_DIR, name)
+            path = freepbx_recording_path(name, cdr.calldate, timezone)
             out.append(
                 RecordingFile(
                     filename=os.path.basename(path),

@@ -1,0 +1,96 @@
+"""The real agent on FreePBX's tables: a 3 h call observed live ships complete with
+its CDR rows (fetched by uniqueid from the id-less `cdr` table) and the recording
+FreePBX names in `cdr.recordingfile` (found under RECORDING_PATHS/YYYY/MM/DD)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipstack_agent.pbxsim import TrafficGenerator, timeline
+from sipstack_agent.receiver import Receiver
+
+from .helpers import API_KEY, runs, start_agent, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path) -> Any:
+    r = Receiver(tmp_path / "receiver.db", api_key=API_KEY)
+    await r.start("127.0.0.1", 0)
+    yield r
+    await r.stop()
+
+
+def cdr_threads(doc: dict[str, Any]) -> int:
+    return sum(1 for t in doc.get("call_threads", ()) if t.get("event") == "CDR")
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "postgresql", "sqlite"])
+async def test_three_hour_call_ships_with_its_cdr_and_recordingfile(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
+) -> None:
+    pbx = await make_pbx_db(dialect, freepbx=True)
+    now = datetime.now(UTC)
+    gen = TrafficGenerator(7, recording_ratio=0.0, ring=(2, 3), talk=(3 * 3600, 3 * 3600))
+    call = gen.call("answered", now - timedelta(hours=3, seconds=4))
+    e = call.expected
+    monitor = tmp_path / "monitor"
+    day = monitor / e.start.strftime("%Y/%m/%d")
+    day.mkdir(parents=True)
+    (day / "freepbx-named-recording.wav").write_bytes(b"RIFF" + b"\0" * 2000)
+    for r in call.cdrs:  # what FreePBX's dialplan adds to every CDR row
+        r.update(did=e.dst_number.lstrip("+")[-10:], cnam="Caller Lookup",
+                 recordingfile="freepbx-named-recording.wav")  # fmt: skip
+    writes = timeline([call])
+    split = now - timedelta(minutes=1)
+    early = [w for w in writes if w.at < split]
+    late = [w for w in writes if w.at >= split]
+    assert early and late and all(w.kind == "cel" for w in early)
+    state = tmp_path / "state"
+    agent = start_agent(
+        pbx.settings,
+        receiver.calls_url,
+        state,
+        START_FROM="latest",
+        # a sweep every 150 s: within this test only the lookup by uniqueid brings the CDR
+        POLL_LOOKBACK_SECONDS="600",
+        CDR_LOOKUP_WAIT="30",
+        RECORDING_PATHS=str(monitor),
+        RECORDING_STABILITY_CHECK_COUNT="1",
+        RECORDING_STABILITY_CHECK_INTERVAL="0.2",
+        RECORDING_POLL_INTERVAL="0.5",
+    )
+    try:
+        await asyncio.sleep(1.5)  # the agent anchors at the (empty) tables' end
+        for kind, rows in runs(early):  # the call's start, 3 h ago, as the agent sees it now
+            await pbx.writer.insert_cel(rows)
+        assert await wait_until(lambda: bool(receiver.docs_for(e.linkedid)), 30), agent.log_tail()
+        for kind, rows in runs(late):  # ... and its end: CEL, then FreePBX's CDR rows
+            await (pbx.writer.insert_cel(rows) if kind == "cel" else pbx.writer.insert_cdr(rows))
+
+        def done() -> bool:
+            d = receiver.latest_complete(e.linkedid)
+            recs = d.get("recording_files", []) if d is not None else []
+            return bool(recs) and all(r["file_size"] > 0 for r in recs)
+
+        assert await wait_until(done, 60), agent.log_tail()
+    finally:
+        assert await asyncio.to_thread(agent.terminate, 15) == 0
+    docs = receiver.docs_for(e.linkedid)
+    complete = [d for d in docs if d["ship_phase"] == "complete"]
+    assert complete[0]["is_complete"] is True
+    assert cdr_threads(complete[0]) == e.cdr_count  # its CDR rows were there at completion
+    assert complete[0]["duration_seconds"] >= 3 * 3600
+    assert complete[0]["billsec"] >= 3 * 3600 - 5  # from the CDR row
+    last = complete[-1]
+    (rec,) = last["recording_files"]
+    assert rec["source"] == "database" and rec["file_path"].endswith(
+        e.start.strftime("%Y/%m/%d") + "/freepbx-named-recording.wav"
+    )
+    assert receiver.rejects() == []
