@@ -346,7 +346,7 @@ class Agent:
         self.evaluated_total += len(notes)
         for rec, ev in notes:
             call = ev.call
-            if lookup and call.awaiting_cdr:
+            if cdr_src is not None and lookup and call.awaiting_cdr:
                 uids = [*(ch.uniqueid for ch in call.channels), *call.linkedids]
                 cdr_src.request_cdr_lookup(call.call_key, uids, call.derived.start)
             if ev.closed and ev.documents and rec.ship.last_phase != "complete":

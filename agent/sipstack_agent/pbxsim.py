@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS
+
 CEL_DDL: dict[str, str] = {
     "postgresql": """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -109,17 +111,7 @@ def create_table_statements(
     return stmts
 
 
-FREEPBX_CDR_EXTRA: tuple[str, ...] = (
-    "recordingfile",
-    "cnum",
-    "cnam",
-    "outbound_cnum",
-    "outbound_cnam",
-    "dst_cnam",
-    "did",
-)
-
-_MYSQL = """CREATE TABLE `{t}` (
+_FREEPBX_MYSQL = """CREATE TABLE `{t}` (
   `calldate` datetime NOT NULL DEFAULT '0000-00-00 00:00:00',
   `clid` varchar(80) NOT NULL DEFAULT '',
   `src` varchar(80) NOT NULL DEFAULT '',
@@ -152,18 +144,16 @@ _MYSQL = """CREATE TABLE `{t}` (
   KEY `uniqueid` (`uniqueid`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"""
 
-_TEXT_COLS = (
-    "clid src dst dcontext channel dstchannel lastapp lastdata disposition accountcode "
-    "uniqueid userfield did recordingfile cnum cnam outbound_cnum outbound_cnam dst_cnam "
-    "linkedid peeraccount"
-).split()
+_FREEPBX_INT = ("duration", "billsec", "amaflags", "sequence")
 
 
-def _generic(t: str, time_type: str, text: str, integer: str) -> list[str]:
+def _freepbx_generic(t: str, time_type: str, text: str, integer: str) -> list[str]:
     cols = [f'"calldate" {time_type} NOT NULL']
-    cols += [f"\"{c}\" {text} NOT NULL DEFAULT ''" for c in _TEXT_COLS]
-    cols += [f'"{c}" {integer} NOT NULL DEFAULT 0' for c in ("duration", "billsec", "amaflags")]
-    cols += [f'"sequence" {integer} NOT NULL DEFAULT 0']
+    for c in (*CDR_COLUMNS, *CDR_OPTIONAL_COLUMNS):
+        if c in _FREEPBX_INT:
+            cols.append(f'"{c}" {integer} NOT NULL DEFAULT 0')
+        elif c != "calldate":
+            cols.append(f"\"{c}\" {text} NOT NULL DEFAULT ''")
     stmts = [f'CREATE TABLE "{t}" ({", ".join(cols)})']
     stmts += [
         f'CREATE INDEX "{t}_{c}" ON "{t}" ("{c}")'
@@ -180,10 +170,10 @@ def freepbx_cdr_statements(dialect: str, table: str = "cdr") -> list[str]:
     get the same columns and indexes in their own types.
     """
     if dialect == "mysql":
-        return [_MYSQL.format(t=table)]
+        return [_FREEPBX_MYSQL.format(t=table)]
     if dialect == "postgresql":
-        return _generic(table, "timestamp without time zone", "varchar(255)", "integer")
-    return _generic(table, "TEXT", "TEXT", "INTEGER")
+        return _freepbx_generic(table, "timestamp without time zone", "varchar(255)", "integer")
+    return _freepbx_generic(table, "TEXT", "TEXT", "INTEGER")
 
 
 # ---------------------------------------------------------------------------

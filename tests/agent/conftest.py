@@ -581,7 +581,8 @@ async def make_pbx_db(
             dialect, cdr_table, cel_table, with_id=with_id, cdr_extra_columns=cdr_extra_columns
         )
         if freepbx:  # FreePBX's id-less CDR table (the CEL table keeps its id)
-            ddl = [s for s in ddl if cdr_table not in s] + freepbx_cdr_statements(dialect, cdr_table)
+            ddl = [s for s in ddl if cdr_table not in s]
+            ddl += freepbx_cdr_statements(dialect, cdr_table)
             with_id = False
         opener: Callable[[], Awaitable[Any]]
         if dialect == "postgresql":

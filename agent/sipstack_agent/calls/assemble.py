@@ -233,7 +233,9 @@ def assemble(
         ],
     )
 
-    recs = _derive.merge_recordings(recordings, _derive.recordings_from_rows(scels, scdrs, settings.timezone))
+    recs = _derive.merge_recordings(
+        recordings, _derive.recordings_from_rows(scels, scdrs, settings.timezone)
+    )
     return Call(
         call_key=key,
         linkedids=linkedids,

@@ -68,7 +68,7 @@ async def test_three_hour_call_ships_with_its_cdr_and_recordingfile(
     )
     try:
         await asyncio.sleep(1.5)  # the agent anchors at the (empty) tables' end
-        for kind, rows in runs(early):  # the call's start, 3 h ago, as the agent sees it now
+        for _kind, rows in runs(early):  # the call's start, 3 h ago, as the agent sees it now
             await pbx.writer.insert_cel(rows)
         assert await wait_until(lambda: bool(receiver.docs_for(e.linkedid)), 30), agent.log_tail()
         for kind, rows in runs(late):  # ... and its end: CEL, then FreePBX's CDR rows
