@@ -243,7 +243,9 @@ async def check_database(settings: Settings) -> list[CheckLine]:
     except ImportError as e:  # pragma: no cover - the SQL source is part of the package
         return [CheckLine("database", "FAIL", f"SQL source unavailable ({e})", "")]
     try:
-        report = await sql_inspect(settings.database, cel=settings.cel_mode == "db")
+        report = await sql_inspect(
+            settings.database, cel=settings.cel_mode == "db", settings=settings
+        )
     except Exception as e:
         db = settings.database
         return [

@@ -258,3 +258,53 @@ def _dst_slack(tz: ZoneInfo, t: datetime, span: float) -> timedelta:
     a = t.astimezone(tz).utcoffset() or timedelta(0)
     b = (t - timedelta(seconds=span)).astimezone(tz).utcoffset() or timedelta(0)
     return abs(a - b)
+
+
+# --------------------------------------------------------------------------- check
+
+FREEPBX_MARKERS = ("recordingfile", "did", "cnum", "cnam")
+
+
+def reading_plan(
+    columns: Sequence[str],
+    db_name: str,
+    table: str,
+    *,
+    max_call_duration: float,
+    lookback: float,
+    lookup_wait: float,
+    cel_feed: bool,
+) -> str:
+    """What `sipstack-agent check` says the agent will do with an id-less CDR table."""
+    cols = {c.lower() for c in columns}
+    extras = [c for c in FREEPBX_MARKERS if c in cols]
+    name = f"{db_name}.{table}" if db_name and "." not in table else table
+    if extras:
+        layout = f"FreePBX/Issabel layout ({name}: no id column, {', '.join(extras)})"
+    else:
+        layout = f"{name}: no id column"
+    every = f"every {max(lookback / 4, 1.0):g} s" if cel_feed else "every poll"
+    parts = [
+        f"{layout}. CDR rows are read by call end (calldate + duration) {every}, "
+        f"over calls up to CDR_MAX_CALL_DURATION={max_call_duration:g} s long "
+        f"(calldate >= newest end - {max_call_duration:g} s - POLL_LOOKBACK_SECONDS={lookback:g})"
+    ]
+    if cel_feed and lookup_wait > 0:
+        parts.append(
+            f"the CDR rows of each call CEL reports ended are fetched by uniqueid IN (...) "
+            f"and the call waits up to CDR_LOOKUP_WAIT={lookup_wait:g} s for them"
+        )
+    elif cel_feed:
+        parts.append("CDR_LOOKUP_WAIT=0: ended calls do not wait for their CDR rows")
+    uses = []
+    if "recordingfile" in cols:
+        uses.append("recordingfile -> the recording under RECORDING_PATHS/YYYY/MM/DD/")
+    if "did" in cols:
+        uses.append("did -> dnid (when CEL has no cid_dnid)")
+    if "cnum" in cols or "cnam" in cols:
+        uses.append("cnum/cnam -> caller number/name where CEL has none")
+    if "dst_cnam" in cols:
+        uses.append("dst_cnam -> dst_name")
+    if uses:
+        parts.append("; ".join(uses))
+    return "; ".join(parts)

@@ -48,7 +48,7 @@ from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..state import StateStore
-from .cdr_end import CdrEndReader
+from .cdr_end import CdrEndReader, reading_plan
 from .dialects import Dialect, dialect_for, valid_identifier
 
 __all__ = [
@@ -1099,7 +1099,12 @@ class CheckResult:
 
 
 async def inspect(
-    db: DatabaseSettings, *, cel: bool = True, cdr: bool = True, recent_rows: int = 5000
+    db: DatabaseSettings,
+    *,
+    cel: bool = True,
+    cdr: bool = True,
+    recent_rows: int = 5000,
+    settings: Settings | None = None,
 ) -> list[CheckResult]:
     """Preflight of the PBX database for `sipstack-agent check` (read-only queries only)."""
     out: list[CheckResult] = []
@@ -1155,6 +1160,18 @@ async def inspect(
             )
             out.append(await _check_read_only(con, d, table, kind))
             out.append(await _check_indexes(con, d, table, kind, info))
+            if kind == "cdr" and not info.id_col:
+                s = settings or Settings(database=db, cel_mode="db" if cel else "none")
+                plan = reading_plan(
+                    info.columns,
+                    db.name if d.name != "sqlite" else "",
+                    table,
+                    max_call_duration=s.cdr_max_call_duration,
+                    lookback=s.lookback_seconds,
+                    lookup_wait=s.cdr_lookup_wait,
+                    cel_feed=s.cel_mode != "none",
+                )
+                out.append(CheckResult("cdr reading", True, plan))
             if kind == "cel":
                 out.append(await _check_linkedid_end(con, d, info, recent_rows))
     finally:
@@ -1196,7 +1213,8 @@ async def _check_indexes(
         indexed = {decode_text(r[0]).lower() for r in await con.fetch(sql, args)}
     except Exception as e:
         return CheckResult(f"{kind} indexes", False, f"could not list indexes: {e}")
-    want = ["linkedid", info.time_col.lower()]
+    # id-less CDR tables are looked up by uniqueid (cdr_end.py), not by linkedid
+    want = ["uniqueid" if kind == "cdr" and not info.id_col else "linkedid", info.time_col.lower()]
     if info.id_col:
         want.insert(0, info.id_col.lower())
     missing = [c for c in want if c not in indexed]

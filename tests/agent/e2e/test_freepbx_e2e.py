@@ -5,16 +5,19 @@ FreePBX names in `cdr.recordingfile` (found under RECORDING_PATHS/YYYY/MM/DD).""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sipstack_agent.demo import agent_env
 from sipstack_agent.pbxsim import TrafficGenerator, timeline
 from sipstack_agent.receiver import Receiver
 
-from .helpers import API_KEY, runs, start_agent, wait_until
+from .helpers import API_KEY, db_env, runs, start_agent, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -94,3 +97,25 @@ async def test_three_hour_call_ships_with_its_cdr_and_recordingfile(
         e.start.strftime("%Y/%m/%d") + "/freepbx-named-recording.wav"
     )
     assert receiver.rejects() == []
+
+
+async def test_check_command_describes_the_freepbx_plan(
+    make_pbx_db: Callable[..., Awaitable[Any]], tmp_path: Path
+) -> None:
+    """`sipstack-agent check` (the real command) on FreePBX's MariaDB tables."""
+    pbx = await make_pbx_db("mysql", freepbx=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "CEL_", "CDR_"))},
+        **agent_env(api_url="http://127.0.0.1:9/x", state_dir=str(tmp_path / "s"),
+                    db=db_env(pbx.settings), api_key=API_KEY,
+                    extra={"CDR_MAX_CALL_DURATION": "18000"}),
+    }  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sipstack_agent.cli", "check", "--no-api", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+    (line,) = [ln for ln in out.splitlines() if "cdr reading" in ln]
+    assert line.startswith("OK ") and "FreePBX/Issabel layout" in line, out
+    assert "CDR_MAX_CALL_DURATION=18000 s" in line and "uniqueid IN (...)" in line
+    assert "recordingfile" in line and "did -> dnid" in line
