@@ -183,8 +183,7 @@ class CdrEndReader:
 
     def _forget(self, newest: datetime) -> None:
         horizon = newest - timedelta(seconds=self.lookback + 5)
-        if len(self.seen) > 1000:
-            self.seen = {k: e for k, e in self.seen.items() if e >= horizon}
+        self.seen = {k: e for k, e in self.seen.items() if e >= horizon}
 
     # ------------------------------------------------------------ lookups
 

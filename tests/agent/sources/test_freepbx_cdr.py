@@ -213,3 +213,48 @@ async def test_check_on_an_id_less_table_without_a_uniqueid_index_warns(
     assert not idx.ok and not idx.fatal and "uniqueid" in idx.detail
     assert f"CREATE INDEX {pbx.settings.table_cdr}_uniqueid_idx" in idx.hint
     assert "FreePBX" not in res["cdr reading"].detail
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_end_sweep_pages_ties_and_keeps_a_bounded_memory(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore
+) -> None:
+    """1500 calls ending 3 s apart (simulated clock running ahead) and 60 sharing one
+    end second, read in pages of 50: all stored once; the memory of row keys keeps only
+    the rows ending inside the look-back window."""
+    pbx = await make_pbx_db(dialect, freepbx=True)
+    src = make_source(pbx.settings, store, cel_mode="none", batch_size=50,
+                      max_records_per_poll=400)  # fmt: skip
+    await src.poll_once()
+    now = datetime.now(UTC).replace(microsecond=0)
+    rows = [cdr(f"1700001000.{i}", now - timedelta(hours=2), 7200 + 3 * i) for i in range(1500)]
+    tie = now + timedelta(seconds=3 * 1500 + 60)
+    rows += [cdr(f"1700002000.{i}", tie - timedelta(seconds=30 + i), 30 + i) for i in range(60)]
+    await pbx.writer.insert_cdr(rows)
+    for _ in range(50):
+        await src.poll_once()
+        if not src.backlog:
+            break
+    assert await stored_uniqueids(store) == sorted(r.uniqueid for r in rows)
+    assert src._end is not None and len(src._end.seen) <= 60 + 20 // 3 + 3
+    await src.poll_once()  # nothing new: nothing stored again
+    assert len(await stored_uniqueids(store)) == len(rows)
+    await src.close()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_call_across_a_dst_change_is_not_missed(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], store: StateStore
+) -> None:
+    """PBX in local time: 01:30 EST + 1 h is 03:30 EDT, but naive SQL arithmetic says 02:30.
+    The sweep widens its bound by the DST shift, so the row is still read."""
+    pbx = await make_pbx_db(dialect, freepbx=True, timezone="America/Toronto")
+    src = make_source(pbx.settings, store, cel_mode="none")
+    await src.poll_once()
+    before = datetime(2027, 3, 14, 6, 30, tzinfo=UTC)  # 01:30 EST
+    await pbx.writer.insert_cdr([cdr("1800000000.1", before + timedelta(minutes=30), 1740)])
+    await src.poll_once()  # the newest end is now 07:29 UTC (03:29 EDT)
+    await pbx.writer.insert_cdr([cdr("1800000001.1", before, 3600)])  # ends 07:30 UTC
+    await src.poll_once()
+    assert await stored_uniqueids(store) == ["1800000000.1", "1800000001.1"]
+    await src.close()
