@@ -582,6 +582,11 @@ class SqlSource:
             "newest_row_time": _iso(self._newest_time),
             "last_success": _iso(self.last_success),
             "last_error": self.last_error,
+            **(
+                {"cdr_lookups_pending": len(self._end.pending), "cdr_lookups": self._end.lookups}
+                if self._end is not None
+                else {}
+            ),
         }
 
     async def _ensure(self) -> TableInfo:

@@ -119,3 +119,43 @@ async def test_check_command_describes_the_freepbx_plan(
     assert line.startswith("OK ") and "FreePBX/Issabel layout" in line, out
     assert "CDR_MAX_CALL_DURATION=18000 s" in line and "uniqueid IN (...)" in line
     assert "recordingfile" in line and "did -> dnid" in line
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "postgresql", "sqlite"])
+async def test_cdr_only_three_hour_call_written_at_hangup_ships(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
+) -> None:
+    """CDR only (CEL_MODE empty), look-back 20 s: the row of a 3 h call, written when it
+    hangs up, ships; FreePBX's did / cnam say what the row's own columns do not."""
+    pbx = await make_pbx_db(dialect, freepbx=True)
+    state = tmp_path / "state"
+    agent = start_agent(pbx.settings, receiver.calls_url, state, START_FROM="latest",
+                        CEL_MODE="", POLL_LOOKBACK_SECONDS="20")  # fmt: skip
+    lid = "1796000000.7"
+    try:
+        await asyncio.sleep(1.5)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+        await pbx.writer.insert_cdr(
+            [
+                {
+                    "calldate": start, "clid": "", "src": "6135550100", "dst": "s",
+                    "dcontext": "from-trunk", "channel": "PJSIP/trunk-00000007",
+                    "dstchannel": "PJSIP/101-00000008", "lastapp": "Dial",
+                    "lastdata": "PJSIP/101,,tr", "duration": 3 * 3600, "billsec": 3 * 3600 - 6,
+                    "disposition": "ANSWERED", "amaflags": 3, "uniqueid": lid, "linkedid": lid,
+                    "sequence": 7, "did": "6135550199", "cnum": "6135550100",
+                    "cnam": "ACME Corp", "recordingfile": "",
+                }
+            ]
+        )  # fmt: skip
+        assert await wait_until(lambda: receiver.latest_complete(lid) is not None, 60), (
+            agent.log_tail()
+        )
+    finally:
+        assert await asyncio.to_thread(agent.terminate, 15) == 0
+    doc = receiver.latest_complete(lid)
+    assert doc is not None and cdr_threads(doc) == 1
+    assert doc["billsec"] == 3 * 3600 - 6 and doc["duration_seconds"] == 3 * 3600
+    assert doc["dnid"] == "6135550199" and doc["src_name"] == "ACME Corp"
+    assert doc["direction"] == "i"
+    assert receiver.rejects() == []
