@@ -383,6 +383,13 @@ class Agent:
         records = await self.store.load_calls(list(keys))
         gaps = await self._cel_gaps()
         watermark = self.watermarks.low()
+        cdr_src = self.sources.get("sql:cdr")
+        lookup = cdr_src is not None and bool(cdr_src.cdr_lookup_active)
+        calls = (
+            replace(self.call_settings, cdr_wait=s.cdr_lookup_wait)
+            if lookup
+            else self.call_settings
+        )
         results: list[tuple[str, Any]] = []
         notes: list[tuple[Any, Any]] = []
         n_docs = 0
@@ -395,7 +402,7 @@ class Agent:
                     rec.ship,
                     call_key=rec.call_key,
                     now=now,
-                    settings=self.call_settings,
+                    settings=calls,
                     identity=s.identity,
                     gaps=gaps,
                     watermark=watermark,
@@ -415,6 +422,9 @@ class Agent:
         self.evaluated_total += len(notes)
         for rec, ev in notes:
             call = ev.call
+            if cdr_src is not None and lookup and call.awaiting_cdr:
+                uids = [*(ch.uniqueid for ch in call.channels), *call.linkedids]
+                cdr_src.request_cdr_lookup(call.call_key, uids, call.derived.start)
             if ev.closed and ev.documents and rec.ship.last_phase != "complete":
                 reason = call.completion_reason or "unknown"
                 self.metrics.calls_completed.labels(reason).inc()

@@ -270,7 +270,10 @@ async def check_database(settings: Settings) -> list[CheckLine]:
         return [CheckLine("database", "FAIL", f"SQL source unavailable ({e})", "")]
     try:
         report = await sql_inspect(
-            settings.database, cel=settings.cel_mode == "db", max_age=settings.calls.max_age
+            settings.database,
+            cel=settings.cel_mode == "db",
+            max_age=settings.calls.max_age,
+            settings=settings,
         )
     except Exception as e:
         db = settings.database

@@ -107,6 +107,9 @@ class CallSettings:
     cdr_only: bool = False  # no CEL source: a call is its CDR rows
     timezone: str = "UTC"  # reported in documents (the resolved zones.PbxZone)
     timezone_source: str = "configured"  # how it was found: zones.FOUND
+    # Seconds a call CEL says has ended waits for CDR rows fetched by lookup (0 = no wait);
+    # the app sets it from CDR_LOOKUP_WAIT while the CDR table is read without ids.
+    cdr_wait: float = 0.0
     direction: DirectionSettings = field(default_factory=DirectionSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
 
@@ -179,6 +182,8 @@ class Settings:
     max_records_per_poll: int = 5000
     overlap_ids: int = 200  # re-read window below the id checkpoint
     lookback_seconds: float = 120.0  # for tables without an id column
+    cdr_max_call_duration: float = 14400.0  # CDR_MAX_CALL_DURATION: id-less CDR end sweeps
+    cdr_lookup_wait: float = 15.0  # CDR_LOOKUP_WAIT: an ended call waits this for its CDR rows
     start_from: str = "latest"  # latest | beginning | ISO time
     start_from_time: datetime | None = None
     state_dir: str = "/data"
@@ -990,6 +995,10 @@ def load_settings(
         lookback_seconds=r.float_(
             "POLL_LOOKBACK_SECONDS", default=120.0, hi=86400, lo_inclusive=True
         ),
+        cdr_max_call_duration=r.float_(
+            "CDR_MAX_CALL_DURATION", default=14400.0, lo=60, hi=7 * 86400, lo_inclusive=True
+        ),
+        cdr_lookup_wait=r.float_("CDR_LOOKUP_WAIT", default=15.0, hi=3600, lo_inclusive=True),
         start_from=start_from,
         start_from_time=start_from_time,
         state_dir=state_dir,

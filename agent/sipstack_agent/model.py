@@ -59,7 +59,15 @@ CDR_COLUMNS: tuple[str, ...] = (
 )
 
 # Optional CDR columns some installs add (FreePBX); kept in CdrRow.extras.
-CDR_OPTIONAL_COLUMNS: tuple[str, ...] = ("recordingfile", "did", "cnum", "cnam", "outbound_cnum")
+CDR_OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "recordingfile",
+    "did",
+    "cnum",
+    "cnam",
+    "outbound_cnum",
+    "outbound_cnam",
+    "dst_cnam",
+)
 
 
 def _digest(parts: tuple[object, ...]) -> str:

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS
+
 CEL_DDL: dict[str, str] = {
     "postgresql": """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -107,6 +109,71 @@ def create_table_statements(
     for table, timecol in ((cdr_table, "calldate"), (cel_table, "eventtime")):
         stmts.extend(s.format(table=table, timecol=timecol) for s in INDEX_DDL)
     return stmts
+
+
+_FREEPBX_MYSQL = """CREATE TABLE `{t}` (
+  `calldate` datetime NOT NULL DEFAULT '0000-00-00 00:00:00',
+  `clid` varchar(80) NOT NULL DEFAULT '',
+  `src` varchar(80) NOT NULL DEFAULT '',
+  `dst` varchar(80) NOT NULL DEFAULT '',
+  `dcontext` varchar(80) NOT NULL DEFAULT '',
+  `channel` varchar(80) NOT NULL DEFAULT '',
+  `dstchannel` varchar(80) NOT NULL DEFAULT '',
+  `lastapp` varchar(80) NOT NULL DEFAULT '',
+  `lastdata` varchar(80) NOT NULL DEFAULT '',
+  `duration` int(11) NOT NULL DEFAULT '0',
+  `billsec` int(11) NOT NULL DEFAULT '0',
+  `disposition` varchar(45) NOT NULL DEFAULT '',
+  `amaflags` int(11) NOT NULL DEFAULT '0',
+  `accountcode` varchar(20) NOT NULL DEFAULT '',
+  `uniqueid` varchar(32) NOT NULL DEFAULT '',
+  `userfield` varchar(255) NOT NULL DEFAULT '',
+  `did` varchar(50) NOT NULL DEFAULT '',
+  `recordingfile` varchar(255) NOT NULL DEFAULT '',
+  `cnum` varchar(80) NOT NULL DEFAULT '',
+  `cnam` varchar(80) NOT NULL DEFAULT '',
+  `outbound_cnum` varchar(80) NOT NULL DEFAULT '',
+  `outbound_cnam` varchar(80) NOT NULL DEFAULT '',
+  `dst_cnam` varchar(80) NOT NULL DEFAULT '',
+  `linkedid` varchar(32) NOT NULL DEFAULT '',
+  `peeraccount` varchar(80) NOT NULL DEFAULT '',
+  `sequence` int(11) NOT NULL DEFAULT '0',
+  KEY `calldate` (`calldate`),
+  KEY `dst` (`dst`),
+  KEY `accountcode` (`accountcode`),
+  KEY `uniqueid` (`uniqueid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"""
+
+_FREEPBX_INT = ("duration", "billsec", "amaflags", "sequence")
+
+
+def _freepbx_generic(t: str, time_type: str, text: str, integer: str) -> list[str]:
+    cols = [f'"calldate" {time_type} NOT NULL']
+    for c in (*CDR_COLUMNS, *CDR_OPTIONAL_COLUMNS):
+        if c in _FREEPBX_INT:
+            cols.append(f'"{c}" {integer} NOT NULL DEFAULT 0')
+        elif c != "calldate":
+            cols.append(f"\"{c}\" {text} NOT NULL DEFAULT ''")
+    stmts = [f'CREATE TABLE "{t}" ({", ".join(cols)})']
+    stmts += [
+        f'CREATE INDEX "{t}_{c}" ON "{t}" ("{c}")'
+        for c in ("calldate", "dst", "accountcode", "uniqueid")
+    ]
+    return stmts
+
+
+def freepbx_cdr_statements(dialect: str, table: str = "cdr") -> list[str]:
+    """FreePBX's `asteriskcdrdb.cdr`: no id column, its extra columns and four indexes.
+
+    MariaDB: FreePBX's own table (the Issabel/FreePBX dump, with the `linkedid`,
+    `peeraccount` and `sequence` columns current FreePBX adds); PostgreSQL and SQLite
+    get the same columns and indexes in their own types.
+    """
+    if dialect == "mysql":
+        return [_FREEPBX_MYSQL.format(t=table)]
+    if dialect == "postgresql":
+        return _freepbx_generic(table, "timestamp without time zone", "varchar(255)", "integer")
+    return _freepbx_generic(table, "TEXT", "TEXT", "INTEGER")
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Fixtures
                       for the test module, dropped afterwards (``ServerDb``).
 ``make_pbx_db``       (function) factory: ``await make_pbx_db("mysql", with_id=False,
                       timezone="America/Toronto", cdr_extra_columns=("recordingfile",))``
+                      (``freepbx=True``: FreePBX's id-less ``asteriskcdrdb.cdr`` layout)
                       for variants (``pg_sql_ascii=True``: a SQL_ASCII PostgreSQL
                       database); everything it creates is cleaned up.
 ``tcp_proxy``         (function) factory of cuttable TCP forwarders: a database restart
@@ -53,7 +54,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sipstack_agent.config import DatabaseSettings
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
-from sipstack_agent.pbxsim import create_table_statements
+from sipstack_agent.pbxsim import create_table_statements, freepbx_cdr_statements
 
 SAMPLE_DIR = Path(
     os.environ.get(
@@ -596,6 +597,7 @@ async def make_pbx_db(
         cdr_extra_columns: Sequence[str] = (),
         suffix: str = "",
         pg_sql_ascii: bool = False,
+        freepbx: bool = False,
     ) -> PbxDb:
         n = len(writers) + 1
         tag = uuid.uuid4().hex[:6]
@@ -603,6 +605,10 @@ async def make_pbx_db(
         ddl = table_ddl(
             dialect, cdr_table, cel_table, with_id=with_id, cdr_extra_columns=cdr_extra_columns
         )
+        if freepbx:  # FreePBX's id-less CDR table (the CEL table keeps its id)
+            ddl = [s for s in ddl if cdr_table not in s]
+            ddl += freepbx_cdr_statements(dialect, cdr_table)
+            with_id = False
         opener: Callable[[], Awaitable[Any]]
         if dialect == "postgresql":
             import asyncpg

@@ -24,6 +24,10 @@
 - No activity at all for CALL_MAX_AGE: force-completed ("max_age", forced).
 - A call complete by the rules above is held (`held`, `wait_mark`) until every
   source has read past its end and SHIP_COMPLETE_AFTER has passed (settle.py).
+- While the CDR table is read without ids (`CallSettings.cdr_wait` > 0), a call
+  the CEL rules complete but that has no CDR row yet waits up to `cdr_wait`
+  seconds after its rows last changed (`awaiting_cdr`): its CDR rows are being
+  fetched by uniqueid. The first CDR row, or the end of the wait, completes it.
 
 "Activity" is the newest event time of the rows, or the time the rows were
 last seen to change (`rows_changed_at`, tracked by `evaluate`) when that is
@@ -199,6 +203,13 @@ def assemble(
         complete, reason, idle_deadline = _completion(
             scels, cdr_mode, channels, linkedids, activity, now, settings
         )
+    awaiting_cdr = False
+    if complete and not cdr_mode and not scdrs and settings.cdr_wait > 0:
+        # CDR rows of ended calls are being fetched (id-less CDR table): wait for them,
+        # counted from when the rows last changed (a backlog waits as long as a live call).
+        wait_until = _derive.utc(rows_changed_at or now) + timedelta(seconds=settings.cdr_wait)
+        if now < wait_until:
+            complete, reason, idle_deadline, awaiting_cdr = False, "", wait_until, True
     max_age_deadline = activity + timedelta(seconds=max(0.0, settings.max_age))
     forced = False
     if not complete and now >= max_age_deadline:
@@ -242,7 +253,9 @@ def assemble(
         ],
     )
 
-    recs = _derive.merge_recordings(recordings, _derive.recordings_from_rows(scels, scdrs))
+    recs = _derive.merge_recordings(
+        recordings, _derive.recordings_from_rows(scels, scdrs, settings.timezone)
+    )
     return Call(
         call_key=key,
         linkedids=linkedids,
@@ -267,4 +280,5 @@ def assemble(
         timezone_source=settings.timezone_source,
         held=held,
         wait_mark=wait_mark,
+        awaiting_cdr=awaiting_cdr,
     )

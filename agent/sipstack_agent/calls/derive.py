@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sipstack_agent.calls import numbers
 from sipstack_agent.calls.direction import LOCAL, classify_channel, party_label
@@ -323,7 +324,21 @@ def recording_from_appdata(
     )
 
 
-def recordings_from_rows(cels: Sequence[CelRow], cdrs: Sequence[CdrRow]) -> list[RecordingFile]:
+def freepbx_recording_path(name: str, calldate: datetime, timezone: str = "UTC") -> str:
+    """Where FreePBX writes `cdr.recordingfile`: monitor/YYYY/MM/DD/ of the PBX-local date
+    (a full path is kept). The recordings stage replaces it with the file it really finds."""
+    if name.startswith("/"):
+        return name
+    try:
+        local = utc(calldate).astimezone(ZoneInfo(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        local = utc(calldate)
+    return os.path.join(MONITOR_DIR, local.strftime("%Y/%m/%d"), name)
+
+
+def recordings_from_rows(
+    cels: Sequence[CelRow], cdrs: Sequence[CdrRow], timezone: str = "UTC"
+) -> list[RecordingFile]:
     """MixMonitor APP_START rows and the FreePBX `recordingfile` CDR column."""
     out: list[RecordingFile] = []
     for row in cels:
@@ -334,7 +349,7 @@ def recordings_from_rows(cels: Sequence[CelRow], cdrs: Sequence[CdrRow]) -> list
     for cdr in cdrs:
         name = cdr_extra(cdr, "recordingfile").strip()
         if name:
-            path = name if name.startswith("/") else os.path.join(MONITOR_DIR, name)
+            path = freepbx_recording_path(name, cdr.calldate, timezone)
             out.append(
                 RecordingFile(
                     filename=os.path.basename(path),
@@ -536,10 +551,14 @@ def derive(
     ring = _secs((answer_time or stop) - start)
     talk = _secs(stop - answer_time) if answer_time is not None and end is not None else None
 
-    # DNID: the first channel's cid_dnid, else the first dialable CHAN_START exten.
+    # DNID: the first channel's cid_dnid, else FreePBX's CDR `did` (the DID its inbound
+    # route matched), else the first dialable CHAN_START exten, else the first CDR dst.
+    did = next((cdr_extra(c, "did") for c in cdrs if cdr_extra(c, "did")), "")
     dnid = origin.dnid if origin is not None else ""
     if not dnid:
         dnid = next((c.dnid for c in channels if c.dnid), "")
+    if not dnid:
+        dnid = did
     if not dnid:
         dnid = next(
             (
@@ -549,18 +568,22 @@ def derive(
             ),
             "",
         )
-    if not dnid and cdrs:
-        dnid = next((cdr_extra(c, "did") for c in cdrs if cdr_extra(c, "did")), "")
-        if not dnid and numbers.is_dialable(cdrs[0].dst):
-            dnid = cdrs[0].dst
+    if not dnid and cdrs and numbers.is_dialable(cdrs[0].dst):
+        dnid = cdrs[0].dst
     dnid = numbers.clean(dnid)
 
     # Source party.
     first_cdr = cdrs[0] if cdrs else None
     clid_name, clid_num = parse_clid(first_cdr.clid) if first_cdr else ("", "")
-    src_raw = (origin.cid_num if origin else "") or (first_cdr.src if first_cdr else "") or clid_num
+    # FreePBX's cnum / cnam (the caller id after its CID lookups) fill in what CEL lacks.
+    cnum = next((cdr_extra(c, "cnum") for c in cdrs if cdr_extra(c, "cnum")), "")
+    cnam = next((cdr_extra(c, "cnam") for c in cdrs if cdr_extra(c, "cnam")), "")
+    src_raw = (
+        (origin.cid_num if origin else "") or (first_cdr.src if first_cdr else "") or clid_num
+    ) or cnum
     src_number = numbers.normalize(src_raw, settings)
     src_name = _clean_name((origin.cid_name if origin else "") or clid_name, src_raw)
+    src_name = src_name or _clean_name(cnam, src_raw)
     src_extension = ""
     if origin is not None and origin.kind == "extension":
         src_extension = origin.label
@@ -579,6 +602,9 @@ def derive(
         dst_name = _clean_name(dest.cid_name, dest.cid_num)
     elif dest is None and numbers.is_extension(dst_number, settings):
         dst_extension = dst_number
+    if not dst_name:  # FreePBX's dst_cnam: the name of the extension it rang
+        dst_cnam = next((cdr_extra(c, "dst_cnam") for c in cdrs if cdr_extra(c, "dst_cnam")), "")
+        dst_name = _clean_name(dst_cnam, dst_number)
     dst_extension_name = dst_name if dst_extension else ""
 
     hangup_cause = origin.hangup_cause if origin is not None else None

@@ -115,6 +115,7 @@ class Call:
     held: bool = False  # complete by its rows, waiting for the sources / SHIP_COMPLETE_AFTER
     wait_mark: datetime | None = None  # held until the sources' low watermark reaches it
     supersedes: tuple[tuple[str, int], ...] = ()  # (linkedid, revision) shipped before a merge
+    awaiting_cdr: bool = False  # CEL says it ended; waiting (CallSettings.cdr_wait) for CDR rows
 
     @property
     def row_count(self) -> int:

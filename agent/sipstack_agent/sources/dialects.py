@@ -192,6 +192,47 @@ class Dialect:
         t = self.q(time_col)
         return f"SELECT typeof({t}) FROM {self.q(table)} ORDER BY rowid DESC LIMIT 1"
 
+    # ------------------------------------------------------------ id-less CDR tables
+
+    def cdr_end_expr(self, time_col: str, duration_col: str, *, epoch: bool) -> str:
+        """A CDR row's end (calldate + duration) in the column's own time type."""
+        t, dur = self.q(time_col), f"coalesce({self.q(duration_col)}, 0)"
+        if epoch:
+            return f"({t} + {dur})"
+        if self.name == "postgresql":
+            return f"({t} + {dur} * interval '1 second')"
+        if self.name == "mysql":
+            return f"({t} + INTERVAL {dur} SECOND)"
+        return f"datetime({t}, '+' || {dur} || ' seconds')"
+
+    def select_cdr_ended_since(
+        self, cols: str, table: str, time_col: str, duration_col: str, *, epoch: bool
+    ) -> str:
+        """Rows with calldate >= $1 (the index bound) and end >= $2, by end, LIMIT $3."""
+        t = self.q(time_col)
+        end = self.cdr_end_expr(time_col, duration_col, epoch=epoch)
+        return (
+            f"SELECT {cols} FROM {self.q(table)} WHERE {t} >= {self.ph(1)} "
+            f"AND {end} >= {self.ph(2)} ORDER BY {end}, {t} LIMIT {self.ph(3)}"
+        )
+
+    def select_max_cdr_end(
+        self, table: str, time_col: str, duration_col: str, *, epoch: bool
+    ) -> str:
+        """The newest end among rows with calldate >= $1."""
+        end = self.cdr_end_expr(time_col, duration_col, epoch=epoch)
+        return f"SELECT max({end}) FROM {self.q(table)} WHERE {self.q(time_col)} >= {self.ph(1)}"
+
+    def select_by_uniqueids(
+        self, cols: str, table: str, uniqueid_col: str, time_col: str, n: int
+    ) -> str:
+        """Rows whose uniqueid is one of $1..$n and calldate >= $n+1 (indexed on uniqueid)."""
+        marks = ", ".join(self.ph(i + 1) for i in range(n))
+        return (
+            f"SELECT {cols} FROM {self.q(table)} WHERE {self.q(uniqueid_col)} IN ({marks}) "
+            f"AND {self.q(time_col)} >= {self.ph(n + 1)}"
+        )
+
 
 DIALECTS: dict[str, Dialect] = {
     "postgresql": Dialect("postgresql", '"', "$"),

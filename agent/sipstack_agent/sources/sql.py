@@ -52,6 +52,7 @@ from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelR
 from ..state import StateStore
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice
+from .cdr_end import CdrEndReader, reading_plan
 from .dialects import Dialect, dialect_for, valid_identifier
 from .timezone import ClockCheck, ZoneResolver, start_time
 
@@ -567,6 +568,18 @@ class SqlSource:
         if watermarks is not None:
             watermarks.register(self.position_name)
         self._pacer = ReadPacer(watermarks)  # the evaluator may ask for a read now
+        self._end = (
+            CdrEndReader(
+                max_call_duration=settings.cdr_max_call_duration,
+                lookback=max(0.0, settings.lookback_seconds),
+                batch_size=settings.batch_size,
+                budget=settings.max_records_per_poll,
+                lookup_wait=settings.cdr_lookup_wait,
+                cel_feed=settings.cel_mode != "none",
+            )
+            if kind == "cdr"
+            else None
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -592,6 +605,11 @@ class SqlSource:
             "newest_row_time": _iso(self._newest_time),
             "last_success": _iso(self.last_success),
             "last_error": self.last_error,
+            **(
+                {"cdr_lookups_pending": len(self._end.pending), "cdr_lookups": self._end.lookups}
+                if self._end is not None
+                else {}
+            ),
         }
 
     async def _ensure(self) -> TableInfo:
@@ -625,6 +643,12 @@ class SqlSource:
                 await self.store.set_position(self.position_name, self._pos)
                 log.info("%s: fresh start at %s", self.position_name, self._pos)
             self._newest_time = _parse_iso(self._pos.get("newest_time") or self._pos.get("time"))
+            if (
+                self._end is not None
+                and self._pos["mode"] == "time"
+                and "end_time" not in self._pos
+            ):
+                self._pos.update(self._end.upgraded_fields(self._pos, self._end.lookback))
         return self.info
 
     async def close(self) -> None:
@@ -679,13 +703,16 @@ class SqlSource:
             rows = await self._db.fetch(d.select_max(info.table, info.time_col))
             t = (to_utc(rows[0][0], self._time_tz(info)) if rows else None) or datetime.now(UTC)
             t += timedelta(microseconds=1)  # strictly after the newest existing row
-        return {
+        pos: dict[str, Any] = {
             "mode": "time",
             "time": t.isoformat(),
             "epoch": 0,
             "floor_time": t.isoformat(),
             "start_from": sf,
         }
+        if self._end is not None:
+            pos.update(await self._end.fresh_fields(self._db, info, self, datetime.now(UTC)))
+        return pos
 
     async def _max_id(self, info: TableInfo) -> int:
         assert self._db is not None and info.id_col
@@ -983,7 +1010,59 @@ class SqlSource:
         if len(self._time.seen) > 1000:
             self._time.seen = {k: t for k, t in self._time.seen.items() if t >= horizon}
         self._lag_rows.set(0 if not full else budget)
+        if self._end is not None:
+            stored += await self._poll_cdr_end(info)
         return stored
+
+    # ------------------------------------------------------------ id-less CDR (cdr_end.py)
+
+    @property
+    def cdr_lookup_active(self) -> bool:
+        """CDR rows of ended calls are fetched by uniqueid (id-less CDR table, CEL feed)."""
+        return (
+            self._end is not None
+            and self._end.cel_feed
+            and self.info is not None
+            and (not self.info.id_col)
+        )
+
+    def request_cdr_lookup(self, call_key: str, uniqueids: Sequence[str], since: datetime) -> None:
+        if self._end is not None:
+            self._end.request(call_key, uniqueids, since)
+
+    async def _poll_cdr_end(self, info: TableInfo) -> int:
+        assert self._end is not None and self._db is not None and self._pos is not None
+        run, full = self._end.due(time.monotonic(), self.settings.poll_interval)
+        stored = 0
+        if run:
+            stored += await self._end.sweep(self._db, info, self._pos, self, full=full)
+            self.backlog = self.backlog or self._end.backlog
+        if self._end.pending:
+            stored += await self._end.lookup(self._db, info, self)
+        return stored
+
+    def db_time(self, t: datetime, info: TableInfo) -> object:
+        return self._db_time(t, info)
+
+    def row_time(self, value: object, info: TableInfo) -> datetime | None:
+        return to_utc(value, self._time_tz(info))
+
+    def time_zone(self, info: TableInfo) -> ZoneInfo:
+        return self._time_tz(info)
+
+    def build_cdr(self, row: tuple[object, ...]) -> CdrRow | None:
+        assert self._builder is not None
+        built = self._builder(row)
+        if built is None:
+            self.metrics.rows_discarded.labels(reason="bad_time").inc()
+        return built if isinstance(built, CdrRow) else None
+
+    async def store_cdrs(self, rows: Sequence[CdrRow], end_time: datetime | None) -> int:
+        assert self._pos is not None
+        pos = dict(self._pos)
+        if end_time is not None:
+            pos["end_time"] = end_time.isoformat()
+        return await self._ingest(rows, pos)
 
     async def _store_time(self, rows: list[tuple[Any, ...]]) -> int:
         assert self._builder is not None and self._pos is not None
@@ -1071,6 +1150,7 @@ async def inspect(
     recent_rows: int = 5000,
     max_age: float = 6 * 3600.0,
     live_wait: float = 3.0,
+    settings: Settings | None = None,
 ) -> list[CheckResult]:
     """Preflight of the PBX database for `sipstack-agent check` (read-only queries only)."""
     out: list[CheckResult] = []
@@ -1141,6 +1221,18 @@ async def inspect(
             )
             out.append(await _check_read_only(con, d, table, kind))
             out.append(await _check_indexes(con, d, table, kind, info))
+            if kind == "cdr" and not info.id_col:
+                s = settings or Settings(database=db, cel_mode="db" if cel else "none")
+                plan = reading_plan(
+                    info.columns,
+                    db.name if d.name != "sqlite" else "",
+                    table,
+                    max_call_duration=s.cdr_max_call_duration,
+                    lookback=s.lookback_seconds,
+                    lookup_wait=s.cdr_lookup_wait,
+                    cel_feed=s.cel_mode != "none",
+                )
+                out.append(CheckResult("cdr reading", True, plan))
             if kind == "cel":
                 out.append(await _check_linkedid_end(con, d, info, recent_rows))
             infos.append(info)
@@ -1261,7 +1353,8 @@ async def _check_indexes(
         indexed = {decode_text(r[0]).lower() for r in await con.fetch(sql, args)}
     except Exception as e:
         return CheckResult(f"{kind} indexes", False, f"could not list indexes: {e}")
-    want = ["linkedid", info.time_col.lower()]
+    # id-less CDR tables are looked up by uniqueid (cdr_end.py), not by linkedid
+    want = ["uniqueid" if kind == "cdr" and not info.id_col else "linkedid", info.time_col.lower()]
     if info.id_col:
         want.insert(0, info.id_col.lower())
     missing = [c for c in want if c not in indexed]

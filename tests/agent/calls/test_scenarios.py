@@ -589,7 +589,9 @@ def test_freepbx_cdr_recordingfile_and_did_tenant() -> None:
     assert doc["timezone"] == "America/Toronto"
     assert doc["recording_files"][0]["source"] == "database"
     assert doc["recording_files"][0]["file_path"] == (
-        "/var/spool/asterisk/monitor/in-6135550199-6135550100-20261124-120000-1700000700.1.wav"
+        # FreePBX's layout: monitor/YYYY/MM/DD/ of the PBX-local date
+        "/var/spool/asterisk/monitor/2026/11/24/"
+        "in-6135550199-6135550100-20261124-120000-1700000700.1.wav"
     )
     by_code = replace(settings, tenants=TenantSettings(accountcode_map=(("ac9", "globex"),)))
     assert run([], s.cdrs, at=100, key=key, settings=by_code).documents[0]["tenant"] == "globex"
