@@ -163,11 +163,24 @@ def forget_connector(namespace: str | None, name: str, **_: Any) -> None:
     interval=CONFIG.status_interval,
     initial_delay=min(5.0, CONFIG.status_interval),
 )
-async def refresh_status(body: kopf.Body, **kwargs: Any) -> None:
+async def refresh_status(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **kwargs: Any,
+) -> None:
     reconciler = RUNTIME.reconciler
     if reconciler is None or kwargs.get("stopped"):
         return  # starting or stopping: the next round will do
-    await reconciler.refresh(_plain(body))
+    plain = _plain(body)
+    if reconciler.retry_due(namespace or "", name):
+        try:
+            await reconciler.reconcile(plain)
+        except (ReconcileError, SpecError) as e:
+            delay = reconciler.mark_pending(namespace or "", name)
+            logger.warning("retried reconcile failed: %s (next try in %.0f s)", e, delay)
+    await reconciler.refresh(plain)
 
 
 # --------------------------------------------------------------------------- secrets
@@ -199,7 +212,10 @@ async def secret_changed(
             try:
                 await reconciler.reconcile(body)
             except (ReconcileError, SpecError) as e:
-                # The conditions say what is wrong; the connector's own handler retries.
-                logger.warning("connector %s/%s: %s", namespace, connector, e)
+                # kopf never retries an event handler: the status timer does, with backoff.
+                delay = reconciler.mark_pending(namespace, connector)
+                logger.warning(
+                    "connector %s/%s: %s (retrying in %.0f s)", namespace, connector, e, delay
+                )
 
     await asyncio.gather(*(one(connector) for connector in users))

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,6 +111,8 @@ class Reconciler:
         self.post_event = post_event
         self.session = session
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # (namespace, name) -> (failed attempts, monotonic time of the next try)
+        self._pending: dict[tuple[str, str], tuple[int, float]] = {}
         # Last status written per (namespace, name, uid): fresher than the
         # body a timer or a secret event hands over.
         self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -121,6 +124,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self._pending.pop((namespace, name), None)
         for key in [k for k in self._written if k[:2] == (namespace, name)]:
             del self._written[key]
 
@@ -208,7 +212,10 @@ class Reconciler:
             except SpecError as e:
                 await self._write(
                     body,
-                    [st.Condition(st.READY, st.FALSE, "InvalidSpec", str(e))],
+                    [
+                        st.Condition(st.READY, st.FALSE, "InvalidSpec", str(e)),
+                        st.Condition(st.RECONCILED, st.FALSE, "InvalidSpec", str(e)),
+                    ],
                     generation=generation,
                 )
                 raise
@@ -225,6 +232,7 @@ class Reconciler:
                     body,
                     [
                         st.Condition(st.SECRETS_RESOLVED, st.FALSE, reason, message),
+                        st.Condition(st.RECONCILED, st.FALSE, reason, message),
                         st.Condition(st.READY, st.FALSE, reason, message),
                     ],
                     generation=generation,
@@ -249,6 +257,7 @@ class Reconciler:
                     body,
                     [
                         st.Condition(st.SECRETS_RESOLVED, st.TRUE, "SecretsFound", _found(spec)),
+                        st.Condition(st.RECONCILED, st.FALSE, "ApplyFailed", message),
                         st.Condition(st.READY, st.FALSE, "ApplyFailed", message),
                     ],
                     generation=generation,
@@ -258,7 +267,13 @@ class Reconciler:
             deployment = next((c for c in live if c.get("kind") == "Deployment"), None)
             if deployment is None:  # a server that answers apply without a body
                 deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
-            await self._write_status(body, spec, deployment, sm_available, generation=generation)
+            applied = st.reconciled_condition(
+                generation, [f"{c['kind']} {c['metadata']['name']}" for c in children]
+            )
+            await self._write_status(
+                body, spec, deployment, sm_available, applied, generation=generation
+            )
+            self._pending.pop((ns, name), None)
             return live
 
     def render(
@@ -295,26 +310,55 @@ class Reconciler:
         spec: ConnectorSpec,
         deployment: Mapping[str, Any] | None,
         sm_available: bool,
+        applied: st.Condition,
         *,
         generation: int | None,
-        agent_doc: Mapping[str, Any] | None = None,
     ) -> None:
         secrets_cond = st.Condition(st.SECRETS_RESOLVED, st.TRUE, "SecretsFound", _found(spec))
         agent = st.agent_condition(deployment, paused=spec.paused)
         monitoring = st.monitoring_condition(
             enabled=spec.service_monitor.enabled, available=sm_available
         )
-        conds = {c.type: c for c in (secrets_cond, agent, monitoring)}
+        conds = {c.type: c for c in (applied, secrets_cond, agent, monitoring)}
         ready = st.ready_condition(conds, paused=spec.paused)
         extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}
         if generation is not None:
             extra["observedGeneration"] = generation
-        extra.update(st.agent_fields(agent_doc))
         await self._write(
-            body, [ready, secrets_cond, agent, monitoring], extra, generation=generation
+            body, [ready, applied, secrets_cond, agent, monitoring], extra, generation=generation
         )
 
+    # ------------------------------------------------------------------ retries
+
+    def mark_pending(self, namespace: str, name: str) -> float:
+        """A reconcile kopf does not retry (a Secret event's) failed: retry it later.
+
+        Returns the delay; each failure doubles it (retry_base .. retry_cap).
+        """
+        attempt = self._pending.get((namespace, name), (0, 0.0))[0]
+        delay = self.config.retry_delay(attempt)
+        self._pending[(namespace, name)] = (attempt + 1, time.monotonic() + delay)
+        return delay
+
+    def retry_due(self, namespace: str, name: str) -> bool:
+        pending = self._pending.get((namespace, name))
+        return pending is not None and pending[1] <= time.monotonic()
+
     # ------------------------------------------------------------------ timer
+
+    async def agent_status(
+        self, namespace: str, name: str, deployment: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The agent's /status document while its pod is ready (None when unreadable)."""
+        ready_replicas = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+        if not ready_replicas or self.session is None:
+            return None
+        url = self.config.agent_status_url.format(
+            service=Names.of(name).service, namespace=namespace, name=name
+        )
+        return await st.fetch_agent_status(
+            self.session, url, timeout=self.config.agent_status_timeout
+        )
 
     async def refresh(self, body: Mapping[str, Any]) -> None:
         """Status from the Deployment and the agent's /status (no apply)."""
@@ -328,15 +372,7 @@ class Reconciler:
             known = st.conditions_from_status(old)
             deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
             agent = st.agent_condition(deployment, paused=spec.paused)
-            doc: dict[str, Any] | None = None
-            ready_replicas = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
-            if ready_replicas and self.session is not None:
-                url = self.config.agent_status_url.format(
-                    service=Names.of(name).service, namespace=ns, name=name
-                )
-                doc = await st.fetch_agent_status(
-                    self.session, url, timeout=self.config.agent_status_timeout
-                )
+            doc = await self.agent_status(ns, name, deployment)
             conds = {**known, agent.type: agent}
             ready = st.ready_condition(conds, paused=spec.paused)
             extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}

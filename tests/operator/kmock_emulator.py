@@ -18,7 +18,11 @@ API server):
 - garbage collection: when an object is really deleted, objects whose
   ownerReferences name its uid are deleted too (transitively), and an object
   created with owners that are all gone is deleted right after creation;
-- kmock answers 500 for malformed bodies; an apply without fieldManager is 422.
+- kmock answers 500 for malformed bodies; an apply without fieldManager is 422;
+- injected faults: `fail_apply(plural, name, code, message)` makes every
+  server-side apply of that object answer an API Status error (as an
+  admission webhook, a quota or an immutable field would), until
+  `heal_apply(plural, name)`; the object is left unchanged.
 """
 
 from __future__ import annotations
@@ -65,6 +69,15 @@ class Emulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._rv = itertools.count(1000)
         self._applied: dict[tuple[Any, ...], Any] = {}
+        self._apply_faults: dict[tuple[str, str], tuple[int, str]] = {}
+        self.apply_fault_hits: dict[tuple[str, str], int] = {}
+
+    def fail_apply(self, plural: str, name: str, code: int, message: str) -> None:
+        self._apply_faults[(plural, name)] = (code, message)
+        self.apply_fault_hits[(plural, name)] = 0
+
+    def heal_apply(self, plural: str, name: str) -> None:
+        self._apply_faults.pop((plural, name), None)
 
     # ------------------------------------------------------------------ helpers
 
@@ -148,6 +161,12 @@ class Emulator(kmock.KubernetesEmulator):
             meta["generation"] = int(live.get("metadata", {}).get("generation") or 1) + 1
 
     async def _apply(self, request: Any) -> aiohttp.web.StreamResponse:
+        fault = self._apply_faults.get((request.resource.plural, request.name))
+        if fault is not None:
+            code, message = fault
+            self.apply_fault_hits[(request.resource.plural, request.name)] += 1
+            reason = {403: "Forbidden", 409: "Conflict", 422: "Invalid"}.get(code, "InternalError")
+            return _status(code, reason, message)
         manager = request.params.get("fieldManager")
         if not manager:
             return _status(422, "Invalid", "fieldManager is required for apply patch")
