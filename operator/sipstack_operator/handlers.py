@@ -9,6 +9,9 @@
   re-reconciles those connectors, so a rotated password or API key rolls the
   agent (the config hash on the pod template changes), and a deleted Secret
   turns SecretsResolved False.
+- delete -> `drain_connector`: the finalizer is held until the agent's
+  backlog is 0 or spec.drain.timeoutSeconds passed (progress in status.drain
+  and events); the state PVC stays unless spec.state.whenDeleted is Delete.
 - a timer per connector refreshes the status from the Deployment and the
   agent's /status (SIPSTACK_STATUS_INTERVAL, default 30 s).
 - settings per kopf's production notes: standalone (one replica, no
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import logging
 import os
 from collections.abc import Mapping
@@ -149,11 +153,21 @@ async def reconcile_connector(body: kopf.Body, retry: int, **_: Any) -> None:
         raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget_connector(namespace: str | None, name: str, **_: Any) -> None:
-    # The children go with the CR (ownerReferences); only memory to free here.
-    if RUNTIME.reconciler is not None:
-        RUNTIME.reconciler.forget(namespace or "", name)
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def drain_connector(
+    body: kopf.Body, namespace: str | None, name: str, started: datetime.datetime, **_: Any
+) -> None:
+    """Hold the finalizer until the agent's outbox is empty or spec.drain.timeoutSeconds passed.
+
+    `started` is kopf's (kept in the progress annotation): the deadline holds
+    across operator restarts. The children then go with the CR
+    (ownerReferences), the state PVC only with whenDeleted Delete.
+    """
+    reconciler = _reconciler()
+    step = await reconciler.drain(_plain(body), started=started)
+    if not step.done:
+        raise kopf.TemporaryError(step.message, delay=CONFIG.drain_poll)
+    reconciler.forget(namespace or "", name)
 
 
 @kopf.timer(
@@ -173,6 +187,8 @@ async def refresh_status(
     reconciler = RUNTIME.reconciler
     if reconciler is None or kwargs.get("stopped"):
         return  # starting or stopping: the next round will do
+    if body.metadata.get("deletionTimestamp"):
+        return  # the drain owns the status now
     plain = _plain(body)
     if reconciler.retry_due(namespace or "", name):
         try:

@@ -18,11 +18,13 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from kubernetes.client.exceptions import ApiException
 
+from sipstack_operator import drain as dr
 from sipstack_operator import status as st
 from sipstack_operator.api import KubeApi
 from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Names, Owner, SecretData, render
@@ -57,6 +59,11 @@ class OperatorConfig:
             retry_base=float(env.get("SIPSTACK_RETRY_BASE") or d.retry_base),
             retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
         )
+
+    @property
+    def drain_poll(self) -> float:
+        """Seconds between two looks at a draining agent."""
+        return min(self.status_interval, 10.0)
 
     def retry_delay(self, retry: int) -> float:
         return float(min(self.retry_cap, self.retry_base * (2 ** min(retry, 16))))
@@ -378,6 +385,61 @@ class Reconciler:
             extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}
             extra.update(st.agent_fields(doc))
             await self._write(body, [ready, agent], extra)
+
+    # ------------------------------------------------------------------ delete
+
+    async def drain(self, body: Mapping[str, Any], *, started: datetime) -> dr.DrainStep:
+        """One look at a connector being deleted: its agent's backlog against the deadline.
+
+        Writes status.drain and Ready=False (reason Draining, then Drained,
+        DrainTimedOut or DrainSkipped: each new reason is an event), and posts
+        an event whenever the backlog changed while draining.
+        """
+        ns, name, _uid, _ = self._ids(body)
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        elapsed = (datetime.now(tz=UTC) - started).total_seconds()
+        try:
+            spec = parse_resource(body, default_image=self.config.default_image)
+        except SpecError as e:
+            return dr.DrainStep(dr.SKIPPED, f"invalid spec, not draining: {e}", None)
+        async with self._lock(ns, name):
+            deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
+            running = st.agent_condition(deployment, paused=spec.paused).status == st.TRUE
+            doc = await self.agent_status(ns, name, deployment) if running else None
+            fields = st.agent_fields(doc)
+            step = dr.decide(
+                timeout_seconds=spec.drain.timeout_seconds,
+                elapsed_seconds=elapsed,
+                agent_running=running,
+                backlog=fields.get("backlog"),
+                claim=Names.of(name).pvc,
+                retained=spec.state.retained,
+            )
+            previous = self._old_status(body).get("drain") or {}
+            reason = st.READY_DRAINING if not step.done else step.event_reason
+            extra = {**fields, "drain": _drain_block(step, started, spec.drain.timeout_seconds)}
+            await self._write(body, [st.Condition(st.READY, st.FALSE, reason, step.message)], extra)
+            # A new phase is a new Ready reason, posted by _write; progress within it here.
+            progressed = previous.get("phase") == step.phase == dr.DRAINING and (
+                previous.get("backlog") != step.backlog
+            )
+            if progressed and self.post_event is not None:
+                self.post_event(body, step.event_type, step.event_reason, step.message)
+            logger.info("%s/%s: drain %s: %s", ns, name, step.phase, step.message)
+            return step
+
+
+def _drain_block(step: dr.DrainStep, started: datetime, timeout_seconds: int) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "phase": step.phase,
+        "startedAt": st.now_rfc3339(started),
+        "deadline": st.now_rfc3339(started + timedelta(seconds=timeout_seconds)),
+        "message": step.message,
+    }
+    if step.backlog is not None:
+        block["backlog"] = step.backlog
+    return block
 
 
 def _found(spec: ConnectorSpec) -> str:

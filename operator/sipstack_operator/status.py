@@ -35,9 +35,12 @@ MONITORING_CONFIGURED = "MonitoringConfigured"
 CONDITION_TYPES = (READY, RECONCILED, SECRETS_RESOLVED, AGENT_AVAILABLE, MONITORING_CONFIGURED)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+READY_DRAINING = "Draining"  # Ready's reason while a deleted connector's agent drains
 MAX_MESSAGE = 1024
 # Reasons of a False status that are not a problem (posted as Normal events).
-BENIGN_REASONS = frozenset({"Paused", "ServiceMonitorDisabled", "Draining"})
+BENIGN_REASONS = frozenset(
+    {"Paused", "ServiceMonitorDisabled", READY_DRAINING, "Drained", "DrainSkipped"}
+)
 
 _API_KEY_RE = re.compile(r"sk_[A-Za-z0-9_\-]{4,}")
 
