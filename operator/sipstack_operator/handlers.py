@@ -14,12 +14,10 @@
   and events); the state PVC stays unless spec.state.whenDeleted is Delete.
 - a timer per connector refreshes the status from the Deployment and the
   agent's /status (SIPSTACK_STATUS_INTERVAL, default 30 s).
-- settings per kopf's production notes: standalone (one replica, no
-  peering), watch server/client/connect timeouts, request timeouts, k8s
-  Events only for warnings from kopf itself (our transitions are posted
-  explicitly), progress and diff-base in annotations under sipstack.com
-  (the status schema is structural: nothing of kopf's goes into status), a
-  finalizer named sipstack.com/operator (kopf needs one for the timer).
+- settings: kopfsettings.py (peering with a standby replica, events as
+  sipstack-operator/<pod>, queueing, timeouts, annotations storage); at
+  startup the peering object is created (KopfPeering per served namespace, or
+  ClusterKopfPeering with --all-namespaces) unless running standalone.
 """
 
 from __future__ import annotations
@@ -35,12 +33,13 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
+from sipstack_operator import kopfsettings
 from sipstack_operator.api import KubeApi, load_client_configuration
 from sipstack_operator.reconcile import OperatorConfig, ReconcileError, Reconciler
 from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
 
 CONFIG = OperatorConfig.from_env()
-FINALIZER = f"{GROUP}/operator"
+PROCESS = kopfsettings.ProcessSettings.from_env(os.environ)
 SECRET_FANOUT = 16  # connectors reconciled at once after one Secret changed
 
 
@@ -70,27 +69,50 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.peering.standalone = True
-    settings.scanning.disabled = True  # exact namespaces only; no CRD/namespace scans
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300  # ask the API server to end each watch after 5 min
-    settings.watching.client_timeout = 330  # ... and give up on a silent one 30 s later
-    settings.watching.connect_timeout = 30
-    settings.networking.connect_timeout = 30
-    settings.networking.request_timeout = 60
-    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
-
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    kopfsettings.configure(settings, PROCESS)
     configuration = load_client_configuration()
     RUNTIME.session = aiohttp.ClientSession()
-    RUNTIME.reconciler = Reconciler(
-        KubeApi(configuration), CONFIG, post_event=_post_event, session=RUNTIME.session
-    )
+    api = KubeApi(configuration)
+    RUNTIME.reconciler = Reconciler(api, CONFIG, post_event=_post_event, session=RUNTIME.session)
+    if not settings.peering.standalone:
+        await _ensure_peering(api, settings, memo.get("served_namespaces"), logger)
+
+
+async def _ensure_peering(
+    api: KubeApi,
+    settings: kopf.OperatorSettings,
+    namespaces: list[str] | None,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """Create the peering object(s) kopf's mandatory peering waits for."""
+    name = settings.peering.name
+    if settings.peering.clusterwide:
+        targets: list[str | None] = [None]
+    elif namespaces:
+        targets = list(namespaces)
+    else:
+        logger.warning(
+            "peering %r: namespaces not known (not started by sipstack-operator run): "
+            "create a KopfPeering %r in each served namespace",
+            name,
+            name,
+        )
+        return
+    for namespace in targets:
+        if not await api.create_peering(namespace, name):
+            logger.error(
+                "peering %r: the kopf.dev peering CRDs are not installed "
+                "(kubectl apply --server-side -f crds/kopfpeerings.kopf.dev.yaml): the operator "
+                "stays paused; or run one replica with SIPSTACK_STANDALONE=true",
+                name,
+            )
+            return
 
 
 @kopf.on.cleanup()

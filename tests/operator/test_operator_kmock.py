@@ -513,6 +513,7 @@ async def test_the_cli_runs_the_operator_with_a_liveness_endpoint(
         "-m",
         "sipstack_operator.cli",
         "run",
+        "--standalone",  # peering: test_operator_peering_kmock.py
         "--namespace",
         NS,
         "--liveness",
