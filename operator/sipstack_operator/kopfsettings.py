@@ -2,12 +2,13 @@
 
 `ProcessSettings.from_env()` reads, once, what the operator's pod tells it:
 
-| variable | meaning |
-|---|---|
-| `POD_NAME` | the pod (downward API): peering identity and the events' reportingInstance; default: the host name |
-| `SIPSTACK_PEERING` | name of the KopfPeering (namespaced) / ClusterKopfPeering (all namespaces) object; default `sipstack-operator` |
-| `SIPSTACK_STANDALONE` | `true`: no peering (one replica only, e.g. without the kopf.dev CRDs) |
-| `SIPSTACK_PEERING_PRIORITY` | override the priority derived from POD_NAME |
+- `POD_NAME` (downward API): the peering identity and the events'
+  reportingInstance; default: the host name;
+- `SIPSTACK_PEERING`: name of the KopfPeering (namespaced operator) or
+  ClusterKopfPeering (all namespaces) object; default `sipstack-operator`;
+- `SIPSTACK_STANDALONE=true`: no peering (one replica only, e.g. without the
+  kopf.dev CRDs);
+- `SIPSTACK_PEERING_PRIORITY`: overrides the priority derived from POD_NAME.
 
 `configure(settings, process)` applies them with kopf's production settings:
 
@@ -66,7 +67,9 @@ class ProcessSettings:
         pod_name = env.get("POD_NAME", "").strip() or socket.gethostname()
         standalone_text = env.get("SIPSTACK_STANDALONE", "").strip().lower()
         if standalone_text not in ("", "true", "false", "1", "0", "yes", "no"):
-            raise SettingsError(f"SIPSTACK_STANDALONE must be true or false, got {standalone_text!r}")
+            raise SettingsError(
+                f"SIPSTACK_STANDALONE must be true or false, got {standalone_text!r}"
+            )
         priority_text = env.get("SIPSTACK_PEERING_PRIORITY", "").strip()
         try:
             priority = int(priority_text) if priority_text else priority_of(pod_name)
