@@ -8,7 +8,9 @@
   connectors that reference it; a Secret event (added, modified, deleted)
   re-reconciles those connectors, so a rotated password or API key rolls the
   agent (the config hash on the pod template changes), and a deleted Secret
-  turns SecretsResolved False.
+  turns SecretsResolved False. kopf does not retry event handlers: a failed
+  Secret-triggered reconcile is marked pending and the status timer retries
+  it with backoff until it succeeds.
 - delete -> `drain_connector`: the finalizer is held until the agent's
   backlog is 0 or spec.drain.timeoutSeconds passed (progress in status.drain
   and events); the state PVC stays unless spec.state.whenDeleted is Delete.
