@@ -378,8 +378,8 @@ class Reconciler:
             old = self._old_status(body)
             known = st.conditions_from_status(old)
             deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
-            agent = st.agent_condition(deployment, paused=spec.paused)
             doc = await self.agent_status(ns, name, deployment)
+            agent = st.agent_condition(deployment, paused=spec.paused, agent_doc=doc)
             conds = {**known, agent.type: agent}
             ready = st.ready_condition(conds, paused=spec.paused)
             extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}

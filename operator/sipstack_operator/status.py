@@ -82,7 +82,14 @@ def scrub(text: str) -> str:
 # --------------------------------------------------------------------------- conditions
 
 
-def agent_condition(deployment: Mapping[str, Any] | None, *, paused: bool) -> Condition:
+def agent_condition(
+    deployment: Mapping[str, Any] | None,
+    *,
+    paused: bool,
+    agent_doc: Mapping[str, Any] | None = None,
+) -> Condition:
+    """The agent is healthy: its Deployment has a ready pod, and its /status
+    (when it could be read) lists no readiness problem (`ready_problems`)."""
     if paused:
         return Condition(
             AGENT_AVAILABLE, FALSE, "Paused", "spec.paused is true: the agent is scaled to 0"
@@ -93,6 +100,14 @@ def agent_condition(deployment: Mapping[str, Any] | None, *, paused: bool) -> Co
         )
     status = deployment.get("status") or {}
     ready = int(status.get("readyReplicas") or 0)
+    problems = (agent_doc or {}).get("ready_problems")
+    if ready >= 1 and isinstance(problems, list) and problems:
+        return Condition(
+            AGENT_AVAILABLE,
+            FALSE,
+            "AgentProblems",
+            scrub("the agent reports: " + "; ".join(str(p) for p in problems)),
+        )
     if ready >= 1:
         return Condition(AGENT_AVAILABLE, TRUE, "AgentReady", "the agent pod is ready")
     for cond in status.get("conditions") or []:

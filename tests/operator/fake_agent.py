@@ -68,6 +68,9 @@ class FakeAgents:
     def set_backlog(self, namespace: str, name: str, depth: int) -> None:
         self.docs[(namespace, name)] = agent_status_doc(f"{namespace}/{name}", depth)
 
+    def set_problems(self, namespace: str, name: str, problems: list[str]) -> None:
+        self.docs[(namespace, name)]["ready_problems"] = list(problems)
+
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         key = (request.match_info["namespace"], request.match_info["name"])
         self.requests[key] = self.requests.get(key, 0) + 1

@@ -186,3 +186,28 @@ async def test_missing_secret_is_reported_by_reconciled(cluster: Emulator) -> No
             what="Reconciled True",
         )
         assert condition(cluster, "pbx-east", "Ready")["reason"] == "AgentNotReady"
+
+
+async def test_problems_the_agent_reports_turn_ready_false(
+    cluster: Emulator, agents: FakeAgents
+) -> None:
+    agents.set_backlog(NS, "pbx-east", 0)
+    await seed(cluster)
+    await create(cluster, connector())
+    async with operator():
+        await eventually(lambda: pod_hash(cluster, "pbx-east"), what="deployment")
+        await make_ready(cluster, "pbx-east")
+        await wait_ready(cluster, "pbx-east")
+        agents.set_problems(NS, "pbx-east", ["source:cdr: source not connected"])
+        cond = await eventually(
+            lambda: (
+                (c := condition(cluster, "pbx-east", "AgentAvailable"))["status"] == "False" and c
+            ),
+            what="AgentAvailable False",
+        )
+        assert cond["reason"] == "AgentProblems"
+        assert cond["message"] == "the agent reports: source:cdr: source not connected"
+        assert condition(cluster, "pbx-east", "Ready")["reason"] == "AgentProblems"
+        assert condition(cluster, "pbx-east", "Reconciled")["status"] == "True"
+        agents.set_problems(NS, "pbx-east", [])
+        await wait_ready(cluster, "pbx-east")

@@ -137,3 +137,16 @@ def test_status_patch_only_when_changed() -> None:
 
 def test_scrub_truncates() -> None:
     assert len(st.scrub("x" * 5000)) == st.MAX_MESSAGE
+
+
+def test_agent_condition_reads_the_agents_own_readiness() -> None:
+    dep = {"status": {"readyReplicas": 1}}
+    healthy = {"ready_problems": [], "backlog": {"outbox_depth": 0}}
+    assert st.agent_condition(dep, paused=False, agent_doc=healthy).status == "True"
+    sick = {"ready_problems": ["source:cdr: source not connected", "api: 401 sk_0123456789abcdef"]}
+    cond = st.agent_condition(dep, paused=False, agent_doc=sick)
+    assert (cond.status, cond.reason) == ("False", "AgentProblems")
+    assert "source:cdr: source not connected" in cond.message
+    assert "0123456789abcdef" not in cond.message  # scrubbed
+    # /status unreachable: the Deployment alone decides (no flapping on a network blip).
+    assert st.agent_condition(dep, paused=False, agent_doc=None).status == "True"
