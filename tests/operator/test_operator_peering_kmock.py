@@ -32,7 +32,6 @@ from test_operator_kmock import (
     connector,
     create,
     eventually,
-    obj,
     operator,
     pod_hash,
     seed,
@@ -43,6 +42,7 @@ pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(90)]
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
 PEERINGS = kmock.resource("kopf.dev", "v1", "kopfpeerings")
+CLUSTER_PEERINGS = kmock.resource("kopf.dev", "v1", "clusterkopfpeerings")
 
 
 def events_for(cluster: Emulator, name: str) -> list[dict[str, Any]]:
@@ -71,7 +71,7 @@ class OperatorProcess:
 
 
 @contextlib.asynccontextmanager
-async def operator_process(pod_name: str) -> AsyncIterator[OperatorProcess]:
+async def operator_process(pod_name: str, *scope: str) -> AsyncIterator[OperatorProcess]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "operator"), "POD_NAME": pod_name}
     env.pop("POD_ID", None)
     proc = await asyncio.create_subprocess_exec(
@@ -79,8 +79,7 @@ async def operator_process(pod_name: str) -> AsyncIterator[OperatorProcess]:
         "-m",
         "sipstack_operator.cli",
         "run",
-        "--namespace",
-        NS,
+        *(scope or ("--namespace", NS)),
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -96,28 +95,46 @@ async def operator_process(pod_name: str) -> AsyncIterator[OperatorProcess]:
         assert proc.returncode == 0, "".join(running.lines)[-3000:]
 
 
-async def test_a_second_replica_stands_by_and_takes_over(cluster: Emulator) -> None:
-    cluster.resources[PEERINGS] = cluster.ResourceInfo(
-        kind="KopfPeering",
-        namespaced=True,
+@pytest.mark.parametrize(
+    ("scope", "peering", "kind"),
+    [
+        (("--namespace", NS), PEERINGS, "KopfPeering"),
+        (("--all-namespaces",), CLUSTER_PEERINGS, "ClusterKopfPeering"),
+    ],
+    ids=["namespaced", "all-namespaces"],
+)
+async def test_a_second_replica_stands_by_and_takes_over(
+    cluster: Emulator, scope: tuple[str, ...], peering: Any, kind: str
+) -> None:
+    cluster.resources[peering] = cluster.ResourceInfo(
+        kind=kind,
+        namespaced=kind == "KopfPeering",
         verbs={"list", "watch", "get", "create", "patch", "delete"},
     )
+
+    def peers() -> dict[str, Any]:
+        key = (peering, NS if kind == "KopfPeering" else None, "sipstack-operator")
+        if key not in cluster.objects or cluster.objects[key].deleted:
+            return {}
+        return dict(cluster.objects[key].raw.get("status") or {})
+
     first, second = sorted(
         ["sipstack-operator-6f7c9-aaaaa", "sipstack-operator-6f7c9-bbbbb"],
         key=priority_of,
         reverse=True,
     )
     await seed(cluster)
-    async with operator_process(second) as standby, operator_process(first) as active:
-        peers = await eventually(
-            lambda: (
-                len(status := obj(cluster, PEERINGS, "sipstack-operator")["status"]) == 2 and status
-            ),
+    async with (
+        operator_process(second, *scope) as standby,
+        operator_process(first, *scope) as active,
+    ):
+        both = await eventually(
+            lambda: len(status := peers()) == 2 and status,
             timeout=20,
             what="both replicas in the peering object",
         )
-        assert peers[first]["priority"] == priority_of(first)
-        assert peers[second]["priority"] == priority_of(second)
+        assert both[first]["priority"] == priority_of(first)
+        assert both[second]["priority"] == priority_of(second)
 
         await create(cluster, connector("pbx-east"))
         await eventually(lambda: pod_hash(cluster, "pbx-east"), timeout=20, what="reconciled")
@@ -129,7 +146,7 @@ async def test_a_second_replica_stands_by_and_takes_over(cluster: Emulator) -> N
         active.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(active.proc.wait(), timeout=30)
         await eventually(
-            lambda: first not in (obj(cluster, PEERINGS, "sipstack-operator") or {})["status"],
+            lambda: second in peers() and first not in peers(),
             what="the stopped replica left the peering",
         )
         await create(cluster, connector("pbx-west"))
