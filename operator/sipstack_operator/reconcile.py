@@ -1,9 +1,11 @@
 """Reconcile one AsteriskConnector: resolve its Secrets, apply its children by
-server-side apply, and write conditions; refresh its status on a timer.
+server-side apply, and write conditions (Reconciled: the apply's outcome);
+refresh its status on a timer; on delete, drain its agent (drain.py decides).
 
 Used by handlers.py (kopf wiring) and by the bench. It does not import kopf:
 events are posted through the `post_event` callable the caller passes, and
-retries are the caller's (handlers.py raises kopf.TemporaryError).
+retries are the caller's (handlers.py raises kopf.TemporaryError; failed
+reconciles kopf would not retry are kept by `mark_pending` / `retry_due`).
 """
 
 from __future__ import annotations
