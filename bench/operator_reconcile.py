@@ -73,7 +73,7 @@ def connector(i: int) -> dict[str, Any]:
 def start_operator(env: dict[str, str], log: str | None) -> subprocess.Popen[bytes]:
     stderr = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the child
     return subprocess.Popen(
-        [sys.executable, "-m", "sipstack_operator.cli", "run", "--namespace", NS],
+        [sys.executable, "-m", "sipstack_operator.cli", "run", "--standalone", "--namespace", NS],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=stderr,

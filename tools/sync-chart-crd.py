@@ -8,6 +8,9 @@ What it maintains in charts/sipstack-connector/:
 - files/asteriskconnectors.sipstack.com.yaml: a byte-identical copy of
   crds/asteriskconnectors.sipstack.com.yaml (templates/crd.yaml renders it
   behind `crds.create`, with helm.sh/resource-policy: keep);
+- files/kopfpeerings.kopf.dev.yaml: a byte-identical copy of
+  crds/kopfpeerings.kopf.dev.yaml (templates/peering-crds.yaml, behind
+  `crds.peering`);
 - files/rbac.yaml: a byte-identical copy of operator/sipstack_operator/data/rbac.yaml
   (templates/rbac.yaml takes the operator's rules from it);
 - operator/sipstack_operator/data/agent_status.v1.schema.json: a byte-identical
@@ -35,8 +38,10 @@ CHART = ROOT / "charts" / "sipstack-connector"
 CRD = ROOT / "crds" / "asteriskconnectors.sipstack.com.yaml"
 RBAC = ROOT / "operator" / "sipstack_operator" / "data" / "rbac.yaml"
 STATUS_SCHEMA = ROOT / "agent" / "sipstack_agent" / "schemas" / "agent_status.v1.schema.json"
+PEERING_CRDS = ROOT / "crds" / "kopfpeerings.kopf.dev.yaml"
 COPIES = {
     CRD: CHART / "files" / "asteriskconnectors.sipstack.com.yaml",
+    PEERING_CRDS: CHART / "files" / "kopfpeerings.kopf.dev.yaml",
     RBAC: CHART / "files" / "rbac.yaml",
     STATUS_SCHEMA: ROOT / "operator" / "sipstack_operator" / "data" / STATUS_SCHEMA.name,
 }

@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from sipstack_operator.spec import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "sipstack-operator"
+PEERING_GROUP = "kopf.dev"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
 
@@ -54,6 +55,13 @@ KOPF_CALLS: frozenset[ApiCall] = frozenset(
         ApiCall("", "events", "create"),
         ApiCall("", "secrets", "list"),
         ApiCall("", "secrets", "watch"),
+        # Peering: watch the peering object, patch our keep-alive into its status.
+        ApiCall(PEERING_GROUP, "kopfpeerings", "list"),
+        ApiCall(PEERING_GROUP, "kopfpeerings", "watch"),
+        ApiCall(PEERING_GROUP, "kopfpeerings", "patch"),
+        ApiCall(PEERING_GROUP, "clusterkopfpeerings", "list"),
+        ApiCall(PEERING_GROUP, "clusterkopfpeerings", "watch"),
+        ApiCall(PEERING_GROUP, "clusterkopfpeerings", "patch"),
     }
 )
 
@@ -255,6 +263,39 @@ class KubeApi:
                 return None
             raise
         return result
+
+    # ---------------------------------------------------------------- peering
+
+    @uses(PEERING_GROUP, "kopfpeerings", "create")
+    @uses(PEERING_GROUP, "clusterkopfpeerings", "create")
+    async def create_peering(self, namespace: str | None, name: str) -> bool:
+        """Create kopf's peering object (KopfPeering in `namespace`, else ClusterKopfPeering).
+
+        True when it exists afterwards; False when the kopf.dev CRD is not installed.
+        """
+        kind, plural = (
+            ("KopfPeering", "kopfpeerings")
+            if namespace
+            else (
+                "ClusterKopfPeering",
+                "clusterkopfpeerings",
+            )
+        )
+        meta: dict[str, Any] = {"name": name}
+        path = f"/apis/{PEERING_GROUP}/v1/{plural}"
+        if namespace:
+            meta["namespace"] = namespace
+            path = _path(PEERING_GROUP, "v1", plural, namespace)
+        body = {"apiVersion": f"{PEERING_GROUP}/v1", "kind": kind, "metadata": meta}
+        try:
+            await self._call("POST", path, body=body)
+        except ApiException as e:
+            if e.status == 409:
+                return True
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     # ---------------------------------------------------------------- discovery
 

@@ -1,9 +1,12 @@
 """`sipstack-operator run` (kopf) and `sipstack-operator render` (no cluster).
 
     sipstack-operator run [--namespace NS ...] [--all-namespaces] [--liveness URL] [--verbose]
+                          [--standalone]
         Namespaces also from SIPSTACK_NAMESPACES (comma-separated) or
-        SIPSTACK_ALL_NAMESPACES=true when no flag is given. One replica only
-        (kopf runs standalone, without peering).
+        SIPSTACK_ALL_NAMESPACES=true when no flag is given. Replicas peer
+        through kopf's peering object (SIPSTACK_PEERING, created at start):
+        one handles the connectors, the others stand by. --standalone (or
+        SIPSTACK_STANDALONE=true): no peering, run one replica only.
         Prometheus metrics on SIPSTACK_METRICS_PORT (default 9090, 0 = off)
         at /metrics.
 
@@ -140,6 +143,8 @@ def _namespaces(args: argparse.Namespace) -> tuple[bool, list[str]]:
 def _cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
+    from sipstack_operator.kopfsettings import SettingsError
+
     clusterwide, namespaces = _namespaces(args)
     from sipstack_operator.reconcile import OperatorConfig
 
@@ -151,12 +156,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.json_logs else kopf.LogFormat.FULL,
     )
-    import sipstack_operator.handlers  # noqa: F401 - registers the handlers
+    try:
+        from sipstack_operator import handlers  # registers the handlers
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
+    # kopf's peering identity (kopf reads POD_ID): the pod, as in the events.
+    os.environ.setdefault("POD_ID", handlers.PROCESS.pod_name)
     kopf.run(
-        standalone=True,
+        standalone=True if args.standalone else None,
         clusterwide=clusterwide,
         namespaces=namespaces,
+        memo=kopf.Memo(served_namespaces=namespaces),
         liveness_endpoint=args.liveness or os.environ.get("SIPSTACK_LIVENESS") or None,
     )
     return 0
@@ -176,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--standalone", action="store_true", help="no peering (run exactly one replica)"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run.add_argument("--json-logs", action="store_true", help="log as JSON lines")

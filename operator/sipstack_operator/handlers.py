@@ -8,23 +8,27 @@
   connectors that reference it; a Secret event (added, modified, deleted)
   re-reconciles those connectors, so a rotated password or API key rolls the
   agent (the config hash on the pod template changes), and a deleted Secret
-  turns SecretsResolved False.
+  turns SecretsResolved False. kopf does not retry event handlers: a failed
+  Secret-triggered reconcile is marked pending and the status timer retries
+  it with backoff until it succeeds.
+- delete -> `drain_connector`: the finalizer is held until the agent's
+  backlog is 0 or spec.drain.timeoutSeconds passed (progress in status.drain
+  and events); the state PVC stays unless spec.state.whenDeleted is Delete.
 - a timer per connector refreshes the status from the Deployment and the
   agent's /status (SIPSTACK_STATUS_INTERVAL, default 30 s).
 - Prometheus metrics (sipstack_operator/metrics.py) served from startup to
   cleanup on SIPSTACK_METRICS_PORT (default 9090, 0 = off) at /metrics.
-- settings per kopf's production notes: standalone (one replica, no
-  peering), watch server/client/connect timeouts, request timeouts, k8s
-  Events only for warnings from kopf itself (our transitions are posted
-  explicitly), progress and diff-base in annotations under sipstack.com
-  (the status schema is structural: nothing of kopf's goes into status), a
-  finalizer named sipstack.com/operator (kopf needs one for the timer).
+- settings: kopfsettings.py (peering with a standby replica, events as
+  sipstack-operator/<pod>, queueing, timeouts, annotations storage); at
+  startup the peering object is created (KopfPeering per served namespace, or
+  ClusterKopfPeering with --all-namespaces) unless running standalone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import logging
 import os
 from collections.abc import Mapping
@@ -34,13 +38,13 @@ from wsgiref.simple_server import WSGIServer
 import aiohttp
 import kopf
 
-from sipstack_operator import metrics
+from sipstack_operator import kopfsettings, metrics
 from sipstack_operator.api import KubeApi, load_client_configuration
 from sipstack_operator.reconcile import OperatorConfig, ReconcileError, Reconciler
 from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
 
 CONFIG = OperatorConfig.from_env()
-FINALIZER = f"{GROUP}/operator"
+PROCESS = kopfsettings.ProcessSettings.from_env(os.environ)
 SECRET_FANOUT = 16  # connectors reconciled at once after one Secret changed
 
 
@@ -71,34 +75,55 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.peering.standalone = True
-    settings.scanning.disabled = True  # exact namespaces only; no CRD/namespace scans
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300  # ask the API server to end each watch after 5 min
-    settings.watching.client_timeout = 330  # ... and give up on a silent one 30 s later
-    settings.watching.connect_timeout = 30
-    settings.networking.connect_timeout = 30
-    settings.networking.request_timeout = 60
-    settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
-
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    kopfsettings.configure(settings, PROCESS)
     configuration = load_client_configuration()
     operator_metrics = metrics.OperatorMetrics()
     if CONFIG.metrics_port:
         RUNTIME.metrics_server = metrics.serve(operator_metrics, CONFIG.metrics_port)
     RUNTIME.session = aiohttp.ClientSession()
+    api = KubeApi(configuration)
     RUNTIME.reconciler = Reconciler(
-        KubeApi(configuration),
-        CONFIG,
-        post_event=_post_event,
-        session=RUNTIME.session,
-        metrics=operator_metrics,
+        api, CONFIG, post_event=_post_event, session=RUNTIME.session, metrics=operator_metrics
     )
+    if not settings.peering.standalone:
+        await _ensure_peering(api, settings, memo.get("served_namespaces"), logger)
+
+
+async def _ensure_peering(
+    api: KubeApi,
+    settings: kopf.OperatorSettings,
+    namespaces: list[str] | None,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """Create the peering object(s) kopf's mandatory peering waits for."""
+    name = settings.peering.name
+    if settings.peering.clusterwide:
+        targets: list[str | None] = [None]
+    elif namespaces:
+        targets = list(namespaces)
+    else:
+        logger.warning(
+            "peering %r: namespaces not known (not started by sipstack-operator run): "
+            "create a KopfPeering %r in each served namespace",
+            name,
+            name,
+        )
+        return
+    for namespace in targets:
+        if not await api.create_peering(namespace, name):
+            logger.error(
+                "peering %r: the kopf.dev peering CRDs are not installed "
+                "(kubectl apply --server-side -f crds/kopfpeerings.kopf.dev.yaml): the operator "
+                "stays paused; or run one replica with SIPSTACK_STANDALONE=true",
+                name,
+            )
+            return
 
 
 @kopf.on.cleanup()
@@ -164,11 +189,21 @@ async def reconcile_connector(body: kopf.Body, retry: int, **_: Any) -> None:
         raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget_connector(namespace: str | None, name: str, **_: Any) -> None:
-    # The children go with the CR (ownerReferences); only memory to free here.
-    if RUNTIME.reconciler is not None:
-        RUNTIME.reconciler.forget(namespace or "", name)
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def drain_connector(
+    body: kopf.Body, namespace: str | None, name: str, started: datetime.datetime, **_: Any
+) -> None:
+    """Hold the finalizer until the agent's outbox is empty or spec.drain.timeoutSeconds passed.
+
+    `started` is kopf's (kept in the progress annotation): the deadline holds
+    across operator restarts. The children then go with the CR
+    (ownerReferences), the state PVC only with whenDeleted Delete.
+    """
+    reconciler = _reconciler()
+    step = await reconciler.drain(_plain(body), started=started)
+    if not step.done:
+        raise kopf.TemporaryError(step.message, delay=CONFIG.drain_poll)
+    reconciler.forget(namespace or "", name)
 
 
 @kopf.timer(
@@ -178,11 +213,26 @@ def forget_connector(namespace: str | None, name: str, **_: Any) -> None:
     interval=CONFIG.status_interval,
     initial_delay=min(5.0, CONFIG.status_interval),
 )
-async def refresh_status(body: kopf.Body, **kwargs: Any) -> None:
+async def refresh_status(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **kwargs: Any,
+) -> None:
     reconciler = RUNTIME.reconciler
     if reconciler is None or kwargs.get("stopped"):
         return  # starting or stopping: the next round will do
-    await reconciler.refresh(_plain(body))
+    if body.metadata.get("deletionTimestamp"):
+        return  # the drain owns the status now
+    plain = _plain(body)
+    if reconciler.retry_due(namespace or "", name):
+        try:
+            await reconciler.reconcile(plain)
+        except (ReconcileError, SpecError) as e:
+            delay = reconciler.mark_pending(namespace or "", name)
+            logger.warning("retried reconcile failed: %s (next try in %.0f s)", e, delay)
+    await reconciler.refresh(plain)
 
 
 # --------------------------------------------------------------------------- secrets
@@ -214,7 +264,10 @@ async def secret_changed(
             try:
                 await reconciler.reconcile(body)
             except (ReconcileError, SpecError) as e:
-                # The conditions say what is wrong; the connector's own handler retries.
-                logger.warning("connector %s/%s: %s", namespace, connector, e)
+                # kopf never retries an event handler: the status timer does, with backoff.
+                delay = reconciler.mark_pending(namespace, connector)
+                logger.warning(
+                    "connector %s/%s: %s (retrying in %.0f s)", namespace, connector, e, delay
+                )
 
     await asyncio.gather(*(one(connector) for connector in users))

@@ -1,9 +1,11 @@
 """Reconcile one AsteriskConnector: resolve its Secrets, apply its children by
-server-side apply, and write conditions; refresh its status on a timer.
+server-side apply, and write conditions (Reconciled: the apply's outcome);
+refresh its status on a timer; on delete, drain its agent (drain.py decides).
 
 Used by handlers.py (kopf wiring) and by the bench. It does not import kopf:
 events are posted through the `post_event` callable the caller passes, and
-retries are the caller's (handlers.py raises kopf.TemporaryError).
+retries are the caller's (handlers.py raises kopf.TemporaryError; failed
+reconciles kopf would not retry are kept by `mark_pending` / `retry_due`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from kubernetes.client.exceptions import ApiException
 
+from sipstack_operator import drain as dr
 from sipstack_operator import status as st
 from sipstack_operator.api import KubeApi
 from sipstack_operator.metrics import OperatorMetrics
@@ -61,6 +65,11 @@ class OperatorConfig:
             retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
             metrics_port=_port(env, "SIPSTACK_METRICS_PORT", d.metrics_port),
         )
+
+    @property
+    def drain_poll(self) -> float:
+        """Seconds between two looks at a draining agent."""
+        return min(self.status_interval, 10.0)
 
     def retry_delay(self, retry: int) -> float:
         return float(min(self.retry_cap, self.retry_base * (2 ** min(retry, 16))))
@@ -158,6 +167,8 @@ class Reconciler:
         self.session = session
         self.metrics = metrics or OperatorMetrics()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # (namespace, name) -> (failed attempts, monotonic time of the next try)
+        self._pending: dict[tuple[str, str], tuple[int, float]] = {}
         # Last status written per (namespace, name, uid): fresher than the
         # body a timer or a secret event hands over.
         self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -170,6 +181,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self.metrics.connectors.forget(namespace, name)
+        self._pending.pop((namespace, name), None)
         for key in [k for k in self._written if k[:2] == (namespace, name)]:
             del self._written[key]
 
@@ -260,7 +272,10 @@ class Reconciler:
             except SpecError as e:
                 await self._write(
                     body,
-                    [st.Condition(st.READY, st.FALSE, "InvalidSpec", str(e))],
+                    [
+                        st.Condition(st.READY, st.FALSE, "InvalidSpec", str(e)),
+                        st.Condition(st.RECONCILED, st.FALSE, "InvalidSpec", str(e)),
+                    ],
                     generation=generation,
                 )
                 raise
@@ -277,6 +292,7 @@ class Reconciler:
                     body,
                     [
                         st.Condition(st.SECRETS_RESOLVED, st.FALSE, reason, message),
+                        st.Condition(st.RECONCILED, st.FALSE, reason, message),
                         st.Condition(st.READY, st.FALSE, reason, message),
                     ],
                     generation=generation,
@@ -301,6 +317,7 @@ class Reconciler:
                     body,
                     [
                         st.Condition(st.SECRETS_RESOLVED, st.TRUE, "SecretsFound", _found(spec)),
+                        st.Condition(st.RECONCILED, st.FALSE, "ApplyFailed", message),
                         st.Condition(st.READY, st.FALSE, "ApplyFailed", message),
                     ],
                     generation=generation,
@@ -310,7 +327,13 @@ class Reconciler:
             deployment = next((c for c in live if c.get("kind") == "Deployment"), None)
             if deployment is None:  # a server that answers apply without a body
                 deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
-            await self._write_status(body, spec, deployment, sm_available, generation=generation)
+            applied = st.reconciled_condition(
+                generation, [f"{c['kind']} {c['metadata']['name']}" for c in children]
+            )
+            await self._write_status(
+                body, spec, deployment, sm_available, applied, generation=generation
+            )
+            self._pending.pop((ns, name), None)
             return live
 
     def render(
@@ -347,26 +370,55 @@ class Reconciler:
         spec: ConnectorSpec,
         deployment: Mapping[str, Any] | None,
         sm_available: bool,
+        applied: st.Condition,
         *,
         generation: int | None,
-        agent_doc: Mapping[str, Any] | None = None,
     ) -> None:
         secrets_cond = st.Condition(st.SECRETS_RESOLVED, st.TRUE, "SecretsFound", _found(spec))
         agent = st.agent_condition(deployment, paused=spec.paused)
         monitoring = st.monitoring_condition(
             enabled=spec.service_monitor.enabled, available=sm_available
         )
-        conds = {c.type: c for c in (secrets_cond, agent, monitoring)}
+        conds = {c.type: c for c in (applied, secrets_cond, agent, monitoring)}
         ready = st.ready_condition(conds, paused=spec.paused)
         extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}
         if generation is not None:
             extra["observedGeneration"] = generation
-        extra.update(st.agent_fields(agent_doc))
         await self._write(
-            body, [ready, secrets_cond, agent, monitoring], extra, generation=generation
+            body, [ready, applied, secrets_cond, agent, monitoring], extra, generation=generation
         )
 
+    # ------------------------------------------------------------------ retries
+
+    def mark_pending(self, namespace: str, name: str) -> float:
+        """A reconcile kopf does not retry (a Secret event's) failed: retry it later.
+
+        Returns the delay; each failure doubles it (retry_base .. retry_cap).
+        """
+        attempt = self._pending.get((namespace, name), (0, 0.0))[0]
+        delay = self.config.retry_delay(attempt)
+        self._pending[(namespace, name)] = (attempt + 1, time.monotonic() + delay)
+        return delay
+
+    def retry_due(self, namespace: str, name: str) -> bool:
+        pending = self._pending.get((namespace, name))
+        return pending is not None and pending[1] <= time.monotonic()
+
     # ------------------------------------------------------------------ timer
+
+    async def agent_status(
+        self, namespace: str, name: str, deployment: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The agent's /status document while its pod is ready (None when unreadable)."""
+        ready_replicas = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+        if not ready_replicas or self.session is None:
+            return None
+        url = self.config.agent_status_url.format(
+            service=Names.of(name).service, namespace=namespace, name=name
+        )
+        return await st.fetch_agent_status(
+            self.session, url, timeout=self.config.agent_status_timeout
+        )
 
     async def refresh(self, body: Mapping[str, Any]) -> None:
         """Status from the Deployment and the agent's /status (no apply)."""
@@ -379,21 +431,68 @@ class Reconciler:
             old = self._old_status(body)
             known = st.conditions_from_status(old)
             deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
-            agent = st.agent_condition(deployment, paused=spec.paused)
-            doc: dict[str, Any] | None = None
-            ready_replicas = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
-            if ready_replicas and self.session is not None:
-                url = self.config.agent_status_url.format(
-                    service=Names.of(name).service, namespace=ns, name=name
-                )
-                doc = await st.fetch_agent_status(
-                    self.session, url, timeout=self.config.agent_status_timeout
-                )
+            doc = await self.agent_status(ns, name, deployment)
+            agent = st.agent_condition(deployment, paused=spec.paused, agent_doc=doc)
             conds = {**known, agent.type: agent}
             ready = st.ready_condition(conds, paused=spec.paused)
             extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}
             extra.update(st.agent_fields(doc))
             await self._write(body, [ready, agent], extra)
+
+    # ------------------------------------------------------------------ delete
+
+    async def drain(self, body: Mapping[str, Any], *, started: datetime) -> dr.DrainStep:
+        """One look at a connector being deleted: its agent's backlog against the deadline.
+
+        Writes status.drain and Ready=False (reason Draining, then Drained,
+        DrainTimedOut or DrainSkipped: each new reason is an event), and posts
+        an event whenever the backlog changed while draining.
+        """
+        ns, name, _uid, _ = self._ids(body)
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        elapsed = (datetime.now(tz=UTC) - started).total_seconds()
+        try:
+            spec = parse_resource(body, default_image=self.config.default_image)
+        except SpecError as e:
+            return dr.DrainStep(dr.SKIPPED, f"invalid spec, not draining: {e}", None)
+        async with self._lock(ns, name):
+            deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
+            running = st.agent_condition(deployment, paused=spec.paused).status == st.TRUE
+            doc = await self.agent_status(ns, name, deployment) if running else None
+            fields = st.agent_fields(doc)
+            step = dr.decide(
+                timeout_seconds=spec.drain.timeout_seconds,
+                elapsed_seconds=elapsed,
+                agent_running=running,
+                backlog=fields.get("backlog"),
+                claim=Names.of(name).pvc,
+                retained=spec.state.retained,
+            )
+            previous = self._old_status(body).get("drain") or {}
+            reason = st.READY_DRAINING if not step.done else step.event_reason
+            extra = {**fields, "drain": _drain_block(step, started, spec.drain.timeout_seconds)}
+            await self._write(body, [st.Condition(st.READY, st.FALSE, reason, step.message)], extra)
+            # A new phase is a new Ready reason, posted by _write; progress within it here.
+            progressed = previous.get("phase") == step.phase == dr.DRAINING and (
+                previous.get("backlog") != step.backlog
+            )
+            if progressed and self.post_event is not None:
+                self.post_event(body, step.event_type, step.event_reason, step.message)
+            logger.info("%s/%s: drain %s: %s", ns, name, step.phase, step.message)
+            return step
+
+
+def _drain_block(step: dr.DrainStep, started: datetime, timeout_seconds: int) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "phase": step.phase,
+        "startedAt": st.now_rfc3339(started),
+        "deadline": st.now_rfc3339(started + timedelta(seconds=timeout_seconds)),
+        "message": step.message,
+    }
+    if step.backlog is not None:
+        block["backlog"] = step.backlog
+    return block
 
 
 def _found(spec: ConnectorSpec) -> str:

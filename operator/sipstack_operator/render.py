@@ -7,7 +7,11 @@ Children (all in the connector's namespace, all labelled app.kubernetes.io/*):
 
 - Secret ``<name>-agent-env``: the agent's whole environment, secret values
   included (consumed with envFrom).
-- PersistentVolumeClaim ``<name>-state``: the agent's SQLite state at /data.
+- PersistentVolumeClaim ``<name>-state``: the agent's SQLite state at /data,
+  labelled ``sipstack.com/connector=<name>``. Owned by the connector only
+  with ``spec.state.whenDeleted: Delete``; with Retain (the default) it has
+  no owner reference, so it outlives the connector and a connector
+  re-created with the same name adopts it (same claim name).
 - Deployment ``<name>-agent``: one replica (0 when paused), strategy Recreate,
   restricted security context, probes on /healthz and /readyz, and the pod
   template annotation ``sipstack.com/config-hash`` = sha256 of what the pod
@@ -48,6 +52,7 @@ STATE_DIR = "/data"
 CA_MOUNT_DIR = "/etc/sipstack/db-ca"
 CA_FILE = "ca.crt"
 HASH_ANNOTATION = "sipstack.com/config-hash"
+CONNECTOR_LABEL = "sipstack.com/connector"
 PART_OF = "sipstack-connector-asterisk"
 MANAGED_BY = "sipstack-operator"
 APP_NAME = "sipstack-agent"
@@ -234,10 +239,12 @@ def render_pvc(spec: ConnectorSpec, owner: Owner | None = None) -> Manifest:
     }
     if spec.state.storage_class_name:
         pvc_spec["storageClassName"] = spec.state.storage_class_name
+    meta = _meta(spec, Names.of(spec.name).pvc, "state", None if spec.state.retained else owner)
+    meta["labels"][CONNECTOR_LABEL] = spec.name
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _meta(spec, Names.of(spec.name).pvc, "state", owner),
+        "metadata": meta,
         "spec": pvc_spec,
     }
 

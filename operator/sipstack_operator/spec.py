@@ -31,6 +31,8 @@ DB_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 CEL_MODES = ("db", "csv", "ami")
 SHIPPING_MODES = ("complete", "progressive")
+WHEN_DELETED = ("Retain", "Delete")
+DEFAULT_DRAIN_TIMEOUT = 600
 MAX_NAME_LENGTH = 55
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -122,6 +124,16 @@ class TenantsSpec:
 class StateSpec:
     size: str = "1Gi"
     storage_class_name: str | None = None
+    when_deleted: str = "Retain"  # the claim outlives the connector unless "Delete"
+
+    @property
+    def retained(self) -> bool:
+        return self.when_deleted == "Retain"
+
+
+@dataclass(frozen=True)
+class DrainSpec:
+    timeout_seconds: int = DEFAULT_DRAIN_TIMEOUT  # 0 = delete without waiting
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,7 @@ class ConnectorSpec:
     direction: DirectionSpec = field(default_factory=DirectionSpec)
     tenants: TenantsSpec = field(default_factory=TenantsSpec)
     state: StateSpec = field(default_factory=StateSpec)
+    drain: DrainSpec = field(default_factory=DrainSpec)
     image: str = ""
     resources: Mapping[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULT_RESOURCES))
     node_selector: tuple[tuple[str, str], ...] = ()
@@ -437,6 +450,13 @@ def parse_spec(
     state = StateSpec(
         size=str(size),
         storage_class_name=_str(st, "storageClassName", "spec.state") or None,
+        when_deleted=_enum(st, "whenDeleted", "spec.state", WHEN_DELETED, "Retain") or "Retain",
+    )
+    dn = _obj(s.get("drain"), "spec.drain")
+    drain = DrainSpec(
+        timeout_seconds=_int(
+            dn, "timeoutSeconds", "spec.drain", DEFAULT_DRAIN_TIMEOUT, minimum=0, maximum=86400
+        )
     )
 
     res = _obj(s.get("resources"), "spec.resources")
@@ -477,6 +497,7 @@ def parse_spec(
         direction=direction,
         tenants=tenants,
         state=state,
+        drain=drain,
         image=_str(s, "image", p) or default_image,
         resources=resources,
         node_selector=_str_map(s, "nodeSelector", p),

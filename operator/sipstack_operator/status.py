@@ -3,8 +3,11 @@ the agent's /status JSON.
 
 Pure functions (plus `fetch_agent_status`, one HTTP GET). Rules:
 
-- the four condition types are Ready, SecretsResolved, AgentAvailable and
-  MonitoringConfigured, always in that order;
+- the condition types are Ready, Reconciled, SecretsResolved, AgentAvailable
+  and MonitoringConfigured, always in that order. Reconciled says whether the
+  last apply of the desired state succeeded (as Flux's Ready/Crossplane's
+  Synced); AgentAvailable whether the agent runs. Ready needs both, so a
+  status refresh never turns Ready True while the last apply failed;
 - lastTransitionTime changes only when a condition's status changes; reason
   and message are updated when they change; nothing is written when nothing
   changed (`status_patch` returns None);
@@ -27,15 +30,19 @@ from typing import Any
 import aiohttp
 
 READY = "Ready"
+RECONCILED = "Reconciled"
 SECRETS_RESOLVED = "SecretsResolved"
 AGENT_AVAILABLE = "AgentAvailable"
 MONITORING_CONFIGURED = "MonitoringConfigured"
-CONDITION_TYPES = (READY, SECRETS_RESOLVED, AGENT_AVAILABLE, MONITORING_CONFIGURED)
+CONDITION_TYPES = (READY, RECONCILED, SECRETS_RESOLVED, AGENT_AVAILABLE, MONITORING_CONFIGURED)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+READY_DRAINING = "Draining"  # Ready's reason while a deleted connector's agent drains
 MAX_MESSAGE = 1024
 # Reasons of a False status that are not a problem (posted as Normal events).
-BENIGN_REASONS = frozenset({"Paused", "ServiceMonitorDisabled"})
+BENIGN_REASONS = frozenset(
+    {"Paused", "ServiceMonitorDisabled", READY_DRAINING, "Drained", "DrainSkipped"}
+)
 
 _API_KEY_RE = re.compile(r"sk_[A-Za-z0-9_\-]{4,}")
 
@@ -77,7 +84,14 @@ def scrub(text: str) -> str:
 # --------------------------------------------------------------------------- conditions
 
 
-def agent_condition(deployment: Mapping[str, Any] | None, *, paused: bool) -> Condition:
+def agent_condition(
+    deployment: Mapping[str, Any] | None,
+    *,
+    paused: bool,
+    agent_doc: Mapping[str, Any] | None = None,
+) -> Condition:
+    """The agent is healthy: its Deployment has a ready pod, and its /status
+    (when it could be read) lists no readiness problem (`ready_problems`)."""
     if paused:
         return Condition(
             AGENT_AVAILABLE, FALSE, "Paused", "spec.paused is true: the agent is scaled to 0"
@@ -88,6 +102,14 @@ def agent_condition(deployment: Mapping[str, Any] | None, *, paused: bool) -> Co
         )
     status = deployment.get("status") or {}
     ready = int(status.get("readyReplicas") or 0)
+    problems = (agent_doc or {}).get("ready_problems")
+    if ready >= 1 and isinstance(problems, list) and problems:
+        return Condition(
+            AGENT_AVAILABLE,
+            FALSE,
+            "AgentProblems",
+            scrub("the agent reports: " + "; ".join(str(p) for p in problems)),
+        )
     if ready >= 1:
         return Condition(AGENT_AVAILABLE, TRUE, "AgentReady", "the agent pod is ready")
     for cond in status.get("conditions") or []:
@@ -126,16 +148,22 @@ def monitoring_condition(*, enabled: bool, available: bool) -> Condition:
 
 
 def ready_condition(conditions: Mapping[str, Condition], *, paused: bool) -> Condition:
-    """Ready follows SecretsResolved and AgentAvailable (monitoring does not block it)."""
-    if paused:
+    """Ready = Reconciled and SecretsResolved and AgentAvailable (monitoring does not block it)."""
+    if paused and conditions.get(RECONCILED, Condition(RECONCILED, TRUE, "")).status == TRUE:
         return Condition(READY, FALSE, "Paused", "spec.paused is true: the agent is scaled to 0")
-    for kind in (SECRETS_RESOLVED, AGENT_AVAILABLE):
+    for kind in (RECONCILED, SECRETS_RESOLVED, AGENT_AVAILABLE):
         cond = conditions.get(kind)
         if cond is None:
             return Condition(READY, UNKNOWN, "Reconciling", f"{kind} not known yet")
         if cond.status != TRUE:
             return Condition(READY, FALSE, cond.reason, cond.message)
     return Condition(READY, TRUE, "AgentReady", "the agent is running")
+
+
+def reconciled_condition(generation: int | None, children: Sequence[str]) -> Condition:
+    """Reconciled=True after every child was applied."""
+    what = f"generation {generation}" if generation is not None else "the spec"
+    return Condition(RECONCILED, TRUE, "Applied", f"applied {what}: {', '.join(children)}")
 
 
 def conditions_from_status(status: Mapping[str, Any] | None) -> dict[str, Condition]:

@@ -29,7 +29,11 @@ def test_chart_copies_and_schema_are_in_sync(crd: dict[str, Any]):
 
 def test_rendered_crd_is_the_file_plus_keep(helm: Helm, crd: dict[str, Any]):
     objects = helm.render()
-    (rendered,) = by_kind(objects, "CustomResourceDefinition")
+    (rendered,) = [
+        o
+        for o in by_kind(objects, "CustomResourceDefinition")
+        if o["metadata"]["name"] == crd["metadata"]["name"]
+    ]
     annotations = rendered["metadata"].pop("annotations")
     assert annotations["helm.sh/resource-policy"] == "keep"
     expected_annotations = dict(crd["metadata"].get("annotations", {}))

@@ -99,8 +99,8 @@ def test_operator_deployment(helm: Helm):
     objects = render_ci(helm, "single-pbx-values.yaml", True)
     (deployment,) = by_kind(objects, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2  # peering: one active, one standby (test_chart_peering.py)
+    assert spec["strategy"]["type"] == "RollingUpdate"
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"][0] == "run"

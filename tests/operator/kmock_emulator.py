@@ -18,7 +18,13 @@ API server):
 - garbage collection: when an object is really deleted, objects whose
   ownerReferences name its uid are deleted too (transitively), and an object
   created with owners that are all gone is deleted right after creation;
-- kmock answers 500 for malformed bodies; an apply without fieldManager is 422.
+- kmock answers 500 for malformed bodies; an apply without fieldManager is 422,
+  and so is a JSON patch whose `test` op fails (kopf's finalizer removal
+  tests resourceVersion and, on 422, tries again with the next event);
+- injected faults: `fail_apply(plural, name, code, message)` makes every
+  server-side apply of that object answer an API Status error (as an
+  admission webhook, a quota or an immutable field would), until
+  `heal_apply(plural, name)`; the object is left unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import yaml
 from kmock._internal import enums
 
 APPLY = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
 
 
 def ssa_merge(live: Any, last_applied: Any, applied: Any) -> Any:
@@ -65,6 +72,15 @@ class Emulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self._rv = itertools.count(1000)
         self._applied: dict[tuple[Any, ...], Any] = {}
+        self._apply_faults: dict[tuple[str, str], tuple[int, str]] = {}
+        self.apply_fault_hits: dict[tuple[str, str], int] = {}
+
+    def fail_apply(self, plural: str, name: str, code: int, message: str) -> None:
+        self._apply_faults[(plural, name)] = (code, message)
+        self.apply_fault_hits[(plural, name)] = 0
+
+    def heal_apply(self, plural: str, name: str) -> None:
+        self._apply_faults.pop((plural, name), None)
 
     # ------------------------------------------------------------------ helpers
 
@@ -108,6 +124,9 @@ class Emulator(kmock.KubernetesEmulator):
         if request.action == enums.action.UPDATE and request.name is not None:
             if APPLY in (request.headers.get("Content-Type") or ""):
                 return await self._apply(request)
+            failed_test = self._failed_json_patch_test(request)
+            if failed_test is not None:
+                return _status(422, "Invalid", failed_test)
             self._prepare_patch(request)
         elif request.action == enums.action.CREATE and isinstance(request.data, dict):
             self._fill_new(request, request.data)
@@ -122,6 +141,23 @@ class Emulator(kmock.KubernetesEmulator):
         if uid is not None and (key not in self._objects or self._objects[key].deleted):
             await self._collect_garbage(uid)
         return response
+
+    def _failed_json_patch_test(self, request: Any) -> str | None:
+        """A JSON patch whose `test` op does not hold is 422 (kmock: 500), as kopf expects."""
+        if JSON_PATCH not in (request.headers.get("Content-Type") or ""):
+            return None
+        existing = self._lookup((request.resource, request.namespace, request.name))
+        if existing is None or existing.deleted or not isinstance(request.data, list):
+            return None
+        for op in request.data:
+            if not isinstance(op, dict) or op.get("op") != "test":
+                continue
+            value: Any = existing.raw
+            for part in str(op.get("path", "")).strip("/").split("/"):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value != op.get("value"):
+                return f"the test of {op.get('path')} failed: is {value!r}, not {op.get('value')!r}"
+        return None
 
     def _prepare_patch(self, request: Any) -> None:
         """Status isolation, resourceVersion and generation for a merge patch."""
@@ -148,6 +184,12 @@ class Emulator(kmock.KubernetesEmulator):
             meta["generation"] = int(live.get("metadata", {}).get("generation") or 1) + 1
 
     async def _apply(self, request: Any) -> aiohttp.web.StreamResponse:
+        fault = self._apply_faults.get((request.resource.plural, request.name))
+        if fault is not None:
+            code, message = fault
+            self.apply_fault_hits[(request.resource.plural, request.name)] += 1
+            reason = {403: "Forbidden", 409: "Conflict", 422: "Invalid"}.get(code, "InternalError")
+            return _status(code, reason, message)
         manager = request.params.get("fieldManager")
         if not manager:
             return _status(422, "Invalid", "fieldManager is required for apply patch")

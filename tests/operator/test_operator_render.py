@@ -183,8 +183,23 @@ def test_children_names_labels_and_owner() -> None:
         labels = child["metadata"]["labels"]
         assert labels["app.kubernetes.io/instance"] == "minimal"
         assert labels["app.kubernetes.io/managed-by"] == "sipstack-operator"
+        if child["kind"] == "PersistentVolumeClaim":
+            continue  # retained by default: see test_state_claim_retention
         assert child["metadata"]["ownerReferences"][0]["uid"] == "u-1"
         assert child["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_state_claim_retention() -> None:
+    """Retain (default): no owner, so GC keeps the claim; Delete: owned like the rest."""
+    owner = Owner(name="minimal", uid="u-1")
+    retained = _by_kind(render(_spec(), SECRETS, owner=owner))["PersistentVolumeClaim"]
+    assert "ownerReferences" not in retained["metadata"]
+    assert retained["metadata"]["labels"]["sipstack.com/connector"] == "minimal"
+    assert retained["metadata"]["name"] == "minimal-state"
+    spec = _spec(state={"whenDeleted": "Delete"})
+    deleted = _by_kind(render(spec, SECRETS, owner=owner))["PersistentVolumeClaim"]
+    assert deleted["metadata"]["ownerReferences"] == [owner.reference()]
+    assert deleted["metadata"]["labels"]["sipstack.com/connector"] == "minimal"
 
 
 def test_deployment_shape() -> None:

@@ -62,20 +62,42 @@ def test_conditions_are_ordered_and_others_kept() -> None:
     assert [c["type"] for c in merged] == ["Ready", "MonitoringConfigured", "Custom"]
 
 
-def test_ready_follows_secrets_and_agent() -> None:
+def test_ready_needs_reconciled_secrets_and_agent() -> None:
+    applied = st.reconciled_condition(3, ["Secret x-agent-env", "Deployment x-agent"])
+    assert (applied.type, applied.status, applied.reason) == ("Reconciled", "True", "Applied")
+    assert applied.message == "applied generation 3: Secret x-agent-env, Deployment x-agent"
     ok = st.Condition("SecretsResolved", "True", "SecretsFound")
     agent = st.agent_condition({"status": {"readyReplicas": 1}}, paused=False)
-    assert (
-        st.ready_condition({"SecretsResolved": ok, "AgentAvailable": agent}, paused=False).status
-        == "True"
-    )
+    good = {"Reconciled": applied, "SecretsResolved": ok, "AgentAvailable": agent}
+    assert st.ready_condition(good, paused=False).status == "True"
     bad = st.Condition("SecretsResolved", "False", "SecretNotFound", "Secret 'x' not found")
-    ready = st.ready_condition({"SecretsResolved": bad, "AgentAvailable": agent}, paused=False)
+    ready = st.ready_condition({**good, "SecretsResolved": bad}, paused=False)
     assert (ready.status, ready.reason) == ("False", "SecretNotFound")
     paused = st.ready_condition({}, paused=True)
     assert (paused.status, paused.reason) == ("False", "Paused")
     assert st.Transition("Ready", "False", "Paused", "").event_type == "Normal"
     assert st.ready_condition({}, paused=False).status == "Unknown"
+
+
+def test_ready_stays_false_while_the_last_apply_failed() -> None:
+    """A healthy agent does not make Ready True when the desired state was not applied."""
+    failed = st.Condition("Reconciled", "False", "ApplyFailed", "HTTP 422: denied")
+    ok = st.Condition("SecretsResolved", "True", "SecretsFound")
+    agent = st.agent_condition({"status": {"readyReplicas": 1}}, paused=False)
+    conds = {"Reconciled": failed, "SecretsResolved": ok, "AgentAvailable": agent}
+    ready = st.ready_condition(conds, paused=False)
+    assert (ready.status, ready.reason, ready.message) == (
+        "False",
+        "ApplyFailed",
+        "HTTP 422: denied",
+    )
+    # Paused does not hide a failed apply either.
+    assert st.ready_condition(conds, paused=True).reason == "ApplyFailed"
+    # Without a Reconciled condition yet (an old status): not known, never True.
+    assert (
+        st.ready_condition({"SecretsResolved": ok, "AgentAvailable": agent}, paused=False).status
+        == "Unknown"
+    )
 
 
 def test_agent_condition_from_the_deployment() -> None:
@@ -202,3 +224,16 @@ async def test_fetch_agent_status_bounds_what_it_reads() -> None:
             assert got == doc
     finally:
         await runner.cleanup()
+
+
+def test_agent_condition_reads_the_agents_own_readiness() -> None:
+    dep = {"status": {"readyReplicas": 1}}
+    healthy = {"ready_problems": [], "backlog": {"outbox_depth": 0}}
+    assert st.agent_condition(dep, paused=False, agent_doc=healthy).status == "True"
+    sick = {"ready_problems": ["source:cdr: source not connected", "api: 401 sk_0123456789abcdef"]}
+    cond = st.agent_condition(dep, paused=False, agent_doc=sick)
+    assert (cond.status, cond.reason) == ("False", "AgentProblems")
+    assert "source:cdr: source not connected" in cond.message
+    assert "0123456789abcdef" not in cond.message  # scrubbed
+    # /status unreachable: the Deployment alone decides (no flapping on a network blip).
+    assert st.agent_condition(dep, paused=False, agent_doc=None).status == "True"

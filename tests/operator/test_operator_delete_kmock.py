@@ -1,0 +1,212 @@
+"""Delete without losing calls, under the real operator (KopfRunner) and kmock.
+
+- the state PVC is retained by default (no ownerReference; the emulator's
+  garbage collector, like the real one, collects only owned objects) and is
+  adopted by a connector re-created with the same name;
+- with whenDeleted Delete it is owned and collected with the connector;
+- deletion waits for the agent's backlog to reach 0 (read from a local
+  server answering /status in the agent's real shape, see fake_agent.py),
+  or for spec.drain.timeoutSeconds, with progress in status.drain and events;
+- a claim an older operator created with an ownerReference loses it on the
+  next reconcile (server-side apply drops the field it no longer applies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fake_agent import FakeAgents, serve_agents
+from kmock_emulator import Emulator
+from sipstack_operator import handlers
+from test_operator_kmock import (
+    CONNECTORS,
+    CR_PATH,
+    DEPLOYMENTS,
+    EVENTS,
+    NS,
+    PVCS,
+    SECRETS,
+    cluster,
+    condition,
+    connector,
+    create,
+    delete,
+    eventually,
+    make_ready,
+    obj,
+    operator,
+    pod_hash,
+    seed,
+)
+
+pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(60)]
+
+__all__ = ["cluster"]  # the fixture, imported for pytest
+
+
+@pytest.fixture()
+async def agents(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeAgents]:
+    async with serve_agents() as fake:
+        monkeypatch.setattr(
+            handlers,
+            "CONFIG",
+            dataclasses.replace(
+                handlers.CONFIG, agent_status_url=fake.url_template, agent_status_timeout=1.0
+            ),
+        )
+        yield fake
+
+
+def drain_of(cluster: Emulator, name: str) -> dict[str, Any]:
+    body = obj(cluster, CONNECTORS, name) or {}
+    return dict((body.get("status") or {}).get("drain") or {})
+
+
+def events_for(cluster: Emulator, name: str) -> list[dict[str, Any]]:
+    return [
+        o.raw
+        for k, o in cluster.objects.items()
+        if k[0] == EVENTS and (o.raw.get("involvedObject") or {}).get("name") == name
+    ]
+
+
+async def running_agent(cluster: Emulator, name: str) -> None:
+    await eventually(lambda: pod_hash(cluster, name), what="deployment")
+    await make_ready(cluster, name)
+    await eventually(lambda: condition(cluster, name, "Ready")["status"] == "True", what="Ready")
+
+
+async def test_delete_drains_the_outbox_and_keeps_the_claim_for_the_next_connector(
+    cluster: Emulator, agents: FakeAgents
+) -> None:
+    agents.set_backlog(NS, "pbx-east", 5)
+    await seed(cluster)
+    await create(cluster, connector(drain={"timeoutSeconds": 60}))
+    async with operator():
+        await running_agent(cluster, "pbx-east")
+        pvc = obj(cluster, PVCS, "pbx-east-state")
+        assert pvc is not None
+        assert "ownerReferences" not in pvc["metadata"]
+        assert pvc["metadata"]["labels"]["sipstack.com/connector"] == "pbx-east"
+        claim_uid = pvc["metadata"]["uid"]
+
+        await delete(cluster, f"{CR_PATH}/pbx-east")
+        drain = await eventually(
+            lambda: (d := drain_of(cluster, "pbx-east")).get("backlog") == 5 and d, what="draining"
+        )
+        assert drain["phase"] == "Draining"
+        assert drain["startedAt"] < drain["deadline"]
+        assert "5 document(s) left" in drain["message"]
+        ready = condition(cluster, "pbx-east", "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Draining")
+        # The agent keeps running (and delivering) while the connector waits.
+        assert obj(cluster, DEPLOYMENTS, "pbx-east-agent") is not None
+
+        agents.set_backlog(NS, "pbx-east", 2)
+        await eventually(
+            lambda: any(
+                e["reason"] == "Draining" and "2 document(s) left" in e["message"]
+                for e in events_for(cluster, "pbx-east")
+            ),
+            what="progress event",
+        )
+        agents.set_backlog(NS, "pbx-east", 0)
+        await eventually(lambda: obj(cluster, CONNECTORS, "pbx-east") is None, what="CR gone")
+        assert any(e["reason"] == "Drained" for e in events_for(cluster, "pbx-east"))
+        # Owned children are collected; the claim (and the calls in it) stays.
+        assert obj(cluster, DEPLOYMENTS, "pbx-east-agent") is None
+        assert obj(cluster, SECRETS, "pbx-east-agent-env") is None
+        kept = obj(cluster, PVCS, "pbx-east-state")
+        assert kept is not None and kept["metadata"]["uid"] == claim_uid
+
+        # Re-created with the same name: the same claim is mounted again.
+        await create(cluster, connector(drain={"timeoutSeconds": 60}))
+        dep = await eventually(lambda: obj(cluster, DEPLOYMENTS, "pbx-east-agent"), what="again")
+        volumes = dep["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "state", "persistentVolumeClaim": {"claimName": "pbx-east-state"}} in (
+            volumes
+        )
+        adopted = obj(cluster, PVCS, "pbx-east-state")
+        assert adopted is not None and adopted["metadata"]["uid"] == claim_uid
+        assert "ownerReferences" not in adopted["metadata"]
+
+
+async def test_delete_policy_and_drain_timeout(cluster: Emulator, agents: FakeAgents) -> None:
+    agents.set_backlog(NS, "pbx-east", 4)  # never drains
+    await seed(cluster)
+    await create(cluster, connector(state={"whenDeleted": "Delete"}, drain={"timeoutSeconds": 1}))
+    async with operator():
+        await running_agent(cluster, "pbx-east")
+        cr = obj(cluster, CONNECTORS, "pbx-east")
+        pvc = obj(cluster, PVCS, "pbx-east-state")
+        assert pvc is not None and cr is not None
+        assert [o["uid"] for o in pvc["metadata"]["ownerReferences"]] == [cr["metadata"]["uid"]]
+
+        await delete(cluster, f"{CR_PATH}/pbx-east")
+        await eventually(lambda: obj(cluster, CONNECTORS, "pbx-east") is None, what="CR gone")
+        timed_out = [e for e in events_for(cluster, "pbx-east") if e["reason"] == "DrainTimedOut"]
+        assert timed_out and timed_out[0]["type"] == "Warning"
+        assert "4 document(s) still in the outbox after 1 s" in timed_out[0]["message"]
+        assert "deleted with the connector" in timed_out[0]["message"]
+        assert agents.requests[(NS, "pbx-east")] >= 2  # looked more than once before giving up
+        assert obj(cluster, PVCS, "pbx-east-state") is None
+
+
+async def test_delete_without_a_running_agent_does_not_wait(
+    cluster: Emulator, agents: FakeAgents
+) -> None:
+    agents.set_backlog(NS, "pbx-east", 9)
+    await seed(cluster)
+    await create(cluster, connector(paused=True, drain={"timeoutSeconds": 600}))
+    async with operator():
+        await eventually(lambda: obj(cluster, DEPLOYMENTS, "pbx-east-agent"), what="deployment")
+        await delete(cluster, f"{CR_PATH}/pbx-east")
+        await eventually(lambda: obj(cluster, CONNECTORS, "pbx-east") is None, what="CR gone")
+        skipped = [e for e in events_for(cluster, "pbx-east") if e["reason"] == "DrainSkipped"]
+        assert skipped and "the agent is not running" in skipped[0]["message"]
+        assert "stays in PVC pbx-east-state" in skipped[0]["message"]
+        assert obj(cluster, PVCS, "pbx-east-state") is not None
+
+
+async def test_a_claim_owned_by_an_older_operator_is_released(cluster: Emulator) -> None:
+    await seed(cluster)
+    await create(cluster, connector())
+    cr = obj(cluster, CONNECTORS, "pbx-east")
+    assert cr is not None
+    owner = {
+        "apiVersion": "sipstack.com/v1alpha1",
+        "kind": "AsteriskConnector",
+        "name": "pbx-east",
+        "uid": cr["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    old_claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "pbx-east-state", "namespace": NS, "ownerReferences": [owner]},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    path = f"/api/v1/namespaces/{NS}/persistentvolumeclaims/pbx-east-state"
+    async with cluster.patch(
+        path,
+        json=old_claim,
+        params={"fieldManager": "sipstack-operator", "force": "true"},
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    ) as resp:
+        assert resp.status < 300, await resp.text()
+    uid = obj(cluster, PVCS, "pbx-east-state")["metadata"]["uid"]
+    async with operator():
+        released = await eventually(
+            lambda: (
+                (p := obj(cluster, PVCS, "pbx-east-state"))
+                and "ownerReferences" not in p["metadata"]
+                and p
+            ),
+            what="owner reference removed",
+        )
+    assert released["metadata"]["uid"] == uid
+    assert released["metadata"]["labels"]["sipstack.com/connector"] == "pbx-east"
