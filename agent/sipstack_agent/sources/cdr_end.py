@@ -28,9 +28,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Protocol
-from zoneinfo import ZoneInfo
 
 from ..model import CdrRow
 
@@ -55,7 +54,7 @@ class EndHost(Protocol):
 
     def db_time(self, t: datetime, info: TableInfo) -> object: ...
     def row_time(self, value: object, info: TableInfo) -> datetime | None: ...
-    def time_zone(self, info: TableInfo) -> ZoneInfo: ...
+    def time_zone(self, info: TableInfo) -> tzinfo: ...
     def build_cdr(self, row: tuple[object, ...]) -> CdrRow | None: ...
     async def store_cdrs(self, rows: Sequence[CdrRow], end_time: datetime | None) -> int: ...
 
@@ -252,7 +251,7 @@ def _whole_second(t: datetime) -> datetime:
     return t.replace(microsecond=0)
 
 
-def _dst_slack(tz: ZoneInfo, t: datetime, span: float) -> timedelta:
+def _dst_slack(tz: tzinfo, t: datetime, span: float) -> timedelta:
     """Naive local arithmetic (calldate + duration) is off by a DST change inside the span."""
     a = t.astimezone(tz).utcoffset() or timedelta(0)
     b = (t - timedelta(seconds=span)).astimezone(tz).utcoffset() or timedelta(0)

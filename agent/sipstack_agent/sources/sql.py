@@ -1047,7 +1047,7 @@ class SqlSource:
     def row_time(self, value: object, info: TableInfo) -> datetime | None:
         return to_utc(value, self._time_tz(info))
 
-    def time_zone(self, info: TableInfo) -> ZoneInfo:
+    def time_zone(self, info: TableInfo) -> tzinfo:
         return self._time_tz(info)
 
     def build_cdr(self, row: tuple[object, ...]) -> CdrRow | None:
