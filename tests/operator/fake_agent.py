@@ -16,47 +16,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp.web
+from operator_testlib import agent_status_doc as schema_doc
 
 
 def agent_status_doc(connector_id: str, outbox_depth: int) -> dict[str, Any]:
-    return {
-        "version": "0.14.0",
-        "connector_id": connector_id,
-        "started_at": "2026-11-25T20:00:00+00:00",
-        "cel_mode": "db",
-        "evaluated_calls": 42,
-        "evaluation_errors": 0,
-        "stages": {
-            "cdr": {"running": True, "restarts": 0, "last_error": None, "last_error_at": None},
-            "shipper": {"running": True, "restarts": 0, "last_error": None, "last_error_at": None},
-        },
-        "ready_problems": [],
-        "checkpoints": {"cdr": {"id": 1207, "ts": "2026-11-25 20:59:58"}},
-        "backlog": {
-            "outbox_depth": outbox_depth,
-            "oldest_undelivered_seconds": 12.5 if outbox_depth else None,
-            "dead_letters": 0,
-            "open_calls": 1,
-            "dirty_calls": 0,
-        },
-        "shipper": {
-            "url": "https://us1.api.sipstack.com/v1/calls",
-            "last_success_at": "2026-11-25T21:00:00+00:00",
-            "last_attempt_at": "2026-11-25T21:00:00+00:00",
-            "last_error": None,
-            "last_error_at": None,
-            "auth_failed": False,
-            "stuck": False,
-            "consecutive_failures": 0,
-            "paused_until": None,
-            "outbox_depth": outbox_depth,
-            "oldest_undelivered_seconds": 12.5 if outbox_depth else None,
-            "dead_letters": 0,
-            "delivered": 40,
-            "retried": 1,
-            "dead_lettered": 0,
-        },
-    }
+    """A /status body valid against the agent's status schema (operator_testlib)."""
+    return schema_doc(
+        connector_id=connector_id,
+        backlog={"outbox_depth": outbox_depth},
+        shipper={"outbox_depth": outbox_depth, "last_success_at": "2026-11-25T21:00:00+00:00"},
+    )
 
 
 class FakeAgents:
