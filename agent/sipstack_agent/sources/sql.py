@@ -807,7 +807,7 @@ class SqlSource:
         self._clock.observe(self._poll_written, live=live)
         self._live = not self.backlog
         if self._marks is not None:
-            newest = self._read_newest if info.id_col else _parse_iso((self._pos or {}).get("time"))
+            newest = self._read_newest if info.id_col else self._time_mode_mark()
             self._marks.publish(
                 self.position_name,
                 newest=newest,
@@ -1025,6 +1025,12 @@ class SqlSource:
             and self.info is not None
             and (not self.info.id_col)
         )
+
+    def _time_mode_mark(self) -> datetime | None:
+        """Time mode: read through the position's time, or the newest call end read (CDR)."""
+        pos = self._pos or {}
+        known = [t for t in (_parse_iso(pos.get("time")), _parse_iso(pos.get("end_time"))) if t]
+        return max(known) if known else None
 
     def request_cdr_lookup(self, call_key: str, uniqueids: Sequence[str], since: datetime) -> None:
         if self._end is not None:
