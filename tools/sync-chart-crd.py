@@ -5,9 +5,11 @@
     tools/sync-chart-crd.py --check  # exit 1 (and say what) when they are stale
 
 What it maintains in charts/sipstack-connector/:
-- files/asteriskconnectors.sipstack.com.yaml: a byte-identical copy of
-  crds/asteriskconnectors.sipstack.com.yaml (templates/crd.yaml renders it
-  behind `crds.create`, with helm.sh/resource-policy: keep);
+- crds/asteriskconnectors.sipstack.com.yaml: a byte-identical copy of
+  crds/asteriskconnectors.sipstack.com.yaml. Helm creates it on the first
+  install before it maps the templates (so the fleet's AsteriskConnectors map
+  on a fresh cluster) and never touches it again; the pre-install/pre-upgrade
+  hook Job (templates/crd-upgrade-job.yaml) applies the same file server-side;
 - files/rbac.yaml: a byte-identical copy of operator/sipstack_operator/data/rbac.yaml
   (templates/rbac.yaml takes the operator's rules from it);
 - values.schema.json `definitions.connector` and `definitions.connectorDefaults`:
@@ -32,7 +34,7 @@ CHART = ROOT / "charts" / "sipstack-connector"
 CRD = ROOT / "crds" / "asteriskconnectors.sipstack.com.yaml"
 RBAC = ROOT / "operator" / "sipstack_operator" / "data" / "rbac.yaml"
 COPIES = {
-    CRD: CHART / "files" / "asteriskconnectors.sipstack.com.yaml",
+    CRD: CHART / "crds" / "asteriskconnectors.sipstack.com.yaml",
     RBAC: CHART / "files" / "rbac.yaml",
 }
 SCHEMA = CHART / "values.schema.json"
