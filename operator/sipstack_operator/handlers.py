@@ -15,7 +15,8 @@
   peering), watch server/client/connect timeouts, request timeouts, k8s
   Events only for warnings from kopf itself (our transitions are posted
   explicitly), progress and diff-base in annotations under sipstack.com
-  (the status schema is structural: nothing of kopf's goes into status), a
+  (the status schema is structural: nothing of kopf's goes into status; the
+  diff-base holds digests of the tenant maps, see diffbase.py), a
   finalizer named sipstack.com/operator (kopf needs one for the timer).
 """
 
@@ -32,6 +33,7 @@ import aiohttp
 import kopf
 
 from sipstack_operator.api import KubeApi, load_client_configuration
+from sipstack_operator.diffbase import diffbase_storage
 from sipstack_operator.reconcile import OperatorConfig, ReconcileError, Reconciler
 from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
 
@@ -71,9 +73,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = True  # exact namespaces only; no CRD/namespace scans
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = diffbase_storage()  # tenant maps as digests
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300  # ask the API server to end each watch after 5 min
     settings.watching.client_timeout = 330  # ... and give up on a silent one 30 s later

@@ -9,7 +9,17 @@ from typing import Any
 import pytest
 import yaml
 
-from .chartlib import CHART, CHART_CRD, CI_DIR, CI_VALUES, CRD_FILE, ROOT, Helm, by_kind, hook_events
+from .chartlib import (
+    CHART,
+    CHART_CRD,
+    CI_DIR,
+    CI_VALUES,
+    CRD_FILE,
+    ROOT,
+    Helm,
+    by_kind,
+    hook_events,
+)
 
 SYNC = ROOT / "tools" / "sync-chart-crd.py"
 
@@ -61,4 +71,3 @@ def test_packaged_chart_carries_the_crd(helm: Helm, tmp_path, crd: dict[str, Any
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert by_kind(docs, "CustomResourceDefinition") == [crd]
     assert by_kind(docs, "ClusterRole")
-

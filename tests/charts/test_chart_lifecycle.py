@@ -58,9 +58,12 @@ def helm_uninstall_order(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rank = {kind: i for i, kind in enumerate(UNINSTALL_ORDER)}
     return sorted(
         objects,
-        key=lambda o: (o["kind"] not in rank, rank.get(o["kind"], 0), "" if o["kind"] in rank
-                       else o["kind"]),
-    )  # fmt: skip
+        key=lambda o: (
+            o["kind"] not in rank,
+            rank.get(o["kind"], 0),
+            "" if o["kind"] in rank else o["kind"],
+        ),
+    )
 
 
 def weight(obj: dict[str, Any]) -> int:
@@ -102,11 +105,17 @@ def test_no_release_holds_a_crd_and_its_objects(helm: Helm, values: str):
 
 def test_dry_run_install_keeps_the_crd_out_of_the_manifest(helm: Helm):
     result = helm.run(
-        "install", RELEASE, str(CI_DIR.parent), "--dry-run=client", "--namespace", NAMESPACE,
-        "-f", str(CI_DIR / "single-pbx-values.yaml"),
-    )  # fmt: skip
+        "install",
+        RELEASE,
+        str(CI_DIR.parent),
+        "--dry-run=client",
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        str(CI_DIR / "single-pbx-values.yaml"),
+    )
     assert result.returncode == 0, result.output
-    head, _, rest = result.stdout.partition("\nHOOKS:\n")
+    _, _, rest = result.stdout.partition("\nHOOKS:\n")
     hooks_text, _, manifest_text = rest.partition("\nMANIFEST:\n")
     manifest_text = manifest_text.split("\nNOTES:\n", 1)[0]
     manifest = [d for d in yaml.safe_load_all(manifest_text) if d]
@@ -130,11 +139,15 @@ def test_every_hook_job_has_its_support_created_before_it(helm: Helm, values: st
         assert pod["restartPolicy"] == "Never"
         assert pod["securityContext"]["runAsNonRoot"] is True
         needed = {("ServiceAccount", pod["serviceAccountName"])}
-        needed |= {("ConfigMap", v["configMap"]["name"]) for v in pod["volumes"] if "configMap" in v}
+        needed |= {
+            ("ConfigMap", v["configMap"]["name"]) for v in pod["volumes"] if "configMap" in v
+        }
         bindings = [
-            o for o in hooks if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
+            o
+            for o in hooks
+            if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
             and any(s["name"] == pod["serviceAccountName"] for s in o["subjects"])
-        ]  # fmt: skip
+        ]
         assert bindings, f"{job['metadata']['name']}: no RBAC for its ServiceAccount"
         needed |= {(b["kind"], b["metadata"]["name"]) for b in bindings}
         needed |= {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings}
@@ -161,7 +174,11 @@ def test_crd_upgrade_job_applies_the_crd_server_side(helm: Helm):
     assert args[:3] == ["apply", "--server-side", "--force-conflicts"]
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "crds"]
     assert f"--filename={mount['mountPath']}/{CHART_CRD.name}" in args
-    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == job["metadata"]["name"]]
+    (role,) = [
+        r
+        for r in by_kind(objects, "ClusterRole")
+        if r["metadata"]["name"] == job["metadata"]["name"]
+    ]
     assert role["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
@@ -205,9 +222,11 @@ def test_uninstall_removes_connectors_while_the_operator_runs(helm: Helm, values
         assert duration_seconds(timeout) < HELM_DEFAULT_TIMEOUT_SECONDS
         deleted |= {(ns, a) for a in args[2:] if not a.startswith("--")}
         (role,) = [
-            r for r in by_kind(pre_delete, "Role")
-            if r["metadata"]["namespace"] == ns and r["metadata"]["name"] == pod["serviceAccountName"]
-        ]  # fmt: skip
+            r
+            for r in by_kind(pre_delete, "Role")
+            if r["metadata"]["namespace"] == ns
+            and r["metadata"]["name"] == pod["serviceAccountName"]
+        ]
         assert role["rules"][0]["verbs"] == ["get", "list", "watch", "delete"]
         assert role["rules"][0]["resources"] == ["asteriskconnectors"]
     assert deleted == {(c["metadata"]["namespace"], c["metadata"]["name"]) for c in connectors}
@@ -258,9 +277,12 @@ def test_real_kubectl_accepts_the_hook_arguments(helm: Helm, kubectl: Path, tmp_
         args = [a.replace(f"/crds/{CHART_CRD.name}", str(CHART_CRD)) for a in args]
         proc = subprocess.run(
             [str(kubectl), *args, f"--server={CLOSED_SERVER}", "--token=t", "-v=6"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
             env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
+        )
         message = proc.stderr
         assert "unknown flag" not in message and "Usage:" not in message, f"{job}: {message}"
         assert "does not exist" not in message, f"{job}: {message}"
