@@ -235,6 +235,20 @@ def test_uninstall_removes_connectors_while_the_operator_runs(helm: Helm, values
     assert {o["kind"] for o in pre_delete} <= SUPPORT_KINDS | {"Job"}
 
 
+def test_cleanup_covers_every_namespace_of_the_fleet(helm: Helm):
+    objects = helm.render([CI_DIR / "two-namespaces-values.yaml"], tests=False)
+    pre_delete = hooks_of(objects, "pre-delete")
+    (job,) = by_kind(pre_delete, "Job")
+    containers = job["spec"]["template"]["spec"]["containers"]
+    namespaces = [a for c in containers for a in c["args"] if a.startswith("--namespace=")]
+    assert namespaces == ["--namespace=telephony-ca", "--namespace=telephony-us"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(pre_delete, "Role")) == [
+        "telephony-ca",
+        "telephony-us",
+    ]
+    assert {c["image"] for c in containers} == {"registry.example.com/mirror/kubectl:v1.33.4"}
+
+
 def test_no_connectors_no_cleanup_hook(helm: Helm, write_values):
     objects = helm.render([write_values({"connectors": []})], tests=False)
     assert not hooks_of(objects, "pre-delete")

@@ -202,6 +202,7 @@ def test_notes_tell_the_next_command(helm: Helm):
     assert f"helm test {RELEASE}" in notes
     assert "kubectl get asteriskconnectors" in notes
     assert "kubectl -n sipstack-system create secret generic pbx-east-credentials" in notes
+    assert f"helm uninstall {RELEASE} -n {NAMESPACE}` first runs a Job" in notes
 
 
 def test_every_object_is_labelled(helm: Helm):
