@@ -18,6 +18,9 @@ API server):
 - garbage collection: when an object is really deleted, objects whose
   ownerReferences name its uid are deleted too (transitively), and an object
   created with owners that are all gone is deleted right after creation;
+- lists carry `kind: <Kind>List`, `apiVersion` and a numeric resourceVersion,
+  and lists and watches honour `fieldSelector=metadata.name=<name>` (what
+  kubectl's `delete --wait` and `wait` use);
 - kmock answers 500 for malformed bodies; an apply without fieldManager is 422.
 """
 
@@ -95,6 +98,28 @@ class Emulator(kmock.KubernetesEmulator):
         except KeyError:
             return False
         return "status" in info.subresources
+
+    def _name_selected(self, request: Any, obj: Any) -> bool:
+        """`fieldSelector=metadata.name=<name>` (the only field selector emulated)."""
+        selector = (request.params or {}).get("fieldSelector", "")
+        wanted = [s.split("=", 1)[1] for s in selector.split(",") if s.startswith("metadata.name=")]
+        name = (obj.get("metadata") or {}).get("name") if isinstance(obj, dict) else None
+        return not wanted or name == wanted[0].lstrip("=")
+
+    async def _serve_list(self, request: Any) -> Any:
+        payload = await super()._serve_list(request)
+        info = self.resources[request.resource]
+        group, version = request.resource.group, request.resource.version
+        payload["kind"] = f"{info.kind}List"
+        payload["apiVersion"] = f"{group}/{version}" if group else version
+        payload["metadata"] = {"resourceVersion": str(next(self._rv))}
+        payload["items"] = [o for o in payload["items"] if self._name_selected(request, o)]
+        return payload
+
+    async def _serve_watch(self, request: Any) -> Any:
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or self._name_selected(request, event.get("object")):
+                yield event
 
     # ------------------------------------------------------------------ dispatch
 
