@@ -246,7 +246,7 @@ def test_cleanup_covers_every_namespace_of_the_fleet(helm: Helm):
         "telephony-ca",
         "telephony-us",
     ]
-    assert {c["image"] for c in containers} == {"registry.example.com/mirror/kubectl:v1.33.4"}
+    assert {c["image"] for c in containers} == {"registry.example.com/mirror/kubectl:v1.34.1"}
 
 
 def test_no_connectors_no_cleanup_hook(helm: Helm, write_values):

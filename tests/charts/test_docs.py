@@ -81,8 +81,8 @@ def test_lifecycle_docs_name_the_rendered_hooks(helm: Helm):
     assert "logs job/sipstack-connector-cleanup" in install
     assert "logs job/sipstack-crd-upgrade" in upgrade
     image = {c["image"] for j in jobs.values() for c in j["spec"]["template"]["spec"]["containers"]}
-    assert image == {"registry.k8s.io/kubectl:v1.33.4"}
-    assert "`registry.k8s.io/kubectl:v1.33.4`" in install
+    assert image == {"registry.k8s.io/kubectl:v1.34.1"}
+    assert "`registry.k8s.io/kubectl:v1.34.1`" in install
     (timeout,) = {
         a.split("=", 1)[1]
         for a in jobs["sipstack-connector-cleanup"]["spec"]["template"]["spec"]["containers"][0][
