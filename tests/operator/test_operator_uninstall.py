@@ -170,3 +170,28 @@ async def test_without_the_operator_the_cleanup_times_out(
     left = obj(cluster, CONNECTORS, "pbx-east")
     assert left is not None and left["metadata"].get("deletionTimestamp")  # Terminating
     assert left["metadata"]["finalizers"] == ["sipstack.com/operator"]
+
+
+async def test_the_cleanup_waits_for_the_operator_to_finish(
+    cluster: Emulator, chart_objects: list[dict[str, Any]]
+) -> None:
+    """kubectl is already waiting (watching) when the operator starts and finishes the job."""
+    kubeconfig = Path(os.environ["KUBECONFIG"])
+    await connectors_from_the_chart(cluster, chart_objects)
+    async with operator():
+        await eventually(
+            lambda: (obj(cluster, CONNECTORS, "pbx-west") or {})["metadata"].get("finalizers")
+        )
+    (command,) = cleanup_commands(chart_objects, "60s")
+    waiting = asyncio.ensure_future(run_kubectl(command, kubeconfig))
+    await eventually(
+        lambda: (obj(cluster, CONNECTORS, "pbx-east") or {})["metadata"].get("deletionTimestamp"),
+        timeout=30,
+        what="pbx-east Terminating",
+    )
+    assert not waiting.done()
+    async with operator():
+        result = await waiting
+    assert result.returncode == 0, result.stderr
+    assert obj(cluster, CONNECTORS, "pbx-east") is None
+    assert obj(cluster, CONNECTORS, "pbx-west") is None
