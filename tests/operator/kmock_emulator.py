@@ -130,32 +130,37 @@ class Emulator(kmock.KubernetesEmulator):
         (sendInitialEvents=true: client-go's WatchList, kubectl 1.32+)."""
         check = self._KubernetesEmulator__check  # type: ignore[attr-defined]
         yield b""
-        async with self._lock:
+        bus = self._buses[request.resource]
+        async with self._lock:  # writers put events under this lock: no event is lost
+            mark = await bus.mark()
             objs = self._KubernetesEmulator__get_objs(request, strict=False)  # type: ignore[attr-defined]
             initial = [o.raw for o in objs if not o.deleted]
-        for raw in initial:
-            if self._name_selected(request, raw):
-                yield {"type": "ADDED", "object": raw}
-        if (request.params or {}).get("sendInitialEvents") == "true":
-            info = self.resources[request.resource]
-            group, version = request.resource.group, request.resource.version
-            yield {
-                "type": "BOOKMARK",
-                "object": {
-                    "kind": info.kind,
-                    "apiVersion": f"{group}/{version}" if group else version,
-                    "metadata": {
-                        "resourceVersion": str(next(self._rv)),
-                        "annotations": {"k8s.io/initial-events-end": "true"},
+        try:
+            for raw in initial:
+                if self._name_selected(request, raw):
+                    yield {"type": "ADDED", "object": raw}
+            if (request.params or {}).get("sendInitialEvents") == "true":
+                info = self.resources[request.resource]
+                group, version = request.resource.group, request.resource.version
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": info.kind,
+                        "apiVersion": f"{group}/{version}" if group else version,
+                        "metadata": {
+                            "resourceVersion": str(next(self._rv)),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
                     },
-                },
-            }
-        async for event in self._buses[request.resource]:
-            meta = (event.get("object") or {}).get("metadata") or {}
-            namespace, name = meta.get("namespace"), meta.get("name")
-            selected = check(request, request.resource, namespace, name, strict=False)
-            if selected and self._name_selected(request, event.get("object")):
-                yield event
+                }
+            async for event in mark:
+                meta = (event.get("object") or {}).get("metadata") or {}
+                namespace, name = meta.get("namespace"), meta.get("name")
+                selected = check(request, request.resource, namespace, name, strict=False)
+                if selected and self._name_selected(request, event.get("object")):
+                    yield event
+        finally:
+            await bus.unmark(mark)
 
     # ------------------------------------------------------------------ dispatch
 

@@ -33,9 +33,12 @@ from test_operator_kmock import (
 )
 from test_operator_kmock import cluster as cluster  # the fixture, re-exported
 
-pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(300)]
 
 RELEASE = "sipstack"
+# kopf releases the finalizer once the connector's status timer has stopped; a timer
+# caught mid-run is polled every settings.background.cancellation_polling (60 s).
+OPERATOR_WAIT = "150s"
 TOOLS = ROOT / ".tools" / "bin"
 VALUES = {
     "connectors": [
@@ -115,7 +118,7 @@ async def run_kubectl(command: list[str], kubeconfig: Path) -> subprocess.Comple
         [str(TOOLS / "kubectl"), *command[1:]],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=240,
         check=False,
         env={
             "HOME": str(kubeconfig.parent),
@@ -137,7 +140,7 @@ async def test_cleanup_job_deletes_connectors_through_the_running_operator(
 ) -> None:
     kubeconfig = Path(os.environ["KUBECONFIG"])  # written by the cluster fixture
     await connectors_from_the_chart(cluster, chart_objects)
-    (command,) = cleanup_commands(chart_objects, "60s")
+    (command,) = cleanup_commands(chart_objects, OPERATOR_WAIT)
     assert command[command.index("--namespace=" + NS) + 1 :][:2] == ["pbx-east", "pbx-west"]
     async with operator():
         for name in ("pbx-east", "pbx-west"):
@@ -182,7 +185,7 @@ async def test_the_cleanup_waits_for_the_operator_to_finish(
         await eventually(
             lambda: (obj(cluster, CONNECTORS, "pbx-west") or {})["metadata"].get("finalizers")
         )
-    (command,) = cleanup_commands(chart_objects, "60s")
+    (command,) = cleanup_commands(chart_objects, OPERATOR_WAIT)
     waiting = asyncio.ensure_future(run_kubectl(command, kubeconfig))
     await eventually(
         lambda: (obj(cluster, CONNECTORS, "pbx-east") or {})["metadata"].get("deletionTimestamp"),
