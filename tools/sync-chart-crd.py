@@ -5,12 +5,14 @@
     tools/sync-chart-crd.py --check  # exit 1 (and say what) when they are stale
 
 What it maintains in charts/sipstack-connector/:
-- files/asteriskconnectors.sipstack.com.yaml: a byte-identical copy of
-  crds/asteriskconnectors.sipstack.com.yaml (templates/crd.yaml renders it
-  behind `crds.create`, with helm.sh/resource-policy: keep);
-- files/kopfpeerings.kopf.dev.yaml: a byte-identical copy of
-  crds/kopfpeerings.kopf.dev.yaml (templates/peering-crds.yaml, behind
-  `crds.peering`);
+- crds/asteriskconnectors.sipstack.com.yaml: a byte-identical copy of
+  crds/asteriskconnectors.sipstack.com.yaml. Helm creates it on the first
+  install before it maps the templates (so the fleet's AsteriskConnectors map
+  on a fresh cluster) and never touches it again; the pre-install/pre-upgrade
+  hook Job (templates/crd-upgrade-job.yaml) applies the same file server-side;
+- crds/kopfpeerings.kopf.dev.yaml: a byte-identical copy of
+  crds/kopfpeerings.kopf.dev.yaml (kopf's peering CRDs, created by Helm on the
+  first install like the one above; they hardly ever change);
 - files/rbac.yaml: a byte-identical copy of operator/sipstack_operator/data/rbac.yaml
   (templates/rbac.yaml takes the operator's rules from it);
 - operator/sipstack_operator/data/agent_status.v1.schema.json: a byte-identical
@@ -40,8 +42,8 @@ RBAC = ROOT / "operator" / "sipstack_operator" / "data" / "rbac.yaml"
 STATUS_SCHEMA = ROOT / "agent" / "sipstack_agent" / "schemas" / "agent_status.v1.schema.json"
 PEERING_CRDS = ROOT / "crds" / "kopfpeerings.kopf.dev.yaml"
 COPIES = {
-    CRD: CHART / "files" / "asteriskconnectors.sipstack.com.yaml",
-    PEERING_CRDS: CHART / "files" / "kopfpeerings.kopf.dev.yaml",
+    CRD: CHART / "crds" / "asteriskconnectors.sipstack.com.yaml",
+    PEERING_CRDS: CHART / "crds" / "kopfpeerings.kopf.dev.yaml",
     RBAC: CHART / "files" / "rbac.yaml",
     STATUS_SCHEMA: ROOT / "operator" / "sipstack_operator" / "data" / STATUS_SCHEMA.name,
 }

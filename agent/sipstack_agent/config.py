@@ -207,6 +207,13 @@ class Settings:
 SECRET_VARS: tuple[str, ...] = ("API_KEY", "DB_PASSWORD", "AMI_PASSWORD")
 """Variables whose values are never printed; each also has a `<NAME>_FILE` variant."""
 
+TENANT_MAP_VARS: tuple[str, ...] = ("DID_TENANT_MAP", "ACCOUNTCODE_TENANT_MAP")
+"""Tenant maps; each also has a `<NAME>_FILE` variant (large maps: exec limits an
+environment string to 128 KiB, so the operator mounts them as files)."""
+
+FILE_VARS: tuple[str, ...] = SECRET_VARS + TENANT_MAP_VARS
+"""Every variable with a `<NAME>_FILE` variant (one of the two may be set)."""
+
 VERSION = "0.14.0"
 
 DB_TYPE_ALIASES: dict[str, str] = {
@@ -245,6 +252,7 @@ _CONNECTOR_ID_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._/@-]{0,127}$"
 )  # no ":" (Idempotency-Key separator)
 _MAX_SECRET_FILE = 64 * 1024
+MAX_TENANT_MAP_FILE = 1024 * 1024  # a ConfigMap holds at most 1 MiB
 # The cel table's columns (same as model.CEL_COLUMNS; config stays free of package imports).
 _CEL_COLUMN_NAMES: tuple[str, ...] = (
     "eventtype", "eventtime", "cid_name", "cid_num", "cid_ani", "cid_rdnis", "cid_dnid",
@@ -423,11 +431,13 @@ class _Reader:
         return value
 
 
-def _read_secret_file(r: _Reader, var: str, path: str) -> str | None:
+def _read_secret_file(
+    r: _Reader, var: str, path: str, limit: int = _MAX_SECRET_FILE, what: str = "a single secret"
+) -> str | None:
     fname = f"{var}_FILE"
     try:
         with open(path, "rb") as fh:
-            data = fh.read(_MAX_SECRET_FILE + 1)
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         r.bad(fname, f"file {r.show(path)} does not exist")
         return None
@@ -440,8 +450,8 @@ def _read_secret_file(r: _Reader, var: str, path: str) -> str | None:
     except (OSError, ValueError) as exc:
         r.bad(fname, f"cannot read {r.show(path)} ({type(exc).__name__})")
         return None
-    if len(data) > _MAX_SECRET_FILE:
-        r.bad(fname, f"file {r.show(path)} is larger than 64 KiB; expected a single secret")
+    if len(data) > limit:
+        r.bad(fname, f"file {r.show(path)} is larger than {limit // 1024} KiB; expected {what}")
         return None
     try:
         text = data.decode("utf-8").strip()
@@ -467,7 +477,7 @@ def _merge_layers(
         v = m.get(k)
         return v is not None and v.strip() != ""
 
-    for var in SECRET_VARS:
+    for var in FILE_VARS:
         fvar = f"{var}_FILE"
         for layer, label in ((environ, "environment"), (dotenv, ".env file")):
             if _set(layer, var) and _set(layer, fvar):
@@ -527,8 +537,12 @@ def _api_urls(r: _Reader, region: str) -> tuple[str, str]:
 
 
 def _pairs(r: _Reader, name: str) -> tuple[tuple[str, str], ...]:
-    """`key:value,key2:value2` or a JSON object."""
+    """`key:value,key2:value2` or a JSON object, from `name` or the file `name`_FILE."""
+    got_file = r.raw(f"{name}_FILE")
     got = r.raw(name)
+    if got_file is not None:
+        text = _read_secret_file(r, name, got_file[1], MAX_TENANT_MAP_FILE, "a tenant map")
+        got = None if text is None else (name, text)
     if got is None:
         return ()
     value = got[1]

@@ -87,6 +87,7 @@ def uses(group: str, resource: str, *verbs: str) -> Callable[[F], F]:
 # kind -> (group, version, plural) of the children we apply.
 CHILD_RESOURCES: dict[str, tuple[str, str, str]] = {
     "Secret": ("", "v1", "secrets"),
+    "ConfigMap": ("", "v1", "configmaps"),
     "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
     "Deployment": ("apps", "v1", "deployments"),
     "Service": ("", "v1", "services"),
@@ -191,6 +192,7 @@ class KubeApi:
     # Server-side apply is a PATCH; applying an object that does not exist yet
     # creates it and is authorized as both patch and create.
     @uses("", "secrets", "patch", "create")
+    @uses("", "configmaps", "patch", "create")
     @uses("", "persistentvolumeclaims", "patch", "create")
     @uses("apps", "deployments", "patch", "create")
     @uses("", "services", "patch", "create")

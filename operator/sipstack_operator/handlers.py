@@ -19,7 +19,8 @@
 - Prometheus metrics (sipstack_operator/metrics.py) served from startup to
   cleanup on SIPSTACK_METRICS_PORT (default 9090, 0 = off) at /metrics.
 - settings: kopfsettings.py (peering with a standby replica, events as
-  sipstack-operator/<pod>, queueing, timeouts, annotations storage); at
+  sipstack-operator/<pod>, queueing, timeouts, annotations storage, diff-base
+  digests: diffbase.py); at
   startup the peering object is created (KopfPeering per served namespace, or
   ClusterKopfPeering with --all-namespaces) unless running standalone.
 """

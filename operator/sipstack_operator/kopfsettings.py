@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import kopf
 
+from sipstack_operator.diffbase import diffbase_storage
 from sipstack_operator.spec import GROUP
 
 COMPONENT = "sipstack-operator"
@@ -104,9 +105,7 @@ def configure(settings: kopf.OperatorSettings, process: ProcessSettings) -> None
     settings.scanning.disabled = True  # exact namespaces only; no CRD/namespace scans
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = diffbase_storage()  # digests, not a spec copy
     settings.watching.server_timeout = 300  # ask the API server to end each watch after 5 min
     settings.watching.client_timeout = 330  # ... and give up on a silent one 30 s later
     settings.watching.connect_timeout = 30

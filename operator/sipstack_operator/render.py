@@ -7,6 +7,10 @@ Children (all in the connector's namespace, all labelled app.kubernetes.io/*):
 
 - Secret ``<name>-agent-env``: the agent's whole environment, secret values
   included (consumed with envFrom).
+- ConfigMap ``<name>-agent-files``: only with tenant maps. Each map is a JSON
+  file mounted read-only at /etc/sipstack/tenant-maps and named by
+  ``DID_TENANT_MAP_FILE`` / ``ACCOUNTCODE_TENANT_MAP_FILE``: a map at the CRD's
+  limits is far larger than the 128 KiB exec allows one environment string.
 - PersistentVolumeClaim ``<name>-state``: the agent's SQLite state at /data,
   labelled ``sipstack.com/connector=<name>``. Owned by the connector only
   with ``spec.state.whenDeleted: Delete``; with Retain (the default) it has
@@ -51,6 +55,12 @@ MONITORING_PORT = 8000
 STATE_DIR = "/data"
 CA_MOUNT_DIR = "/etc/sipstack/db-ca"
 CA_FILE = "ca.crt"
+TENANT_MAP_DIR = "/etc/sipstack/tenant-maps"
+# Agent variable -> its file in the <name>-agent-files ConfigMap (read via <variable>_FILE).
+TENANT_MAP_FILES: dict[str, str] = {
+    "DID_TENANT_MAP": "did-tenant-map.json",
+    "ACCOUNTCODE_TENANT_MAP": "accountcode-tenant-map.json",
+}
 HASH_ANNOTATION = "sipstack.com/config-hash"
 CONNECTOR_LABEL = "sipstack.com/connector"
 PART_OF = "sipstack-connector-asterisk"
@@ -92,6 +102,7 @@ class Owner:
 @dataclass(frozen=True)
 class Names:
     env_secret: str
+    files: str
     deployment: str
     pvc: str
     service: str
@@ -101,6 +112,7 @@ class Names:
     def of(cls, name: str) -> Names:
         return cls(
             env_secret=f"{name}-agent-env",
+            files=f"{name}-agent-files",
             deployment=f"{name}-agent",
             pvc=f"{name}-state",
             service=f"{name}-metrics",
@@ -181,10 +193,12 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
         "DB_SSLMODE": db.ssl_mode,
         "KNOWN_TRUNKS": ",".join(spec.direction.known_trunks),
         "DEFAULT_COUNTRY_CODE": spec.direction.default_country_code,
-        "DID_TENANT_MAP": ",".join(f"{k}:{v}" for k, v in spec.tenants.did_map),
-        "ACCOUNTCODE_TENANT_MAP": ",".join(f"{k}:{v}" for k, v in spec.tenants.account_code_map),
     }
     env.update({k: v for k, v in optional.items() if v})
+    files = agent_files(spec)
+    for var, file_name in TENANT_MAP_FILES.items():
+        if file_name in files:
+            env[f"{var}_FILE"] = posixpath.join(TENANT_MAP_DIR, file_name)
     if db.password is not None:
         env["DB_PASSWORD"] = _secret(secrets, db.password)
     if db.ca is not None:
@@ -201,10 +215,25 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
+def agent_files(spec: ConnectorSpec) -> dict[str, str]:
+    """The files of the ConfigMap <name>-agent-files: each non-empty tenant map as
+    one JSON object (UTF-8; the agent reads it through <variable>_FILE)."""
+    maps = {
+        "DID_TENANT_MAP": spec.tenants.did_map,
+        "ACCOUNTCODE_TENANT_MAP": spec.tenants.account_code_map,
+    }
+    return {
+        TENANT_MAP_FILES[var]: json.dumps(dict(pairs), ensure_ascii=False, separators=(",", ":"))
+        for var, pairs in maps.items()
+        if pairs
+    }
+
+
 def config_hash(spec: ConnectorSpec, env: Mapping[str, str], secrets: SecretData) -> str:
-    """sha256 (hex) over the data the pod reads from Secrets: its env and the CA bundle."""
+    """sha256 (hex) over the data the pod reads from Secrets and ConfigMaps: its env, the
+    CA bundle and the mounted files (tenant maps)."""
     ca = _secret(secrets, spec.database.ca) if spec.database.ca is not None else ""
-    payload = {"env": dict(sorted(env.items())), "ca": ca}
+    payload = {"env": dict(sorted(env.items())), "ca": ca, "files": agent_files(spec)}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -229,6 +258,17 @@ def render_env_secret(
         "metadata": _meta(spec, Names.of(spec.name).env_secret, "config", owner),
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(env.items())},
+    }
+
+
+def render_files_config_map(
+    spec: ConnectorSpec, files: Mapping[str, str], owner: Owner | None = None
+) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, Names.of(spec.name).files, "config", owner),
+        "data": dict(sorted(files.items())),
     }
 
 
@@ -284,6 +324,11 @@ def render_deployment(
                     "defaultMode": 0o444,
                 },
             }
+        )
+    if agent_files(spec):
+        mounts.append({"name": "agent-files", "mountPath": TENANT_MAP_DIR, "readOnly": True})
+        volumes.append(
+            {"name": "agent-files", "configMap": {"name": names.files, "defaultMode": 0o444}}
         )
     if spec.cel.mode == "csv" and spec.cel.csv_volume is not None:
         mounts.append(
@@ -423,8 +468,10 @@ def render(
     """All children, in apply order. Raises `MissingSecretError` for a missing key."""
     env = agent_env(spec, secrets)
     digest = config_hash(spec, env, secrets)
+    files = agent_files(spec)
     children = [
         render_env_secret(spec, env, owner),
+        *([render_files_config_map(spec, files, owner)] if files else []),
         render_pvc(spec, owner),
         render_deployment(spec, digest, owner, default_image=default_image),
         render_service(spec, owner),

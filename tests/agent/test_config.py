@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 from datetime import UTC, datetime
 from pathlib import Path
@@ -410,6 +411,33 @@ def test_environment_file_variant_beats_dotenv_value(tmp_path: Path) -> None:
     envf.write_text("DB_PASSWORD=from-dotenv\n")
     s = load_settings({**BASE, "DB_PASSWORD_FILE": str(f)}, env_file=str(envf))
     assert s.database.password == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("var", "path"),
+    [("DID_TENANT_MAP", "calls.tenants.did_map"),
+     ("ACCOUNTCODE_TENANT_MAP", "calls.tenants.accountcode_map")],
+)  # fmt: skip
+def test_tenant_map_file_variants(tmp_path: Path, var: str, path: str) -> None:
+    """A map larger than one exec string (128 KiB) arrives whole from its file."""
+    entries = {f"+1415555{i:05d}": f"tenant-{i % 97}" for i in range(12_000)}
+    f = tmp_path / "map.json"
+    f.write_text(json.dumps(entries))
+    assert f.stat().st_size > 128 * 1024
+    assert _get(load_settings({**BASE, f"{var}_FILE": str(f)}), path) == tuple(entries.items())
+
+
+def test_tenant_map_file_limits(tmp_path: Path) -> None:
+    f = tmp_path / "map.json"
+    f.write_text("x" * (1024 * 1024 + 1))
+    (problem,) = problems(DID_TENANT_MAP_FILE=str(f))
+    assert problem.startswith("DID_TENANT_MAP_FILE:") and "larger than 1024 KiB" in problem
+    f.write_text('{"100": "acme"}')
+    (problem,) = problems(DID_TENANT_MAP_FILE=str(f), DID_TENANT_MAP="200:globex")
+    assert problem.startswith("DID_TENANT_MAP:") and "set only one" in problem
+    f.write_text('{"100": ')
+    (problem,) = problems(ACCOUNTCODE_TENANT_MAP_FILE=str(f))
+    assert problem.startswith("ACCOUNTCODE_TENANT_MAP:") and "does not parse" in problem
 
 
 # ------------------------------------------------------------------ .env

@@ -20,6 +20,8 @@ CHART = ROOT / "charts" / "sipstack-connector"
 CI_DIR = CHART / "ci"
 CI_VALUES = sorted(p.name for p in CI_DIR.glob("*.yaml"))
 CRD_FILE = ROOT / "crds" / "asteriskconnectors.sipstack.com.yaml"
+CHART_CRD = CHART / "crds" / CRD_FILE.name
+KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 RBAC_FILE = ROOT / "operator" / "sipstack_operator" / "data" / "rbac.yaml"
 MONITORING_API = "monitoring.coreos.com/v1"
 KUBE_VERSION = "1.30.0"
@@ -95,13 +97,17 @@ class Helm:
         monitoring: bool = True,
         sets: list[str] | None = None,
         tests: bool = True,
+        include_crds: bool = False,
     ) -> list[dict[str, Any]]:
-        """Rendered objects (cached); `helm test` hooks included unless tests=False."""
-        key = (tuple(map(str, values or [])), monitoring, tuple(sets or []), tests)
+        """Rendered objects (cached); `helm test` hooks included unless tests=False,
+        the files of crds/ only with include_crds (as `helm template --include-crds`)."""
+        key = (tuple(map(str, values or [])), monitoring, tuple(sets or []), tests, include_crds)
         if key not in self._renders:
             args = self.template_args(values, monitoring=monitoring, sets=sets)
             if not tests:
                 args.append("--skip-tests")
+            if include_crds:
+                args.append("--include-crds")
             out = self.run(*args, check=True).stdout
             self._renders[key] = [d for d in yaml.safe_load_all(out) if d]
         return self._renders[key]
@@ -109,3 +115,14 @@ class Helm:
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o.get("kind") == kind]
+
+
+def hook_events(obj: dict[str, Any]) -> set[str]:
+    """The Helm hook events of an object (`helm.sh/hook`), empty for release objects."""
+    value = (obj["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
+    return {e.strip() for e in value.split(",") if e.strip()}
+
+
+def release_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What Helm stores in the release manifest and maps before creating anything."""
+    return [o for o in objects if not hook_events(o)]

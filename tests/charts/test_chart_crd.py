@@ -1,4 +1,4 @@
-"""The chart's CRD is the operator's CRD, byte for byte, kept on uninstall."""
+"""The chart's CRD is the operator's CRD, byte for byte, in the chart's crds/ folder."""
 
 from __future__ import annotations
 
@@ -6,17 +6,27 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import yaml
 
-from .chartlib import CHART, CRD_FILE, ROOT, Helm, by_kind
+from .chartlib import (
+    CHART,
+    CHART_CRD,
+    CI_DIR,
+    CI_VALUES,
+    CRD_FILE,
+    ROOT,
+    Helm,
+    by_kind,
+    hook_events,
+)
 
-CHART_COPY = CHART / "files" / CRD_FILE.name
 SYNC = ROOT / "tools" / "sync-chart-crd.py"
 
 
 def test_chart_copy_is_byte_identical(crd: dict[str, Any]):
-    assert CHART_COPY.read_bytes() == CRD_FILE.read_bytes(), (
-        "charts/sipstack-connector/files/ is stale: run tools/sync-chart-crd.py"
+    assert CHART_CRD.read_bytes() == CRD_FILE.read_bytes(), (
+        "charts/sipstack-connector/crds/ is stale: run tools/sync-chart-crd.py"
     )
 
 
@@ -27,52 +37,46 @@ def test_chart_copies_and_schema_are_in_sync(crd: dict[str, Any]):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_rendered_crd_is_the_file_plus_keep(helm: Helm, crd: dict[str, Any]):
-    objects = helm.render()
+PEERING_FILE = CRD_FILE.parent / "kopfpeerings.kopf.dev.yaml"
+
+
+def test_the_crd_lives_in_crds_only():
+    """One home: no template renders the CRD (Helm would map it with the connectors)."""
+    for path in (CHART / "templates").rglob("*"):
+        if path.is_file():
+            assert "kind: CustomResourceDefinition" not in path.read_text(), path
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(
+        [CRD_FILE.name, PEERING_FILE.name]
+    )
+
+
+@pytest.mark.parametrize("values", CI_VALUES)
+def test_include_crds_adds_exactly_the_file(helm: Helm, crd: dict[str, Any], values: str):
+    without = helm.render([CI_DIR / values])
+    assert not by_kind(without, "CustomResourceDefinition")
+    with_crds = helm.render([CI_DIR / values], include_crds=True)
     (rendered,) = [
         o
-        for o in by_kind(objects, "CustomResourceDefinition")
+        for o in by_kind(with_crds, "CustomResourceDefinition")
         if o["metadata"]["name"] == crd["metadata"]["name"]
     ]
-    annotations = rendered["metadata"].pop("annotations")
-    assert annotations["helm.sh/resource-policy"] == "keep"
-    expected_annotations = dict(crd["metadata"].get("annotations", {}))
-    assert {k: v for k, v in annotations.items() if k != "helm.sh/resource-policy"} == (
-        expected_annotations
-    )
-    expected = yaml.safe_load(CRD_FILE.read_text())
-    expected["metadata"].pop("annotations", None)
-    assert rendered == expected
+    assert rendered == crd
+    assert not hook_events(rendered)
+    assert len(with_crds) == len(without) + 3  # ours + kopf's two peering CRDs
 
 
-def test_rendered_crd_text_is_the_file_plus_one_annotation(helm: Helm, crd: dict[str, Any]):
-    result = helm.run(*helm.template_args(monitoring=False), "-s", "templates/crd.yaml", check=True)
-    header = "---\n# Source: sipstack-connector/templates/crd.yaml\n"
-    assert result.stdout.startswith(header)
-    body = result.stdout[len(header) :]
-    added = "    helm.sh/resource-policy: keep\n"
-    assert body.count(added) == 1
-    body = body.replace(added, "", 1)
-    if not crd["metadata"].get("annotations"):
-        body = body.replace("metadata:\n  annotations:\n", "metadata:\n", 1)
-    assert body.rstrip("\n") == CRD_FILE.read_text().rstrip("\n")
+def test_crd_upgrade_hook_carries_the_file_verbatim(helm: Helm, crd: dict[str, Any]):
+    objects = helm.render([CI_DIR / "single-pbx-values.yaml"])
+    (config_map,) = [
+        o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-crd-upgrade")
+    ]
+    assert config_map["data"] == {CRD_FILE.name: CRD_FILE.read_text()}
 
 
-def test_crd_template_reads_the_copy():
-    template = (CHART / "templates" / "crd.yaml").read_text()
-    assert '.Files.Get "files/asteriskconnectors.sipstack.com.yaml"' in template
-    assert "{{- if .Values.crds.create }}" in template
-
-
-def test_crds_create_false_leaves_the_crd_out(helm: Helm, crd: dict[str, Any]):
-    objects = helm.render(sets=["crds.create=false"])
-    assert not by_kind(objects, "CustomResourceDefinition")
-
-
-def test_packaged_chart_carries_the_copies(helm: Helm, tmp_path, crd: dict[str, Any]):
+def test_packaged_chart_carries_the_crd(helm: Helm, tmp_path, crd: dict[str, Any]):
     helm.run("package", str(CHART), "-d", str(tmp_path), check=True)
     (package,) = tmp_path.glob("sipstack-connector-*.tgz")
-    result = helm.run("template", "sipstack", str(package), check=True)
+    result = helm.run("template", "sipstack", str(package), "--include-crds", check=True)
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert by_kind(docs, "CustomResourceDefinition")
+    assert crd in by_kind(docs, "CustomResourceDefinition")
     assert by_kind(docs, "ClusterRole")

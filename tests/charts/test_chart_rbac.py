@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .chartlib import CHART, CI_DIR, NAMESPACE, RBAC_FILE, Helm, by_kind
+from .chartlib import CHART, CI_DIR, NAMESPACE, RBAC_FILE, Helm, by_kind, release_objects
 
 
 def canonical(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,7 +37,7 @@ def test_chart_copy_is_byte_identical(operator_rbac: list[dict[str, Any]]):
 
 
 def test_cluster_wide_rules_equal_the_operators(helm: Helm, operator_rbac: list[dict[str, Any]]):
-    objects = helm.render([CI_DIR / "single-pbx-values.yaml"])
+    objects = release_objects(helm.render([CI_DIR / "single-pbx-values.yaml"]))
     expected = rules_of(operator_rbac, "ClusterRole") + rules_of(operator_rbac, "Role")
     assert expected
     (cluster_role,) = by_kind(objects, "ClusterRole")
@@ -52,7 +52,7 @@ def test_cluster_wide_rules_equal_the_operators(helm: Helm, operator_rbac: list[
 
 
 def test_watched_namespaces_get_role_bindings_only(helm: Helm, operator_rbac: list[dict[str, Any]]):
-    objects = helm.render([CI_DIR / "fleet-50-values.yaml"])
+    objects = release_objects(helm.render([CI_DIR / "fleet-50-values.yaml"]))
     expected = rules_of(operator_rbac, "ClusterRole") + rules_of(operator_rbac, "Role")
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert canonical(cluster_role["rules"]) == canonical(expected)
@@ -94,6 +94,6 @@ def test_no_wildcards(helm: Helm, operator_rbac: list[dict[str, Any]]):
 
 
 def test_rbac_create_false(helm: Helm, write_values: Callable[[Any], Path]):
-    objects = helm.render([write_values({"rbac": {"create": False}})])
+    objects = release_objects(helm.render([write_values({"rbac": {"create": False}})]))
     kinds = {o["kind"] for o in objects}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

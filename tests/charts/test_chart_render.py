@@ -9,7 +9,18 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from .chartlib import CHART, CI_DIR, CI_VALUES, KUBE_VERSION, NAMESPACE, RELEASE, Helm, by_kind
+from .chartlib import (
+    CHART,
+    CI_DIR,
+    CI_VALUES,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    Helm,
+    by_kind,
+    hook_events,
+    release_objects,
+)
 
 NEWEST = str(kubernetes_validate.latest_version())
 K8S_VERSIONS = ["1.28", ".".join(NEWEST.split(".")[:2])]
@@ -96,7 +107,7 @@ def test_monitoring_objects_only_with_the_monitoring_api(helm: Helm, values: str
 
 
 def test_operator_deployment(helm: Helm):
-    objects = render_ci(helm, "single-pbx-values.yaml", True)
+    objects = release_objects(render_ci(helm, "single-pbx-values.yaml", True))
     (deployment,) = by_kind(objects, "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 2  # peering: one active, one standby (test_chart_peering.py)
@@ -191,6 +202,7 @@ def test_notes_tell_the_next_command(helm: Helm):
     assert f"helm test {RELEASE}" in notes
     assert "kubectl get asteriskconnectors" in notes
     assert "kubectl -n sipstack-system create secret generic pbx-east-credentials" in notes
+    assert f"helm uninstall {RELEASE} -n {NAMESPACE}` first runs a Job" in notes
 
 
 def test_every_object_is_labelled(helm: Helm):
@@ -206,14 +218,15 @@ def test_connector_only_release(helm: Helm, write_values):
     path = write_values(
         {
             "operator": {"enabled": False},
-            "crds": {"create": False},
             "serviceMonitor": {"enabled": False},
             "prometheusRule": {"enabled": False},
             "grafanaDashboard": {"enabled": False},
         }
     )
     objects = helm.render([CI_DIR / "single-pbx-values.yaml", path])
-    assert {o["kind"] for o in objects} == {"AsteriskConnector"}
+    assert {o["kind"] for o in release_objects(objects)} == {"AsteriskConnector"}
+    # Its hooks: only the pre-delete cleanup of its own connectors (no CRD upgrade).
+    assert {e for o in objects for e in hook_events(o)} == {"pre-delete"}
 
 
 @pytest.mark.parametrize("values", CI_VALUES)

@@ -70,3 +70,28 @@ def test_guides_link_each_other():
         assert (DOCS / name).exists()
     install = (DOCS / "install.md").read_text()
     assert "(fleet.md)" in install and "(monitoring.md)" in install
+
+
+def test_lifecycle_docs_name_the_rendered_hooks(helm: Helm):
+    """The Job names and the kubectl image the guides tell users to look at are the chart's."""
+    objects = helm.render([CHART / "ci" / "single-pbx-values.yaml"], tests=False)
+    jobs = {j["metadata"]["name"]: j for j in by_kind(objects, "Job")}
+    assert set(jobs) == {"sipstack-crd-upgrade", "sipstack-connector-cleanup"}
+    install, upgrade = (DOCS / "install.md").read_text(), (DOCS / "upgrade.md").read_text()
+    assert "logs job/sipstack-connector-cleanup" in install
+    assert "logs job/sipstack-crd-upgrade" in upgrade
+    image = {c["image"] for j in jobs.values() for c in j["spec"]["template"]["spec"]["containers"]}
+    assert image == {"registry.k8s.io/kubectl:v1.34.1"}
+    assert "`registry.k8s.io/kubectl:v1.34.1`" in install
+    (timeout,) = {
+        a.split("=", 1)[1]
+        for a in jobs["sipstack-connector-cleanup"]["spec"]["template"]["spec"]["containers"][0][
+            "args"
+        ]
+        if a.startswith("--timeout=")
+    }
+    assert f"--timeout={timeout}" in install
+    for text in (install, (ROOT / "README.md").read_text()):
+        assert "helm install sipstack charts/sipstack-connector" in text
+    assert "helm uninstall sipstack -n sipstack-system" in install
+    assert "helm upgrade sipstack charts/sipstack-connector -n sipstack-system" in upgrade

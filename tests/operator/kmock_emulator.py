@@ -18,6 +18,11 @@ API server):
 - garbage collection: when an object is really deleted, objects whose
   ownerReferences name its uid are deleted too (transitively), and an object
   created with owners that are all gone is deleted right after creation;
+- lists carry `kind: <Kind>List`, `apiVersion` and a numeric resourceVersion;
+  lists and watches honour `fieldSelector=metadata.name=<name>`; a watch is
+  served as application/json and, with sendInitialEvents=true, ends its
+  initial events with the BOOKMARK a streaming list has (what kubectl's
+  `delete --wait` needs);
 - kmock answers 500 for malformed bodies; an apply without fieldManager is 422,
   and so is a JSON patch whose `test` op fails (kopf's finalizer removal
   tests resourceVersion and, on 422, tries again with the next event);
@@ -39,7 +44,7 @@ from typing import Any
 import aiohttp.web
 import kmock
 import yaml
-from kmock._internal import enums
+from kmock._internal import enums, rendering
 
 APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
@@ -111,6 +116,67 @@ class Emulator(kmock.KubernetesEmulator):
         except KeyError:
             return False
         return "status" in info.subresources
+
+    def _name_selected(self, request: Any, obj: Any) -> bool:
+        """`fieldSelector=metadata.name=<name>` (the only field selector emulated)."""
+        selector = (request.params or {}).get("fieldSelector", "")
+        wanted = [s.split("=", 1)[1] for s in selector.split(",") if s.startswith("metadata.name=")]
+        name = (obj.get("metadata") or {}).get("name") if isinstance(obj, dict) else None
+        return not wanted or name == wanted[0].lstrip("=")
+
+    async def _serve_list(self, request: Any) -> Any:
+        payload = await super()._serve_list(request)
+        info = self.resources[request.resource]
+        group, version = request.resource.group, request.resource.version
+        payload["kind"] = f"{info.kind}List"
+        payload["apiVersion"] = f"{group}/{version}" if group else version
+        payload["metadata"] = {"resourceVersion": str(next(self._rv))}
+        payload["items"] = [o for o in payload["items"] if self._name_selected(request, o)]
+        return payload
+
+    def _serve_watch(self, request: Any) -> Any:
+        """The watch stream as application/json (client-go refuses kmock's octet-stream)."""
+        return rendering.Response(
+            headers={"Content-Type": "application/json"}, payload=self._watch_events(request)
+        )
+
+    async def _watch_events(self, request: Any) -> Any:
+        """kmock's watch (existing objects as ADDED, then the bus), plus the streaming-list
+        BOOKMARK that ends the initial events when the client asks for them
+        (sendInitialEvents=true: client-go's WatchList, kubectl 1.32+)."""
+        check = self._KubernetesEmulator__check  # type: ignore[attr-defined]
+        yield b""
+        bus = self._buses[request.resource]
+        async with self._lock:  # writers put events under this lock: no event is lost
+            mark = await bus.mark()
+            objs = self._KubernetesEmulator__get_objs(request, strict=False)  # type: ignore[attr-defined]
+            initial = [o.raw for o in objs if not o.deleted]
+        try:
+            for raw in initial:
+                if self._name_selected(request, raw):
+                    yield {"type": "ADDED", "object": raw}
+            if (request.params or {}).get("sendInitialEvents") == "true":
+                info = self.resources[request.resource]
+                group, version = request.resource.group, request.resource.version
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {
+                        "kind": info.kind,
+                        "apiVersion": f"{group}/{version}" if group else version,
+                        "metadata": {
+                            "resourceVersion": str(next(self._rv)),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    },
+                }
+            async for event in mark:
+                meta = (event.get("object") or {}).get("metadata") or {}
+                namespace, name = meta.get("namespace"), meta.get("name")
+                selected = check(request, request.resource, namespace, name, strict=False)
+                if selected and self._name_selected(request, event.get("object")):
+                    yield event
+        finally:
+            await bus.unmark(mark)
 
     # ------------------------------------------------------------------ dispatch
 

@@ -381,6 +381,7 @@ NOT_AGENT_SETTINGS = {
     "spec.podLabels",
     "spec.podAnnotations",
     "spec.state",
+    "spec.drain",
     "spec.monitoring",
     "spec.paused",
     "spec.cel.csvVolume",

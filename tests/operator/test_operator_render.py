@@ -272,7 +272,10 @@ def test_env_has_every_agent_variable() -> None:
     assert env["AMI_TLS"] == "true"
     assert env["AMI_PORT"] == "5039"
     assert env["DB_PORT"] == "5432"
-    assert env["ACCOUNTCODE_TENANT_MAP"] == "100:acme,200:globex"
+    assert "ACCOUNTCODE_TENANT_MAP" not in env  # a file: see test_tenant_maps_travel_as_files
+    assert env["ACCOUNTCODE_TENANT_MAP_FILE"] == (
+        "/etc/sipstack/tenant-maps/accountcode-tenant-map.json"
+    )
     assert env["STATE_DIR"] == "/data"
     assert env["MONITORING_PORT"] == "8000"
     assert env["LOG_FORMAT"] == "json"

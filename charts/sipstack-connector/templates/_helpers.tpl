@@ -150,3 +150,69 @@ Every template that needs the fleet reads this one definition.
 {{- end -}}
 {{- toYaml (dict "items" $out) -}}
 {{- end -}}
+
+{{/* The kubectl image of the hook Jobs. */}}
+{{- define "sipstack.hookImage" -}}
+{{- $img := .Values.hooks.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository $img.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The pod spec of a hook Job (kubectl only, restricted security context).
+Call with (dict "root" $ "name" <hook name> "containers" <list of {name, args}>).
+*/}}
+{{- define "sipstack.hookPodSpec" -}}
+{{- $root := .root -}}
+serviceAccountName: {{ .name }}
+restartPolicy: Never
+{{- with $root.Values.hooks.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+containers:
+  {{- range .containers }}
+  - name: {{ .name }}
+    image: {{ include "sipstack.hookImage" $root | quote }}
+    imagePullPolicy: {{ $root.Values.hooks.image.pullPolicy }}
+    command:
+      - kubectl
+    args:
+      {{- toYaml .args | nindent 6 }}
+    env:
+      - name: HOME
+        value: /tmp
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities:
+        drop:
+          - ALL
+    {{- with $root.Values.hooks.resources }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+      {{- range .mounts }}
+      - {{ toYaml . | nindent 8 | trim }}
+      {{- end }}
+  {{- end }}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: 64Mi
+  {{- range .volumes }}
+  - {{ toYaml . | nindent 4 | trim }}
+  {{- end }}
+{{- end -}}
