@@ -6,7 +6,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-
 from .chartlib import CHART, CI_DIR, ROOT, Helm, by_kind
 
 PEERING_FILE = ROOT / "crds" / "kopfpeerings.kopf.dev.yaml"
