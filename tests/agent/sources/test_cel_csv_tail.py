@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import sqlite3
+import stat
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.metrics import Metrics
-from sipstack_agent.sources.cel_csv import CelCsvSource
+from sipstack_agent.sources.cel_csv import CelCsvSource, check_csv
 from sipstack_agent.state import StateStore
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, tzinfo=UTC)
@@ -282,6 +283,7 @@ async def test_malformed_lines_are_quarantined_and_the_stream_goes_on(tmp_path, 
     ]
     assert all(e["reason"] for e in entries)
     assert src.metrics.csv_quarantined._value.get() == 2
+    assert stat.S_IMODE(qfile.stat().st_mode) == 0o600  # raw CEL: personal data
 
 
 async def test_stale_unfinished_tail_is_finally_taken(tmp_path, store):
@@ -439,3 +441,23 @@ async def test_start_from_a_time_reads_from_the_start_and_drops_older_rows(tmp_p
     src2 = source(tmp_path, store, start_from="latest")
     await src2.poll_once()
     assert stored_seqs(store.store.path) == Counter(range(6, 11))
+
+
+@pytest.mark.parametrize("start_from", ["beginning", "latest"])
+async def test_a_fifo_at_cel_csv_path_is_refused_without_blocking(tmp_path, store, start_from):
+    os.mkfifo(tmp_path / "Master.csv")
+    src = source(tmp_path, store, start_from=start_from)
+    with pytest.raises(OSError, match=r"CEL_CSV_PATH .* is not a regular file"):
+        await asyncio.wait_for(src.poll_once(), 10)  # hang guard: a blocking open never returns
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    while src.state != "error":
+        await asyncio.sleep(0.01)
+    assert "CEL_CSV_PATH" in (src.last_error or "")
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    [(name, ok, detail, hint)] = await asyncio.wait_for(
+        check_csv(CsvSettings(path=str(tmp_path / "Master.csv"))), 10
+    )
+    assert (name, ok) == ("cel_csv file", False) and "CEL_CSV_PATH" in hint
+    assert "not a regular file" in detail
