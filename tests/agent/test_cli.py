@@ -193,7 +193,8 @@ async def test_check_json(pbx: Path, receiver: Receiver, tmp_path: Path) -> None
 # ------------------------------------------------------------------ receive, demo
 
 
-async def test_receive_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["env", "file", "flag"])
+async def test_receive_command(tmp_path: Path, how: str) -> None:
     import socket
 
     import aiohttp
@@ -201,10 +202,18 @@ async def test_receive_command(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    env = child_env()
+    args = ["--db", str(tmp_path / "r.db")]
+    if how == "env":
+        env["RECEIVER_API_KEY"] = KEY
+    elif how == "file":
+        (tmp_path / "key").write_text(KEY + "\n")
+        args += ["--api-key-file", str(tmp_path / "key")]
+    else:
+        args += ["--api-key", KEY]  # the old form: works, with a warning
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sipstack_agent.cli", "receive", "--port", str(port),
-        "--db", str(tmp_path / "r.db"), "--api-key", KEY,
-        env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable, "-m", "sipstack_agent.cli", "receive", "--port", str(port), *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -214,9 +223,14 @@ async def test_receive_command(tmp_path: Path) -> None:
             url = f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls"
             async with s.post(url, json={}, headers={"Authorization": "Bearer sk_wrong"}) as r:
                 assert r.status == 401
+            async with s.post(url, json={}, headers={"Authorization": f"Bearer {KEY}"}) as r:
+                assert r.status == 400  # the key passed; the empty document did not
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+    assert proc.stderr is not None
+    err = (await proc.stderr.read()).decode()
+    assert ("RECEIVER_API_KEY or --api-key-file" in err) == (how == "flag")
 
 
 async def test_demo_command_exits_0(tmp_path: Path) -> None:
