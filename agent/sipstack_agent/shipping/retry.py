@@ -4,7 +4,7 @@ One policy, one function: `decide(policy, attempts=, age=, retry_after=)`.
 
 - The wait before the next attempt is `Retry-After` when the API sent a usable
   one, else exponential backoff with full jitter; either way it is at most
-  the backoff cap (API_BACKOFF_CAP): an answer cannot park delivery for days.
+  the backoff cap (5 min): an answer cannot park delivery for days.
 - An item is given up (`retry_horizon`) only when BOTH hold:
   - it is at least API_RETRY_HORIZON old by its queue timestamp, and
   - it has failed as many times as the backoff schedule needs, on average,
@@ -32,8 +32,8 @@ MAX_BACKOFF_EXPONENT = 40
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    initial: float = 1.0  # API_BACKOFF_INITIAL
-    cap: float = 300.0  # API_BACKOFF_CAP: the longest single wait, Retry-After included
+    initial: float = 1.0  # ApiSettings.backoff_initial
+    cap: float = 300.0  # ApiSettings.backoff_cap: the longest single wait, Retry-After included
     horizon: float = 48 * 3600.0  # API_RETRY_HORIZON
 
     @classmethod
