@@ -13,6 +13,7 @@ import random
 import shutil
 import sqlite3
 import stat
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -443,12 +444,46 @@ async def test_start_from_a_time_reads_from_the_start_and_drops_older_rows(tmp_p
     assert stored_seqs(store.store.path) == Counter(range(6, 11))
 
 
+class FifoUnblocker:
+    """Hang guard: a reader blocked in open() of the FIFO (the whole event loop with it)
+    is released by opening the write end; `released` says whether that was needed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.released = False
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        if self.done.wait(2.0):
+            return
+        while not self.done.is_set():
+            try:  # succeeds only while somebody holds the read end open
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                self.released = True
+                return
+            except OSError:
+                self.done.wait(0.05)
+
+    def __enter__(self) -> FifoUnblocker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
 @pytest.mark.parametrize("start_from", ["beginning", "latest"])
 async def test_a_fifo_at_cel_csv_path_is_refused_without_blocking(tmp_path, store, start_from):
     os.mkfifo(tmp_path / "Master.csv")
     src = source(tmp_path, store, start_from=start_from)
-    with pytest.raises(OSError, match=r"CEL_CSV_PATH .* is not a regular file"):
-        await asyncio.wait_for(src.poll_once(), 10)  # hang guard: a blocking open never returns
+    with (
+        FifoUnblocker(tmp_path / "Master.csv") as guard,
+        pytest.raises(OSError, match=r"CEL_CSV_PATH .* is not a regular file"),
+    ):
+        await src.poll_once()
+    assert not guard.released  # the open did not block
     stop = asyncio.Event()
     task = asyncio.create_task(src.run(stop))
     while src.state != "error":
