@@ -297,8 +297,12 @@ class RecordingUploader:
         return len(items)
 
     def _done_callback(self, item_id: int) -> Callable[[asyncio.Task[str]], None]:
-        def done(_task: asyncio.Task[str]) -> None:
+        def done(task: asyncio.Task[str]) -> None:
             self._inflight.pop(item_id, None)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                # one upload's failure is not the uploader's: logged, the item stays queued
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("recording upload of outbox item %d failed: %s", item_id, exc)
 
         return done
 

@@ -611,3 +611,46 @@ async def test_rejected_key_keeps_the_upload_queued(
     )
     await _drive(up2, clock)
     assert len(receiver.recordings()) == 1 and not up2.auth_failed
+
+
+async def test_one_uploads_failure_is_logged_and_does_not_stop_the_others(
+    tmp_path: Path,
+    store: StateStore,
+    receiver: Receiver,
+    transport: AiohttpTransport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = tmp_path / "monitor"
+    await _enqueue(store, copy_real_wav(root, "a-1795495160.1.wav"), linkedid="1795495160.1")
+    await _enqueue(store, copy_real_wav(root, "b-1795495160.2.wav"), linkedid="1795495160.2")
+    first = (await store.outbox_due(datetime.now(UTC) + timedelta(days=1), 1, kind=KIND))[0].id
+    real_delivered = store.outbox_delivered
+
+    async def broken_for_first(item_id: Any) -> None:
+        if item_id == first:
+            raise OSError("disk I/O error")
+        await real_delivered(item_id)
+
+    store.outbox_delivered = broken_for_first  # type: ignore[method-assign]
+    clock = ShiftClock()
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root),
+        _api(receiver.calls_url),
+        IDENTITY,
+        Metrics(),
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
+    await up.fill()
+    await asyncio.gather(*up._inflight.values(), return_exceptions=True)
+    await asyncio.sleep(0)  # the done callbacks
+    left = await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)
+    assert [i.id for i in left] == [first]  # the other upload was recorded
+    assert "disk I/O error" in (up.last_error or "")
+    assert any("failed: disk I/O error" in r.getMessage() for r in caplog.records)
+    store.outbox_delivered = real_delivered  # type: ignore[method-assign]
+    await _drive(up, clock)
+    assert not await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)
+    assert len(receiver.recordings()) == 2
