@@ -188,7 +188,7 @@ def rss_mb(pid: int) -> float:
 
 
 def start_receiver(port: int, db: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "agent"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "agent"), RECEIVER_API_KEY=API_KEY)
     return subprocess.Popen(
         [
             sys.executable,
@@ -199,8 +199,6 @@ def start_receiver(port: int, db: Path, log: Path) -> subprocess.Popen[bytes]:
             str(port),
             "--db",
             str(db),
-            "--api-key",
-            API_KEY,
             "--no-validate",
             "--log-level",
             "WARNING",

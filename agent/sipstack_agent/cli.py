@@ -391,9 +391,34 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- receive
 
 
+RECEIVER_KEY_ENV = "RECEIVER_API_KEY"
+
+
+def _receiver_key(args: argparse.Namespace) -> str | None:
+    """--api-key-file, else $RECEIVER_API_KEY, else the old --api-key (visible in `ps`)."""
+    if args.api_key_file:
+        with open(args.api_key_file, encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    if os.environ.get(RECEIVER_KEY_ENV, "").strip():
+        return os.environ[RECEIVER_KEY_ENV].strip()
+    if args.api_key:
+        print(
+            f"receive: --api-key shows the key to every user of this machine (ps); "
+            f"use {RECEIVER_KEY_ENV} or --api-key-file",
+            file=sys.stderr,
+        )
+    return str(args.api_key) if args.api_key else None
+
+
 def cmd_receive(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, "text")
     from .receiver import serve
+
+    try:
+        api_key = _receiver_key(args)
+    except OSError as e:
+        print(f"receive: --api-key-file {args.api_key_file}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAIL
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -409,7 +434,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
             args.host,
             args.port,
             args.db,
-            args.api_key,
+            api_key,
             stop,
             validate=not args.no_validate,
             on_ready=ready,
@@ -476,7 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--port", type=int, default=8080)
     rv.add_argument("--host", default="127.0.0.1")
     rv.add_argument("--db", required=True, help="SQLite file the documents are stored in")
-    rv.add_argument("--api-key", default=None, help="require this Bearer key (default: any)")
+    rv.add_argument(
+        "--api-key-file",
+        default=None,
+        help=f"require the Bearer key in this file (or set {RECEIVER_KEY_ENV}; default: any)",
+    )
+    rv.add_argument("--api-key", default=None, help=argparse.SUPPRESS)  # visible in ps: warned
     rv.add_argument("--no-validate", action="store_true", help="store documents unvalidated")
     rv.add_argument("--log-level", default="INFO")
     rv.set_defaults(func=cmd_receive)

@@ -12,6 +12,7 @@ them directly with keyword arguments.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import math
 import os
@@ -73,6 +74,7 @@ class ApiSettings:
     retry_horizon: float = 48 * 3600.0  # seconds before a retrying document is dead-lettered
     backoff_initial: float = 1.0
     backoff_cap: float = 300.0
+    allow_insecure_http: bool = False  # API_ALLOW_INSECURE_HTTP: http:// to a non-loopback host
 
 
 @dataclass(frozen=True)
@@ -492,7 +494,31 @@ def _merge_layers(
     return merged
 
 
-def _api_urls(r: _Reader, region: str) -> tuple[str, str]:
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_plain_http(r: _Reader, name: str, value: str, allow: bool) -> bool:
+    """http:// (key and calls in cleartext) only to loopback or with API_ALLOW_INSECURE_HTTP."""
+    parts = urlsplit(value)
+    if allow or parts.scheme.lower() != "http" or _is_loopback(parts.hostname):
+        return False
+    r.bad(
+        name,
+        f"http:// sends the API key and every call in cleartext to {parts.hostname}; use "
+        "https://, or set API_ALLOW_INSECURE_HTTP=true for a trusted network",
+    )
+    return True
+
+
+def _api_urls(r: _Reader, region: str, allow_http: bool = False) -> tuple[str, str]:
     host = REGION_HOSTS.get(region, REGION_HOSTS["us1"])
     calls_url = f"https://{host}/v1/mqs/connectors/asterisk/calls"
     recording_url = f"https://{host}/v1/mqs/recording"
@@ -512,6 +538,8 @@ def _api_urls(r: _Reader, region: str) -> tuple[str, str]:
             r.bad(name, "must not contain credentials; the key goes in API_KEY")
         elif any(c.isspace() for c in value):
             r.bad(name, "must not contain whitespace")
+        elif _refuse_plain_http(r, name, value, allow_http):
+            pass
         else:
             url = value
             if "/v1/mqs/connectors/asterisk" in parts.path and not parts.path.rstrip("/").endswith(
@@ -531,7 +559,7 @@ def _api_urls(r: _Reader, region: str) -> tuple[str, str]:
         parts = urlsplit(value)
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
             r.bad(name, f"must be an http:// or https:// URL with a host, got {r.show(value)}")
-        else:
+        elif not _refuse_plain_http(r, name, value, allow_http):
             recording_url = value
     return calls_url, recording_url
 
@@ -634,7 +662,8 @@ def load_settings(
     region = r.str_("REGION", default="us1").lower()
     if region not in REGION_HOSTS:
         r.bad("REGION", f"unknown region {r.show(region)}; one of {', '.join(REGION_HOSTS)}")
-    calls_url, recording_url = _api_urls(r, region)
+    allow_http = r.bool_("API_ALLOW_INSECURE_HTTP", default=False)
+    calls_url, recording_url = _api_urls(r, region, allow_http)
     api_key = secrets["API_KEY"]
     if not api_key:
         r.bad("API_KEY", "required (or API_KEY_FILE): the SIPSTACK API key, sk_...")
@@ -657,6 +686,7 @@ def load_settings(
         timeout=r.float_("API_TIMEOUT", default=30.0, hi=600),
         concurrency=r.int_("API_CONCURRENCY", default=8, lo=1, hi=256),
         retry_horizon=r.float_("API_RETRY_HORIZON", default=48 * 3600.0, hi=30 * 86400),
+        allow_insecure_http=allow_http,
     )
 
     # -- CEL mode and database ---------------------------------------------

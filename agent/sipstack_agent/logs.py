@@ -1,9 +1,11 @@
 """Logging set-up of the agent: text or JSON lines, level from LOG_LEVEL.
 
-Two safety nets sit on the root handler, whatever a stage logs:
+Three safety nets sit on the root handler's formatter, applied to the whole
+formatted line (message, `extra=` fields, traceback), whatever a stage logs:
 - phone numbers (7 to 15 digit runs, optionally with +) are masked in every
   record at INFO and above unless LOG_NUMBERS=true; DEBUG keeps them (asked for);
-- anything that looks like an API key (sk_...) is redacted to `sk_…last4`.
+- anything that looks like an API key (sk_...) is redacted to `sk_…last4`;
+- credentials in URLs (`scheme://user:password@host`) become `scheme://user:***@host`.
 Linkedids and uniqueids (`1795495160.12`) are not numbers in this sense and stay.
 """
 
@@ -13,11 +15,13 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
 _PHONE_RE = re.compile(r"(?<![\w.])\+?\d{7,15}(?![\w.])")
 _KEY_RE = re.compile(r"\bsk_[A-Za-z0-9_\-]{8,}")
+_URL_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*):[^/\s@]*@")
 
 # Attributes every LogRecord has; anything else was passed with `extra=`.
 _STD_ATTRS = frozenset(
@@ -34,42 +38,62 @@ def redact_keys(text: str) -> str:
     return _KEY_RE.sub(lambda m: "sk_…" + m.group(0)[-4:], text)
 
 
-class RedactingFilter(logging.Filter):
-    """Masks phone numbers (INFO and above, unless allowed) and API keys (always)."""
+def redact_url_credentials(text: str) -> str:
+    """`https://user:secret@host/` -> `https://user:***@host/`."""
+    return _URL_CREDENTIALS_RE.sub(r"\1:***@", text)
 
-    def __init__(self, log_numbers: bool = False) -> None:
+
+def redact(text: str, levelno: int, log_numbers: bool = False) -> str:
+    """The one redaction rule of log output (keys, URL credentials, numbers at INFO+)."""
+    text = redact_url_credentials(redact_keys(text))
+    if not log_numbers and levelno >= logging.INFO:
+        text = mask_numbers(text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner`, then redacts the whole line: message, extras and traceback."""
+
+    def __init__(self, inner: logging.Formatter, log_numbers: bool = False) -> None:
         super().__init__()
+        self.inner = inner
         self.log_numbers = log_numbers
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # a bad format string must not lose the record
-            msg = str(record.msg)
-        new = redact_keys(msg)
-        if not self.log_numbers and record.levelno >= logging.INFO:
-            new = mask_numbers(new)
-        if new != msg or record.args:
-            record.msg = new
-            record.args = None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        if isinstance(self.inner, JsonFormatter):
+            return self.inner.format(record, lambda t: redact(t, record.levelno, self.log_numbers))
+        return redact(self.inner.format(record), record.levelno, self.log_numbers)
+
+
+def _same(text: str) -> str:
+    return text
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, extra fields, exc."""
+    """One JSON object per line: ts, level, logger, msg, extra fields, exc.
 
-    def format(self, record: logging.LogRecord) -> str:
+    `clean` is applied to every value's text before it is encoded (a masked
+    number becomes a string, so the line stays valid JSON).
+    """
+
+    def format(self, record: logging.LogRecord, clean: Callable[[str], str] = _same) -> str:
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": clean(record.getMessage()),
         }
         for k, v in record.__dict__.items():
             if k not in _STD_ATTRS and not k.startswith("_"):
-                out[k] = v if isinstance(v, str | int | float | bool | type(None)) else str(v)
+                plain = isinstance(v, int | float) and clean(str(v)) == str(v)
+                if plain or isinstance(v, bool | type(None)):
+                    out[k] = v
+                else:
+                    out[k] = clean(str(v))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = clean(self.formatException(record.exc_info))
+        if record.stack_info:
+            out["stack"] = clean(self.formatStack(record.stack_info))
         return json.dumps(out, ensure_ascii=False)
 
 
@@ -85,11 +109,8 @@ def setup_logging(
 ) -> logging.Handler:
     """Replace the root handlers with one stream handler; returns it."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    handler.addFilter(RedactingFilter(log_numbers))
+    inner = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(RedactingFormatter(inner, log_numbers))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

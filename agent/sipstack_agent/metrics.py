@@ -129,6 +129,13 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.id_holes_dropped = Counter(
+            "sipstack_id_holes_dropped",
+            "Ids skipped by out-of-order commits that never appeared: given up after 60 s "
+            "(reason=timeout) or below the overlap window (reason=window)",
+            ["table", "reason"],
+            registry=r,
+        )
         self.db_reconnects = Counter(
             "sipstack_db_reconnects", "Database reconnect attempts", ["source"], registry=r
         )

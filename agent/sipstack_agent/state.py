@@ -25,8 +25,10 @@ chosen with `StateStore.open(path, synchronous="FULL")`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -408,6 +410,18 @@ class _UnionFind:
             self.parent[rb] = ra
 
 
+def _private_files(path: str) -> None:
+    """The store holds raw CDR/CEL rows (personal data): owner-only, WAL and SHM too.
+
+    SQLite creates -wal/-shm with the database file's mode, so creating that
+    file 0600 first is enough; files an older agent left 0644 are tightened.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(name, 0o600)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -437,7 +451,8 @@ class StateStore:
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         p = str(path)
         if p != ":memory:":
-            Path(p).parent.mkdir(parents=True, exist_ok=True)
+            Path(p).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_files(p)
         db = await aiosqlite.connect(p, isolation_level=None, check_same_thread=False)
         store = cls(db, p, connector_id)
         try:

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 from sipstack_agent import cli
-from sipstack_agent.logs import JsonFormatter, RedactingFilter, mask_numbers, setup_logging
+from sipstack_agent.logs import (
+    JsonFormatter,
+    RedactingFormatter,
+    mask_numbers,
+    redact,
+    setup_logging,
+)
 from sipstack_agent.pbxsim import TrafficGenerator, create_sqlite_pbx, timeline, write_sqlite
 from sipstack_agent.receiver import Receiver
 
@@ -187,7 +193,8 @@ async def test_check_json(pbx: Path, receiver: Receiver, tmp_path: Path) -> None
 # ------------------------------------------------------------------ receive, demo
 
 
-async def test_receive_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["env", "file", "flag"])
+async def test_receive_command(tmp_path: Path, how: str) -> None:
     import socket
 
     import aiohttp
@@ -195,10 +202,18 @@ async def test_receive_command(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    env = child_env()
+    args = ["--db", str(tmp_path / "r.db")]
+    if how == "env":
+        env["RECEIVER_API_KEY"] = KEY
+    elif how == "file":
+        (tmp_path / "key").write_text(KEY + "\n")
+        args += ["--api-key-file", str(tmp_path / "key")]
+    else:
+        args += ["--api-key", KEY]  # the old form: works, with a warning
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sipstack_agent.cli", "receive", "--port", str(port),
-        "--db", str(tmp_path / "r.db"), "--api-key", KEY,
-        env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable, "-m", "sipstack_agent.cli", "receive", "--port", str(port), *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -208,9 +223,14 @@ async def test_receive_command(tmp_path: Path) -> None:
             url = f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls"
             async with s.post(url, json={}, headers={"Authorization": "Bearer sk_wrong"}) as r:
                 assert r.status == 401
+            async with s.post(url, json={}, headers={"Authorization": f"Bearer {KEY}"}) as r:
+                assert r.status == 400  # the key passed; the empty document did not
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 15) == 0
+    assert proc.stderr is not None
+    err = (await proc.stderr.read()).decode()
+    assert ("RECEIVER_API_KEY or --api-key-file" in err) == (how == "flag")
 
 
 async def test_demo_command_exits_0(tmp_path: Path) -> None:
@@ -229,22 +249,16 @@ async def test_demo_command_exits_0(tmp_path: Path) -> None:
 def test_numbers_masked_at_info_not_debug() -> None:
     rec = logging.LogRecord("x", logging.INFO, "f", 1, "call from %s to %s id %s",
                             ("+14155551234", "6505550001", "1795495160.12"), None)  # fmt: skip
-    RedactingFilter(False).filter(rec)
-    msg = rec.getMessage()
+    msg = redact(rec.getMessage(), rec.levelno)
     assert "4155551234" not in msg and "6505550001" not in msg
     assert "1795495160.12" in msg  # linkedids are not phone numbers
-    dbg = logging.LogRecord("x", logging.DEBUG, "f", 1, "from %s", ("6505550001",), None)
-    RedactingFilter(False).filter(dbg)
-    assert "6505550001" in dbg.getMessage()
-    ok = logging.LogRecord("x", logging.INFO, "f", 1, "from %s", ("6505550001",), None)
-    RedactingFilter(True).filter(ok)
-    assert "6505550001" in ok.getMessage()
+    assert "6505550001" in redact("from 6505550001", logging.DEBUG)
+    assert "6505550001" in redact("from 6505550001", logging.INFO, log_numbers=True)
 
 
 def test_keys_always_redacted() -> None:
-    rec = logging.LogRecord("x", logging.DEBUG, "f", 1, "key %s", (KEY,), None)
-    RedactingFilter(True).filter(rec)
-    assert KEY not in rec.getMessage() and "sk_…cccc" in rec.getMessage()
+    msg = redact(f"key {KEY}", logging.DEBUG, log_numbers=True)
+    assert KEY not in msg and "sk_…cccc" in msg
     assert mask_numbers("ext 101 dialled 4155551000") == "ext 101 dialled …00"
 
 
@@ -260,7 +274,38 @@ def test_json_log_lines() -> None:
     assert len(lines) == 1
     obj = json.loads(lines[0])
     assert obj["msg"] == "hello world" and obj["level"] == "INFO" and obj["calls"] == 3
-    assert isinstance(handler.formatter, JsonFormatter)
+    assert isinstance(handler.formatter, RedactingFormatter)
+    assert isinstance(handler.formatter.inner, JsonFormatter)
+
+
+def _log_everywhere(fmt: str) -> str:
+    """One record with the secrets in the message, extra fields and the traceback."""
+    buf = io.StringIO()
+    handler = setup_logging("INFO", fmt, stream=buf)
+    log = logging.getLogger("sipstack_agent.test")
+    try:
+        try:
+            raise ValueError(f"POST failed for +14155551234 with {KEY}")
+        except ValueError:
+            log.exception(
+                "upload to https://ops:hunter2@proxy.example/v1 failed",
+                extra={"caller": "+16505550001", "callee": 4155550002, "key": KEY, "calls": 3},
+            )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_tracebacks_extra_fields_and_url_credentials_are_redacted(fmt: str) -> None:
+    out = _log_everywhere(fmt)
+    assert "Traceback" in out and "ValueError" in out  # the traceback is there...
+    for secret in ("4155551234", "6505550001", "4155550002", KEY, "hunter2"):
+        assert secret not in out  # ...without the numbers, the key and the password
+    assert "sk_…cccc" in out and "https://ops:***@proxy.example/v1" in out
+    if fmt == "json":
+        obj = json.loads(out)
+        assert obj["calls"] == 3 and obj["callee"] == "…02" and obj["caller"] == "…01"
 
 
 async def test_check_warns_without_linkedid_end(tmp_path: Path, receiver: Receiver) -> None:

@@ -522,3 +522,21 @@ async def test_groups_match_union_find_for_any_batching(
             )
     finally:
         await store.close()
+
+
+async def test_state_files_are_private_to_the_agent(tmp_path: Path) -> None:
+    """Raw CDR/CEL rows are personal data: state.db, its WAL and SHM are 0600."""
+    import stat
+
+    path = tmp_path / "state" / "state.db"
+    store = await StateStore.open(path)
+    try:
+        await store.set_position("x", {"id": 1})  # a write: the WAL and SHM exist now
+        names = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        assert [stat.S_IMODE(p.stat().st_mode) for p in names] == [0o600] * 3
+    finally:
+        await store.close()
+    path.chmod(0o644)  # as an older agent left it
+    store = await StateStore.open(path)
+    await store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -7,8 +7,11 @@
   never dev unless REGION=dev), text fields first, the audio last in field
   `audio`, streamed from disk by the transport;
 - at most RECORDING_UPLOAD_CONCURRENCY requests at a time;
-- the classification, backoff (full jitter) and Retry-After handling of the
-  call shipper (`shipping.outbox`), the same 48 h horizon (API_RETRY_HORIZON);
+- the classification of the call shipper (`shipping.outbox.classify`) and
+  its retry / dead-letter decision (`shipping.retry.decide`: backoff with
+  full jitter, Retry-After clamped to the backoff cap, API_RETRY_HORIZON
+  counted in age AND attempts so a clock step never gives up an upload);
+  a Retry-After pauses the whole uploader, on the monotonic clock;
 - permanent 4xx -> dead letter; a file that left the tree or vanished -> dead letter;
 - after a 2xx: the RecordingFile is stored again with uploaded=True (the
   call's next document says so) and, with DELETE_RECORDINGS_AFTER_UPLOAD,
@@ -46,7 +49,8 @@ from sipstack_agent.shipping.client import (
     recording_url_for,
     redact_text,
 )
-from sipstack_agent.shipping.outbox import Outcome, backoff_delay, classify, parse_retry_after
+from sipstack_agent.shipping.outbox import Outcome, classify
+from sipstack_agent.shipping.retry import RetryPolicy, decide
 
 log = logging.getLogger("sipstack_agent.recordings")
 
@@ -181,6 +185,7 @@ class RecordingUploader:
         metrics: Metrics,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         idle_interval: float = 1.0,
         lease: float | None = None,
@@ -197,10 +202,12 @@ class RecordingUploader:
         self.idle_interval = idle_interval
         self.lease = lease  # optional store lease; in-flight ids are excluded anyway
         self._clock = clock
+        self._mono = monotonic
+        self.policy = RetryPolicy.of(api)
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[str]] = {}
-        self.paused_until: datetime | None = None
+        self._resume_mono: float | None = None  # a Retry-After pauses uploads until then
         self.uploaded_total = 0
         self.dead_total = 0
         self.retry_total = 0
@@ -210,6 +217,18 @@ class RecordingUploader:
 
     def notify(self) -> None:
         self._wake.set()
+
+    @property
+    def paused_until(self) -> datetime | None:
+        """When a Retry-After pause ends, on the wall clock (for status)."""
+        if self._resume_mono is None:
+            return None
+        return self._clock() + timedelta(seconds=self._resume_mono - self._mono())
+
+    def _pause_left(self) -> float:
+        if self._resume_mono is None:
+            return 0.0
+        return max(0.0, self._resume_mono - self._mono())
 
     @property
     def inflight(self) -> int:
@@ -237,8 +256,8 @@ class RecordingUploader:
                     *self._inflight.values(),
                 ]
                 timeout = self.idle_interval
-                if self.paused_until is not None:
-                    timeout = max(0.05, (self.paused_until - self._clock()).total_seconds())
+                if self._resume_mono is not None:
+                    timeout = max(0.05, self._pause_left())
                 try:
                     await asyncio.wait(
                         waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -259,9 +278,9 @@ class RecordingUploader:
     async def fill(self) -> int:
         """Start uploads for due items up to the concurrency; returns how many started."""
         now = self._clock()
-        if self.paused_until is not None and now < self.paused_until:
+        if self._pause_left() > 0:
             return 0
-        self.paused_until = None
+        self._resume_mono = None
         for i, t in list(self._inflight.items()):
             if t.done():
                 self._inflight.pop(i, None)
@@ -278,8 +297,12 @@ class RecordingUploader:
         return len(items)
 
     def _done_callback(self, item_id: int) -> Callable[[asyncio.Task[str]], None]:
-        def done(_task: asyncio.Task[str]) -> None:
+        def done(task: asyncio.Task[str]) -> None:
             self._inflight.pop(item_id, None)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                # one upload's failure is not the uploader's: logged, the item stays queued
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("recording upload of outbox item %d failed: %s", item_id, exc)
 
         return done
 
@@ -335,7 +358,7 @@ class RecordingUploader:
             return "delivered"
         if outcome is Outcome.DEAD:
             return await self._dead(item, resp.status, resp.text, f"http_{resp.status}", "")
-        retry_after = parse_retry_after(resp.header("Retry-After"), self._clock())
+        retry_after = self.policy.wait_hint(resp.header("Retry-After"), self._clock())
         reason = "auth" if outcome is Outcome.AUTH else f"http_{resp.status}"
         self.auth_failed = outcome is Outcome.AUTH
         return await self._retry(item, reason, f"HTTP {resp.status}", retry_after)
@@ -389,24 +412,26 @@ class RecordingUploader:
 
     async def _retry(self, item: Any, reason: str, error: str, retry_after: float | None) -> str:
         now = self._clock()
-        delay = retry_after
-        if delay is None:
-            delay = backoff_delay(
-                int(item.attempts), self.api.backoff_initial, self.api.backoff_cap, self._rng
-            )
-        next_at = now + timedelta(seconds=delay)
         created = item.created_at
         if created.tzinfo is None:
             created = created.replace(tzinfo=UTC)
-        if next_at > created + timedelta(seconds=self.api.retry_horizon):
+        decision = decide(
+            self.policy,
+            attempts=int(item.attempts),
+            age=(now - created).total_seconds(),
+            retry_after=retry_after,
+            rng=self._rng,
+        )
+        if decision.give_up:
             return await self._dead(item, None, error, "retry_horizon", error)
+        next_at = now + timedelta(seconds=decision.delay)
         self.metrics.recording_upload_failures.labels(reason).inc()
         self.metrics.api_retries.labels(KIND, reason).inc()
         self.retry_total += 1
         self.last_error = error
         await self.store.outbox_retry(item.id, next_at, redact_text(error, self.api.api_key))
-        if retry_after is not None:
-            self.paused_until = next_at  # 429/503 with Retry-After: the whole uploader waits
+        if retry_after is not None:  # 429/503 with Retry-After: the whole uploader waits
+            self._resume_mono = self._mono() + decision.delay
         return "retry"
 
     async def _dead(

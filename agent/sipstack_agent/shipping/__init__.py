@@ -21,23 +21,24 @@ from sipstack_agent.shipping.outbox import (
     OutboxStore,
     Outcome,
     Shipper,
-    backoff_delay,
     classify,
-    parse_retry_after,
 )
+from sipstack_agent.shipping.retry import Decision, RetryPolicy, decide, parse_retry_after
 
 __all__ = [
     "AiohttpTransport",
+    "Decision",
     "OutboxStore",
     "Outcome",
     "Response",
+    "RetryPolicy",
     "Shipper",
     "Transport",
     "TransportError",
     "audio_content_type",
-    "backoff_delay",
     "build_headers",
     "classify",
+    "decide",
     "idempotency_key",
     "normalize_api_url",
     "parse_retry_after",

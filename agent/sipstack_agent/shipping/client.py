@@ -7,7 +7,10 @@ bodies posted as given, multipart bodies streamed from disk (the text fields
 first, the audio part last) so a 500 MB recording costs constant memory.
 
 Connection errors and timeouts raise `TransportError`; every HTTP answer,
-whatever its status, is a `Response`. Classification (success / retry / dead
+whatever its status, is a `Response`. At most `MAX_RESPONSE_BYTES` of an
+answer's body are read, counted after gzip/deflate decoding (the agent
+decodes itself so a compressed bomb is cut at the same size); the rest is
+left unread and the connection closed. Classification (success / retry / dead
 letter) is the caller's job (see `shipping/outbox.py`).
 
 Also here: region -> URL helpers, API-key redaction and the request headers
@@ -17,8 +20,10 @@ of the ingest contract (../shared/spec/ingest-api.md).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import os
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +60,11 @@ AUDIO_CONTENT_TYPES: dict[str, str] = {
 # (bytes/s); the multipart deadline is timeout + size / this.
 MIN_UPLOAD_RATE = 256 * 1024
 
+# Bytes of an answer's body read at most (after decoding): the API answers with
+# small JSON; anything longer is cut (Response.truncated) and never buffered.
+MAX_RESPONSE_BYTES = 64 * 1024
+_READ_CHUNK = 16 * 1024
+
 
 # ---------------------------------------------------------------------------
 # Interface
@@ -67,6 +77,7 @@ class Response:
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     text: str = ""
+    truncated: bool = False  # the body was longer than MAX_RESPONSE_BYTES; the rest was not read
 
     @property
     def ok(self) -> bool:
@@ -226,6 +237,7 @@ class AiohttpTransport:
         keepalive_timeout: float = 30.0,
         user_agent_version: str | None = None,
         ssl: Any = None,
+        max_body: int = MAX_RESPONSE_BYTES,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
@@ -234,6 +246,7 @@ class AiohttpTransport:
         self.keepalive_timeout = keepalive_timeout
         self._ua = user_agent(user_agent_version)
         self._ssl = ssl
+        self.max_body = max(1, max_body)
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0  # requests sent (for tests / status)
 
@@ -260,7 +273,7 @@ class AiohttpTransport:
                 ),
                 headers={"User-Agent": self._ua},
                 raise_for_status=False,
-                auto_decompress=True,
+                auto_decompress=False,  # decoded by _read_body, bounded
                 trust_env=True,
             )
         return self._session
@@ -332,13 +345,18 @@ class AiohttpTransport:
     ) -> Response:
         session = self._get_session()
         self.requests += 1
-        kwargs: dict[str, Any] = {"data": data, "headers": dict(headers), "allow_redirects": False}
+        hdrs = dict(headers)
+        hdrs.setdefault("Accept-Encoding", "gzip, deflate")
+        kwargs: dict[str, Any] = {"data": data, "headers": hdrs, "allow_redirects": False}
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:
             async with session.post(url, **kwargs) as resp:
-                text = await resp.text(errors="replace")
-                return Response(status=resp.status, headers=resp.headers.copy(), text=text)
+                body, truncated = await _read_body(resp, self.max_body)
+                if truncated:
+                    resp.close()  # drop the connection instead of draining the rest
+                text = body.decode(_charset(resp), "replace")
+                return Response(resp.status, resp.headers.copy(), text, truncated)
         except aiohttp.ServerDisconnectedError as exc:
             if not retried:
                 raise _StaleConnection() from exc
@@ -353,6 +371,42 @@ class AiohttpTransport:
 
 class _StaleConnection(Exception):
     pass
+
+
+def _charset(resp: aiohttp.ClientResponse) -> str:
+    """The charset the answer declares, else UTF-8 (what the API sends)."""
+    name = resp.charset or "utf-8"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
+
+
+async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the decoded body, and whether there was more."""
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    decoder = None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        decoder = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
+    out = bytearray()
+    while len(out) <= limit:
+        chunk = await resp.content.read(_READ_CHUNK)
+        if not chunk:
+            if decoder is not None:
+                out += decoder.flush()
+            break
+        if decoder is None:
+            out += chunk
+            continue
+        try:
+            out += decoder.decompress(chunk, limit + 1 - len(out))
+            while decoder.unconsumed_tail and len(out) <= limit:
+                out += decoder.decompress(decoder.unconsumed_tail, limit + 1 - len(out))
+        except zlib.error:  # not what Content-Encoding said: keep what decoded
+            break
+    if len(out) > limit:
+        return bytes(out[:limit]), True
+    return bytes(out), False
 
 
 def _describe(exc: BaseException) -> str:

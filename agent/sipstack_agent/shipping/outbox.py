@@ -8,8 +8,9 @@ document per request with bounded concurrency and records the outcome:
 - 408, 425, 429, every 5xx, 3xx (misdirected API_URL), timeouts and
   connection errors: retried with exponential backoff and full jitter
   (`backoff_initial` doubling up to `backoff_cap`), or after `Retry-After`
-  when the API sends one, until `retry_horizon` after the item was created;
-  then dead-lettered (reason `retry_horizon`).
+  (clamped to `backoff_cap`) when the API sends one; dead-lettered (reason
+  `retry_horizon`) by the rule of `shipping/retry.py`: old enough AND
+  retried often enough, so a wall-clock step alone never dead-letters.
 - 401/403: the key is rejected. The document is KEPT and retried with the
   same backoff (dead-lettering every call because of a wrong key would lose
   them all); `auth_failed` is raised (health + `sipstack_api_auth_failed`)
@@ -22,6 +23,10 @@ When a whole pass fails (API down, rate limited, key rejected) the shipper
 opens a circuit: it pauses (backoff or Retry-After) and then sends a single
 probe document until one gets an HTTP answer that is not a retry, so an
 outage is not met with a request per queued document.
+
+One item's failure (a store error, a bug) is logged and retried; it never
+fails the pass, so the deliveries of the other items are still recorded.
+The circuit's pause runs on the monotonic clock.
 
 Everything is cancel-safe: an item whose request was cut short stays in the
 outbox and is sent again (the Idempotency-Key makes that harmless).
@@ -40,7 +45,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from sipstack_agent.config import ApiSettings, Identity
@@ -52,6 +56,7 @@ from sipstack_agent.shipping.client import (
     build_headers,
     redact_text,
 )
+from sipstack_agent.shipping.retry import RetryPolicy, decide
 
 log = logging.getLogger("sipstack_agent.shipping")
 
@@ -103,38 +108,6 @@ def classify(status: int) -> Outcome:
     return Outcome.RETRY
 
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def backoff_ceiling(attempt: int, initial: float, cap: float) -> float:
-    """initial * 2**attempt, capped (attempt 0 = first retry)."""
-    return min(cap, initial * float(2 ** min(max(attempt, 0), 40)))
-
-
-def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, ceiling]."""
-    return rng.uniform(0.0, backoff_ceiling(attempt, initial, cap))
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -175,6 +148,7 @@ class Shipper:
         *,
         kind: str = "call",
         clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         batch_size: int | None = None,
         idle_interval: float = 0.25,
@@ -188,6 +162,8 @@ class Shipper:
         self.metrics = metrics
         self.kind = kind
         self._clock = clock
+        self._mono = monotonic
+        self.policy = RetryPolicy.of(api)
         self._rng = rng or random.Random()
         self.concurrency = max(1, int(api.concurrency))
         self.batch_size = batch_size or self.concurrency * 8
@@ -204,7 +180,7 @@ class Shipper:
         self.last_error_at: datetime | None = None
         self.auth_failed: bool = False
         self.consecutive_failures: int = 0  # passes in a row without any usable answer
-        self.paused_until: datetime | None = None
+        self._resume_mono: float | None = None  # circuit open until then (monotonic)
         self.delivered_total = 0
         self.dead_total = 0
         self.retry_total = 0
@@ -214,6 +190,28 @@ class Shipper:
         self._last_stats_mono: float | None = None
         self._kinds_seen: set[str] = set()
         self.metrics.api_auth_failed.set(0)
+
+    # ------------------------------------------------------------------ circuit
+
+    @property
+    def paused_until(self) -> datetime | None:
+        """When the circuit's pause ends, on the wall clock (for /status)."""
+        if self._resume_mono is None:
+            return None
+        return self._clock() + timedelta(seconds=self._resume_mono - self._mono())
+
+    @paused_until.setter
+    def paused_until(self, value: datetime | None) -> None:
+        if value is None:
+            self._resume_mono = None
+        else:
+            self._resume_mono = self._mono() + (value - self._clock()).total_seconds()
+
+    def _pause_left(self) -> float:
+        """Seconds the circuit stays open (0 when closed or over); immune to clock steps."""
+        if self._resume_mono is None:
+            return 0.0
+        return max(0.0, self._resume_mono - self._mono())
 
     # ------------------------------------------------------------------ loop
 
@@ -246,23 +244,23 @@ class Shipper:
                     break
                 if sent >= self.batch_size:
                     continue  # a full batch: more is probably due
-                now = self._clock()
-                paused = self.paused_until is not None and self.paused_until > now
-                await _wait(stop, None if paused else self._wake, self._idle_wait(now))
+                paused = self._pause_left() > 0
+                await _wait(stop, None if paused else self._wake, self._idle_wait())
         finally:
             with contextlib.suppress(Exception):  # best effort at shutdown
                 await self.refresh_stats(self._clock())
             log.info("shipper stopped")
 
-    def _idle_wait(self, now: datetime) -> float:
-        if self.paused_until is not None and self.paused_until > now:
-            return max(0.01, min((self.paused_until - now).total_seconds(), self.api.backoff_cap))
+    def _idle_wait(self) -> float:
+        left = self._pause_left()
+        if left > 0:
+            return max(0.01, min(left, self.api.backoff_cap))
         return self.idle_interval
 
     async def ship_once(self, now: datetime) -> int:
         """One pass: send the due items; returns the number of requests made."""
         now = _aware(now)
-        if self.paused_until is not None and now < self.paused_until:
+        if self._pause_left() > 0:
             return 0
         limit = 1 if self.consecutive_failures > 0 else self.batch_size
         items = await self.store.outbox_due(now, limit, kind=self.kind)
@@ -270,7 +268,7 @@ class Shipper:
             return 0
         delivered: list[int] = []
         try:
-            results = await asyncio.gather(*(self._ship_item(item, delivered) for item in items))
+            results = await asyncio.gather(*(self._guarded(item, delivered) for item in items))
         finally:
             # One transaction for the pass's deliveries (a crash before it only
             # means a re-send, which the Idempotency-Key makes harmless).
@@ -289,21 +287,20 @@ class Shipper:
             if self.consecutive_failures:
                 log.info("API reachable again; resuming full-rate shipping")
             self.consecutive_failures = 0
-            self.paused_until = None
+            self._resume_mono = None
             return
         if not any(r.outcome in (Outcome.RETRY, Outcome.AUTH) for r in results):
             return  # nothing was asked of the API (e.g. only unencodable documents)
         self.consecutive_failures += 1
-        delay = backoff_delay(
-            self.consecutive_failures - 1,
-            self.api.backoff_initial,
-            self.api.backoff_cap,
-            self._rng,
-        )
         hinted = [r.retry_after for r in results if r.retry_after is not None]
-        if hinted:
-            delay = max(hinted)
-        self.paused_until = now + timedelta(seconds=delay)
+        delay = decide(
+            self.policy,
+            attempts=self.consecutive_failures - 1,
+            age=0.0,
+            retry_after=max(hinted) if hinted else None,
+            rng=self._rng,
+        ).delay
+        self._resume_mono = self._mono() + delay
         if self.consecutive_failures in (1, 5) or self.consecutive_failures % 20 == 0:
             log.warning(
                 "API not accepting documents (%s); pausing %.1fs, probing with one document",
@@ -312,6 +309,19 @@ class Shipper:
             )
 
     # ------------------------------------------------------------------ one item
+
+    async def _guarded(self, item: Any, delivered: list[int]) -> _Result:
+        """_ship_item, but a failure of this item never fails the pass."""
+        try:
+            return await self._ship_item(item, delivered)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = f"shipping {item.idempotency_key} failed: {type(exc).__name__}: {exc}"
+            self._note_error(error)
+            log.exception("shipping %s failed; it stays queued", item.idempotency_key)
+            # status 0: not an answer of the API, so it does not close the circuit
+            return _Result(Outcome.RETRY, 0, None, error)
 
     async def _ship_item(self, item: Any, delivered: list[int]) -> _Result:
         async with self._sem:
@@ -385,7 +395,7 @@ class Shipper:
             log.debug("dead-letter body for %s: %s", item.idempotency_key, text[:500])
             return _Result(outcome, resp.status, None, error)
 
-        retry_after = parse_retry_after(resp.header("Retry-After"), now)
+        retry_after = self.policy.wait_hint(resp.header("Retry-After"), now)
         result = _Result(outcome, resp.status, retry_after, error)
         if outcome is Outcome.AUTH:
             if not self.auth_failed:
@@ -404,28 +414,26 @@ class Shipper:
     async def _retry(self, item: Any, result: _Result) -> None:
         now = self._clock()
         self._note_error(result.error, now)
-        created = _aware(item.created_at)
-        deadline = created + timedelta(seconds=self.api.retry_horizon)
-        if now >= deadline:
+        attempts = int(item.attempts or 0)
+        age = (now - _aware(item.created_at)).total_seconds()
+        decision = decide(
+            self.policy, attempts=attempts, age=age, retry_after=result.retry_after, rng=self._rng
+        )
+        if decision.give_up:
             reason = "retry_horizon"
             body = result.error[:MAX_BODY_KEPT]
             await self.store.outbox_dead(item.id, result.status or None, body, reason)
             self.dead_total += 1
             self.metrics.dead_letters.labels(self.kind, reason).inc()
             log.warning(
-                "dead-lettered %s: still failing after %.0fh (%s)",
+                "dead-lettered %s: still failing after %.0fh and %d attempts (%s)",
                 item.idempotency_key,
-                self.api.retry_horizon / 3600,
+                self.policy.horizon / 3600,
+                attempts + 1,
                 result.error[:80],
             )
             return
-        if result.retry_after is not None:
-            delay = result.retry_after
-        else:
-            delay = backoff_delay(
-                int(item.attempts or 0), self.api.backoff_initial, self.api.backoff_cap, self._rng
-            )
-        next_at = min(now + timedelta(seconds=delay), deadline)
+        next_at = now + timedelta(seconds=decision.delay)
         await self.store.outbox_retry(item.id, next_at, result.error[:MAX_BODY_KEPT])
         self.retry_total += 1
         log.debug("retry %s at %s (%s)", item.idempotency_key, next_at.isoformat(), result.error)

@@ -20,6 +20,13 @@ the next successful login (None while still disconnected). The call core uses
 (`gap: true`) and complete them from their CDR rows instead of trusting their
 incomplete CEL (see docs/cel-sources.md).
 
+Bounded: one AMI message may be at most MAX_AMI_MESSAGE bytes (a CEL event
+is about 1 KiB; a peer that sends more without the blank line that ends a
+message is cut off and the connection closed), and at most `buffer_max`
+events wait in memory for the state store: beyond that the source stops
+reading the socket (TCP backpressure towards Asterisk) until the writer has
+stored half of them. Time not read is a gap like a disconnect.
+
 EventTime is Asterisk's local time in whole seconds ("%Y-%m-%d %H:%M:%S",
 interpreted in DB_TIMEZONE); when manager.conf has `timestampevents = yes` the
 `Timestamp` header (epoch, microseconds) is used instead when it agrees.
@@ -39,6 +46,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
 
 from ..config import AmiSettings
 from ..metrics import Metrics
@@ -64,6 +72,8 @@ log = logging.getLogger(__name__)
 POSITION = "ami"
 GAPS_POSITION = "ami:gaps"
 MAX_GAPS = 500
+MAX_AMI_MESSAGE = 64 * 1024  # bytes of one AMI message (headers up to the blank line)
+MAX_BUFFERED_EVENTS = 10_000  # events held in memory before reading pauses
 GAP_KEEP_SECONDS = 30 * 86400.0
 
 # AMI CEL header (lower case) -> CelRow field.
@@ -280,6 +290,22 @@ def overlaps_gap(
 # --------------------------------------------------------------------------- panoramisk glue
 
 
+class _BoundedProtocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol with a bound on one message (it would buffer without end)."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        pending = self.queue[0] if self.queue else ""
+        if len(pending) > MAX_AMI_MESSAGE and not self.closed:
+            self.queue.clear()
+            log.error(
+                "AMI peer sent more than %d bytes without ending the message; "
+                "closing the connection (not an Asterisk manager?)",
+                MAX_AMI_MESSAGE,
+            )
+            self.transport.abort()
+
+
 class _Manager(Manager):  # type: ignore[misc]
     """panoramisk Manager whose connection lifecycle belongs to CelAmiSource.
 
@@ -361,6 +387,7 @@ class _Session:
             host=s.host,
             port=_port(s),
             ssl=_ssl_context(s),
+            protocol_factory=_BoundedProtocol,
             encoding="latin-1",
             ping_delay=10**9,
             ping_interval=10**9,
@@ -431,6 +458,7 @@ class CelAmiSource:
         timezone: str = "UTC",
         *,
         batch_max: int = 2000,
+        buffer_max: int = MAX_BUFFERED_EVENTS,
         ping_timeout: float | None = None,
         clock: Any = time.time,
         clock_check: ClockCheck | None = None,
@@ -442,6 +470,9 @@ class CelAmiSource:
         self.timezone = timezone
         self.times = TimeParser(timezone)
         self.batch_max = batch_max
+        self.buffer_max = max(1, buffer_max)
+        self._paused: Any = None  # the transport whose reading is paused (buffer full)
+        self.read_pauses = 0
         self.ping_timeout = (
             ping_timeout if ping_timeout is not None else max(5.0, settings.ping_interval)
         )
@@ -495,6 +526,23 @@ class CelAmiSource:
             return
         self._buf.append(row)
         self._wake.set()
+        if len(self._buf) >= self.buffer_max and self._paused is None:
+            transport = getattr(getattr(_manager, "protocol", None), "transport", None)
+            if transport is not None:
+                transport.pause_reading()
+                self._paused = transport
+                self.read_pauses += 1
+                log.warning(
+                    "%d AMI CEL events wait for the state store; reading from the AMI "
+                    "paused until half are stored",
+                    len(self._buf),
+                )
+
+    def _resume_reading(self) -> None:
+        if self._paused is not None and len(self._buf) <= self.buffer_max // 2:
+            with contextlib.suppress(Exception):  # a closed transport: nothing to resume
+                self._paused.resume_reading()
+            self._paused = None
 
     async def _flush(self) -> None:
         """Write buffered rows; on a store failure they stay buffered (retried)."""
@@ -507,6 +555,7 @@ class CelAmiSource:
             pos = self._position()
             res = await self.store.ingest(rows, [], {POSITION: pos})
             del self._buf[: len(rows)]
+            self._resume_reading()
             self._last_alive_saved = self._clock()
             if self.clock_check is not None:  # AMI has no backlog: every event is live
                 self.clock_check.observe(max(r.eventtime for r in rows), live=True)
@@ -670,6 +719,7 @@ class CelAmiSource:
 
     async def _connected(self, session: _Session) -> None:
         self.connects += 1
+        self._paused = None  # that transport is gone; a new one reads
         self.version = session.version
         self._auth_logged = None
         now = self._clock()

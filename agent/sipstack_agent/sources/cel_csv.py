@@ -609,11 +609,14 @@ class QuarantineSink:
     def _write(self, lines: list[str]) -> None:
         assert self.path is not None
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 if os.path.getsize(self.path) > self.MAX_BYTES:
                     os.replace(self.path, self.path + ".1")
-            with open(self.path, "a", encoding="utf-8") as fh:
+            # raw CDR/CEL text: personal data, readable by the agent's user only
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)  # also a file an older agent created 0644
+            with open(fd, "a", encoding="utf-8") as fh:
                 fh.write("\n".join(lines) + "\n")
         except OSError as exc:  # never stop the stream for the quarantine file
             log.error("cannot write the CSV quarantine file %s: %s", self.path, exc)
@@ -975,7 +978,7 @@ class CelCsvSource:
         fst = os.fstat(fd)
         if not stat.S_ISREG(fst.st_mode):
             os.close(fd)
-            raise OSError(f"{self.path} is not a regular file")
+            raise OSError(f"CEL_CSV_PATH {self.path} is not a regular file; {_NOT_REGULAR}")
         cur = _Open(fd, fst.st_dev, fst.st_ino, self.path, offset)
         if pos is not None:
             cur.head_len = int(pos.get("head_len", 0))
@@ -1105,9 +1108,13 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
+_NOT_REGULAR = "point it at the Master.csv-style file cel_custom writes (not a FIFO or device)"
+
+
 def _open_ro(path: str) -> int | None:
+    """Open for reading; O_NONBLOCK so that a FIFO cannot block the event loop."""
     try:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
 
@@ -1164,6 +1171,8 @@ def _find_copy(
 
 def _end_of_last_line(path: str) -> int:
     """Offset just after the last newline of the file (START_FROM=latest)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return 0  # refused with a clear error when it is opened
     with open(path, "rb") as fh:
         size = fh.seek(0, os.SEEK_END)
         pos = size
@@ -1206,6 +1215,9 @@ def _check_csv_sync(
     except (ValueError, KeyError) as exc:
         return [("cel_csv columns", False, str(exc), "fix CEL_CSV_COLUMNS")]
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            detail = f"{path} is not a regular file"
+            return [("cel_csv file", False, detail, f"CEL_CSV_PATH: {_NOT_REGULAR}")]
         with open(path, "rb") as fh:
             size = fh.seek(0, os.SEEK_END)
             start = max(0, size - 256 * 1024)

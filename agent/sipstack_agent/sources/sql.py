@@ -841,9 +841,7 @@ class SqlSource:
         if self._reread_overlap and overlap and cp > floor:
             lo_hi = (max(floor + 1, cp - overlap + 1), cp)
         elif self._holes:
-            now = time.monotonic()
-            for hid in [h for h, v in self._holes.items() if now - v.first_seen > HOLE_TTL]:
-                del self._holes[hid]
+            self._track_holes(cp, [], cp, overlap)  # expire the old ones
             if self._holes:
                 lo_hi = (min(self._holes), max(self._holes))
         self._reread_overlap = False
@@ -912,6 +910,8 @@ class SqlSource:
         return [r for r in rows if (to_utc(r[i], tz) or min_time) >= min_time]
 
     def _track_holes(self, cp: int, ids: list[int], new_cp: int, overlap: int) -> None:
+        """Remember ids skipped between cp and the ids read; give up (counted, logged)
+        on those older than HOLE_TTL or below the overlap window."""
         if not overlap:
             return
         window_lo = new_cp - overlap
@@ -927,8 +927,27 @@ class SqlSource:
         self._recent.update(got)
         if len(self._recent) > 4 * overlap + 1000:
             self._recent = {i for i in self._recent if i > window_lo}
-        for h in [h for h in self._holes if h <= window_lo]:
-            del self._holes[h]
+        for reason, gone in (
+            ("timeout", [h for h, v in self._holes.items() if now - v.first_seen > HOLE_TTL]),
+            ("window", [h for h in self._holes if h <= window_lo]),
+        ):
+            if not gone:
+                continue
+            for h in gone:
+                self._holes.pop(h, None)
+            self.metrics.id_holes_dropped.labels(table=self.table, reason=reason).inc(len(gone))
+            log.warning(
+                "%s: %d skipped id(s) of %r never appeared (%d..%d, %s); a row committed "
+                "that late is not read (rolled-back inserts also leave such holes)",
+                self.position_name,
+                len(gone),
+                self.table,
+                min(gone),
+                max(gone),
+                f"older than {HOLE_TTL:.0f} s"
+                if reason == "timeout"
+                else f"below the POLL_OVERLAP_IDS={overlap} window",
+            )
 
     async def _reanchor(self, info: TableInfo, max_id: int, cp: int) -> None:
         assert self._pos is not None

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,16 +35,28 @@ IDENTITY = Identity(connector_id="pbx-test", version="0.14.0")
 
 
 class ShiftClock:
-    """Real UTC time plus an offset the test moves forward (retry timers)."""
+    """Real UTC time plus an offset the test moves forward (retry timers).
+
+    `monotonic()` moves with `advance()` (time passing) but not with `step()`
+    (the wall clock jumping).
+    """
 
     def __init__(self) -> None:
         self.offset = timedelta()
+        self.elapsed = 0.0
 
     def __call__(self) -> datetime:
         return datetime.now(UTC) + self.offset
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
+        self.elapsed += seconds
+
+    def step(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.elapsed
 
 
 def _api(url: str, **kw: Any) -> ApiSettings:
@@ -288,10 +301,11 @@ async def test_5xx_and_429_are_retried_with_backoff_then_delivered(
         store,
         transport,
         _rset(root),
-        _api(receiver.calls_url),
+        _api(receiver.calls_url, backoff_cap=300.0),
         IDENTITY,
         metrics,
         clock=clock,
+        monotonic=clock.monotonic,
         rng=random.Random(7),
     )
     await up.drain()
@@ -331,7 +345,16 @@ async def test_receiver_down_then_restarted_on_the_same_port(
     url = f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls"
     metrics = Metrics()
     clock = ShiftClock()
-    up = RecordingUploader(store, transport, _rset(root), _api(url), IDENTITY, metrics, clock=clock)
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root),
+        _api(url),
+        IDENTITY,
+        metrics,
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
     await up.drain()  # nobody listening
     assert (
         sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "connection"}) == 1
@@ -361,29 +384,72 @@ def receiver_count(items: Sequence[Any]) -> int:
     return len(items)
 
 
-async def test_retry_horizon_dead_letters(
+async def test_retry_horizon_dead_letters_after_age_and_attempts(
     tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
 ) -> None:
     root = tmp_path / "monitor"
     await _enqueue(store, copy_real_wav(root))
     receiver.set_faults(fail_status=500, fail_path="recording")
     clock = ShiftClock()
-    metrics = Metrics()
+    api = _api(receiver.calls_url, retry_horizon=60.0, backoff_initial=0.5, backoff_cap=30.0)
     up = RecordingUploader(
         store,
         transport,
         _rset(root),
-        _api(receiver.calls_url, retry_horizon=48 * 3600.0),
+        api,
         IDENTITY,
-        metrics,
+        Metrics(),
         clock=clock,
+        monotonic=clock.monotonic,
+    )
+    await up.drain()
+    clock.step(72 * 3600)  # the wall clock jumps three days: not a reason to give up
+    await up.drain()
+    assert not await store.dead_letters()
+    failures = 2
+    while not await store.dead_letters():
+        clock.advance(30)
+        await up.drain()
+        failures += 1
+        assert failures <= up.policy.horizon_attempts
+    assert failures == up.policy.horizon_attempts
+    assert [d["reason"] for d in await store.dead_letters()] == ["retry_horizon"]
+
+
+@pytest.mark.parametrize("retry_after", ["172800", "inf", "1e12", "86400000", "soon"])
+async def test_a_huge_or_garbage_retry_after_neither_gives_up_nor_parks_the_upload(
+    tmp_path: Path,
+    store: StateStore,
+    receiver: Receiver,
+    transport: AiohttpTransport,
+    retry_after: str,
+) -> None:
+    root = tmp_path / "monitor"
+    await _enqueue(store, copy_real_wav(root))
+    receiver.set_faults(
+        fail_status=429, fail_count=1, retry_after=retry_after, fail_path="recording"
+    )
+    clock = ShiftClock()
+    api = _api(receiver.calls_url, backoff_cap=30.0)
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root),
+        api,
+        IDENTITY,
+        Metrics(),
+        clock=clock,
+        monotonic=clock.monotonic,
     )
     await up.drain()
     assert not await store.dead_letters()
-    clock.advance(48 * 3600)  # two days later, still failing
-    await up.drain()
-    dead = await store.dead_letters()
-    assert [d["reason"] for d in dead] == ["retry_horizon"]
+    items = await store.outbox_due(clock() + timedelta(days=30), 5, kind=KIND)
+    assert len(items) == 1 and items[0].attempts == 1
+    assert items[0].next_attempt_at <= clock() + timedelta(seconds=30)
+    assert up.paused_until is None or up.paused_until <= clock() + timedelta(seconds=30)
+    clock.advance(30)
+    await _drive(up, clock)
+    assert len(receiver.recordings()) == 1
 
 
 async def test_file_changed_during_upload_is_not_deleted(tmp_path: Path, store: StateStore) -> None:
@@ -521,7 +587,16 @@ async def test_rejected_key_keeps_the_upload_queued(
     metrics = Metrics()
     clock = ShiftClock()
     wrong = _api(receiver.calls_url, api_key="sk_" + "w" * 32)
-    up = RecordingUploader(store, transport, _rset(root), wrong, IDENTITY, metrics, clock=clock)
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root),
+        wrong,
+        IDENTITY,
+        metrics,
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
     await up.drain()
     assert up.auth_failed
     assert not await store.dead_letters()
@@ -529,7 +604,57 @@ async def test_rejected_key_keeps_the_upload_queued(
     assert sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "auth"}) == 1
     # the key is fixed (new settings, same queue): delivered
     up2 = RecordingUploader(
-        store, transport, _rset(root), _api(receiver.calls_url), IDENTITY, metrics, clock=clock
+        store,
+        transport,
+        _rset(root),
+        _api(receiver.calls_url),
+        IDENTITY,
+        metrics,
+        clock=clock,
+        monotonic=clock.monotonic,
     )
     await _drive(up2, clock)
     assert len(receiver.recordings()) == 1 and not up2.auth_failed
+
+
+async def test_one_uploads_failure_is_logged_and_does_not_stop_the_others(
+    tmp_path: Path,
+    store: StateStore,
+    receiver: Receiver,
+    transport: AiohttpTransport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root = tmp_path / "monitor"
+    await _enqueue(store, copy_real_wav(root, "a-1795495160.1.wav"), linkedid="1795495160.1")
+    await _enqueue(store, copy_real_wav(root, "b-1795495160.2.wav"), linkedid="1795495160.2")
+    first = (await store.outbox_due(datetime.now(UTC) + timedelta(days=1), 1, kind=KIND))[0].id
+    real_delivered = store.outbox_delivered
+
+    async def broken_for_first(item_id: Any) -> None:
+        if item_id == first:
+            raise OSError("disk I/O error")
+        await real_delivered(item_id)
+
+    store.outbox_delivered = broken_for_first  # type: ignore[method-assign]
+    clock = ShiftClock()
+    up = RecordingUploader(
+        store,
+        transport,
+        _rset(root),
+        _api(receiver.calls_url),
+        IDENTITY,
+        Metrics(),
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
+    await up.fill()
+    await asyncio.gather(*up._inflight.values(), return_exceptions=True)
+    await asyncio.sleep(0)  # the done callbacks
+    left = await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)
+    assert [i.id for i in left] == [first]  # the other upload was recorded
+    assert "disk I/O error" in (up.last_error or "")
+    assert any("failed: disk I/O error" in r.getMessage() for r in caplog.records)
+    store.outbox_delivered = real_delivered  # type: ignore[method-assign]
+    await _drive(up, clock)
+    assert not await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)
+    assert len(receiver.recordings()) == 2

@@ -16,8 +16,11 @@ T0 = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
 
 
 class FakeClock:
+    """Wall clock the test sets; `monotonic()` follows it except across `step()`."""
+
     def __init__(self, start: datetime = T0) -> None:
         self.now = start
+        self._stepped = 0.0  # seconds the wall clock jumped (not elapsed time)
 
     def __call__(self) -> datetime:
         return self.now
@@ -25,6 +28,15 @@ class FakeClock:
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
+
+    def step(self, seconds: float) -> datetime:
+        """An NTP step: the wall clock jumps, the monotonic clock does not move."""
+        self.now += timedelta(seconds=seconds)
+        self._stepped += seconds
+        return self.now
+
+    def monotonic(self) -> float:
+        return (self.now - T0).total_seconds() - self._stepped
 
 
 @dataclass

@@ -435,3 +435,51 @@ async def test_store_failures_keep_events_buffered_until_written(store):
         stop.set()
         await asyncio.wait_for(task, 10)
     assert fails["left"] == 0 and src.events_stored == 4
+
+
+async def test_a_message_without_end_is_cut_off_and_the_source_reconnects(store):
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port), store, Metrics())
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await srv.wait_logins(1)
+        await until(lambda: src.state == "connected")
+        srv.send_raw(b"Event: CEL\r\nExtra: " + b"x" * (1024 * 1024))  # 1 MiB, never ends
+        await srv.wait_logins(2)  # the agent hung up on the peer and logged in again
+        await until(lambda: src.state == "connected")
+        for h in call_events("300.0", T0, 2):
+            srv.send_cel(h)
+        await until(lambda: len(stored(store.path)) == 2)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert src.connects == 2
+    assert (await load_gaps(store))[0].reason == "connection lost"  # the cut-off is a gap
+
+
+async def test_a_slow_store_pauses_reading_instead_of_buffering_without_bound(store):
+    gate = asyncio.Event()
+    real_ingest = store.ingest
+
+    async def slow(cels=(), cdrs=(), positions=None):
+        await gate.wait()
+        return await real_ingest(cels, cdrs, positions)
+
+    store.ingest = slow
+    async with AmiServer() as srv:
+        src = CelAmiSource(fast(srv.port, ping_interval=30.0), store, Metrics(), buffer_max=10)
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await until(lambda: src.state == "connected")
+        events = [h for i in range(10) for h in call_events(f"400.{i}", T0, 4)]
+        for h in events:
+            srv.send_cel(h)
+            await asyncio.sleep(0.002)
+        await until(lambda: src.read_pauses == 1)
+        await asyncio.sleep(0.2)  # whatever was still on its way
+        assert len(src._buf) < len(events)
+        assert src.events_received < len(events)  # the rest waits in the socket, unread
+        gate.set()
+        await until(lambda: len(stored(store.path)) == len(events))
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert src.connects == 1  # no event lost to a reconnect

@@ -12,6 +12,8 @@ import os
 import random
 import shutil
 import sqlite3
+import stat
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.metrics import Metrics
-from sipstack_agent.sources.cel_csv import CelCsvSource
+from sipstack_agent.sources.cel_csv import CelCsvSource, check_csv
 from sipstack_agent.state import StateStore
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, tzinfo=UTC)
@@ -282,6 +284,7 @@ async def test_malformed_lines_are_quarantined_and_the_stream_goes_on(tmp_path, 
     ]
     assert all(e["reason"] for e in entries)
     assert src.metrics.csv_quarantined._value.get() == 2
+    assert stat.S_IMODE(qfile.stat().st_mode) == 0o600  # raw CEL: personal data
 
 
 async def test_stale_unfinished_tail_is_finally_taken(tmp_path, store):
@@ -439,3 +442,57 @@ async def test_start_from_a_time_reads_from_the_start_and_drops_older_rows(tmp_p
     src2 = source(tmp_path, store, start_from="latest")
     await src2.poll_once()
     assert stored_seqs(store.store.path) == Counter(range(6, 11))
+
+
+class FifoUnblocker:
+    """Hang guard: a reader blocked in open() of the FIFO (the whole event loop with it)
+    is released by opening the write end; `released` says whether that was needed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.released = False
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        if self.done.wait(2.0):
+            return
+        while not self.done.is_set():
+            try:  # succeeds only while somebody holds the read end open
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+                self.released = True
+                return
+            except OSError:
+                self.done.wait(0.05)
+
+    def __enter__(self) -> FifoUnblocker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("start_from", ["beginning", "latest"])
+async def test_a_fifo_at_cel_csv_path_is_refused_without_blocking(tmp_path, store, start_from):
+    os.mkfifo(tmp_path / "Master.csv")
+    src = source(tmp_path, store, start_from=start_from)
+    with (
+        FifoUnblocker(tmp_path / "Master.csv") as guard,
+        pytest.raises(OSError, match=r"CEL_CSV_PATH .* is not a regular file"),
+    ):
+        await src.poll_once()
+    assert not guard.released  # the open did not block
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    while src.state != "error":
+        await asyncio.sleep(0.01)
+    assert "CEL_CSV_PATH" in (src.last_error or "")
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    [(name, ok, detail, hint)] = await asyncio.wait_for(
+        check_csv(CsvSettings(path=str(tmp_path / "Master.csv"))), 10
+    )
+    assert (name, ok) == ("cel_csv file", False) and "CEL_CSV_PATH" in hint
+    assert "not a regular file" in detail

@@ -543,3 +543,32 @@ async def test_time_mode_gets_past_a_second_with_more_rows_than_a_poll(
     cels, _ = await stored(store)
     assert len(cels) == 41 and cels[-1].eventtype == "LAST"
     await src.close()
+
+
+async def test_ids_that_never_appear_are_counted_and_logged_when_given_up(
+    pbx_db: Any, store: StateStore, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    from sipstack_agent.sources import sql
+
+    settings, writer = pbx_db
+    await writer.insert_cel([replace(cel(i), row_id=i) for i in (*range(1, 9), 10)])
+    src = source(settings, "cel", store)
+    await drain(src)  # id 9: a rolled-back insert, a hole watched for a while
+
+    def dropped(reason: str) -> float:
+        labels = {"table": src.table, "reason": reason}
+        v = src.metrics.registry.get_sample_value("sipstack_id_holes_dropped_total", labels)
+        return v or 0.0
+
+    assert (dropped("window"), dropped("timeout")) == (0, 0)
+    caplog.set_level("WARNING", logger="sipstack_agent.sources.sql")
+    await writer.insert_cel([replace(cel(400), row_id=400)])
+    await drain(src)  # 9 is now below the 200-id overlap window; 201..399 are watched
+    assert dropped("window") == 1
+    monkeypatch.setattr(sql, "HOLE_TTL", 0.0)  # as if a minute had passed
+    await drain(src)
+    assert dropped("timeout") == 199
+    lines = [r.getMessage() for r in caplog.records if "never appeared" in r.getMessage()]
+    assert any("(9..9, below the POLL_OVERLAP_IDS=200 window)" in m for m in lines)
+    assert any("199 skipped id(s)" in m and "201..399, older than 0 s" in m for m in lines)
+    await src.close()
