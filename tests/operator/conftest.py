@@ -11,9 +11,12 @@ os.environ.setdefault("SIPSTACK_RETRY_BASE", "0.5")
 os.environ.setdefault("SIPSTACK_RETRY_CAP", "2")
 os.environ.setdefault("SIPSTACK_METRICS_PORT", "0")  # tests that scrape it pick a free port
 
+import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from fake_agent import FakeAgents, serve_agents
 from operator_testlib import CRD_PATH, EXAMPLES, load_docs
 
 
@@ -30,3 +33,24 @@ def crd_schema(crd: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def example_secrets() -> list[dict[str, Any]]:
     return load_docs(EXAMPLES / "secrets.yaml")
+
+
+@pytest.fixture()
+async def agents(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeAgents]:
+    """The agents' /status (fake_agent.py) for an operator started after this fixture.
+
+    Without it the operator cannot read any agent's /status: a running agent's
+    backlog is unknown, so deleting its connector drains until
+    spec.drain.timeoutSeconds (600 s by default).
+    """
+    from sipstack_operator import handlers  # imported late: it reads the env set above
+
+    async with serve_agents() as fake:
+        monkeypatch.setattr(
+            handlers,
+            "CONFIG",
+            dataclasses.replace(
+                handlers.CONFIG, agent_status_url=fake.url_template, agent_status_timeout=1.0
+            ),
+        )
+        yield fake

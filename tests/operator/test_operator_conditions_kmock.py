@@ -14,14 +14,11 @@ or an etcd timeout would answer.
 from __future__ import annotations
 
 import base64
-import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fake_agent import FakeAgents, serve_agents
+from fake_agent import FakeAgents
 from kmock_emulator import Emulator
-from sipstack_operator import handlers
 from test_operator_kmock import (
     CONNECTORS,
     CR_PATH,
@@ -47,19 +44,6 @@ from test_operator_kmock import (
 pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(60)]
 
 __all__ = ["cluster"]  # the fixture, imported for pytest
-
-
-@pytest.fixture()
-async def agents(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeAgents]:
-    async with serve_agents() as fake:
-        monkeypatch.setattr(
-            handlers,
-            "CONFIG",
-            dataclasses.replace(
-                handlers.CONFIG, agent_status_url=fake.url_template, agent_status_timeout=1.0
-            ),
-        )
-        yield fake
 
 
 def status_of(cluster: Emulator, name: str) -> dict[str, Any]:
