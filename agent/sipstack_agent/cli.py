@@ -1,4 +1,4 @@
-"""`sipstack-agent`: run | check | healthcheck | receive | demo.
+"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | receive | demo.
 
 Exit codes: 0 fine; 1 a check failed / the demo lost calls / a runtime failure;
 2 configuration errors (one line per problem on stderr, naming the variable,
@@ -363,12 +363,11 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     if settings.monitoring_port == 0:
         print("healthy: monitoring endpoint disabled (MONITORING_PORT=0)")
         return EXIT_OK
-    host = settings.monitoring_host
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - the wildcard the agent listens on
-        host = "127.0.0.1"
-    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.monitoring_port}/healthz"
+    from .admin.agentclient import monitoring_url
+
+    url = monitoring_url(settings.monitoring_host, settings.monitoring_port, "/healthz") or ""
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:  # noqa: S310 - http://
             status = int(resp.status)
     except (OSError, ValueError) as e:
         print(f"unhealthy: {url}: {e}", file=sys.stderr)
@@ -413,6 +412,45 @@ def cmd_receive(args: argparse.Namespace) -> int:
         print(f"receive: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 healthy, 1 degraded, 2 down (admin/summary.py)."""
+    from .admin.statuscmd import run_status, status_target
+
+    settings = None
+    if not (args.url and args.state_dir):
+        settings = _load(args, sys.stderr)
+        if settings is None:
+            return EXIT_CONFIG
+    target = status_target(settings, url=args.url, state_dir=args.state_dir)
+    return run_status(target, as_json=args.json, out=sys.stdout, timeout=args.timeout)
+
+
+# ---------------------------------------------------------------------------- dead-letters
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """list | show ID | retry [ID... | --reason R | --all] | drop (admin/deadletters.py)."""
+    from .admin import deadletters
+
+    settings = _load(args, sys.stderr)
+    if settings is None:
+        return EXIT_CONFIG
+    return deadletters.run(
+        args.action,
+        args.state_dir or settings.state_dir,
+        settings.identity.connector_id,
+        ids=args.ids,
+        reason=args.reason,
+        all=args.all,
+        as_json=args.json,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------------------- demo
@@ -472,6 +510,24 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--no-validate", action="store_true", help="store documents unvalidated")
     rv.add_argument("--log-level", default="INFO")
     rv.set_defaults(func=cmd_receive)
+
+    st = sub.add_parser("status", help="summary of the agent; exit 0 healthy, 1 degraded, 2 down")
+    st.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    st.add_argument("--url", help="the agent's /status (default: from MONITORING_HOST/PORT)")
+    st.add_argument("--state-dir", help="STATE_DIR to read when the agent does not answer")
+    st.add_argument("--json", action="store_true", help="print the summary as JSON")
+    st.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
+    st.set_defaults(func=cmd_status)
+
+    dl = sub.add_parser("dead-letters", help="list | show ID | retry | drop refused documents")
+    dl.add_argument("action", choices=("list", "show", "retry", "drop"))
+    dl.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letter ids")
+    dl.add_argument("--reason", help="only those with this reason (e.g. http_400)")
+    dl.add_argument("--all", action="store_true", help="retry / drop every dead letter")
+    dl.add_argument("--json", action="store_true", help="list as JSON")
+    dl.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    dl.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")
+    dl.set_defaults(func=cmd_dead_letters)
 
     d = sub.add_parser("demo", help="simulated PBX + receiver + the real agent, end to end")
     d.add_argument("--calls", type=int, default=200, help="calls to simulate (default 200)")

@@ -499,7 +499,7 @@ class StateStore:
         try:
             await store._run(lambda c: c.execute("PRAGMA busy_timeout = 10000"))
             if await store.schema_version() > SCHEMA_VERSION:
-                raise StoreError(f"{path}: state schema is newer than this agent; upgrade the agent")
+                raise StoreError(f"{path}: state schema newer than this agent; upgrade the agent")
         except BaseException:
             await db.close()
             raise

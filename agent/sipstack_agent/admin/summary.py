@@ -66,7 +66,8 @@ def assess(status: JsonObj, *, answering: bool = True) -> Health:
         if p and p not in problems:
             problems.append(p)
 
-    for p in status.get("ready_problems") or []:
+    ready = status.get("ready_problems")
+    for p in ready if isinstance(ready, list) else []:
         add(str(p))
     for name, st in obj(status.get("stages")).items():
         stage = obj(st)
@@ -167,9 +168,8 @@ def render(status: JsonObj, health: Health, *, origin: str, now: datetime) -> st
         for name, sv in sources.items():
             src = obj(sv)
             conn = src.get("connected")
-            line = f"  {name:<16} " + {True: "connected", False: "NOT CONNECTED"}.get(
-                conn if isinstance(conn, bool) else None, "-"
-            )
+            state = "-" if conn is None else "connected" if conn is True else "NOT CONNECTED"
+            line = f"  {name:<16} {state}"
             if src.get("newest_row_at"):
                 line += f", newest row read {ago(src.get('newest_row_at'), now)}"
             if src.get("catching_up") is True:
