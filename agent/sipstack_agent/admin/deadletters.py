@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TextIO
 
 from ..state import StateStore, StoreError
@@ -63,10 +64,14 @@ def _describe(d: dict[str, object]) -> dict[str, object]:
         "status": d["status"],
         "reason": d["reason"],
         "attempts": d["attempts"],
-        "dead_at": d["dead_at"],
-        "created_at": d["created_at"],
+        "dead_at": _iso(d["dead_at"]),
+        "created_at": _iso(d["created_at"]),
         "body": d["body"],
     }
+
+
+def _iso(t: object) -> str | None:
+    return t.isoformat(timespec="seconds") if isinstance(t, datetime) else None
 
 
 def _one_line(text: object, width: int = 60) -> str:

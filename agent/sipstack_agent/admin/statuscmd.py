@@ -78,7 +78,7 @@ async def from_state_dir(target: StatusTarget, now: datetime) -> dict[str, objec
     if target.configured_timezone:
         out["timezone"] = {
             "zone": target.configured_timezone,
-            "source": "DB_TIMEZONE as configured (the agent is not running)",
+            "source": "DB_TIMEZONE as configured; the agent is not running",
         }
     return out
 
@@ -91,14 +91,14 @@ def gather(target: StatusTarget, *, timeout: float = 4.0) -> StatusReport:
             status = fetch_json(target.url, timeout)
             return StatusReport(status, assess(status), target.url)
         except AgentUnavailable as e:
-            why = str(e)
-    origin = f"{os.path.join(target.state_dir, STATE_FILE)} (read-only; {why})"
+            why = f"the agent does not answer: {e}"
+    origin = f"{os.path.join(target.state_dir, STATE_FILE)} (read-only)"
     try:
         status = asyncio.run(from_state_dir(target, now))
     except (StoreError, OSError, sqlite3.Error) as e:
         return StatusReport({}, Health("down", [why, f"state store: {e}"]), origin)
     health = assess(status, answering=False)
-    return StatusReport(status, Health(health.state, [why, *health.problems[1:]]), origin)
+    return StatusReport(status, Health(health.state, [why, *health.problems]), origin)
 
 
 def run_status(target: StatusTarget, *, as_json: bool, out: TextIO, timeout: float = 4.0) -> int:

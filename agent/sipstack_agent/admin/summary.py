@@ -86,7 +86,7 @@ def assess(status: JsonObj, *, answering: bool = True) -> Health:
     if dead:
         add(f"{dead} dead letter(s) the API refused: sipstack-agent dead-letters list")
     if not answering:
-        return Health(DOWN, ["the agent does not answer on its monitoring port", *problems])
+        return Health(DOWN, problems)
     return Health(DEGRADED if problems else HEALTHY, problems)
 
 
@@ -136,7 +136,7 @@ def position_text(pos: JsonObj) -> str:
 def render(status: JsonObj, health: Health, *, origin: str, now: datetime) -> str:
     """The readable summary (what `sipstack-agent status` prints)."""
     out: list[str] = []
-    head = f"sipstack-agent {_text(status.get('version')) or '?'}"
+    head = f"sipstack-agent {_text(status.get('version')) or '(not running)'}"
     head += f"  connector {_text(status.get('connector_id')) or '?'}"
     out.append(f"{head}  {health.state.upper()} (exit {health.exit_code})")
     out.append(f"  read from {origin}")
@@ -170,8 +170,10 @@ def render(status: JsonObj, health: Health, *, origin: str, now: datetime) -> st
             conn = src.get("connected")
             state = "-" if conn is None else "connected" if conn is True else "NOT CONNECTED"
             line = f"  {name:<16} {state}"
-            if src.get("newest_row_at"):
-                line += f", newest row read {ago(src.get('newest_row_at'), now)}"
+            newest = src.get("newest_row_at")
+            if isinstance(newest, str) and newest:
+                lag = (now - datetime.fromisoformat(newest)).total_seconds()
+                line += f", lag {duration(lag)} (newest row read: {newest})"
             if src.get("catching_up") is True:
                 line += ", catching up (full batches)"
             if src.get("last_error"):
