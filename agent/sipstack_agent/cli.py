@@ -1,8 +1,10 @@
-"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | receive | demo.
+"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | support-bundle |
+receive | demo.
 
 Exit codes: 0 fine; 1 a check failed / the demo lost calls / a runtime failure;
 2 configuration errors (one line per problem on stderr, naming the variable,
-never a secret, never a traceback).
+never a secret, never a traceback). `status` is the exception: 0 healthy,
+1 degraded, 2 down (admin/summary.py).
 
 Configuration is read once from the environment and, when present, a .env
 file (`--env-file PATH`, default `./.env` if it exists); the environment wins.
@@ -453,6 +455,29 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     )
 
 
+# ---------------------------------------------------------------------------- support-bundle
+
+
+def cmd_support_bundle(args: argparse.Namespace) -> int:
+    from .admin.bundle import run_bundle
+
+    settings = None
+    try:
+        settings = load_settings(env_file=_env_file(args.env_file))
+    except ConfigError:
+        print("configuration errors: the bundle records them (check.txt)", file=sys.stderr)
+    return run_bundle(
+        settings,
+        output=args.output,
+        url=args.url,
+        state_dir=args.state_dir,
+        log_path=args.log,
+        log_lines=args.log_lines,
+        api_check=not args.no_api,
+        out=sys.stderr,
+    )
+
+
 # ---------------------------------------------------------------------------- demo
 
 
@@ -528,6 +553,22 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--env-file", help="dotenv file (default ./.env if present)")
     dl.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")
     dl.set_defaults(func=cmd_dead_letters)
+
+    sb = sub.add_parser(
+        "support-bundle", help="one tar.gz for support (secrets and numbers masked)"
+    )
+    sb.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    sb.add_argument(
+        "-o",
+        "--output",
+        help="archive path ('-' = stdout; default: ./sipstack-support-<time>.tar.gz)",
+    )
+    sb.add_argument("--log", help="the agent's log file to take the last lines from ('-' = stdin)")
+    sb.add_argument("--log-lines", type=int, default=2000, help="last lines kept (default 2000)")
+    sb.add_argument("--url", help="the agent's /status (default: from MONITORING_HOST/PORT)")
+    sb.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")
+    sb.add_argument("--no-api", action="store_true", help="skip the API probe of the checks")
+    sb.set_defaults(func=cmd_support_bundle)
 
     d = sub.add_parser("demo", help="simulated PBX + receiver + the real agent, end to end")
     d.add_argument("--calls", type=int, default=200, help="calls to simulate (default 200)")
