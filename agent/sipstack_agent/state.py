@@ -407,7 +407,8 @@ class _UnionFind:
 
 # Outbox age buckets of /status backlog.by_age: (name, upper bound in seconds).
 _AGE_LIMITS: tuple[tuple[str, float], ...] = (
-    ("under_1m", 60.0), ("1m_to_1h", 3600.0), ("1h_to_1d", 86400.0), ("over_1d", float("inf")),
+    ("under_a_minute", 60.0), ("under_an_hour", 3600.0), ("under_a_day", 86400.0),
+    ("over_a_day", float("inf")),
 )  # fmt: skip
 AGE_BUCKETS: tuple[str, ...] = tuple(name for name, _ in _AGE_LIMITS)
 

@@ -82,7 +82,12 @@ async def test_backlog_detail_by_age_and_reason(store: StateStore) -> None:
     await dead_call(store, "400.1", 1, "http_400")
     got = await store.backlog_detail(now)
     assert tuple(got["by_age"]) == AGE_BUCKETS
-    assert got["by_age"] == {"under_1m": 2, "1m_to_1h": 1, "1h_to_1d": 1, "over_1d": 1}
+    assert got["by_age"] == {
+        "under_a_minute": 2,
+        "under_an_hour": 1,
+        "under_a_day": 1,
+        "over_a_day": 1,
+    }
     assert got["dead_letters_by_reason"] == {"http_400": 1}
 
 

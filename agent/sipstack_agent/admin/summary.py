@@ -26,10 +26,10 @@ DOWN = "down"
 EXIT_CODES: Mapping[str, int] = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
 
 AGE_LABELS: Mapping[str, str] = {
-    "under_1m": "< 1 min",
-    "1m_to_1h": "1 min - 1 h",
-    "1h_to_1d": "1 h - 1 day",
-    "over_1d": "> 1 day",
+    "under_a_minute": "< 1 min",
+    "under_an_hour": "1 min - 1 h",
+    "under_a_day": "1 h - 1 day",
+    "over_a_day": "> 1 day",
 }
 
 
