@@ -71,17 +71,20 @@ def assess(status: JsonObj, *, answering: bool = True) -> Health:
         add(str(p))
     for name, st in obj(status.get("stages")).items():
         stage = obj(st)
-        if stage.get("running") is False:
+        if stage.get("running") is False and not any(
+            p.startswith(f"stage {name} ") for p in problems
+        ):
             err = _text(stage.get("last_error"))
             add(f"stage {name} not running" + (f": {err}" if err else ""))
     for name, src in obj(status.get("sources")).items():
         if obj(src).get("connected") is False:
             add(f"{name}: source not connected")
     shipper = obj(status.get("shipper"))
-    if shipper.get("auth_failed") is True:
-        add("the API rejects the key (401/403): fix API_KEY")
-    if shipper.get("stuck") is True:
-        add("documents wait longer than the stuck threshold: the API does not accept them")
+    if not isinstance(ready, list):  # the agent's readiness already says these
+        if shipper.get("auth_failed") is True:
+            add("the API rejects the key (401/403): fix API_KEY")
+        if shipper.get("stuck") is True:
+            add("documents wait longer than the stuck threshold: the API does not accept them")
     dead = _int(obj(status.get("backlog")).get("dead_letters"))
     if dead:
         add(f"{dead} dead letter(s) the API refused: sipstack-agent dead-letters list")
