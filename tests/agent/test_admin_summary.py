@@ -67,6 +67,8 @@ def test_an_agent_that_does_not_answer_is_down_whatever_its_store_says() -> None
          ("America/Toronto", "detected from the PBX")),
         ({"time_zone": {"name": "UTC", "how": "DB_TIMEZONE"}}, ("UTC", "DB_TIMEZONE")),
         ({"timezone": {"offset": "+02:00"}}, ("offset=+02:00", "")),
+        ({"db_timezone": {"zone": "Asia/Tokyo", "detected_from": "SELECT now()"}},
+         ("Asia/Tokyo", "SELECT now()")),
     ],
 )  # fmt: skip
 def test_timezone_is_shown_when_reported_and_tolerated_when_absent(

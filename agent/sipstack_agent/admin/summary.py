@@ -93,9 +93,15 @@ def assess(status: JsonObj, *, answering: bool = True) -> Health:
     return Health(DEGRADED if problems else HEALTHY, problems)
 
 
+def _timezone_keys(status: JsonObj) -> list[str]:
+    """`timezone` first, then any other top-level key naming one (`db_timezone`...)."""
+    named = [k for k in status if "timezone" in k or "time_zone" in k]
+    return sorted(named, key=lambda k: (k not in ("timezone", "time_zone"), k))
+
+
 def timezone_of(status: JsonObj) -> tuple[str, str] | None:
     """(zone, how it was found) when /status reports it (`timezone`, a string or an object)."""
-    for key in ("timezone", "time_zone"):
+    for key in _timezone_keys(status):
         v = status.get(key)
         if isinstance(v, str) and v:
             return v, ""

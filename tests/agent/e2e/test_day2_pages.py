@@ -19,6 +19,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
+from sipstack_agent.admin.summary import assess
+from sipstack_agent.health import HealthServer
+from sipstack_agent.metrics import Metrics
 from sipstack_agent.receiver import Receiver
 
 from .helpers import (
@@ -186,3 +189,36 @@ async def test_status_page_and_receiver_table_in_chromium(
         await receiver.stop()
     for shot in ("status-page-degraded", "status-page-down", "receiver-calls", "receiver-document"):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 10_000
+
+
+def timezone_shown(d: WebDriver, url: str) -> tuple[str, str, str]:
+    d.get(url)
+    WebDriverWait(d, 20).until(lambda d: text(d, "timezone") not in ("", "-"))
+    return text(d, "timezone"), text(d, "timezone-how"), text(d, "state")
+
+
+@pytest.mark.parametrize(
+    ("field", "zone", "how"),
+    [
+        ({"timezone": {"zone": "America/Toronto", "source": "detected from the PBX"}},
+         "America/Toronto", "(detected from the PBX)"),
+        ({"db_timezone": "Europe/Paris"}, "Europe/Paris", ""),
+        ({}, "not reported by this agent", "(DB_TIMEZONE, see sipstack-agent check)"),
+    ],
+)  # fmt: skip
+async def test_status_page_shows_the_time_zone_in_whatever_field_reports_it(
+    browser: WebDriver, field: dict[str, Any], zone: str, how: str
+) -> None:
+    """The page served by the real HealthServer; /status as the agent's, plus the field."""
+
+    async def status() -> dict[str, Any]:
+        doc: dict[str, Any] = {"connector_id": "tz", "stages": {}, "ready_problems": [], **field}
+        return {**doc, "health": assess(doc).as_json()}
+
+    server = HealthServer(Metrics(), status_provider=status)
+    url = await server.start("127.0.0.1", 0)
+    try:
+        got = await asyncio.to_thread(timezone_shown, browser, url + "/")
+    finally:
+        await server.stop()
+    assert got == (zone, how, "HEALTHY")
