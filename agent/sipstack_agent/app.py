@@ -475,11 +475,12 @@ class Agent:
         return out
 
 
-def source_status(src: Any) -> dict[str, Any]:
+def source_status(src: object) -> dict[str, object]:
     """/status `sources.<name>`: what a source tells of itself (SQL sources the most)."""
     connected = getattr(src, "connected", None)
-    out: dict[str, Any] = {"connected": connected if isinstance(connected, bool) else None}
-    details = src.status() if callable(getattr(src, "status", None)) else {}
+    out: dict[str, object] = {"connected": connected if isinstance(connected, bool) else None}
+    report = getattr(src, "status", None)
+    details = report() if callable(report) else {}
     if isinstance(details, dict) and "newest_row_time" in details:
         out["newest_row_at"] = details.get("newest_row_time")
         out["catching_up"] = bool(details.get("backlog"))

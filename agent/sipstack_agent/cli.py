@@ -448,7 +448,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         settings.identity.connector_id,
         ids=args.ids,
         reason=args.reason,
-        all=args.all,
+        every=args.all,
         as_json=args.json,
         out=sys.stdout,
         err=sys.stderr,

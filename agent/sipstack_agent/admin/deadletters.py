@@ -31,11 +31,11 @@ class Selection:
 
     ids: tuple[int, ...] = ()
     reason: str | None = None
-    all: bool = False
+    every: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.ids or self.reason is not None or self.all)
+        return not (self.ids or self.reason is not None or self.every)
 
 
 def _path(state_dir: str) -> str:
@@ -173,7 +173,7 @@ def run(
     *,
     ids: Sequence[int] = (),
     reason: str | None = None,
-    all: bool = False,
+    every: bool = False,
     as_json: bool = False,
     out: TextIO,
     err: TextIO,
@@ -187,7 +187,7 @@ def run(
                 print("dead-letters show: give one dead letter ID", file=err)
                 return EXIT_USAGE
             return run_show(state_dir, ids[0], out=out)
-        sel = Selection(tuple(ids), reason, all)
+        sel = Selection(tuple(ids), reason, every)
         if action == "retry":
             return run_retry(state_dir, connector_id, sel, out=out)
         return run_drop(state_dir, sel, out=out)
