@@ -1177,21 +1177,24 @@ class StateStore:
 
     async def requeue_dead_letters(
         self, ids: Sequence[int] = (), *, reason: str | None = None, now: datetime | None = None
-    ) -> list[tuple[int, str]]:
-        """Put dead letters (by id and/or reason; both empty: all) back in the outbox, one
-        short transaction each. A call document goes back as a NEW revision of its call
-        (its own Idempotency-Key), and the call's ship state moves to that revision (an
-        evaluation in flight is discarded and done again), so later revisions follow it.
-        Returns (dead letter id, new Idempotency-Key) for each one requeued."""
+    ) -> list[tuple[int, str | None]]:
+        """Put dead letters (by id and/or reason; both empty: all) back in the outbox, oldest
+        first, one short transaction each. A call document goes back as a NEW revision of
+        its call (its own Idempotency-Key), and the call's ship state moves to that
+        revision (an evaluation in flight is discarded and done again), so later revisions
+        follow it. A call document the call has a later revision of (queued, delivered or
+        itself dead) is superseded: it is dropped, not sent (it would overwrite newer
+        content). Returns (dead letter id, new Idempotency-Key, or None when superseded)."""
         t = _ts(now) if now else _now_ts()
-        done: list[tuple[int, str]] = []
+        done: list[tuple[int, str | None]] = []
         for row in await self.dead_letters_where(ids=ids, reason=reason):
-            key = await self._tx(self._requeue_sync, int(row["id"]), t)
-            if key is not None:
-                done.append((int(row["id"]), key))
+            outcome = await self._tx(self._requeue_sync, int(row["id"]), t)
+            if outcome is not None:
+                done.append((int(row["id"]), outcome or None))
         return done
 
     def _requeue_sync(self, conn: sqlite3.Connection, dead_id: int, now: float) -> str | None:
+        """The new key; "" when superseded (dropped); None when the dead letter is gone."""
         r = conn.execute(
             "SELECT kind, call_key, idempotency_key, payload FROM dead_letters WHERE id = ?",
             (dead_id,),
@@ -1202,7 +1205,15 @@ class StateStore:
         if kind == "call":
             row = conn.execute("SELECT ship FROM calls WHERE call_key = ?", (call_key,)).fetchone()
             ship = _ship_from_json(row[0] if row else None)
-            revision = max(ship.revision, int(payload.get("revision", 0))) + 1
+            mine = int(payload.get("revision", 0))
+            dead = conn.execute(
+                "SELECT payload FROM dead_letters WHERE call_key = ? AND kind = 'call'", (call_key,)
+            ).fetchall()
+            latest = max([ship.revision, *(int(json.loads(p).get("revision", 0)) for (p,) in dead)])
+            if mine < latest:
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
+                return ""
+            revision = latest + 1
             payload = as_revision(payload, revision, _dt_req(now))
             key = revision_key(self.connector_id, payload["linkedid"], revision)
             if row is not None:

@@ -127,3 +127,28 @@ async def test_writer_waits_for_another_connections_transaction(tmp_path: Path) 
         other.close()
         await admin.close()
         await agent.close()
+
+
+async def test_a_superseded_revision_is_dropped_not_sent(store: StateStore) -> None:
+    """Resending revision 1 after revision 2 would overwrite newer content at the API."""
+    # 700.1: revisions 1 and 2 both refused; 800.1: revision 1 refused, revision 2 queued
+    await dead_call(store, "700.1", 1, "http_400")
+    (rec,) = await store.load_calls(["700.1"])
+    ev = Ev(documents=[doc("700.1", 2)], ship=replace(rec.ship, revision=2), closed=True)
+    assert await store.save_evaluation(rec.call_key, ev)
+    (item,) = [i for i in await store.outbox_due(datetime.now(UTC), 10) if i.call_key == "700.1"]
+    assert await store.outbox_dead(item.id, 400, "refused", "http_400")
+    await dead_call(store, "800.1", 1, "http_400")
+    (rec,) = await store.load_calls(["800.1"])
+    ev = Ev(documents=[doc("800.1", 2)], ship=replace(rec.ship, revision=2), closed=True)
+    assert await store.save_evaluation(rec.call_key, ev)
+    ids = {(x["call_key"], x["payload"]["revision"]): x["id"] for x in await store.dead_letters()}
+    done = dict(await store.requeue_dead_letters())
+    assert done == {
+        ids[("700.1", 1)]: None,
+        ids[("700.1", 2)]: "pbx1:700.1:3",
+        ids[("800.1", 1)]: None,
+    }
+    assert await store.dead_letters() == []
+    queued = {i.idempotency_key for i in await store.outbox_due(datetime.now(UTC), 10)}
+    assert queued == {"pbx1:700.1:3", "pbx1:800.1:2"}

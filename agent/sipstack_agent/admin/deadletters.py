@@ -4,7 +4,8 @@ Dead letters are documents the API refused for good (a 4xx, or retried past the
 horizon). Once the cause is fixed (a new key, the service's bad deploy rolled
 back), `retry` puts them back in the outbox: each call document as a NEW revision
 of its call with its own Idempotency-Key (StateStore.requeue_dead_letters), which
-the running agent ships within seconds. Safe while the agent runs: every change is
+the running agent ships within seconds; one the call has a later revision of is
+dropped instead (it would overwrite newer content). Safe while the agent runs: every change is
 one short SQLite transaction (WAL, busy_timeout) through the StateStore."""
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def run_show(state_dir: str, dead_id: int, *, out: TextIO) -> int:
     return EXIT_OK
 
 
-async def _retry(state_dir: str, connector_id: str, sel: Selection) -> list[tuple[int, str]]:
+async def _retry(state_dir: str, connector_id: str, sel: Selection) -> list[tuple[int, str | None]]:
     store = await _open(state_dir, connector_id, write=True)
     try:
         return await store.requeue_dead_letters(sel.ids, reason=sel.reason)
@@ -141,11 +142,15 @@ def run_retry(state_dir: str, connector_id: str, sel: Selection, *, out: TextIO)
         return EXIT_USAGE
     done = asyncio.run(_retry(state_dir, connector_id, sel))
     for dead_id, key in done:
-        print(f"requeued dead letter {dead_id} as Idempotency-Key {key}", file=out)
+        if key is None:
+            print(f"dropped dead letter {dead_id}: its call has a later revision", file=out)
+        else:
+            print(f"requeued dead letter {dead_id} as Idempotency-Key {key}", file=out)
     missing = sorted(set(sel.ids) - {i for i, _ in done})
     for i in missing:
         print(f"no dead letter {i}", file=out)
-    print(f"{len(done)} document(s) back in the outbox; the running agent ships them", file=out)
+    queued = sum(1 for _, key in done if key is not None)
+    print(f"{queued} document(s) back in the outbox; the running agent ships them", file=out)
     return EXIT_OK if done and not missing else EXIT_NONE
 
 
