@@ -475,20 +475,6 @@ class Agent:
         return out
 
 
-def source_status(src: object) -> dict[str, object]:
-    """/status `sources.<name>`: what a source tells of itself (SQL sources the most)."""
-    connected = getattr(src, "connected", None)
-    out: dict[str, object] = {"connected": connected if isinstance(connected, bool) else None}
-    report = getattr(src, "status", None)
-    details = report() if callable(report) else {}
-    if isinstance(details, dict) and "newest_row_time" in details:
-        out["newest_row_at"] = details.get("newest_row_time")
-        out["catching_up"] = bool(details.get("backlog"))
-        out["last_success_at"] = details.get("last_success")
-        out["last_error"] = details.get("last_error")
-    return out
-
-
 def _runner(src: Any, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
     """A supervisor factory: each (re)start calls `src.run(stop)` again."""
 
@@ -516,3 +502,18 @@ async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> No
                 loop.add_signal_handler(sig, stop.set)
     agent = Agent(settings)
     await agent.run(stop)
+
+
+def source_status(src: object) -> dict[str, object]:
+    """/status `sources.<name>`: what a source tells of itself (SQL sources the most)."""
+    connected = getattr(src, "connected", None)
+    out: dict[str, object] = {"connected": connected if isinstance(connected, bool) else None}
+    report = getattr(src, "status", None)
+    details = report() if callable(report) else {}
+    if isinstance(details, dict) and "newest_row_time" in details:
+        out["newest_row_at"] = details.get("newest_row_time")
+        out["catching_up"] = bool(details.get("backlog"))
+        out["last_success_at"] = details.get("last_success")
+        out["last_error"] = details.get("last_error")
+    return out
+
