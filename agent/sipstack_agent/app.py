@@ -516,4 +516,3 @@ def source_status(src: object) -> dict[str, object]:
         out["last_success_at"] = details.get("last_success")
         out["last_error"] = details.get("last_error")
     return out
-
