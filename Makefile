@@ -1,6 +1,7 @@
 # SIPSTACK Connector for Asterisk
 #   make demo   - set up, then run the real agent against a simulated SQLite PBX and a local receiver
-#   make test   - set up, start the databases, run the static gates and the whole test suite
+#   make test   - set up, start the databases (and install headless chromium), run the static
+#                 gates and the whole test suite (browser screenshots land in .artifacts/web/)
 #   make lint   - the static gates alone (ruff, format, mypy, import contracts)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -33,6 +34,7 @@ format: $(STAMP)
 test: $(STAMP)
 	tools/ensure-databases.sh
 	tools/fetch-helm.sh
+	tools/ensure-chromium.sh
 	$(MAKE) --no-print-directory lint
 	rm -f .coverage .coverage.*
 	$(PYPATH) $(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from .admin.summary import assess
 from .calls import evaluate
 from .config import CDR_ONLY_WARNING, Settings, redact_key
 from .metrics import Metrics
@@ -550,9 +551,12 @@ class Agent:
                     "dead_letters": st.dead_letters,
                     "open_calls": st.open_calls,
                     "dirty_calls": st.dirty_calls,
+                    **await self.store.backlog_detail(self.clock()),
                 }
         if self.shipper is not None:
             out["shipper"] = self.shipper.status()
+        out["sources"] = {name: source_status(src) for name, src in self.sources.items()}
+        out["health"] = assess(out).as_json()
         return out
 
 
@@ -583,3 +587,17 @@ async def run_agent(settings: Settings, stop: asyncio.Event | None = None) -> No
                 loop.add_signal_handler(sig, stop.set)
     agent = Agent(settings)
     await agent.run(stop)
+
+
+def source_status(src: object) -> dict[str, object]:
+    """/status `sources.<name>`: what a source tells of itself (SQL sources the most)."""
+    connected = getattr(src, "connected", None)
+    out: dict[str, object] = {"connected": connected if isinstance(connected, bool) else None}
+    report = getattr(src, "status", None)
+    details = report() if callable(report) else {}
+    if isinstance(details, dict) and "newest_row_time" in details:
+        out["newest_row_at"] = details.get("newest_row_time")
+        out["catching_up"] = bool(details.get("backlog"))
+        out["last_success_at"] = details.get("last_success")
+        out["last_error"] = details.get("last_error")
+    return out

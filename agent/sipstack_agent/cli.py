@@ -1,8 +1,10 @@
-"""`sipstack-agent`: run | check | healthcheck | receive | demo.
+"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | support-bundle |
+receive | demo.
 
 Exit codes: 0 fine; 1 a check failed / the demo lost calls / a runtime failure;
 2 configuration errors (one line per problem on stderr, naming the variable,
-never a secret, never a traceback).
+never a secret, never a traceback). `status` is the exception: 0 healthy,
+1 degraded, 2 down (admin/summary.py).
 
 Configuration is read once from the environment and, when present, a .env
 file (`--env-file PATH`, default `./.env` if it exists); the environment wins.
@@ -371,12 +373,11 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     if settings.monitoring_port == 0:
         print("healthy: monitoring endpoint disabled (MONITORING_PORT=0)")
         return EXIT_OK
-    host = settings.monitoring_host
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - the wildcard the agent listens on
-        host = "127.0.0.1"
-    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.monitoring_port}/healthz"
+    from .admin.agentclient import monitoring_url
+
+    url = monitoring_url(settings.monitoring_host, settings.monitoring_port, "/healthz") or ""
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:  # noqa: S310 - http://
             status = int(resp.status)
     except (OSError, ValueError) as e:
         print(f"unhealthy: {url}: {e}", file=sys.stderr)
@@ -448,6 +449,68 @@ def cmd_receive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 healthy, 1 degraded, 2 down (admin/summary.py)."""
+    from .admin.statuscmd import run_status, status_target
+
+    settings = None
+    if not (args.url and args.state_dir):
+        settings = _load(args, sys.stderr)
+        if settings is None:
+            return EXIT_CONFIG
+    target = status_target(settings, url=args.url, state_dir=args.state_dir)
+    return run_status(target, as_json=args.json, out=sys.stdout, timeout=args.timeout)
+
+
+# ---------------------------------------------------------------------------- dead-letters
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """list | show ID | retry [ID... | --reason R | --all] | drop (admin/deadletters.py)."""
+    from .admin import deadletters
+
+    settings = _load(args, sys.stderr)
+    if settings is None:
+        return EXIT_CONFIG
+    return deadletters.run(
+        args.action,
+        args.state_dir or settings.state_dir,
+        settings.identity.connector_id,
+        ids=args.ids,
+        reason=args.reason,
+        every=args.all,
+        as_json=args.json,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------------------- support-bundle
+
+
+def cmd_support_bundle(args: argparse.Namespace) -> int:
+    from .admin.bundle import run_bundle
+
+    settings = None
+    try:
+        settings = load_settings(env_file=_env_file(args.env_file))
+    except ConfigError:
+        print("configuration errors: the bundle records them (check.txt)", file=sys.stderr)
+    return run_bundle(
+        settings,
+        output=args.output,
+        url=args.url,
+        state_dir=args.state_dir,
+        log_path=args.log,
+        log_lines=args.log_lines,
+        api_check=not args.no_api,
+        out=sys.stderr,
+    )
+
+
 # ---------------------------------------------------------------------------- demo
 
 
@@ -510,6 +573,40 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--no-validate", action="store_true", help="store documents unvalidated")
     rv.add_argument("--log-level", default="INFO")
     rv.set_defaults(func=cmd_receive)
+
+    st = sub.add_parser("status", help="summary of the agent; exit 0 healthy, 1 degraded, 2 down")
+    st.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    st.add_argument("--url", help="the agent's /status (default: from MONITORING_HOST/PORT)")
+    st.add_argument("--state-dir", help="STATE_DIR to read when the agent does not answer")
+    st.add_argument("--json", action="store_true", help="print the summary as JSON")
+    st.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
+    st.set_defaults(func=cmd_status)
+
+    dl = sub.add_parser("dead-letters", help="list | show ID | retry | drop refused documents")
+    dl.add_argument("action", choices=("list", "show", "retry", "drop"))
+    dl.add_argument("ids", nargs="*", type=int, metavar="ID", help="dead letter ids")
+    dl.add_argument("--reason", help="only those with this reason (e.g. http_400)")
+    dl.add_argument("--all", action="store_true", help="retry / drop every dead letter")
+    dl.add_argument("--json", action="store_true", help="list as JSON")
+    dl.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    dl.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")
+    dl.set_defaults(func=cmd_dead_letters)
+
+    sb = sub.add_parser(
+        "support-bundle", help="one tar.gz for support (secrets and numbers masked)"
+    )
+    sb.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    sb.add_argument(
+        "-o",
+        "--output",
+        help="archive path ('-' = stdout; default: ./sipstack-support-<time>.tar.gz)",
+    )
+    sb.add_argument("--log", help="the agent's log file to take the last lines from ('-' = stdin)")
+    sb.add_argument("--log-lines", type=int, default=2000, help="last lines kept (default 2000)")
+    sb.add_argument("--url", help="the agent's /status (default: from MONITORING_HOST/PORT)")
+    sb.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")
+    sb.add_argument("--no-api", action="store_true", help="skip the API probe of the checks")
+    sb.set_defaults(func=cmd_support_bundle)
 
     d = sub.add_parser("demo", help="simulated PBX + receiver + the real agent, end to end")
     d.add_argument("--calls", type=int, default=200, help="calls to simulate (default 200)")

@@ -73,13 +73,30 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> None:
+    def process_env(self) -> dict[str, str]:
         # Only the process basics are inherited: an agent variable set in the caller's
         # environment (REGION, TENANT, ...) must not leak into this agent.
         env = {k: v for k, v in os.environ.items() if k in _INHERIT or k.startswith(_INHERIT_P)}
         env.update(self.env)
         env["PYTHONPATH"] = AGENT_DIR + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """`sipstack-agent ARGS` with this agent's configuration (status, dead-letters...)."""
+        env = self.process_env()
+        return subprocess.run(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "sipstack_agent.cli", *args],
+            env=env,
+            cwd=env.get("STATE_DIR") or None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self) -> None:
+        env = self.process_env()
         cwd = env.get("STATE_DIR") or None
         if cwd:
             os.makedirs(cwd, exist_ok=True)  # cwd: no stray ./.env is picked up

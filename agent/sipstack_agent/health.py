@@ -6,6 +6,7 @@
   reasons otherwise (database unreachable, shipper stuck, key rejected...).
 - `/status`: JSON from the `status_provider` plus the version; the agent's
   provider (`Agent.status`) follows schemas/agent_status.v1.schema.json.
+- `/`: the status page for people (web/status.html), refreshed from /status.
 
 The app passes the providers in, so this module imports no stage (sources,
 state, shipping): it only knows metrics and aiohttp.
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sipstack_agent import __version__
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.web import page
 
 log = logging.getLogger("sipstack_agent.health")
 
@@ -158,9 +160,8 @@ class HealthServer:
         return web.json_response(body, dumps=_dumps)
 
     async def handle_index(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"endpoints": ["/metrics", "/healthz", "/readyz", "/status"], "version": self.version}
-        )
+        """The status page: plain HTML whose script polls /status (web/status.html)."""
+        return web.Response(text=page("status.html"), content_type="text/html")
 
 
 __all__: Sequence[str] = [

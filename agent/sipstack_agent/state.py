@@ -39,9 +39,11 @@ from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 
+from .calls.document import as_revision, revision_key
 from .model import SHIP_MERGED_FROM, SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
 
 __all__ = [
+    "AGE_BUCKETS",
     "SCHEMA_VERSION",
     "CallRecord",
     "EvaluationLike",
@@ -51,6 +53,7 @@ __all__ = [
     "StateStore",
     "StoreError",
     "StoreStats",
+    "age_bucket",
     "call_key_order",
 ]
 
@@ -422,6 +425,51 @@ def _private_files(path: str) -> None:
             os.chmod(name, 0o600)
 
 
+# Outbox age buckets of /status backlog.by_age: (name, upper bound in seconds).
+_AGE_LIMITS: tuple[tuple[str, float], ...] = (
+    ("under_a_minute", 60.0), ("under_an_hour", 3600.0), ("under_a_day", 86400.0),
+    ("over_a_day", float("inf")),
+)  # fmt: skip
+AGE_BUCKETS: tuple[str, ...] = tuple(name for name, _ in _AGE_LIMITS)
+
+
+def age_bucket(age: float) -> str:
+    return next(name for name, limit in _AGE_LIMITS if age < limit)
+
+
+def _readonly_uri(path: str | Path) -> str:
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise StoreError(f"{p}: no state store here (is STATE_DIR right?)")
+    return f"{p.as_uri()}?mode=ro"
+
+
+_DEAD_COLS = (
+    "id", "outbox_id", "kind", "call_key", "idempotency_key", "payload",
+    "attempts", "status", "body", "reason", "created_at", "dead_at",
+)  # fmt: skip
+
+
+def _dead_row(r: Sequence[Any]) -> dict[str, Any]:
+    d = dict(zip(_DEAD_COLS, r, strict=True))
+    d["payload"] = json.loads(d["payload"])
+    d["created_at"] = _dt(d["created_at"])
+    d["dead_at"] = _dt(d["dead_at"])
+    return d
+
+
+def _dead_filter(ids: Sequence[int], reason: str | None) -> tuple[str, tuple[Any, ...]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    if ids:
+        parts.append(f"id IN ({','.join('?' * len(ids))})")
+        args.extend(int(i) for i in ids)
+    if reason is not None:
+        parts.append("reason = ?")
+        args.append(reason)
+    return ("WHERE " + " AND ".join(parts)) if parts else "", tuple(args)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -435,6 +483,7 @@ class StateStore:
         # f"{connector_id}:{doc['linkedid']}:{doc['revision']}".
         self.connector_id = connector_id
         self._loaded: dict[str, tuple[int, int]] = {}  # call_key -> (gen, epoch) seen by load
+        self._readonly = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -462,7 +511,27 @@ class StateStore:
             raise
         return store
 
+    @classmethod
+    async def open_readonly(cls, path: str | Path) -> StateStore:
+        """Open an existing store read-only (a stopped agent's, or beside a running one):
+        no file is created, no schema migrated; the query methods work, writes fail."""
+        p = _readonly_uri(path)
+        db = await aiosqlite.connect(p, uri=True, isolation_level=None, check_same_thread=False)
+        store = cls(db, str(path))
+        try:
+            await store._run(lambda c: c.execute("PRAGMA busy_timeout = 10000"))
+            if await store.schema_version() > SCHEMA_VERSION:
+                raise StoreError(f"{path}: state schema newer than this agent; upgrade the agent")
+        except BaseException:
+            await db.close()
+            raise
+        store._readonly = True
+        return store
+
     async def close(self) -> None:
+        if self._readonly:
+            await self._db.close()
+            return
         try:
             await self._run(self._close_sync)
         finally:
@@ -949,7 +1018,7 @@ class StateStore:
                 continue  # merged meanwhile: stale view of the call
             still_dirty = 1 if (loaded is not None and loaded[0] != gen) else 0
             for doc in ev.documents:
-                ikey = f"{self.connector_id}:{doc['linkedid']}:{doc['revision']}"
+                ikey = revision_key(self.connector_id, doc["linkedid"], int(doc["revision"]))
                 outbox.append(("call", call_key, ikey, _dumps(doc), now, now))
             if ev.closed:
                 if not was_closed or ev.documents or closed_at is None:
@@ -1138,22 +1207,102 @@ class StateStore:
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """Most recent dead letters (for /status and operators)."""
 
+        return await self._dead_rows("ORDER BY id DESC LIMIT ?", (limit,))
+
+    async def dead_letter(self, dead_id: int) -> dict[str, Any] | None:
+        """One dead letter by id (as `dead_letters` gives them), None when there is none."""
+        rows = await self._dead_rows("WHERE id = ?", (dead_id,))
+        return rows[0] if rows else None
+
+    async def dead_letters_where(
+        self, *, ids: Sequence[int] = (), reason: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Dead letters by id and/or reason (both empty: all), oldest first."""
+        where, args = _dead_filter(ids, reason)
+        return await self._dead_rows(where + " ORDER BY id", args)
+
+    async def _dead_rows(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            cols = (
-                "id", "outbox_id", "kind", "call_key", "idempotency_key", "payload",
-                "attempts", "status", "body", "reason", "created_at", "dead_at",
-            )  # fmt: skip
-            rows = conn.execute(
-                f"SELECT {', '.join(cols)} FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+            cur = conn.execute(f"SELECT {', '.join(_DEAD_COLS)} FROM dead_letters {where}", args)
+            return [_dead_row(r) for r in cur.fetchall()]
+
+        return await self._run(q)
+
+    async def requeue_dead_letters(
+        self, ids: Sequence[int] = (), *, reason: str | None = None, now: datetime | None = None
+    ) -> list[tuple[int, str | None]]:
+        """Put dead letters (by id and/or reason; both empty: all) back in the outbox, oldest
+        first, one short transaction each. A call document goes back as a NEW revision of
+        its call (its own Idempotency-Key), and the call's ship state moves to that
+        revision (an evaluation in flight is discarded and done again), so later revisions
+        follow it. A call document the call has a later revision of (queued, delivered or
+        itself dead) is superseded: it is dropped, not sent (it would overwrite newer
+        content). Returns (dead letter id, new Idempotency-Key, or None when superseded)."""
+        t = _ts(now) if now else _now_ts()
+        done: list[tuple[int, str | None]] = []
+        for row in await self.dead_letters_where(ids=ids, reason=reason):
+            outcome = await self._tx(self._requeue_sync, int(row["id"]), t)
+            if outcome is not None:
+                done.append((int(row["id"]), outcome or None))
+        return done
+
+    def _requeue_sync(self, conn: sqlite3.Connection, dead_id: int, now: float) -> str | None:
+        """The new key; "" when superseded (dropped); None when the dead letter is gone."""
+        r = conn.execute(
+            "SELECT kind, call_key, idempotency_key, payload FROM dead_letters WHERE id = ?",
+            (dead_id,),
+        ).fetchone()
+        if r is None:
+            return None  # retried or dropped meanwhile
+        kind, call_key, key, payload = r[0], r[1], r[2], json.loads(r[3])
+        if kind == "call":
+            row = conn.execute("SELECT ship FROM calls WHERE call_key = ?", (call_key,)).fetchone()
+            ship = _ship_from_json(row[0] if row else None)
+            mine = int(payload.get("revision", 0))
+            dead = conn.execute(
+                "SELECT payload FROM dead_letters WHERE call_key = ? AND kind = 'call'", (call_key,)
             ).fetchall()
-            out = []
-            for r in rows:
-                d = dict(zip(cols, r, strict=True))
-                d["payload"] = json.loads(d["payload"])
-                d["created_at"] = _dt(d["created_at"])
-                d["dead_at"] = _dt(d["dead_at"])
-                out.append(d)
-            return out
+            latest = max([ship.revision, *(int(json.loads(p).get("revision", 0)) for (p,) in dead)])
+            if mine < latest:
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
+                return ""
+            revision = latest + 1
+            payload = as_revision(payload, revision, _dt_req(now))
+            key = revision_key(self.connector_id, payload["linkedid"], revision)
+            if row is not None:
+                conn.execute(
+                    "UPDATE calls SET ship = ?, epoch = epoch + 1, gen = gen + 1, dirty = 1 "
+                    "WHERE call_key = ?",
+                    (_ship_to_json(dataclasses.replace(ship, revision=revision)), call_key),
+                )
+        conn.execute("DELETE FROM outbox WHERE idempotency_key = ?", (key,))
+        conn.execute(
+            "INSERT INTO outbox (kind, call_key, idempotency_key, payload, created_at, "
+            "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, call_key, key, _dumps(payload), now, now),
+        )
+        conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
+        return str(key)
+
+    async def drop_dead_letters(self, ids: Sequence[int] = (), *, reason: str | None = None) -> int:
+        """Delete dead letters (by id and/or reason; both empty: all); returns how many."""
+        where, args = _dead_filter(ids, reason)
+        return await self._tx(
+            lambda c: c.execute(f"DELETE FROM dead_letters {where}", args).rowcount
+        )
+
+    async def backlog_detail(self, now: datetime) -> dict[str, dict[str, int]]:
+        """Outbox documents by age bucket and dead letters by reason (for /status)."""
+
+        def q(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            t = _ts(now)
+            by_age = dict.fromkeys(AGE_BUCKETS, 0)
+            for (created,) in conn.execute("SELECT created_at FROM outbox"):
+                by_age[age_bucket(t - created)] += 1
+            reasons = conn.execute(
+                "SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason"
+            ).fetchall()
+            return {"by_age": by_age, "dead_letters_by_reason": {r or "": n for r, n in reasons}}
 
         return await self._run(q)
 

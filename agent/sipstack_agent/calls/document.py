@@ -227,5 +227,17 @@ def fingerprint(doc: dict[str, Any]) -> str:
     return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def revision_key(connector_id: str, linkedid: str, revision: int) -> str:
+    """The Idempotency-Key of one revision of a call document: the only place it is spelled."""
+    return f"{connector_id}:{linkedid}:{revision}"
+
+
 def idempotency_key(identity: Identity, doc: dict[str, Any]) -> str:
-    return f"{identity.connector_id or identity.hostname}:{doc['linkedid']}:{doc['revision']}"
+    return revision_key(
+        identity.connector_id or identity.hostname, doc["linkedid"], doc["revision"]
+    )
+
+
+def as_revision(doc: dict[str, Any], revision: int, shipped_at: datetime) -> dict[str, Any]:
+    """The same document as a new revision (sent again: a dead letter retried)."""
+    return {**doc, "revision": revision, "shipped_at": iso(shipped_at, seconds=True)}

@@ -14,7 +14,8 @@ Fault injection (tests): `POST /_control` with a JSON `FaultPlan`
 (`{"fail_status": 503, "fail_count": 5, "retry_after": 1, "fail_linkedid":
 "...", "fail_path": "calls", "delay": 0, "drop": false}`; `{"reset": true}`
 clears it), `GET /_stats`, `GET /_calls[?linkedid=X]`, `GET /_recordings`,
-`GET /_rejects`. The same plan can be given to the constructor.
+`GET /_rejects`. The same plan can be given to the constructor. `GET /` is a page
+(web/receiver.html) showing the calls received as a table.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from aiohttp import BodyPartReader, web
 
 from sipstack_agent.receiver.db import ReceiverDB
 from sipstack_agent.receiver.schema import make_validator
+from sipstack_agent.web import page
 
 log = logging.getLogger("sipstack_agent.receiver")
 
@@ -151,6 +153,7 @@ class Receiver:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post(CALLS_PATH, self._handle_call)
         app.router.add_post(RECORDING_PATH, self._handle_recording)
+        app.router.add_get("/", self._handle_index)
         app.router.add_get("/healthz", self._handle_healthz)
         app.router.add_post("/_control", self._handle_control)
         app.router.add_get("/_control", self._handle_get_control)
@@ -443,6 +446,10 @@ class Receiver:
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+    async def _handle_index(self, request: web.Request) -> web.Response:
+        """The calls received, as a table (web/receiver.html polls /_calls)."""
+        return web.Response(text=page("receiver.html"), content_type="text/html")
 
     async def _handle_calls(self, request: web.Request) -> web.Response:
         linkedid = request.query.get("linkedid")

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from sipstack_agent import __version__
+from sipstack_agent.calls.document import revision_key
 
 CALLS_PATH = "/v1/mqs/connectors/asterisk/calls"
 RECORDING_PATH = "/v1/mqs/recording"
@@ -209,7 +210,7 @@ def build_headers(
 
 
 def idempotency_key(connector_id: str, linkedid: str, revision: int | str) -> str:
-    return f"{connector_id}:{linkedid}:{revision}"
+    return revision_key(connector_id, linkedid, int(revision))
 
 
 def audio_content_type(path: str | os.PathLike[str]) -> str:

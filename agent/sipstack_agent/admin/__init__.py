@@ -1,0 +1,9 @@
+"""Day-two commands run on the PBX host: `status`, `dead-letters`, `support-bundle`.
+
+Each command has its own module; `cli.py` only parses arguments and calls them.
+- `summary`: /status -> health (healthy / degraded / down) and the readable text;
+- `agentclient`: where the running agent answers and GET /status;
+- `statuscmd`: `sipstack-agent status` (from /status, or the state dir when stopped);
+- `deadletters`: `sipstack-agent dead-letters list | show | retry | drop`;
+- `bundle`: `sipstack-agent support-bundle`.
+"""

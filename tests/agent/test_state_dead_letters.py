@@ -1,0 +1,154 @@
+"""StateStore's dead-letter admin methods on a real SQLite file: requeue as a new
+revision (key, ship state, an evaluation in flight discarded), filters, drop,
+read-only opening, and a writer beside another connection (WAL, busy_timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sipstack_agent.calls.document import revision_key
+from sipstack_agent.model import ShipState
+from sipstack_agent.state import AGE_BUCKETS, StateStore, StoreError
+from test_state import Ev, cel, doc
+
+
+async def dead_call(store: StateStore, linkedid: str, revision: int, reason: str) -> None:
+    """A call whose document `revision` the API refused (through the real save/dead path)."""
+    await store.ingest([cel("CHAN_START", linkedid, linkedid)], [], {})
+    (rec,) = await store.load_calls([linkedid])
+    ship = ShipState(revision=revision, last_phase="complete")
+    ev = Ev(documents=[{**doc(linkedid, revision), "shipped_at": "x"}], ship=ship, closed=True)
+    assert await store.save_evaluation(rec.call_key, ev)
+    (item,) = [i for i in await store.outbox_due(datetime.now(UTC) + timedelta(days=1), 100)
+               if i.call_key == linkedid]  # fmt: skip
+    assert await store.outbox_dead(item.id, 400, "refused", reason)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await StateStore.open(tmp_path / "state.db", connector_id="pbx1")
+    yield s
+    await s.close()
+
+
+async def test_requeue_is_a_new_revision_and_moves_the_ship_state(store: StateStore) -> None:
+    await dead_call(store, "100.1", 3, "http_400")
+    await dead_call(store, "200.1", 1, "http_422")
+    (d,) = await store.dead_letters_where(reason="http_400")
+    assert d["idempotency_key"] == revision_key("pbx1", "100.1", 3)
+    # an evaluation of the call is in flight when the operator retries
+    (inflight,) = await store.load_calls(["100.1"])
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    done = await store.requeue_dead_letters(reason="http_400", now=now)
+    assert done == [(d["id"], revision_key("pbx1", "100.1", 4))]
+    (item,) = [i for i in await store.outbox_due(now, 10) if i.call_key == "100.1"]
+    assert item.idempotency_key == "pbx1:100.1:4"
+    assert (
+        item.payload["revision"] == 4 and item.payload["shipped_at"] == "2026-12-01T09:00:00+00:00"
+    )
+    assert item.attempts == 0
+    # the stale evaluation is not applied; the call is evaluated again from revision 4
+    stale = Ev(documents=[doc("100.1", 4)], ship=replace(inflight.ship, revision=4))
+    assert await store.save_evaluation(inflight.call_key, stale) is False
+    (again,) = await store.load_calls(["100.1"])
+    assert again.ship.revision == 4 and again.dirty
+    assert [x["call_key"] for x in await store.dead_letters()] == ["200.1"]
+    # ids and reason together; an id that is gone is skipped
+    assert await store.requeue_dead_letters([d["id"]]) == []
+
+
+async def test_requeue_by_id_all_and_drop(store: StateStore) -> None:
+    for i, reason in enumerate(["http_400", "http_400", "retry_horizon"]):
+        await dead_call(store, f"{300 + i}.1", 1, reason)
+    ids = [x["id"] for x in await store.dead_letters_where()]
+    assert len(ids) == 3
+    assert [k for _, k in await store.requeue_dead_letters([ids[1]])] == ["pbx1:301.1:2"]
+    assert await store.drop_dead_letters(reason="nope") == 0
+    assert await store.drop_dead_letters(reason="retry_horizon") == 1
+    assert [x["id"] for x in await store.dead_letters_where()] == [ids[0]]
+    assert await store.drop_dead_letters() == 1
+    assert await store.dead_letters() == []
+
+
+async def test_backlog_detail_by_age_and_reason(store: StateStore) -> None:
+    now = datetime.now(UTC)
+    for n, age in enumerate([5, 30, 600, 7200, 200000]):
+        await store.enqueue("call", f"k{n}", {"n": n}, now=now - timedelta(seconds=age))
+    await dead_call(store, "400.1", 1, "http_400")
+    got = await store.backlog_detail(now)
+    assert tuple(got["by_age"]) == AGE_BUCKETS
+    assert got["by_age"] == {
+        "under_a_minute": 2,
+        "under_an_hour": 1,
+        "under_a_day": 1,
+        "over_a_day": 1,
+    }
+    assert got["dead_letters_by_reason"] == {"http_400": 1}
+
+
+async def test_readonly_open_creates_nothing_and_cannot_write(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no state store"):
+        await StateStore.open_readonly(tmp_path / "missing.db")
+    assert list(tmp_path.iterdir()) == []
+    rw = await StateStore.open(tmp_path / "state.db", connector_id="pbx1")
+    await dead_call(rw, "500.1", 2, "http_400")
+    ro = await StateStore.open_readonly(tmp_path / "state.db")
+    try:
+        assert [x["call_key"] for x in await ro.dead_letters()] == ["500.1"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await ro.drop_dead_letters()
+    finally:
+        await ro.close()
+        await rw.close()
+
+
+async def test_writer_waits_for_another_connections_transaction(tmp_path: Path) -> None:
+    """A retry while the agent holds the write lock waits (busy_timeout), then commits."""
+    path = tmp_path / "state.db"
+    agent = await StateStore.open(path, connector_id="pbx1")
+    await dead_call(agent, "600.1", 1, "http_400")
+    admin = await StateStore.open(path, connector_id="pbx1")
+    other = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE positions SET updated_at = 0")
+        task = asyncio.create_task(admin.requeue_dead_letters())
+        await asyncio.sleep(0.3)
+        assert not task.done()  # waiting for the lock, not failing
+        other.execute("COMMIT")
+        assert [k for _, k in await task] == ["pbx1:600.1:2"]
+        assert other.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        other.close()
+        await admin.close()
+        await agent.close()
+
+
+async def test_a_superseded_revision_is_dropped_not_sent(store: StateStore) -> None:
+    """Resending revision 1 after revision 2 would overwrite newer content at the API."""
+    # 700.1: revisions 1 and 2 both refused; 800.1: revision 1 refused, revision 2 queued
+    await dead_call(store, "700.1", 1, "http_400")
+    (rec,) = await store.load_calls(["700.1"])
+    ev = Ev(documents=[doc("700.1", 2)], ship=replace(rec.ship, revision=2), closed=True)
+    assert await store.save_evaluation(rec.call_key, ev)
+    (item,) = [i for i in await store.outbox_due(datetime.now(UTC), 10) if i.call_key == "700.1"]
+    assert await store.outbox_dead(item.id, 400, "refused", "http_400")
+    await dead_call(store, "800.1", 1, "http_400")
+    (rec,) = await store.load_calls(["800.1"])
+    ev = Ev(documents=[doc("800.1", 2)], ship=replace(rec.ship, revision=2), closed=True)
+    assert await store.save_evaluation(rec.call_key, ev)
+    ids = {(x["call_key"], x["payload"]["revision"]): x["id"] for x in await store.dead_letters()}
+    done = dict(await store.requeue_dead_letters())
+    assert done == {
+        ids[("700.1", 1)]: None,
+        ids[("700.1", 2)]: "pbx1:700.1:3",
+        ids[("800.1", 1)]: None,
+    }
+    assert await store.dead_letters() == []
+    queued = {i.idempotency_key for i in await store.outbox_due(datetime.now(UTC), 10)}
+    assert queued == {"pbx1:700.1:3", "pbx1:800.1:2"}
