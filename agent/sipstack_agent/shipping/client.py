@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.helpers import proxies_from_env
 
 from sipstack_agent import __version__
 
@@ -235,6 +237,7 @@ class AiohttpTransport:
         self._ua = user_agent(user_agent_version)
         self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: _Proxies | None = None
         self.requests = 0  # requests sent (for tests / status)
 
     @classmethod
@@ -261,8 +264,11 @@ class AiohttpTransport:
                 headers={"User-Agent": self._ua},
                 raise_for_status=False,
                 auto_decompress=True,
-                trust_env=True,
+                # trust_env=True made aiohttp re-read the proxy environment and ~/.netrc,
+                # in a thread, on every request: read once here, passed per request.
+                trust_env=False,
             )
+            self._proxies = _Proxies.from_env()
         return self._session
 
     @property
@@ -333,6 +339,8 @@ class AiohttpTransport:
         session = self._get_session()
         self.requests += 1
         kwargs: dict[str, Any] = {"data": data, "headers": dict(headers), "allow_redirects": False}
+        if self._proxies is not None:
+            kwargs.update(self._proxies.for_url(url))
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:
@@ -353,6 +361,34 @@ class AiohttpTransport:
 
 class _StaleConnection(Exception):
     pass
+
+
+class _Proxies:
+    """HTTP_PROXY / HTTPS_PROXY / NO_PROXY (and the proxy's ~/.netrc credentials), read
+    once at start-up with aiohttp's own rules; the choice is cached per scheme and host."""
+
+    def __init__(self, env: dict[str, str], proxies: Mapping[str, Any]) -> None:
+        self._env = env
+        self._proxies = proxies
+        self._cache: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @classmethod
+    def from_env(cls) -> _Proxies:
+        return cls(urllib.request.getproxies_environment(), proxies_from_env())
+
+    def for_url(self, url: str) -> dict[str, Any]:
+        """`proxy=` / `proxy_headers=` keywords of a request to `url` ({} = direct)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._cache:
+            info = self._proxies.get(parts.scheme)
+            kw: dict[str, Any] = {}
+            if info is not None and not urllib.request.proxy_bypass_environment(key[1], self._env):
+                kw["proxy"] = info.proxy
+                if info.proxy_auth is not None:
+                    kw["proxy_headers"] = {"Proxy-Authorization": info.proxy_auth.encode()}
+            self._cache[key] = kw
+        return self._cache[key]
 
 
 def _describe(exc: BaseException) -> str:
