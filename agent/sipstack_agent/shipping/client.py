@@ -383,7 +383,9 @@ class _Proxies:
         if key not in self._cache:
             info = self._proxies.get(parts.scheme)
             kw: dict[str, Any] = {}
-            if info is not None and not urllib.request.proxy_bypass_environment(key[1], self._env):
+            # NO_PROXY against the start-up snapshot (stdlib, missing from typeshed)
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if info is not None and not bypass(key[1], self._env):
                 kw["proxy"] = info.proxy
                 if info.proxy_auth is not None:
                     kw["proxy_headers"] = {"Proxy-Authorization": info.proxy_auth.encode()}
