@@ -66,6 +66,13 @@ async def main() -> int:
     ap.add_argument("--every", type=float, default=10.0, help="seconds between RSS samples")
     ap.add_argument("--concurrency", type=int, default=16, help="API_CONCURRENCY")
     ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another variable for the agent (repeatable), e.g. RECORDING_KNOWN_CALL_WINDOW=60",
+    )
+    ap.add_argument(
         "--pg",
         default=os.environ.get("SIPSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
@@ -104,6 +111,7 @@ async def main() -> int:
                 "MAX_RECORDS_PER_POLL": "50000",
                 "API_CONCURRENCY": str(args.concurrency),
                 "LOG_LEVEL": "WARNING",
+                **dict(kv.split("=", 1) for kv in args.env),
             },
         )
         agent = AgentProcess(env, work / "agent.log")
