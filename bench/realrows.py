@@ -1,9 +1,9 @@
 """Real Asterisk 20 rows for the benches: the recorded scenarios, multiplied.
 
 `load_sample()` reads postgres/cel.csv and cdr.csv of the fixture sample
-(../shared/fixtures/asterisk20-sample beside the checkout, else
-/work/shared/fixtures/asterisk20-sample, as tests/agent/conftest.py finds
-it; $SIPSTACK_SAMPLE_DIR overrides). `copies(sample, n, end)` repeats those
+(found by `sipstack_agent.scratchdb.asterisk_sample_dir()`, as the tests do:
+$SIPSTACK_SAMPLE_DIR, ../shared/fixtures/asterisk20-sample beside the
+checkout, else /work/shared). `copies(sample, n, end)` repeats those
 rows n times, each copy with its ids, uniqueids/linkedids (also where they
 appear inside other columns, e.g. a MixMonitor file name) and times shifted,
 so every copy is a distinct set of calls the agent must assemble and ship.
@@ -13,24 +13,19 @@ The copies end at `end`, one after the other in id and time order.
 from __future__ import annotations
 
 import csv
-import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
+
+from sipstack_agent.scratchdb import asterisk_sample_dir
+
 _INT = {"amaflags", "duration", "billsec", "sequence", "id"}
-
-
-def sample_dir() -> Path:
-    env = os.environ.get("SIPSTACK_SAMPLE_DIR")
-    if env:
-        return Path(env)
-    beside = _ROOT.parent / "shared" / "fixtures" / "asterisk20-sample"
-    return beside if beside.is_dir() else Path("/work/shared/fixtures/asterisk20-sample")
 
 
 @dataclass(frozen=True)
@@ -46,7 +41,9 @@ class Sample:
 
 def load_sample(flavor: str = "postgres") -> Sample:
     def read(table: str) -> list[dict[str, str]]:
-        with open(sample_dir() / flavor / f"{table}.csv", newline="", encoding="utf-8") as fh:
+        with open(
+            asterisk_sample_dir() / flavor / f"{table}.csv", newline="", encoding="utf-8"
+        ) as fh:
             return list(csv.DictReader(fh))
 
     return Sample(read("cel"), read("cdr"))

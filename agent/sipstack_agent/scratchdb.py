@@ -7,6 +7,7 @@ the role's sessions), `pg_dsn` points an admin DSN at another database.
 `StatementLog` counts the statements the server itself logged for one role
 (`log_statement = 'all'` and `log_min_duration_statement = 0` set on that
 role): the idle bench and the idle-cost test read PostgreSQL's own log.
+`asterisk_sample_dir()` finds the real Asterisk 20 sample rows.
 Never used by the running agent (which only ever reads the PBX database).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 __all__ = [
     "LoggedStatement",
     "StatementLog",
+    "asterisk_sample_dir",
     "log_every_statement",
     "pg_create",
     "pg_drop",
@@ -27,6 +29,15 @@ __all__ = [
     "pg_hostport",
     "server_log_path",
 ]
+
+
+def asterisk_sample_dir() -> Path:
+    """shared/fixtures/asterisk20-sample: $SIPSTACK_SAMPLE_DIR, else ../shared beside the
+    checkout, else /work/shared (the project checked out elsewhere)."""
+    beside = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "asterisk20-sample"
+    found = Path(os.environ.get("SIPSTACK_SAMPLE_DIR", str(beside)))
+    return found if found.is_dir() else Path("/work/shared/fixtures/asterisk20-sample")
+
 
 _DSN = re.compile(r"postgresql://(?:([^@/]*)@)?([^:/]+)(?::(\d+))?/")
 

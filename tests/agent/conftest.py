@@ -57,6 +57,7 @@ from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from sipstack_agent.pbxsim import create_table_statements
 from sipstack_agent.scratchdb import (
     StatementLog,
+    asterisk_sample_dir,
     log_every_statement,
     pg_create,
     pg_drop,
@@ -64,14 +65,7 @@ from sipstack_agent.scratchdb import (
     pg_hostport,
 )
 
-SAMPLE_DIR = Path(
-    os.environ.get(
-        "SIPSTACK_SAMPLE_DIR",
-        str(Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "asterisk20-sample"),
-    )
-)
-if not SAMPLE_DIR.is_dir():  # the project checked out next to ../shared
-    SAMPLE_DIR = Path("/work/shared/fixtures/asterisk20-sample")
+SAMPLE_DIR = asterisk_sample_dir()
 
 PG_ADMIN_DSN = os.environ.get("SIPSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL_HOST = os.environ.get("SIPSTACK_TEST_MYSQL_HOST", "127.0.0.1")

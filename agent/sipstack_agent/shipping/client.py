@@ -27,7 +27,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from aiohttp.helpers import proxies_from_env
+from aiohttp.helpers import ProxyInfo, proxies_from_env
 
 from sipstack_agent import __version__
 
@@ -264,8 +264,8 @@ class AiohttpTransport:
                 headers={"User-Agent": self._ua},
                 raise_for_status=False,
                 auto_decompress=True,
-                # trust_env=True made aiohttp re-read the proxy environment and ~/.netrc,
-                # in a thread, on every request: read once here, passed per request.
+                # with trust_env aiohttp reads the proxy environment and ~/.netrc again,
+                # in a thread, for every request; _Proxies reads them once, here
                 trust_env=False,
             )
             self._proxies = _Proxies.from_env()
@@ -367,7 +367,7 @@ class _Proxies:
     """HTTP_PROXY / HTTPS_PROXY / NO_PROXY (and the proxy's ~/.netrc credentials), read
     once at start-up with aiohttp's own rules; the choice is cached per scheme and host."""
 
-    def __init__(self, env: dict[str, str], proxies: Mapping[str, Any]) -> None:
+    def __init__(self, env: dict[str, str], proxies: Mapping[str, ProxyInfo]) -> None:
         self._env = env
         self._proxies = proxies
         self._cache: dict[tuple[str, str], dict[str, Any]] = {}
