@@ -50,11 +50,17 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sipstack-agent demo --calls 60 --rate 5
 
+SOAK_MINUTES ?= 20
+
 bench: $(STAMP)
 	tools/ensure-databases.sh
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/backlog.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/csv_throughput.py
+	$(BIN)/python bench/ami_throughput.py
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 	$(BIN)/python bench/operator_reconcile.py
 
 clean:

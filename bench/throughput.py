@@ -23,7 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,58 +43,36 @@ from sipstack_agent.pbxsim import (  # noqa: E402
     db_values,
     timeline,
 )
+from sipstack_agent.scratchdb import pg_create, pg_drop, pg_dsn, pg_hostport  # noqa: E402
 
 API_KEY = "sk_" + "bench" + "0" * 27  # local receiver only
 RO_PASSWORD = "bench-ro"
 
 
 class PgBench:
-    """A throwaway database + SELECT-only role on a PostgreSQL server."""
+    """A throwaway database + SELECT-only role on a PostgreSQL server (sipstack_agent.scratchdb)."""
 
     def __init__(self, admin_dsn: str) -> None:
         self.admin_dsn = admin_dsn
         tag = uuid.uuid4().hex[:8]
         self.db = f"sipstack_bench_{tag}"
         self.role = f"sipstack_bench_ro_{tag}"
-        base, _, _ = admin_dsn.rpartition("/")
-        self.db_dsn = f"{base}/{self.db}"
-        rest = admin_dsn.split("://", 1)[1]
-        hostport = rest.split("@", 1)[-1].split("/", 1)[0]
-        self.host, _, port = hostport.partition(":")
-        self.port = int(port or 5432)
+        self.db_dsn = pg_dsn(admin_dsn, self.db)
+        self.host, self.port = pg_hostport(admin_dsn)
 
     async def create(self) -> None:
         import asyncpg
 
-        con = await asyncpg.connect(self.admin_dsn)
-        try:
-            await con.execute(f'CREATE DATABASE "{self.db}"')
-            await con.execute(f"CREATE ROLE \"{self.role}\" LOGIN PASSWORD '{RO_PASSWORD}'")
-            await con.execute(f'GRANT CONNECT ON DATABASE "{self.db}" TO "{self.role}"')
-        finally:
-            await con.close()
+        await pg_create(self.admin_dsn, self.db, self.role, RO_PASSWORD)
         con = await asyncpg.connect(self.db_dsn)
         try:
             for stmt in create_table_statements("postgresql"):
                 await con.execute(stmt)
-            await con.execute(f'GRANT USAGE ON SCHEMA public TO "{self.role}"')
-            await con.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{self.role}"')
         finally:
             await con.close()
 
     async def drop(self) -> None:
-        import asyncpg
-
-        con = await asyncpg.connect(self.admin_dsn)
-        try:
-            await con.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                self.db,
-            )
-            await con.execute(f'DROP DATABASE IF EXISTS "{self.db}"')
-            await con.execute(f'DROP ROLE IF EXISTS "{self.role}"')
-        finally:
-            await con.close()
+        await pg_drop(self.admin_dsn, self.db, self.role)
 
     def env(self) -> dict[str, str]:
         return {
@@ -106,21 +86,34 @@ class PgBench:
         }
 
     async def preload(self, calls: list[SimCall]) -> tuple[int, int]:
-        """COPY every row in commit order; returns (cel rows, cdr rows)."""
-        import asyncpg
-
+        """COPY every row of `calls` in commit order; returns (cel rows, cdr rows)."""
         cel: list[tuple[Any, ...]] = []
         cdr: list[tuple[Any, ...]] = []
         for w in timeline(calls):
             (cel if w.kind == "cel" else cdr).append(db_values(w.kind, w.row, "postgresql"))
+        await self.copy_rows(cel, cdr)
+        return len(cel), len(cdr)
+
+    async def copy_rows(
+        self, cel: list[tuple[Any, ...]], cdr: list[tuple[Any, ...]], *, with_id: bool = False
+    ) -> None:
+        """COPY value tuples (CEL_COLUMNS / CDR_COLUMNS order, `id` first when with_id)."""
+        import asyncpg
+
+        first = ["id"] if with_id else []
         con = await asyncpg.connect(self.db_dsn)
         try:
-            await con.copy_records_to_table("cel", records=cel, columns=list(CEL_COLUMNS))
-            await con.copy_records_to_table("cdr", records=cdr, columns=list(CDR_COLUMNS))
+            await con.copy_records_to_table("cel", records=cel, columns=first + list(CEL_COLUMNS))
+            await con.copy_records_to_table("cdr", records=cdr, columns=first + list(CDR_COLUMNS))
+            if with_id:
+                for t in ("cel", "cdr"):
+                    await con.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
+                        f"(SELECT coalesce(max(id), 0) + 1 FROM {t}), false)"
+                    )
             await con.execute("ANALYZE cel; ANALYZE cdr")
         finally:
             await con.close()
-        return len(cel), len(cdr)
 
     async def raw_read_rate(self, batch: int = 5000) -> tuple[int, float]:
         """Read every row the way the agent pages (id > $1 ORDER BY id LIMIT n)."""
@@ -218,6 +211,82 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class Drain:
+    """What one agent run over a preloaded backlog gave."""
+
+    done: int
+    expected: int
+    elapsed: float
+    read_s: float
+    peak_rss_mb: float
+    agent_env: dict[str, str]
+
+
+async def drain(
+    pg: PgBench,
+    *,
+    expected: int,
+    rows: int,
+    work: Path,
+    port: int,
+    concurrency: int = 16,
+    timeout: float = 600,
+    extra: dict[str, str] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> Drain:
+    """Run the real agent (START_FROM=beginning) until `expected` calls are complete at
+    the receiver on `port` (its db in work/receiver.db); prints progress every 2 s."""
+    recv_db = work / "receiver.db"
+    env = agent_env(
+        api_url=f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls",
+        state_dir=str(work / "state"),
+        db=pg.env(),
+        api_key=API_KEY,
+        extra={
+            "CDR_POLL_INTERVAL": "1",
+            "CDR_BATCH_SIZE": "5000",
+            "MAX_RECORDS_PER_POLL": "50000",
+            "API_CONCURRENCY": str(concurrency),
+            "LOG_LEVEL": "WARNING",
+            **(extra or {}),
+        },
+    )
+    agent = AgentProcess(env, work / "agent.log")
+    t_start = time.perf_counter()
+    agent.start()
+    if on_start is not None:
+        on_start(agent.pid)
+    peak = 0.0
+    last_print = t_start
+    done = 0
+    read_done_at: float | None = None
+    state_db = work / "state" / "state.db"
+    try:
+        while time.perf_counter() - t_start < timeout:
+            await asyncio.sleep(0.25)
+            peak = max(peak, rss_mb(agent.pid))
+            done = complete_count(recv_db)
+            if read_done_at is None and stored_rows(state_db) >= rows:
+                read_done_at = time.perf_counter() - t_start
+            if time.perf_counter() - last_print >= 2:
+                last_print = time.perf_counter()
+                el = last_print - t_start
+                print(
+                    f"  t={el:5.1f}s complete {done}/{expected} ({done / el:,.0f} calls/s), "
+                    f"agent RSS {rss_mb(agent.pid):.0f} MB",
+                    flush=True,
+                )
+            if done >= expected or not agent.alive():
+                break
+        elapsed = time.perf_counter() - t_start
+    finally:
+        agent.terminate(15)
+    if done < expected:
+        print(agent.log_tail(20))
+    return Drain(done, expected, elapsed, read_done_at or elapsed, peak, env)
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--calls", type=int, default=20000)
@@ -232,7 +301,6 @@ async def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sipstack-bench-"))
     pg = PgBench(args.pg)
     await pg.create()
-    agent = None
     recv = None
     try:
         start = datetime.now(UTC) - timedelta(hours=2)
@@ -249,66 +317,27 @@ async def main() -> int:
             f"raw asyncpg read (SELECT-only user, 5000-row pages): {raw_rows} rows in "
             f"{raw_s:.2f}s = {raw_rows / raw_s:,.0f} rows/s"
         )
-
         port = free_port()
-        recv_db = work / "receiver.db"
-        recv = start_receiver(port, recv_db, work / "receiver.log")
+        recv = start_receiver(port, work / "receiver.db", work / "receiver.log")
         await asyncio.sleep(1.0)
-        env = agent_env(
-            api_url=f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls",
-            state_dir=str(work / "state"),
-            db=pg.env(),
-            api_key=API_KEY,
-            extra={
-                "CDR_POLL_INTERVAL": "1",
-                "CDR_BATCH_SIZE": "5000",
-                "MAX_RECORDS_PER_POLL": "50000",
-                "API_CONCURRENCY": "16",
-                "LOG_LEVEL": "WARNING",
-            },
-        )
-        agent = AgentProcess(env, work / "agent.log")
-        t_start = time.perf_counter()
-        agent.start()
-        peak = 0.0
-        last_print = t_start
-        done = 0
-        read_done_at: float | None = None
-        state_db = work / "state" / "state.db"
-        while time.perf_counter() - t_start < args.timeout:
-            await asyncio.sleep(0.25)
-            peak = max(peak, rss_mb(agent.pid))
-            done = complete_count(recv_db)
-            if read_done_at is None and stored_rows(state_db) >= n_cel + n_cdr:
-                read_done_at = time.perf_counter() - t_start
-            if time.perf_counter() - last_print >= 2:
-                last_print = time.perf_counter()
-                el = last_print - t_start
-                print(
-                    f"  t={el:5.1f}s complete {done}/{len(calls)} ({done / el:,.0f} calls/s), "
-                    f"agent RSS {rss_mb(agent.pid):.0f} MB"
-                )
-            if done >= len(calls) or not agent.alive():
-                break
-        elapsed = time.perf_counter() - t_start
         rows = n_cel + n_cdr
+        r = await drain(
+            pg, expected=len(calls), rows=rows, work=work, port=port, timeout=args.timeout
+        )
         print()
-        print(f"calls complete at the receiver : {done}/{len(calls)}")
+        print(f"calls complete at the receiver : {r.done}/{len(calls)}")
         print(
-            f"end to end                     : {elapsed:.1f}s = {done / elapsed:,.0f} calls/s "
-            f"(target >= 1000)"
+            f"end to end                     : {r.elapsed:.1f}s = {r.done / r.elapsed:,.0f} "
+            f"calls/s (target >= 1000)"
         )
-        read_s = read_done_at or elapsed
         print(
-            f"rows read and stored           : {rows} in {read_s:.1f}s = {rows / read_s:,.0f}/s "
-            f"(raw asyncpg read alone: {raw_rows / raw_s:,.0f} rows/s)"
+            f"rows read and stored           : {rows} in {r.read_s:.1f}s = "
+            f"{rows / r.read_s:,.0f}/s (raw asyncpg read alone: {raw_rows / raw_s:,.0f} rows/s)"
         )
-        print(f"agent peak RSS                 : {peak:.0f} MB (target <= 150)")
+        print(f"agent peak RSS                 : {r.peak_rss_mb:.0f} MB (target <= 150)")
         print(f"CPUs                           : {os.cpu_count()}")
-        return 0 if done >= len(calls) else 1
+        return 0 if r.done >= len(calls) else 1
     finally:
-        if agent is not None:
-            agent.terminate(15)
         if recv is not None:
             recv.terminate()
             recv.wait(15)

@@ -19,6 +19,9 @@ Fixtures
 ``admin_db_settings`` (function) settings -> the same database as the admin user.
 ``pg_zone(server, zone, role=False)``  async context manager: the DBA's zone on a PostgreSQL
                       test database (ALTER DATABASE / ROLE ... IN DATABASE ... SET timezone).
+``pg_statement_log``  (function) ``log = await pg_statement_log(role)``: the server logs
+                      every statement of that role's new sessions; ``log.mark()``,
+                      ``log.since_mark(role, db)`` read them back from PostgreSQL's own log.
 ``asterisk_sample``   the real Asterisk 20 sample rows (../shared/fixtures/asterisk20-sample)
                       as CSV dicts and as the CelRow/CdrRow a reader must produce.
 
@@ -55,15 +58,17 @@ import pytest
 from sipstack_agent.config import DatabaseSettings
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from sipstack_agent.pbxsim import create_table_statements, freepbx_cdr_statements
-
-SAMPLE_DIR = Path(
-    os.environ.get(
-        "SIPSTACK_SAMPLE_DIR",
-        str(Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "asterisk20-sample"),
-    )
+from sipstack_agent.scratchdb import (
+    StatementLog,
+    asterisk_sample_dir,
+    log_every_statement,
+    pg_create,
+    pg_drop,
+    pg_dsn,
+    pg_hostport,
 )
-if not SAMPLE_DIR.is_dir():  # the project checked out next to ../shared
-    SAMPLE_DIR = Path("/work/shared/fixtures/asterisk20-sample")
+
+SAMPLE_DIR = asterisk_sample_dir()
 
 PG_ADMIN_DSN = os.environ.get("SIPSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL_HOST = os.environ.get("SIPSTACK_TEST_MYSQL_HOST", "127.0.0.1")
@@ -96,14 +101,11 @@ def run_sync(coro: Awaitable[Any]) -> Any:
 
 
 def _pg_dsn(dbname: str, user: str = "postgres") -> str:
-    m = re.match(r"postgresql://(?:[^@]*@)?([^/]+)/", PG_ADMIN_DSN)
-    hostport = m.group(1) if m else "127.0.0.1:5432"
-    return f"postgresql://{user}@{hostport}/{dbname}"
+    return pg_dsn(PG_ADMIN_DSN, dbname, user)
 
 
 def _pg_hostport() -> tuple[str, int]:
-    m = re.match(r"postgresql://(?:[^@]*@)?([^:/]+)(?::(\d+))?/", PG_ADMIN_DSN)
-    return (m.group(1), int(m.group(2) or 5432)) if m else ("127.0.0.1", 5432)
+    return pg_hostport(PG_ADMIN_DSN)
 
 
 # ----------------------------------------------------------------------------- the sample
@@ -181,40 +183,11 @@ class ServerDb:
 
 
 async def _pg_create(db: str, role: str, encoding: str | None = None) -> None:
-    import asyncpg
-
-    con = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        enc = (
-            f" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-            if encoding
-            else ""
-        )
-        await con.execute(f'CREATE DATABASE "{db}"{enc}')
-        await con.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{RO_PASSWORD}'")
-        await con.execute(f'GRANT CONNECT ON DATABASE "{db}" TO "{role}"')
-    finally:
-        await con.close()
-    con = await asyncpg.connect(_pg_dsn(db), timeout=5)
-    try:
-        await con.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
-        await con.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
-        await con.execute(
-            f'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "{role}"'
-        )
-    finally:
-        await con.close()
+    await pg_create(PG_ADMIN_DSN, db, role, RO_PASSWORD, encoding=encoding)
 
 
 async def _pg_drop(db: str, role: str) -> None:
-    import asyncpg
-
-    con = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await con.execute(f'DROP ROLE IF EXISTS "{role}"')
-    finally:
-        await con.close()
+    await pg_drop(PG_ADMIN_DSN, db, role)
 
 
 async def _mysql_admin() -> Any:
@@ -760,3 +733,14 @@ def admin_settings(settings: DatabaseSettings) -> DatabaseSettings:
 def admin_db_settings() -> Callable[[DatabaseSettings], DatabaseSettings]:
     """``admin_db_settings(settings)``: DatabaseSettings of the admin user for that database."""
     return admin_settings
+
+
+@pytest.fixture
+def pg_statement_log() -> Callable[[str], Awaitable[StatementLog]]:
+    """``log = await pg_statement_log(role)`` (see sipstack_agent.scratchdb.StatementLog)."""
+
+    async def make(role: str) -> StatementLog:
+        await log_every_statement(PG_ADMIN_DSN, role)
+        return await StatementLog.open(PG_ADMIN_DSN)
+
+    return make

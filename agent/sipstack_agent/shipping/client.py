@@ -23,6 +23,7 @@ import asyncio
 import codecs
 import os
 import re
+import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.helpers import ProxyInfo, proxies_from_env
 
 from sipstack_agent import __version__
 from sipstack_agent.calls.document import revision_key
@@ -249,6 +251,7 @@ class AiohttpTransport:
         self._ssl = ssl
         self.max_body = max(1, max_body)
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: _Proxies | None = None
         self.requests = 0  # requests sent (for tests / status)
 
     @classmethod
@@ -275,8 +278,11 @@ class AiohttpTransport:
                 headers={"User-Agent": self._ua},
                 raise_for_status=False,
                 auto_decompress=False,  # decoded by _read_body, bounded
-                trust_env=True,
+                # with trust_env aiohttp reads the proxy environment and ~/.netrc again,
+                # in a thread, for every request; _Proxies reads them once, here
+                trust_env=False,
             )
+            self._proxies = _Proxies.from_env()
         return self._session
 
     @property
@@ -349,6 +355,8 @@ class AiohttpTransport:
         hdrs = dict(headers)
         hdrs.setdefault("Accept-Encoding", "gzip, deflate")
         kwargs: dict[str, Any] = {"data": data, "headers": hdrs, "allow_redirects": False}
+        if self._proxies is not None:
+            kwargs.update(self._proxies.for_url(url))
         if timeout is not None:
             kwargs["timeout"] = timeout
         try:
@@ -408,6 +416,36 @@ async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, b
     if len(out) > limit:
         return bytes(out[:limit]), True
     return bytes(out), False
+
+
+class _Proxies:
+    """HTTP_PROXY / HTTPS_PROXY / NO_PROXY (and the proxy's ~/.netrc credentials), read
+    once at start-up with aiohttp's own rules; the choice is cached per scheme and host."""
+
+    def __init__(self, env: dict[str, str], proxies: Mapping[str, ProxyInfo]) -> None:
+        self._env = env
+        self._proxies = proxies
+        self._cache: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @classmethod
+    def from_env(cls) -> _Proxies:
+        return cls(urllib.request.getproxies_environment(), proxies_from_env())
+
+    def for_url(self, url: str) -> dict[str, Any]:
+        """`proxy=` / `proxy_headers=` keywords of a request to `url` ({} = direct)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._cache:
+            info = self._proxies.get(parts.scheme)
+            kw: dict[str, Any] = {}
+            # NO_PROXY against the start-up snapshot (stdlib, missing from typeshed)
+            bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+            if info is not None and not bypass(key[1], self._env):
+                kw["proxy"] = info.proxy
+                if info.proxy_auth is not None:
+                    kw["proxy_headers"] = {"Proxy-Authorization": info.proxy_auth.encode()}
+            self._cache[key] = kw
+        return self._cache[key]
 
 
 def _describe(exc: BaseException) -> str:

@@ -202,6 +202,16 @@ def ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+async def _keep_session(con: Any) -> None:
+    """asyncpg pool `reset=`: release a connection without the reset query.
+
+    The default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release (one more statement per query on the PBX server).
+    The agent takes no advisory locks, opens no cursors, never LISTENs and sets no
+    session state after connecting, so there is nothing to reset; asyncpg still
+    rolls back a transaction left open before it calls this."""
+
+
 class _PgDb:
     def __init__(self, pool: Any, dialect: Dialect, raw_text: bool = False) -> None:
         self.pool = pool
@@ -227,6 +237,7 @@ class _PgDb:
             command_timeout=max(30.0, db.connect_timeout),
             min_size=1,
             max_size=max(1, pool_size),
+            reset=_keep_session,
             server_settings={
                 "default_transaction_read_only": "on",
                 "application_name": "sipstack-agent",
@@ -863,9 +874,20 @@ class SqlSource:
             args.append(limit)
             return args
 
+        # The first page starts AT the checkpoint row (id > cp - 1, one row more): while
+        # that row is there, max(id) >= cp is proven without a second statement, so an
+        # idle poll costs this one indexed query. Only when it is gone and nothing is
+        # newer (max(id) < cp: table truncated or restored) is max(id) asked (step 3).
         cp = int(self._pos["id"])
         limit = min(batch, budget)
-        rows = await db.fetch(sql, page_args(cp, limit))
+        anchored = cp > 0
+        rows = await db.fetch(
+            sql, page_args(cp - 1, limit + 1) if anchored else page_args(cp, limit)
+        )
+        cp_row_seen = False
+        if anchored:
+            cp_row_seen = bool(rows) and int(rows[0][0]) == cp
+            rows = rows[1:] if cp_row_seen else rows[:limit]
         full = False
         while rows:
             read += len(rows)
@@ -893,13 +915,16 @@ class SqlSource:
         self.backlog = full
         self.rows_read += read
 
-        # 3. the cheap second query: max(id) for lag and regressions
-        max_id = await self._max_id(info)
+        # 3. max(id), only for the lag of a backlog and when the checkpoint row vanished
         cp = int(self._pos["id"])
-        if max_id < cp:
-            await self._reanchor(info, max_id, cp)
+        if full or (anchored and not cp_row_seen and not read):
+            max_id = await self._max_id(info)
+            if max_id < cp:
+                await self._reanchor(info, max_id, cp)
+            else:
+                self._lag_rows.set(max_id - cp)
         else:
-            self._lag_rows.set(max_id - cp)
+            self._lag_rows.set(0)  # the last page was not full: all committed rows are read
         return stored
 
     def _filter_min_time(

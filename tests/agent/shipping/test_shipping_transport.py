@@ -295,3 +295,32 @@ async def test_shipper_with_real_transport_and_receiver_end_to_end(receiver):
     assert store.dead()[0].dead[0] == 400
     assert receiver.stats()["injected_503"] == 3
     assert metrics.registry.get_sample_value("calls_shipped_total", {"phase": "complete"}) == 50
+
+
+async def test_proxy_environment_is_read_once_at_start_up(receiver, monkeypatch):
+    """HTTP_PROXY is honoured (the receiver answers absolute-form requests, so it can
+    stand in as the proxy of a URL nothing listens on), NO_PROXY too, and the
+    environment is not looked up again per request."""
+    dead = f"http://127.0.0.1:{free_port()}/v1/mqs/connectors/asterisk/calls"
+    monkeypatch.setenv("HTTP_PROXY", receiver.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    t = AiohttpTransport(timeout=5.0, limit=2)
+    try:
+        r = await t.post_json(dead, body(sample_document("9.1")), headers("pbx1:9.1:1"))
+        assert r.status == 202
+        monkeypatch.delenv("HTTP_PROXY")  # read at start-up: still proxied
+        r = await t.post_json(dead, body(sample_document("9.2")), headers("pbx1:9.2:1"))
+        assert r.status == 202
+        assert {c["linkedid"] for c in receiver.receipts()} >= {"9.1", "9.2"}
+    finally:
+        await t.close()
+
+    monkeypatch.setenv("HTTP_PROXY", receiver.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    t = AiohttpTransport(timeout=5.0, limit=2)
+    try:
+        with pytest.raises(TransportError):  # direct: nothing listens there
+            await t.post_json(dead, body(sample_document("9.3")), headers("pbx1:9.3:1"))
+    finally:
+        await t.close()

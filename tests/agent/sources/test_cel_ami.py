@@ -8,12 +8,12 @@ import shutil
 import sqlite3
 import ssl
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sipstack_agent.amisim import AmiServer, cel_event
 from sipstack_agent.config import AmiSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.sources.cel_ami import (
@@ -27,9 +27,6 @@ from sipstack_agent.sources.cel_ami import (
 )
 from sipstack_agent.sources.cel_csv import TimeParser
 from sipstack_agent.state import StateStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # ami_server.py, whatever the import mode
-from ami_server import AmiServer, cel_event
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, 510110, tzinfo=UTC)
 

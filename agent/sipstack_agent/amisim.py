@@ -1,4 +1,4 @@
-"""A small asyncio server speaking the Asterisk Manager Interface text protocol.
+"""A simulated Asterisk Manager Interface server (tests, bench): asyncio, AMI text protocol.
 
 Enough of Asterisk's manager.c behaviour for a real client (panoramisk) to talk
 to it: the banner line, `Action: Login` -> `Response: Success` (or `Response:
@@ -21,7 +21,8 @@ EOL = "\r\n"
 BANNER = "Asterisk Call Manager/5.0.6"
 
 
-def _block(headers: list[tuple[str, str]]) -> bytes:
+def event_block(headers: list[tuple[str, str]]) -> bytes:
+    """One AMI message on the wire: `Key: value` lines and the blank line."""
     return (EOL.join(f"{k}: {v}" for k, v in headers) + EOL + EOL).encode("utf-8")
 
 
@@ -85,7 +86,7 @@ class _Session:
 
     def send(self, headers: list[tuple[str, str]]) -> None:
         if not self.writer.is_closing():
-            self.writer.write(_block(headers))
+            self.writer.write(event_block(headers))
 
     async def serve(self) -> None:
         self.writer.write((BANNER + EOL).encode())
@@ -162,7 +163,7 @@ class _Session:
 class AmiServer:
     """`async with AmiServer("user", "secret") as srv:` -> srv.port; srv.send_cel(...)."""
 
-    def __init__(self, username: str = "sipstack", secret: str = "s3cret") -> None:
+    def __init__(self, username: str = "sipstack", secret: str = "s3cret") -> None:  # noqa: S107 - the simulator's own login
         self.username = username
         self.secret = secret
         self.sessions: set[_Session] = set()
@@ -231,7 +232,7 @@ class AmiServer:
 
     async def wait_logins(self, n: int, timeout: float = 20.0) -> None:
         async def _wait() -> None:
-            while self.logins < n or not self.listeners():
+            while self.logins < n or not self.listeners():  # noqa: ASYNC110 - two conditions, polled
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(_wait(), timeout)
