@@ -39,7 +39,8 @@ class Selection:
         return not (self.ids or self.reason is not None or self.every)
 
 
-def _path(state_dir: str) -> str:
+def state_path(state_dir: str) -> str:
+    """The state store file of STATE_DIR; StoreError when there is none."""
     path = os.path.join(state_dir, STATE_FILE)
     if not os.path.isfile(path):
         raise StoreError(f"{path}: no state store here (is STATE_DIR right?)")
@@ -47,7 +48,7 @@ def _path(state_dir: str) -> str:
 
 
 async def _open(state_dir: str, connector_id: str, *, write: bool) -> StateStore:
-    path = _path(state_dir)
+    path = state_path(state_dir)
     if write:
         return await StateStore.open(path, connector_id=connector_id)
     return await StateStore.open_readonly(path)

@@ -1,0 +1,196 @@
+"""`sipstack-agent resend --since T [--until T] [--linkedid X ...]`.
+
+Reads a window again from the PBX tables and ships every call that started in it
+as a new revision (for when the service lost data, or after a mapping fix):
+
+- time pages (`PAGE`): each table's rows of the page (sources/window.py) go into a
+  scratch state store (`STATE_DIR/resend.db`, the same grouping as the live agent);
+  calls are evaluated with the page's end as "now", so a call closes when its rows
+  say so (LINKEDID_END, idle timeout in PBX time); closed calls are pruned from the
+  scratch store at once: memory and disk hold the open calls only.
+- a closed call that started in [since, until) (and is one of `--linkedid`, when
+  given) goes into the running agent's outbox as its next revision with its own
+  Idempotency-Key (StateStore.enqueue_resend), in one short transaction with the
+  resend cursor (positions["resend"]); the running agent ships it.
+- resumable: the same window started again continues after the last saved page
+  (a page cut by a kill is read again; its calls may get one more revision).
+Reading starts `LEAD` before `since` so calls that began earlier are seen whole
+(and left out); it goes past `until` until the calls begun in the window closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+from ..calls import evaluate
+from ..config import Settings
+from ..metrics import Metrics
+from ..model import CdrRow, CelRow
+from ..sources.sql import Db, TableInfo, connect, discover
+from ..sources.timezone import ZoneResolver
+from ..sources.window import read_between
+from ..state import StateStore, StoreError
+from .deadletters import state_path
+
+CURSOR = "resend"
+SCRATCH_FILE = "resend.db"
+PAGE = timedelta(minutes=15)
+LEAD = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Window:
+    since: datetime
+    until: datetime
+    linkedids: tuple[str, ...] = ()
+
+    def key(self) -> str:
+        return json.dumps([self.since.isoformat(), self.until.isoformat(), sorted(self.linkedids)])
+
+    def wants(self, start: datetime, linkedids: Sequence[str]) -> bool:
+        if not self.since <= start < self.until:
+            return False
+        return not self.linkedids or bool(set(self.linkedids) & set(linkedids))
+
+
+@dataclass
+class Progress:
+    run: int
+    read_through: datetime
+    sent: int = 0
+    done: bool = False
+
+    def line(self, w: Window) -> str:
+        state = "done" if self.done else "reading"
+        return (
+            f"resend {w.since.isoformat()} .. {w.until.isoformat()}: {state}, read through "
+            f"{self.read_through.isoformat(timespec='seconds')}, {self.sent} call(s) queued"
+        )
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601; a time without an offset is UTC."""
+    t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+async def _cursor(store: StateStore, w: Window, scratch: str) -> Progress:
+    cur = await store.get_position(CURSOR) or {}
+    if cur.get("window") == w.key() and not cur.get("done"):
+        return Progress(int(cur["run"]), parse_time(cur["read_through"]), int(cur["sent"]))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(scratch + suffix)
+    return Progress(int(cur.get("run", 0)) + 1, w.since - LEAD)
+
+
+def _saved(w: Window, p: Progress) -> dict[str, dict[str, Any]]:
+    return {
+        CURSOR: {
+            "window": w.key(),
+            "run": p.run,
+            "read_through": p.read_through.isoformat(),
+            "sent": p.sent,
+            "done": p.done,
+        }
+    }
+
+
+async def _tables(settings: Settings, db: Db) -> list[TableInfo]:
+    dbs = settings.database
+    kinds = (["cel"] if settings.cel_mode == "db" else []) + ["cdr"]
+    return [await discover(db, dbs.table_cel if k == "cel" else dbs.table_cdr, k) for k in kinds]  # type: ignore[arg-type]
+
+
+async def resend(settings: Settings, w: Window, *, out: TextIO | None = None) -> Progress:
+    """Run (or resume) the resend of window `w`; the running agent's store gets the documents."""
+    path = await asyncio.to_thread(state_path, settings.state_dir)
+    scratch_path = os.path.join(settings.state_dir, SCRATCH_FILE)
+    cid = settings.identity.connector_id
+    store = await StateStore.open(path, connector_id=cid)
+    try:
+        progress = await _cursor(store, w, scratch_path)
+        scratch = await StateStore.open(scratch_path, connector_id=cid)
+        db = await connect(settings.database, 1)
+        try:
+            zone = await ZoneResolver(settings.database, metrics=Metrics()).resolve(
+                db, db.dialect.name
+            )
+            calls = dataclasses.replace(
+                settings.calls,
+                timezone=zone.name,
+                timezone_source=zone.found,
+                shipping_mode="complete",
+                long_call_update_interval=0.0,
+            )
+            tables = await _tables(settings, db)
+            batch = max(1, settings.batch_size)
+            while not progress.done:
+                a = progress.read_through
+                b = a + PAGE
+                for info in tables:
+                    async for rows in read_between(db, info, zone.tz, a, b, page_rows=batch):
+                        cels = [r for r in rows if isinstance(r, CelRow)]
+                        cdrs = [r for r in rows if isinstance(r, CdrRow)]
+                        await scratch.ingest(cels, cdrs, {})
+                docs = await _closed_documents(scratch, w, b, calls, settings)
+                progress.read_through = b
+                progress.sent += len(docs)
+                opened = (await scratch.stats(b)).open_calls
+                progress.done = b >= w.until and (opened == 0 or b >= w.until + timedelta(
+                    seconds=calls.max_age))  # fmt: skip
+                await store.enqueue_resend(docs, _saved(w, progress), run=progress.run)
+                await scratch.prune(b, keep_closed_for=0.0, max_calls=1_000_000)
+                if out is not None:
+                    print(progress.line(w), file=out, flush=True)
+        finally:
+            await db.close()
+            await scratch.close()
+    finally:
+        await store.close()
+    return progress
+
+
+async def _closed_documents(
+    scratch: StateStore, w: Window, now: datetime, calls: Any, settings: Settings
+) -> list[dict[str, Any]]:
+    """Evaluate the scratch store's due calls at `now` (PBX time read through); the
+    complete documents of the calls that closed and belong to the window."""
+    out: list[dict[str, Any]] = []
+    for _ in range(10_000):
+        keys = await scratch.due_calls(now, 500, watermark=now)
+        if not keys:
+            break
+        results = []
+        for rec in await scratch.load_calls(keys):
+            ev = evaluate(
+                rec.cels, rec.cdrs, rec.recordings, rec.ship,
+                call_key=rec.call_key, now=now, settings=calls,
+                identity=settings.identity, watermark=now,
+            )  # fmt: skip
+            complete = [d for d in ev.documents if d.get("ship_phase") == "complete"]
+            if ev.closed and complete and w.wants(ev.call.derived.start, ev.call.linkedids):
+                out.append(complete[-1])
+            results.append((rec.call_key, dataclasses.replace(ev, documents=[])))
+        await scratch.save_evaluations(results, now=now)
+    return out
+
+
+def run(settings: Settings, w: Window, *, out: TextIO, err: TextIO) -> int:
+    if w.until <= w.since:
+        print("resend: --until must be after --since", file=err)
+        return 2
+    try:
+        p = asyncio.run(resend(settings, w, out=out))
+    except StoreError as e:
+        print(f"resend: {e}", file=err)
+        return 2
+    print(f"{p.sent} call(s) queued as new revisions; the running agent ships them", file=out)
+    return 0

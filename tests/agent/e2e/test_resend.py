@@ -1,0 +1,129 @@
+"""`sipstack-agent resend` against the real agent process, a real PBX database
+(PostgreSQL and MariaDB) and the local receiver: every call that started in the
+window arrives again as a new revision with its own Idempotency-Key, nothing
+outside the window does; an interrupted resend resumes after its last page."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipstack_agent.admin import resend
+from sipstack_agent.calls.document import revision_key
+from sipstack_agent.config import load_settings
+from sipstack_agent.pbxsim import SimCall, TrafficGenerator
+from sipstack_agent.receiver import Receiver
+
+from .helpers import all_complete, outbox_depth, start_agent, wait_until, write_calls
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path) -> Any:
+    from .helpers import API_KEY
+
+    r = Receiver(tmp_path / "receiver.db", api_key=API_KEY)
+    await r.start("127.0.0.1", 0)
+    yield r
+    await r.stop()
+
+
+def batch(start: datetime, n: int, seed: int, first_channel: int) -> list[SimCall]:
+    gen = TrafficGenerator(
+        seed, start=start, ring=(0.5, 3), talk=(1, 20), first_channel=first_channel
+    )
+    return gen.calls(n, rate=5.0, start=start)
+
+
+def revisions(receiver: Receiver) -> dict[str, list[tuple[int, str]]]:
+    out: dict[str, list[tuple[int, str]]] = {}
+    for r in receiver.receipts():
+        out.setdefault(r["linkedid"], []).append((int(r["revision"]), r["idempotency_key"]))
+    return out
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfterSent(io.StringIO):
+    """The progress stream of an in-process resend: interrupts it (like Ctrl-C) after
+    the first page that queued calls was saved."""
+
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        if "read through" in s and " 0 call(s) queued" not in s:
+            raise Interrupt(s)
+        return n
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_resend_window_while_running_interrupt_and_resume(
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
+) -> None:
+    pbx = await make_pbx_db(dialect)
+    now = datetime.now(UTC).replace(microsecond=0)
+    before = batch(now - timedelta(hours=5), 4, seed=1, first_channel=0)  # outside
+    first = batch(now - timedelta(hours=3), 4, seed=2, first_channel=1000)  # in
+    second = batch(now - timedelta(hours=2, minutes=20), 4, seed=3, first_channel=2000)  # in
+    after = batch(now - timedelta(minutes=50), 4, seed=4, first_channel=3000)  # outside
+    calls = [*before, *first, *second, *after]
+    await write_calls(pbx.writer, calls)
+    state = tmp_path / "state"
+    agent = start_agent(pbx.settings, receiver.calls_url, state)
+    try:
+        assert await wait_until(all_complete(receiver, calls, state_dir=state), 120), (
+            agent.log_tail()
+        )
+        shipped = revisions(receiver)
+        since = (now - timedelta(hours=3, minutes=5)).isoformat()
+        until = (now - timedelta(hours=2)).isoformat()
+
+        # interrupted after the page that queued the first batch
+        settings = load_settings(agent.process_env())
+        window = resend.Window(resend.parse_time(since), resend.parse_time(until))
+        with pytest.raises(Interrupt) as cut:
+            await resend.resend(settings, window, out=StopAfterSent())
+        assert f" {len(first)} call(s) queued" in str(cut.value)
+
+        # resumed through the CLI: it goes on after the saved page
+        cli = await asyncio.to_thread(agent.cli, "resend", "--since", since, "--until", until)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        lines = cli.stdout.splitlines()
+        stopped_at = str(cut.value).split("read through ")[1].split(",")[0]
+        assert stopped_at not in lines[0], cli.stdout
+        assert f"{len(first) + len(second)} call(s) queued as new revisions" in cli.stdout
+
+        inside = {c.expected.linkedid for c in (*first, *second)}
+        want = {lid: shipped[lid][-1][0] + 1 for lid in inside}
+        assert await wait_until(
+            lambda: all(len(revisions(receiver)[lid]) == len(shipped[lid]) + 1 for lid in inside),
+            60,
+        ), agent.log_tail()
+        assert await wait_until(lambda: outbox_depth(state) == 0, 30)
+        got = revisions(receiver)
+        for lid in inside:
+            assert got[lid][:-1] == shipped[lid]
+            assert got[lid][-1] == (want[lid], revision_key("e2e", lid, want[lid]))
+            doc = receiver.latest_complete(lid)
+            assert doc is not None and doc["revision"] == want[lid]
+            assert doc["linkedid"] == lid and doc["ship_phase"] == "complete"
+        for c in (*before, *after):
+            assert got[c.expected.linkedid] == shipped[c.expected.linkedid]
+        assert receiver.rejects() == []
+
+        # the same window again, finished: a new run, one more revision each
+        again = await asyncio.to_thread(agent.cli, "resend", "--since", since, "--until", until,
+                                        "--linkedid", first[0].expected.linkedid)  # fmt: skip
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "1 call(s) queued as new revisions" in again.stdout
+        lid = first[0].expected.linkedid
+        assert await wait_until(lambda: revisions(receiver)[lid][-1][0] == want[lid] + 1, 30)
+    finally:
+        agent.terminate()
