@@ -506,10 +506,10 @@ def cmd_resend(args: argparse.Namespace) -> int:
     try:
         since = resend.parse_time(args.since)
         until = resend.parse_time(args.until) if args.until else datetime.now(UTC)
+        window = resend.Window(since, until, tuple(args.linkedid or ()))
     except ValueError as e:
         print(f"resend: --since/--until: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    window = resend.Window(since, until, tuple(args.linkedid or ()))
     return resend.run(settings, window, out=sys.stdout, err=sys.stderr)
 
 

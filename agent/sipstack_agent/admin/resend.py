@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
@@ -50,6 +50,10 @@ class Window:
     since: datetime
     until: datetime
     linkedids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.until <= self.since:
+            raise ValueError("--until must be after --since")
 
     def key(self) -> str:
         return json.dumps([self.since.isoformat(), self.until.isoformat(), sorted(self.linkedids)])
@@ -109,8 +113,11 @@ async def _tables(settings: Settings, db: Db) -> list[TableInfo]:
     return [await discover(db, dbs.table_cel if k == "cel" else dbs.table_cdr, k) for k in kinds]  # type: ignore[arg-type]
 
 
-async def resend(settings: Settings, w: Window, *, out: TextIO | None = None) -> Progress:
-    """Run (or resume) the resend of window `w`; the running agent's store gets the documents."""
+async def resend(
+    settings: Settings, w: Window, *, on_page: Callable[[Progress], None] | None = None
+) -> Progress:
+    """Run (or resume) the resend of window `w`; the running agent's store gets the
+    documents. `on_page` sees the progress after each saved page."""
     path = await asyncio.to_thread(state_path, settings.state_dir)
     scratch_path = os.path.join(settings.state_dir, SCRATCH_FILE)
     cid = settings.identity.connector_id
@@ -148,8 +155,8 @@ async def resend(settings: Settings, w: Window, *, out: TextIO | None = None) ->
                     seconds=calls.max_age))  # fmt: skip
                 await store.enqueue_resend(docs, _saved(w, progress), run=progress.run)
                 await scratch.prune(b, keep_closed_for=0.0, max_calls=1_000_000)
-                if out is not None:
-                    print(progress.line(w), file=out, flush=True)
+                if on_page is not None:
+                    on_page(progress)
         finally:
             await db.close()
             await scratch.close()
@@ -184,11 +191,10 @@ async def _closed_documents(
 
 
 def run(settings: Settings, w: Window, *, out: TextIO, err: TextIO) -> int:
-    if w.until <= w.since:
-        print("resend: --until must be after --since", file=err)
-        return 2
     try:
-        p = asyncio.run(resend(settings, w, out=out))
+        p = asyncio.run(
+            resend(settings, w, on_page=lambda p: print(p.line(w), file=out, flush=True))
+        )
     except StoreError as e:
         print(f"resend: {e}", file=err)
         return 2

@@ -6,7 +6,6 @@ outside the window does; an interrupted resend resumes after its last page."""
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,15 +51,15 @@ class Interrupt(Exception):
     pass
 
 
-class StopAfterSent(io.StringIO):
-    """The progress stream of an in-process resend: interrupts it (like Ctrl-C) after
-    the first page that queued calls was saved."""
+def stop_after_sent(window: resend.Window) -> Callable[[resend.Progress], None]:
+    """Interrupts an in-process resend (like Ctrl-C) after the first saved page that
+    queued calls."""
 
-    def write(self, s: str) -> int:
-        n = super().write(s)
-        if "read through" in s and " 0 call(s) queued" not in s:
-            raise Interrupt(s)
-        return n
+    def on_page(p: resend.Progress) -> None:
+        if p.sent:
+            raise Interrupt(p.line(window))
+
+    return on_page
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
@@ -89,7 +88,7 @@ async def test_resend_window_while_running_interrupt_and_resume(
         settings = load_settings(agent.process_env())
         window = resend.Window(resend.parse_time(since), resend.parse_time(until))
         with pytest.raises(Interrupt) as cut:
-            await resend.resend(settings, window, out=StopAfterSent())
+            await resend.resend(settings, window, on_page=stop_after_sent(window))
         assert f" {len(first)} call(s) queued" in str(cut.value)
 
         # resumed through the CLI: it goes on after the saved page
