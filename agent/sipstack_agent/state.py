@@ -1316,9 +1316,10 @@ class StateStore:
         revision = resend_revision(ship.revision if row else None, run)
         payload = as_revision(doc, revision, _dt_req(now))
         key = revision_key(self.connector_id, linkedid, revision)
-        if row is not None:
+        if row is not None:  # an evaluation in flight is discarded (epoch) and done again
             conn.execute(
-                "UPDATE calls SET ship = ? WHERE call_key = ?",
+                "UPDATE calls SET ship = ?, epoch = epoch + 1, gen = gen + 1, dirty = 1 "
+                "WHERE call_key = ?",
                 (_ship_to_json(dataclasses.replace(ship, revision=revision)), call_key),
             )
         conn.execute(
