@@ -618,8 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.set_defaults(func=cmd_dead_letters)
 
     rs = sub.add_parser("resend", help="read a time window again and ship its calls again")
-    rs.add_argument("--since", required=True, help="ISO-8601 start (no offset: UTC)")
-    rs.add_argument("--until", help="ISO-8601 end (default: now)")
+    rs.add_argument("--since", required=True, help="ISO-8601 start with offset (…Z, …+02:00)")
+    rs.add_argument("--until", help="ISO-8601 end with offset (default: now)")
     rs.add_argument("--linkedid", action="append", help="only this call (repeatable)")
     rs.add_argument("--env-file", help="dotenv file (default ./.env if present)")
     rs.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")

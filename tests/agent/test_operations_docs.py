@@ -20,7 +20,7 @@ def commands(text: str) -> list[str]:
         for line in block.splitlines():
             if not lang and not line.startswith("$ "):
                 continue
-            m = re.search(r"sipstack-agent ((?:status|dead-letters|support-bundle)[^|<>#]*)", line)
+            m = re.search(r"sipstack-agent ((?:status|dead-letters|support-bundle|resend)[^|<>#]*)", line)
             if m:
                 out.append(m.group(1).strip())
     return out
@@ -31,8 +31,8 @@ DOCS = commands((ROOT / "docs" / "operations.md").read_text()) + commands(
 )
 
 
-def test_the_pages_show_all_three_commands() -> None:
-    assert {c.split()[0] for c in DOCS} == {"status", "dead-letters", "support-bundle"}
+def test_the_pages_show_all_four_commands() -> None:
+    assert {c.split()[0] for c in DOCS} == {"status", "dead-letters", "support-bundle", "resend"}
 
 
 @pytest.mark.parametrize("line", DOCS)

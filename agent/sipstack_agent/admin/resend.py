@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from ..calls import evaluate
@@ -80,9 +80,11 @@ class Progress:
 
 
 def parse_time(text: str) -> datetime:
-    """ISO-8601; a time without an offset is UTC."""
+    """ISO-8601 with an offset (`Z`, `+00:00`, `-05:00`): the instant is never guessed."""
     t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    if t.tzinfo is None:
+        raise ValueError(f"{text!r} has no offset: add Z, +00:00 or the PBX's offset")
+    return t
 
 
 async def _cursor(store: StateStore, w: Window, scratch: str) -> Progress:
