@@ -1,7 +1,8 @@
 """`sipstack-agent resend --since T [--until T] [--linkedid X ...]`.
 
-Reads a window again from the PBX tables and ships every call that started in it
-as a new revision (for when the service lost data, or after a mapping fix):
+Reads a window again from the PBX tables (and the CEL CSV file with CEL_MODE=csv)
+and ships every call that started in it as a new revision (for when the service
+lost data, or after a mapping fix):
 
 - time pages (`PAGE`): each table's rows of the page (sources/window.py) go into a
   scratch state store (`STATE_DIR/resend.db`, the same grouping as the live agent);
@@ -35,7 +36,7 @@ from ..metrics import Metrics
 from ..model import CdrRow, CelRow
 from ..sources.sql import Db, TableInfo, connect, discover
 from ..sources.timezone import ZoneResolver
-from ..sources.window import read_between
+from ..sources.window import CsvWindow, read_between
 from ..state import StateStore, StoreError
 from .deadletters import state_path
 
@@ -127,11 +128,12 @@ async def resend(
     try:
         progress = await _cursor(store, w, scratch_path)
         scratch = await StateStore.open(scratch_path, connector_id=cid)
-        db = await connect(settings.database, 1)
+        db = await connect(settings.database, 1) if settings.database_enabled else None
         try:
-            zone = await ZoneResolver(settings.database, metrics=Metrics()).resolve(
-                db, db.dialect.name
+            resolver = ZoneResolver(
+                settings.database, database_enabled=settings.database_enabled, metrics=Metrics()
             )
+            zone = await resolver.resolve(db, db.dialect.name if db else None)
             calls = dataclasses.replace(
                 settings.calls,
                 timezone=zone.name,
@@ -139,12 +141,16 @@ async def resend(
                 shipping_mode="complete",
                 long_call_update_interval=0.0,
             )
-            tables = await _tables(settings, db)
+            tables = await _tables(settings, db) if db is not None else []
+            csv = CsvWindow(settings.csv, zone.name) if settings.cel_mode == "csv" else None
             batch = max(1, settings.batch_size)
             while not progress.done:
                 a = progress.read_through
                 b = a + PAGE
+                if csv is not None:
+                    await scratch.ingest([r for r in await csv.page(b) if r.eventtime >= a], [])
                 for info in tables:
+                    assert db is not None
                     async for rows in read_between(db, info, zone.tz, a, b, page_rows=batch):
                         cels = [r for r in rows if isinstance(r, CelRow)]
                         cdrs = [r for r in rows if isinstance(r, CdrRow)]
@@ -160,7 +166,8 @@ async def resend(
                 if on_page is not None:
                     on_page(progress)
         finally:
-            await db.close()
+            if db is not None:
+                await db.close()
             await scratch.close()
     finally:
         await store.close()

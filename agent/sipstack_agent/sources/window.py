@@ -1,4 +1,4 @@
-"""Read one PBX table again between two instants, in time order, page by page.
+"""Read the PBX's rows again between two instants, page by page (`resend`).
 
 Used by `sipstack-agent resend`: the same discovery, row builders, time
 parameters and SELECT (`Dialect.select_after_time`) as the live poller
@@ -8,14 +8,17 @@ boundary second are the same rows (the state store de-duplicates them)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from ..config import CsvSettings
 from ..model import CdrRow, CelRow
+from .cel_csv import MAX_RECORD_BYTES, CelCsvParser
 from .sql import Db, TableInfo, db_param, row_builder, to_utc
 
-__all__ = ["read_between"]
+__all__ = ["CsvWindow", "read_between"]
 
 
 async def read_between(
@@ -53,3 +56,35 @@ async def read_between(
         if not full or last >= end:
             return
         since, limit = last, max(1, page_rows)
+
+
+class CsvWindow:
+    """The CEL CSV file (CEL_MODE=csv) read again front to back, in time pages: the
+    same parser as the live tail (sources/cel_csv.py), one chunk at a time; rows
+    read past the page's end wait for the next page (about one chunk held)."""
+
+    def __init__(self, settings: CsvSettings, timezone: str, *, chunk: int = 1 << 20) -> None:
+        self.path = settings.path
+        self.parser = CelCsvParser(settings.columns or None, timezone)
+        self.chunk = max(chunk, 2 * MAX_RECORD_BYTES)
+        self._offset = 0
+        self._eof = False
+        self._held: list[CelRow] = []
+
+    def _read(self) -> list[CelRow]:
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read(self.chunk)
+        final = len(data) < self.chunk
+        res = self.parser.parse_chunk(data, self._offset, final=final)
+        self._offset += res.consumed if not final else len(data)
+        self._eof = final
+        return res.rows
+
+    async def page(self, end: datetime) -> list[CelRow]:
+        """The rows with time < `end` not returned yet (file order)."""
+        while not self._eof and all(r.eventtime < end for r in self._held):
+            self._held.extend(await asyncio.to_thread(self._read))
+        out = [r for r in self._held if r.eventtime < end]
+        self._held = [r for r in self._held if r.eventtime >= end]
+        return out
