@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 from ..calls import evaluate
-from ..config import Settings
+from ..config import CallSettings, Identity, Settings
 from ..metrics import Metrics
 from ..model import CdrRow, CelRow
 from ..sources.sql import Db, TableInfo, connect, discover
@@ -44,6 +44,7 @@ CURSOR = "resend"
 SCRATCH_FILE = "resend.db"
 PAGE = timedelta(minutes=15)
 LEAD = timedelta(hours=1)
+_BATCH = 500  # calls evaluated (and documents queued) per transaction
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,8 @@ def _saved(w: Window, p: Progress) -> dict[str, dict[str, Any]]:
 
 async def _tables(settings: Settings, db: Db) -> list[TableInfo]:
     dbs = settings.database
-    kinds = (["cel"] if settings.cel_mode == "db" else []) + ["cdr"]
-    return [await discover(db, dbs.table_cel if k == "cel" else dbs.table_cdr, k) for k in kinds]  # type: ignore[arg-type]
+    out = [await discover(db, dbs.table_cel, "cel")] if settings.cel_mode == "db" else []
+    return [*out, await discover(db, dbs.table_cdr, "cdr")]
 
 
 async def resend(
@@ -155,13 +156,12 @@ async def resend(
                         cels = [r for r in rows if isinstance(r, CelRow)]
                         cdrs = [r for r in rows if isinstance(r, CdrRow)]
                         await scratch.ingest(cels, cdrs, {})
-                docs = await _closed_documents(scratch, w, b, calls, settings)
+                await _ship_closed(scratch, store, w, progress, b, calls, settings.identity)
                 progress.read_through = b
-                progress.sent += len(docs)
                 opened = (await scratch.stats(b)).open_calls
                 progress.done = b >= w.until and (opened == 0 or b >= w.until + timedelta(
                     seconds=calls.max_age))  # fmt: skip
-                await store.enqueue_resend(docs, _saved(w, progress), run=progress.run)
+                await store.set_position(CURSOR, _saved(w, progress)[CURSOR])
                 await scratch.prune(b, keep_closed_for=0.0, max_calls=1_000_000)
                 if on_page is not None:
                     on_page(progress)
@@ -174,29 +174,40 @@ async def resend(
     return progress
 
 
-async def _closed_documents(
-    scratch: StateStore, w: Window, now: datetime, calls: Any, settings: Settings
-) -> list[dict[str, Any]]:
+async def _ship_closed(
+    scratch: StateStore,
+    store: StateStore,
+    w: Window,
+    progress: Progress,
+    now: datetime,
+    calls: CallSettings,
+    identity: Identity,
+) -> None:
     """Evaluate the scratch store's due calls at `now` (PBX time read through); the
-    complete documents of the calls that closed and belong to the window."""
-    out: list[dict[str, Any]] = []
-    for _ in range(10_000):
-        keys = await scratch.due_calls(now, 500, watermark=now)
+    complete documents of the calls that closed and belong to the window go into the
+    agent's outbox, a batch at a time, BEFORE the scratch store marks them closed: a
+    kill between the two evaluates them again on resume (one more revision), never
+    loses one."""
+    for _ in range(100_000):
+        keys = await scratch.due_calls(now, _BATCH, watermark=now)
         if not keys:
-            break
+            return
         results = []
+        docs: list[dict[str, Any]] = []
         for rec in await scratch.load_calls(keys):
             ev = evaluate(
                 rec.cels, rec.cdrs, rec.recordings, rec.ship,
                 call_key=rec.call_key, now=now, settings=calls,
-                identity=settings.identity, watermark=now,
+                identity=identity, watermark=now,
             )  # fmt: skip
             complete = [d for d in ev.documents if d.get("ship_phase") == "complete"]
             if ev.closed and complete and w.wants(ev.call.derived.start, ev.call.linkedids):
-                out.append(complete[-1])
+                docs.append(complete[-1])
             results.append((rec.call_key, dataclasses.replace(ev, documents=[])))
+        if docs:
+            progress.sent += len(docs)
+            await store.enqueue_resend(docs, _saved(w, progress), run=progress.run)
         await scratch.save_evaluations(results, now=now)
-    return out
 
 
 def run(settings: Settings, w: Window, *, out: TextIO, err: TextIO) -> int:
