@@ -503,6 +503,8 @@ class Agent:
         if self.health is not None:
             with contextlib.suppress(Exception):
                 await self.health.stop()
+        if self.control is not None:
+            await self.control.close()
 
     def readiness_problems(self) -> list[str]:
         problems: list[str] = []

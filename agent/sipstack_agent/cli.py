@@ -506,7 +506,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
     try:
         since = resend.parse_time(args.since)
         until = resend.parse_time(args.until) if args.until else datetime.now(UTC)
-        window = resend.Window(since, until, tuple(args.linkedid or ()))
+        window = resend.Window(since, until, tuple(args.linkedid or ()), open_end=not args.until)
     except ValueError as e:
         print(f"resend: --since/--until: {e}", file=sys.stderr)
         return EXIT_CONFIG

@@ -11,6 +11,7 @@ CONTROL_TOKEN: the same logic as the CLI commands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -95,9 +96,13 @@ class Control:
             return 200, {"running": False, "saved": saved}
         return 200, self._report()
 
-    async def wait_resend(self) -> resend.Progress | None:
-        """The running resend's result (tests, shutdown)."""
-        return await self._task if self._task is not None else None
+    async def close(self) -> None:
+        """Stop a running resend (agent shutdown); its cursor lets the next one resume."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     # ------------------------------------------------------------ dead letters
 
@@ -133,4 +138,4 @@ def _window(body: dict[str, object]) -> resend.Window:
         raise ValueError("linkedids: a list of strings")
     start = resend.parse_time(since)
     end = resend.parse_time(until) if until else datetime.now(UTC)
-    return resend.Window(start, end, tuple(lids))
+    return resend.Window(start, end, tuple(lids), open_end=not until)

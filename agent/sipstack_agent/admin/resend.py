@@ -52,6 +52,7 @@ class Window:
     since: datetime
     until: datetime
     linkedids: tuple[str, ...] = ()
+    open_end: bool = False  # no --until given: `until` is now, or an unfinished resend's
 
     def __post_init__(self) -> None:
         if self.until <= self.since:
@@ -68,12 +69,14 @@ class Window:
 
 @dataclass
 class Progress:
+    window: Window  # as resumed: `--since T` again goes on with the unfinished window
     run: int
     read_through: datetime
     sent: int = 0
     done: bool = False
 
-    def line(self, w: Window) -> str:
+    def line(self) -> str:
+        w = self.window
         state = "done" if self.done else "reading"
         return (
             f"resend {w.since.isoformat()} .. {w.until.isoformat()}: {state}, read through "
@@ -90,13 +93,19 @@ def parse_time(text: str) -> datetime:
 
 
 async def _cursor(store: StateStore, w: Window, scratch: str) -> Progress:
+    """The unfinished resend of this window to go on with, else a new run (and scratch)."""
     cur = await store.get_position(CURSOR) or {}
-    if cur.get("window") == w.key() and not cur.get("done"):
-        return Progress(int(cur["run"]), parse_time(cur["read_through"]), int(cur["sent"]))
+    if not cur.get("done") and isinstance(cur.get("window"), str):
+        since, until, lids = json.loads(cur["window"])
+        if w.open_end and since == w.since.isoformat() and lids == sorted(w.linkedids):
+            w = dataclasses.replace(w, until=parse_time(until))  # `--since T` again: resume
+        if cur["window"] == w.key():
+            p = Progress(w, int(cur["run"]), parse_time(cur["read_through"]), int(cur["sent"]))
+            return p
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(scratch + suffix)
-    return Progress(int(cur.get("run", 0)) + 1, w.since - LEAD)
+    return Progress(w, int(cur.get("run", 0)) + 1, w.since - LEAD)
 
 
 def _saved(w: Window, p: Progress) -> dict[str, dict[str, Any]]:
@@ -128,6 +137,7 @@ async def resend(
     store = await StateStore.open(path, connector_id=cid)
     try:
         progress = await _cursor(store, w, scratch_path)
+        w = progress.window
         scratch = await StateStore.open(scratch_path, connector_id=cid)
         db = await connect(settings.database, 1) if settings.database_enabled else None
         try:
@@ -213,7 +223,7 @@ async def _ship_closed(
 def run(settings: Settings, w: Window, *, out: TextIO, err: TextIO) -> int:
     try:
         p = asyncio.run(
-            resend(settings, w, on_page=lambda p: print(p.line(w), file=out, flush=True))
+            resend(settings, w, on_page=lambda p: print(p.line(), file=out, flush=True))
         )
     except StoreError as e:
         print(f"resend: {e}", file=err)

@@ -60,13 +60,13 @@ class Interrupt(Exception):
     pass
 
 
-def stop_after_sent(window: resend.Window) -> Callable[[resend.Progress], None]:
+def stop_after_sent() -> Callable[[resend.Progress], None]:
     """Interrupts an in-process resend (like Ctrl-C) after the first saved page that
     queued calls."""
 
     def on_page(p: resend.Progress) -> None:
         if p.sent:
-            raise Interrupt(p.line(window))
+            raise Interrupt(p.line())
 
     return on_page
 
@@ -97,7 +97,7 @@ async def test_resend_window_while_running_interrupt_and_resume(
         settings = load_settings(agent.process_env())
         window = resend.Window(resend.parse_time(since), resend.parse_time(until))
         with pytest.raises(Interrupt) as cut:
-            await resend.resend(settings, window, on_page=stop_after_sent(window))
+            await resend.resend(settings, window, on_page=stop_after_sent())
         assert f" {len(first)} call(s) queued" in str(cut.value)
 
         # resumed through the CLI: it goes on after the saved page
