@@ -14,11 +14,14 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..health import ControlAction
 from ..state import StateStore
-from . import deadletters, resend
+
+if TYPE_CHECKING:  # imported when first used: the agent's start-up does not wait for them
+    from . import resend
 
 log = logging.getLogger("sipstack_agent.control")
 
@@ -51,6 +54,7 @@ class Control:
     # ------------------------------------------------------------ resend
 
     async def start_resend(self, body: dict[str, object]) -> Answer:
+
         if self._task is not None and not self._task.done():
             return 409, {"error": "a resend is running", **self._report()}
         try:
@@ -62,6 +66,8 @@ class Control:
         return 202, {"accepted": True, **self._report()}
 
     async def _run(self, window: resend.Window) -> resend.Progress:
+        from . import resend
+
         def on_page(p: resend.Progress) -> None:
             self._progress = p
 
@@ -91,6 +97,8 @@ class Control:
         }
 
     async def resend_status(self, body: dict[str, object]) -> Answer:
+        from . import resend
+
         if self._window is None:
             saved = await self.store.get_position(resend.CURSOR)
             return 200, {"running": False, "saved": saved}
@@ -107,6 +115,8 @@ class Control:
     # ------------------------------------------------------------ dead letters
 
     async def retry(self, body: dict[str, object]) -> Answer:
+        from . import deadletters
+
         ids = body.get("ids", [])
         reason = body.get("reason")
         every = body.get("all", False)
@@ -121,6 +131,8 @@ class Control:
         return (200 if not got.missing else 404), got.as_json()
 
     async def list_dead_letters(self, body: dict[str, object]) -> Answer:
+        from . import deadletters
+
         reason = body.get("reason")
         rows = await self.store.dead_letters_where(
             reason=reason if isinstance(reason, str) else None
@@ -129,6 +141,8 @@ class Control:
 
 
 def _window(body: dict[str, object]) -> resend.Window:
+    from . import resend
+
     since, until, lids = body.get("since"), body.get("until"), body.get("linkedids", [])
     if not isinstance(since, str):
         raise ValueError("since: an ISO-8601 time is required")
