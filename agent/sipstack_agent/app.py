@@ -111,6 +111,7 @@ class Agent:
         self.recordings: Any = None
         self.sources: dict[str, Any] = {}
         self.health: Any = None
+        self.control: Any = None  # admin.control.Control once the monitoring port listens
         self.started_at = clock()
         self.evaluated_total = 0
         self.evaluation_errors = 0
@@ -476,8 +477,16 @@ class Agent:
             log.warning("health module unavailable; no /metrics endpoint")
             return
         try:
+            from .admin.control import Control
+
+            assert self.store is not None
+            self.control = Control(s, self.store)
             health = HealthServer(
-                self.metrics, status_provider=self.status, ready_provider=self.ready
+                self.metrics,
+                status_provider=self.status,
+                ready_provider=self.ready,
+                control=self.control.actions(),
+                control_token=s.control_token,
             )
             await health.start(s.monitoring_host, s.monitoring_port)
             self.health = health
@@ -494,6 +503,8 @@ class Agent:
         if self.health is not None:
             with contextlib.suppress(Exception):
                 await self.health.stop()
+        if self.control is not None:
+            await self.control.close()
 
     def readiness_problems(self) -> list[str]:
         problems: list[str] = []

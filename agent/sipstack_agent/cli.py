@@ -488,6 +488,31 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     )
 
 
+# ---------------------------------------------------------------------------- resend
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    """Read a window again from the PBX and queue its calls as new revisions (admin/resend.py)."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from .admin import resend
+
+    settings = _load(args, sys.stderr)
+    if settings is None:
+        return EXIT_CONFIG
+    if args.state_dir:
+        settings = dataclasses.replace(settings, state_dir=args.state_dir)
+    try:
+        since = resend.parse_time(args.since)
+        until = resend.parse_time(args.until) if args.until else datetime.now(UTC)
+        window = resend.Window(since, until, tuple(args.linkedid or ()), open_end=not args.until)
+    except ValueError as e:
+        print(f"resend: --since/--until: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return resend.run(settings, window, out=sys.stdout, err=sys.stderr)
+
+
 # ---------------------------------------------------------------------------- support-bundle
 
 
@@ -591,6 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--env-file", help="dotenv file (default ./.env if present)")
     dl.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")
     dl.set_defaults(func=cmd_dead_letters)
+
+    rs = sub.add_parser("resend", help="read a time window again and ship its calls again")
+    rs.add_argument("--since", required=True, help="ISO-8601 start with offset (…Z, …+02:00)")
+    rs.add_argument("--until", help="ISO-8601 end with offset (default: now)")
+    rs.add_argument("--linkedid", action="append", help="only this call (repeatable)")
+    rs.add_argument("--env-file", help="dotenv file (default ./.env if present)")
+    rs.add_argument("--state-dir", help="STATE_DIR (default: from the configuration)")
+    rs.set_defaults(func=cmd_resend)
 
     sb = sub.add_parser(
         "support-bundle", help="one tar.gz for support (secrets and numbers masked)"

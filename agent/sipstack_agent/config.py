@@ -200,13 +200,15 @@ class Settings:
     run_as: tuple[int, int] | None = None  # PUID/PGID: (uid, gid) when started as root
     # Non-fatal findings of load_settings (malformed-looking API key, ...), logged at start.
     warnings: tuple[str, ...] = ()
+    # CONTROL_TOKEN(_FILE): the bearer token of POST /control/* ("" = control disabled)
+    control_token: str = field(default="", repr=False)
 
 
 # ---------------------------------------------------------------------------
 # load_settings(): environment / .env / *_FILE  ->  Settings
 # ---------------------------------------------------------------------------
 
-SECRET_VARS: tuple[str, ...] = ("API_KEY", "DB_PASSWORD", "AMI_PASSWORD")
+SECRET_VARS: tuple[str, ...] = ("API_KEY", "DB_PASSWORD", "AMI_PASSWORD", "CONTROL_TOKEN")
 """Variables whose values are never printed; each also has a `<NAME>_FILE` variant."""
 
 TENANT_MAP_VARS: tuple[str, ...] = ("DID_TENANT_MAP", "ACCOUNTCODE_TENANT_MAP")
@@ -612,6 +614,15 @@ def _hostname() -> str:
 def _default_connector_id(hostname: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", hostname).strip("-._")[:128]
     return cleaned or "asterisk"
+
+
+CONTROL_TOKEN_MIN = 16
+
+
+def _control_token(r: _Reader, token: str) -> str:
+    if token and (len(token) < CONTROL_TOKEN_MIN or not token.isprintable() or " " in token):
+        r.bad("CONTROL_TOKEN", f"at least {CONTROL_TOKEN_MIN} printable characters, no spaces")
+    return token
 
 
 def load_settings(
@@ -1055,6 +1066,7 @@ def load_settings(
         database_enabled=database_enabled,
         run_as=(puid, pgid if pgid >= 0 else puid) if puid >= 0 else None,
         warnings=tuple(r.warnings),
+        control_token=_control_token(r, secrets["CONTROL_TOKEN"]),
     )
     if read is not None:
         read.update(r.names)

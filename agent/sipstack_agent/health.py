@@ -7,6 +7,10 @@
 - `/status`: JSON from the `status_provider` plus the version; the agent's
   provider (`Agent.status`) follows schemas/agent_status.v1.schema.json.
 - `/`: the status page for people (web/status.html), refreshed from /status.
+- `POST /control/<action>` (and `GET` for the ones that report progress): the
+  actions the app passes in (admin/control.py: resend, dead-letters/retry), each
+  behind `Authorization: Bearer <CONTROL_TOKEN>` (constant-time compare); no
+  token configured: 403 for every control request, a wrong or missing one: 401.
 
 The app passes the providers in, so this module imports no stage (sources,
 state, shipping): it only knows metrics and aiohttp.
@@ -15,9 +19,10 @@ state, shipping): it only knows metrics and aiohttp.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -33,6 +38,8 @@ log = logging.getLogger("sipstack_agent.health")
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 ReadyProvider = Callable[[], Awaitable[tuple[bool, list[str]]]]
 Check = Callable[[], Awaitable[list[str]]]
+ControlAction = Callable[[dict[str, object]], Awaitable[tuple[int, dict[str, object]]]]
+"""A control action: the request's JSON object -> (HTTP status, JSON answer)."""
 
 
 async def _always_ready() -> tuple[bool, list[str]]:
@@ -89,6 +96,8 @@ class HealthServer:
         *,
         version: str = __version__,
         provider_timeout: float = 5.0,
+        control: Mapping[str, ControlAction] | None = None,
+        control_token: str = "",
     ) -> None:
         self.metrics = metrics
         self.status_provider: StatusProvider = status_provider or _empty_status
@@ -103,6 +112,9 @@ class HealthServer:
         self.app.router.add_get("/readyz", self.handle_readyz)
         self.app.router.add_get("/status", self.handle_status)
         self.app.router.add_get("/", self.handle_index)
+        self.control: dict[str, ControlAction] = dict(control or {})
+        self._control_token = control_token.encode()
+        self.app.router.add_route("*", "/control/{action:.+}", self.handle_control)
 
     async def start(self, host: str = "0.0.0.0", port: int = 8000) -> str:  # noqa: S104
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -163,9 +175,58 @@ class HealthServer:
         """The status page: plain HTML whose script polls /status (web/status.html)."""
         return web.Response(text=page("status.html"), content_type="text/html")
 
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        """None when the request carries the control token; else the refusal."""
+        if not self._control_token:
+            return web.json_response(
+                {"error": "control endpoint disabled: set CONTROL_TOKEN or CONTROL_TOKEN_FILE"},
+                status=403,
+            )
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self._control_token
+        ):
+            return web.json_response(
+                {"error": "missing or wrong control token"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return None
+
+    async def handle_control(self, request: web.Request) -> web.Response:
+        refused = self._authorized(request)
+        if refused is not None:
+            return refused
+        name = request.match_info["action"]
+        key = f"{request.method} {name}"
+        action = self.control.get(key)
+        if action is None:
+            known = sorted(self.control)
+            status = 405 if any(k.endswith(f" {name}") for k in known) else 404
+            return web.json_response(
+                {"error": f"no control action {key}", "known": known}, status=status
+            )
+        body: dict[str, object] = {}
+        if request.can_read_body:
+            try:
+                got = await request.json()
+            except ValueError:
+                return web.json_response({"error": "the body is not JSON"}, status=400)
+            if not isinstance(got, dict):
+                return web.json_response({"error": "the body must be a JSON object"}, status=400)
+            body = got
+        body.update({k: v for k, v in request.query.items() if k not in body})
+        try:
+            status, answer = await action(body)
+        except Exception as exc:
+            log.exception("control action %s failed", key)
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=500)
+        return web.json_response(answer, status=status, dumps=_dumps)
+
 
 __all__: Sequence[str] = [
     "Check",
+    "ControlAction",
     "HealthServer",
     "ReadyProvider",
     "StatusProvider",

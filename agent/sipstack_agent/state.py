@@ -39,7 +39,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 
-from .calls.document import as_revision, revision_key
+from .calls.document import as_revision, resend_revision, revision_key
 from .model import SHIP_MERGED_FROM, SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
 
 __all__ = [
@@ -1282,6 +1282,51 @@ class StateStore:
             (kind, call_key, key, _dumps(payload), now, now),
         )
         conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
+        return str(key)
+
+    async def enqueue_resend(
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        positions: Mapping[str, Mapping[str, Any]],
+        *,
+        run: int,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """One short transaction: `docs` (complete documents read again by `resend`) into
+        the outbox, each as the call's next revision (calls.document.resend_revision) with
+        its own Idempotency-Key, the call's ship state moved to it; `positions` (the
+        resend cursor) saved with them. Returns the new keys."""
+        t = _ts(now) if now else _now_ts()
+
+        def body(conn: sqlite3.Connection) -> list[str]:
+            keys = [self._resend_one_sync(conn, dict(d), run, t) for d in docs]
+            self._set_positions_sync(conn, positions, t)
+            return keys
+
+        return await self._tx(body)
+
+    def _resend_one_sync(
+        self, conn: sqlite3.Connection, doc: dict[str, Any], run: int, now: float
+    ) -> str:
+        linkedid = str(doc["linkedid"])
+        link = conn.execute("SELECT call_key FROM links WHERE linkedid = ?", (linkedid,)).fetchone()
+        call_key = str(link[0]) if link else linkedid
+        row = conn.execute("SELECT ship FROM calls WHERE call_key = ?", (call_key,)).fetchone()
+        ship = _ship_from_json(row[0] if row else None)
+        revision = resend_revision(ship.revision if row else None, run)
+        payload = as_revision(doc, revision, _dt_req(now))
+        key = revision_key(self.connector_id, linkedid, revision)
+        if row is not None:  # an evaluation in flight is discarded (epoch) and done again
+            conn.execute(
+                "UPDATE calls SET ship = ?, epoch = epoch + 1, gen = gen + 1, dirty = 1 "
+                "WHERE call_key = ?",
+                (_ship_to_json(dataclasses.replace(ship, revision=revision)), call_key),
+            )
+        conn.execute(
+            "INSERT OR IGNORE INTO outbox (kind, call_key, idempotency_key, payload, "
+            "created_at, next_attempt_at) VALUES ('call', ?, ?, ?, ?, ?)",
+            (call_key, key, _dumps(payload), now, now),
+        )
         return str(key)
 
     async def drop_dead_letters(self, ids: Sequence[int] = (), *, reason: str | None = None) -> int:

@@ -13,6 +13,9 @@ from sipstack_agent.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 
 
+COMMAND = r"sipstack-agent ((?:status|dead-letters|support-bundle|resend)[^|<>#]*)"
+
+
 def commands(text: str) -> list[str]:
     """Command lines: every line of a ```sh block, the `$ ` lines of an output block."""
     out: list[str] = []
@@ -20,7 +23,7 @@ def commands(text: str) -> list[str]:
         for line in block.splitlines():
             if not lang and not line.startswith("$ "):
                 continue
-            m = re.search(r"sipstack-agent ((?:status|dead-letters|support-bundle)[^|<>#]*)", line)
+            m = re.search(COMMAND, line)
             if m:
                 out.append(m.group(1).strip())
     return out
@@ -31,8 +34,8 @@ DOCS = commands((ROOT / "docs" / "operations.md").read_text()) + commands(
 )
 
 
-def test_the_pages_show_all_three_commands() -> None:
-    assert {c.split()[0] for c in DOCS} == {"status", "dead-letters", "support-bundle"}
+def test_the_pages_show_all_four_commands() -> None:
+    assert {c.split()[0] for c in DOCS} == {"status", "dead-letters", "support-bundle", "resend"}
 
 
 @pytest.mark.parametrize("line", DOCS)

@@ -39,7 +39,8 @@ class Selection:
         return not (self.ids or self.reason is not None or self.every)
 
 
-def _path(state_dir: str) -> str:
+def state_path(state_dir: str) -> str:
+    """The state store file of STATE_DIR; StoreError when there is none."""
     path = os.path.join(state_dir, STATE_FILE)
     if not os.path.isfile(path):
         raise StoreError(f"{path}: no state store here (is STATE_DIR right?)")
@@ -47,13 +48,13 @@ def _path(state_dir: str) -> str:
 
 
 async def _open(state_dir: str, connector_id: str, *, write: bool) -> StateStore:
-    path = _path(state_dir)
+    path = state_path(state_dir)
     if write:
         return await StateStore.open(path, connector_id=connector_id)
     return await StateStore.open_readonly(path)
 
 
-def _describe(d: dict[str, object]) -> dict[str, object]:
+def describe(d: dict[str, object]) -> dict[str, object]:
     payload = d.get("payload")
     doc = payload if isinstance(payload, dict) else {}
     return {
@@ -86,7 +87,7 @@ async def _list(state_dir: str, reason: str | None) -> list[dict[str, object]]:
         rows = await store.dead_letters_where(reason=reason)
     finally:
         await store.close()
-    return [_describe(r) for r in rows]
+    return [describe(r) for r in rows]
 
 
 def run_list(state_dir: str, *, reason: str | None, as_json: bool, out: TextIO) -> int:
@@ -124,14 +125,39 @@ def run_show(state_dir: str, dead_id: int, *, out: TextIO) -> int:
     if d is None:
         print(f"no dead letter {dead_id} (see `sipstack-agent dead-letters list`)", file=out)
         return EXIT_NONE
-    print(json.dumps({**_describe(d), "document": d["payload"]}, indent=2, default=str), file=out)
+    print(json.dumps({**describe(d), "document": d["payload"]}, indent=2, default=str), file=out)
     return EXIT_OK
 
 
-async def _retry(state_dir: str, connector_id: str, sel: Selection) -> list[tuple[int, str | None]]:
+@dataclass(frozen=True)
+class RetryOutcome:
+    requeued: dict[int, str]  # dead letter id -> its new Idempotency-Key
+    dropped: tuple[int, ...]  # superseded: the call has a later revision
+    missing: tuple[int, ...]  # asked for by id, not there
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "requeued": [{"id": i, "idempotency_key": k} for i, k in self.requeued.items()],
+            "dropped": list(self.dropped),
+            "missing": list(self.missing),
+        }
+
+
+async def retry_in(store: StateStore, sel: Selection) -> RetryOutcome:
+    """Requeue the selected dead letters (the CLI and POST /control/dead-letters/retry)."""
+    done = await store.requeue_dead_letters(sel.ids, reason=sel.reason)
+    missing = tuple(sorted(set(sel.ids) - {i for i, _ in done}))
+    return RetryOutcome(
+        requeued={i: key for i, key in done if key is not None},
+        dropped=tuple(i for i, key in done if key is None),
+        missing=missing,
+    )
+
+
+async def _retry(state_dir: str, connector_id: str, sel: Selection) -> RetryOutcome:
     store = await _open(state_dir, connector_id, write=True)
     try:
-        return await store.requeue_dead_letters(sel.ids, reason=sel.reason)
+        return await retry_in(store, sel)
     finally:
         await store.close()
 
@@ -140,18 +166,18 @@ def run_retry(state_dir: str, connector_id: str, sel: Selection, *, out: TextIO)
     if sel.empty:
         print("dead-letters retry: give dead letter IDs, --reason R or --all", file=out)
         return EXIT_USAGE
-    done = asyncio.run(_retry(state_dir, connector_id, sel))
-    for dead_id, key in done:
-        if key is None:
-            print(f"dropped dead letter {dead_id}: its call has a later revision", file=out)
-        else:
-            print(f"requeued dead letter {dead_id} as Idempotency-Key {key}", file=out)
-    missing = sorted(set(sel.ids) - {i for i, _ in done})
-    for i in missing:
+    got = asyncio.run(_retry(state_dir, connector_id, sel))
+    for dead_id in got.dropped:
+        print(f"dropped dead letter {dead_id}: its call has a later revision", file=out)
+    for dead_id, key in got.requeued.items():
+        print(f"requeued dead letter {dead_id} as Idempotency-Key {key}", file=out)
+    for i in got.missing:
         print(f"no dead letter {i}", file=out)
-    queued = sum(1 for _, key in done if key is not None)
-    print(f"{queued} document(s) back in the outbox; the running agent ships them", file=out)
-    return EXIT_OK if done and not missing else EXIT_NONE
+    print(
+        f"{len(got.requeued)} document(s) back in the outbox; the running agent ships them",
+        file=out,
+    )
+    return EXIT_OK if (got.requeued or got.dropped) and not got.missing else EXIT_NONE
 
 
 async def _drop(state_dir: str, sel: Selection) -> int:

@@ -232,6 +232,18 @@ def revision_key(connector_id: str, linkedid: str, revision: int) -> str:
     return f"{connector_id}:{linkedid}:{revision}"
 
 
+RESEND_STRIDE = 1000  # revisions per resend run for a call the state store no longer holds
+
+
+def resend_revision(known: int | None, run: int) -> int:
+    """The revision a resend (run `run`, 1-based) gives a call: the next one after the
+    last the store knows; a call pruned from the store (`known` None) gets
+    `run * RESEND_STRIDE + 1`, above any revision the live agent sends."""
+    if known is not None and known > 0:
+        return known + 1
+    return run * RESEND_STRIDE + 1
+
+
 def idempotency_key(identity: Identity, doc: dict[str, Any]) -> str:
     return revision_key(
         identity.connector_id or identity.hostname, doc["linkedid"], doc["revision"]

@@ -64,8 +64,10 @@ __all__ = [
     "SqlSource",
     "TableInfo",
     "connect",
+    "db_param",
     "discover",
     "inspect",
+    "row_builder",
 ]
 
 log = logging.getLogger(__name__)
@@ -510,6 +512,28 @@ def _cdr_builder(
     return build
 
 
+def db_param(t: datetime, info: TableInfo, tz: tzinfo, dialect: str) -> Any:
+    """A UTC instant as a parameter compared with the table's time column (`tz`: the PBX zone)."""
+    if info.time_is_epoch:
+        return t.timestamp()
+    if info.time_is_aware:
+        aware = t.astimezone(UTC)
+        return aware if dialect == "postgresql" else aware.replace(tzinfo=None)
+    local = t.astimezone(tz).replace(tzinfo=None)
+    if dialect == "sqlite":
+        return local.isoformat(sep=" ")
+    return local
+
+
+def row_builder(
+    info: TableInfo, tz: tzinfo, source: Callable[[], str]
+) -> Callable[[tuple[Any, ...]], CelRow | CdrRow | None]:
+    """The row builder of a discovered table (CEL or CDR), `tz` the zone of its times."""
+    if info.kind == "cel":
+        return _cel_builder(info, tz, source)
+    return _cdr_builder(info, tz, source)
+
+
 # --------------------------------------------------------------------------- the poller
 
 
@@ -735,18 +759,7 @@ class SqlSource:
 
     def _db_time(self, t: datetime, info: TableInfo) -> Any:
         """A UTC instant as a parameter compared with the table's time column."""
-        if info.time_is_epoch:
-            return t.timestamp()
-        if info.time_is_aware:
-            return (
-                t.astimezone(UTC)
-                if self.dialect.name == "postgresql"
-                else t.astimezone(UTC).replace(tzinfo=None)
-            )
-        local = t.astimezone(self.tz).replace(tzinfo=None)
-        if self.dialect.name == "sqlite":
-            return local.isoformat(sep=" ")
-        return local
+        return db_param(t, info, self.tz, self.dialect.name)
 
     # ------------------------------------------------------------ running
 
