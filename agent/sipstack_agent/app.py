@@ -28,9 +28,10 @@ from typing import Any, Literal
 
 from .admin.summary import assess
 from .calls import evaluate
-from .config import CDR_ONLY_WARNING, Settings, redact_key
+from .config import CDR_ONLY_WARNING, Settings
 from .metrics import Metrics
 from .model import ShipState
+from .rules.redact import redact_key
 from .sources.timezone import ClockCheck, ZoneResolver, start_time
 from .state import StateStore
 from .statedir import STATE_FILE, ensure_writable

@@ -33,9 +33,9 @@ from .config import (
     Settings,
     api_key_format,
     load_settings,
-    redact_key,
 )
 from .logs import setup_logging
+from .rules.redact import redact_key
 from .statedir import StateDirError, drop_privileges, run_as_warning
 from .statedir import problem as state_dir_problem
 

@@ -22,10 +22,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .envfile import RawEnv, parse_env_file
 from .oldvars import alias_conflict, same_value, unused_warning
+from .rules import api_urls
+from .rules.api_urls import REGION_HOSTS
+from .rules.redact import redact_key
 from .zones import AUTO, configured, tzinfo_of
 
 
@@ -37,12 +40,6 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-REGION_HOSTS: dict[str, str] = {
-    "ca1": "api-ca1.sipstack.com",
-    "us1": "api-us1.sipstack.com",
-    "us2": "api-us2.sipstack.com",
-    "dev": "api-dev.sipstack.com",
-}
 
 
 @dataclass(frozen=True)
@@ -65,8 +62,8 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    url: str = "https://api-us1.sipstack.com/v1/mqs/connectors/asterisk/calls"
-    recording_url: str = "https://api-us1.sipstack.com/v1/mqs/recording"
+    url: str = api_urls.DEFAULT_CALLS_URL
+    recording_url: str = api_urls.DEFAULT_RECORDING_URL
     api_key: str = field(default="", repr=False)
     region: str = "us1"
     timeout: float = 30.0
@@ -263,16 +260,6 @@ _CEL_COLUMN_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 T = TypeVar("T")
-
-
-def redact_key(key: str) -> str:
-    """`sk_…last4` (never the whole key)."""
-    if not key:
-        return "(empty)"
-    if len(key) <= 8:
-        return "…"
-    prefix = "sk_" if key.startswith("sk_") else ""
-    return f"{prefix}…{key[-4:]}"
 
 
 def api_key_format(key: str) -> str:
@@ -519,9 +506,9 @@ def _refuse_plain_http(r: _Reader, name: str, value: str, allow: bool) -> bool:
 
 
 def _api_urls(r: _Reader, region: str, allow_http: bool = False) -> tuple[str, str]:
-    host = REGION_HOSTS.get(region, REGION_HOSTS["us1"])
-    calls_url = f"https://{host}/v1/mqs/connectors/asterisk/calls"
-    recording_url = f"https://{host}/v1/mqs/recording"
+    region = region if region in REGION_HOSTS else api_urls.DEFAULT_REGION  # bad() already said
+    calls_url = api_urls.region_urls(region)[0]
+    recording_url = ""
     got = r.raw("API_ENDPOINT", "API_URL")
     if got is not None:
         name, value = got
@@ -541,18 +528,7 @@ def _api_urls(r: _Reader, region: str, allow_http: bool = False) -> tuple[str, s
         elif _refuse_plain_http(r, name, value, allow_http):
             pass
         else:
-            url = value
-            if "/v1/mqs/connectors/asterisk" in parts.path and not parts.path.rstrip("/").endswith(
-                "/calls"
-            ):
-                path = parts.path.rstrip("/") + "/calls"
-                url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-            calls_url = url
-            idx = parts.path.find("/v1/mqs/")
-            prefix = parts.path[:idx] if idx >= 0 else ""
-            recording_url = urlunsplit(
-                (parts.scheme, parts.netloc, prefix + "/v1/mqs/recording", "", "")
-            )
+            calls_url = api_urls.with_calls_path(value)
     got = r.raw("RECORDING_API_URL")
     if got is not None:
         name, value = got
@@ -561,7 +537,7 @@ def _api_urls(r: _Reader, region: str, allow_http: bool = False) -> tuple[str, s
             r.bad(name, f"must be an http:// or https:// URL with a host, got {r.show(value)}")
         elif not _refuse_plain_http(r, name, value, allow_http):
             recording_url = value
-    return calls_url, recording_url
+    return calls_url, api_urls.recording_url(calls_url, recording_url, region)
 
 
 def _pairs(r: _Reader, name: str) -> tuple[tuple[str, str], ...]:
