@@ -28,6 +28,7 @@ from .envfile import RawEnv, parse_env_file
 from .oldvars import alias_conflict, same_value, unused_warning
 from .rules import api_urls
 from .rules.api_urls import REGION_HOSTS
+from .rules.mixmonitor import MONITOR_DIR
 from .rules.redact import redact_key
 from .zones import AUTO, configured, tzinfo_of
 
@@ -111,6 +112,8 @@ class CallSettings:
     cdr_wait: float = 0.0
     direction: DirectionSettings = field(default_factory=DirectionSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    # Where relative MixMonitor / recordingfile names live: RECORDING_PATHS[0] (rules.mixmonitor)
+    monitor_dir: str = MONITOR_DIR
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ class AmiSettings:
 
 @dataclass(frozen=True)
 class RecordingSettings:
-    paths: tuple[str, ...] = ("/var/spool/asterisk/monitor",)
+    paths: tuple[str, ...] = (MONITOR_DIR,)
     extensions: tuple[str, ...] = ("wav", "mp3", "gsm", "ogg", "WAV")
     stability_check_count: int = 3
     stability_check_interval: float = 2.0
@@ -959,6 +962,8 @@ def load_settings(
         fs_index_window=r.float_("RECORDING_INDEX_WINDOW", default=2 * 86400.0, hi=365 * 86400),
         known_call_window=r.float_("RECORDING_KNOWN_CALL_WINDOW", default=3600.0, hi=30 * 86400),
     )
+    if rec_paths:  # documents name relative MixMonitor files where the uploader finds them
+        calls = replace(calls, monitor_dir=rec_paths[0])
 
     # -- reading, state, logging, monitoring -------------------------------------
     start_raw = r.str_("START_FROM", default="latest")

@@ -210,7 +210,8 @@ def assemble(
     )
 
     recs = _derive.merge_recordings(
-        recordings, _derive.recordings_from_rows(scels, scdrs, settings.timezone)
+        recordings,
+        _derive.recordings_from_rows(scels, scdrs, settings.timezone, settings.monitor_dir),
     )
     return Call(
         call_key=key,
