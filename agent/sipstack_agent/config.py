@@ -41,8 +41,6 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-
-
 @dataclass(frozen=True)
 class DatabaseSettings:
     type: str = "sqlite"  # postgresql | mysql | sqlite
