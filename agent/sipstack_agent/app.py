@@ -31,6 +31,7 @@ from .calls import evaluate
 from .config import CDR_ONLY_WARNING, Settings
 from .metrics import Metrics
 from .model import ShipState
+from .rules import backoff
 from .rules.redact import redact_key
 from .sources.timezone import ClockCheck, ZoneResolver, start_time
 from .state import StateStore
@@ -232,7 +233,7 @@ class Agent:
     async def _supervise(
         self, st: StageState, factory: Callable[[], Awaitable[None]], stop: asyncio.Event
     ) -> None:
-        backoff = 1.0
+        restarts = 0  # since the stage last ran a minute
         while not stop.is_set():
             started = time.monotonic()
             st.running = True
@@ -246,16 +247,16 @@ class Agent:
                 raise
             except Exception as e:
                 st.last_error = f"{type(e).__name__}: {e}"[:500]
-                log.exception("stage %s failed; restarting in %.0f s", st.name, backoff)
+                wait = backoff.ceiling(1.0, 60.0, restarts)
+                log.exception("stage %s failed; restarting in %.0f s", st.name, wait)
             finally:
                 st.running = False
             st.last_error_at = self.clock()
             st.restarts += 1
-            if time.monotonic() - started > 60:
-                backoff = 1.0
+            restarts = 0 if time.monotonic() - started > 60 else restarts
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            backoff = min(backoff * 2, 60.0)
+                await asyncio.wait_for(stop.wait(), timeout=backoff.ceiling(1.0, 60.0, restarts))
+            restarts += 1
 
     # ------------------------------------------------------------------ stages
 
