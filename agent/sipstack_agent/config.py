@@ -24,7 +24,9 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from . import __version__
 from .envfile import RawEnv, parse_env_file
+from .model import CEL_COLUMNS, CEL_REQUIRED_COLUMNS
 from .oldvars import alias_conflict, same_value, unused_warning
 from .rules import api_urls
 from .rules.api_urls import REGION_HOSTS
@@ -122,7 +124,7 @@ class Identity:
     tenant: str = ""
     hostname: str = ""
     connector_id: str = ""  # stable id of this agent (defaults to hostname)
-    version: str = "0.14.0"
+    version: str = __version__
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,6 @@ environment string to 128 KiB, so the operator mounts them as files)."""
 FILE_VARS: tuple[str, ...] = SECRET_VARS + TENANT_MAP_VARS
 """Every variable with a `<NAME>_FILE` variant (one of the two may be set)."""
 
-VERSION = "0.14.0"
 
 DB_TYPE_ALIASES: dict[str, str] = {
     "postgresql": "postgresql",
@@ -253,12 +254,6 @@ _CONNECTOR_ID_RE = re.compile(
 )  # no ":" (Idempotency-Key separator)
 _MAX_SECRET_FILE = 64 * 1024
 MAX_TENANT_MAP_FILE = 1024 * 1024  # a ConfigMap holds at most 1 MiB
-# The cel table's columns (same as model.CEL_COLUMNS; config stays free of package imports).
-_CEL_COLUMN_NAMES: tuple[str, ...] = (
-    "eventtype", "eventtime", "cid_name", "cid_num", "cid_ani", "cid_rdnis", "cid_dnid",
-    "exten", "context", "channame", "appname", "appdata", "amaflags", "accountcode",
-    "uniqueid", "linkedid", "peer", "userdeftype", "extra",
-)  # fmt: skip
 
 T = TypeVar("T")
 
@@ -870,13 +865,13 @@ def load_settings(
         tenant=tenant,
         hostname=hostname,
         connector_id=connector_id or _default_connector_id(hostname),
-        version=VERSION,
+        version=__version__,
     )
 
     # -- CEL feeds --------------------------------------------------------------
     csv_cols = tuple(c.lower() for c in r.list_("CEL_CSV_COLUMNS"))
     if csv_cols:
-        known = set(_CEL_COLUMN_NAMES) | {"id", "-", "_"}
+        known = set(CEL_COLUMNS) | {"id", "-", "_"}
         unknown = [c for c in csv_cols if c not in known]
         if unknown:
             # The CSV reader skips columns it does not know; say so, it may be a typo.
@@ -884,7 +879,7 @@ def load_settings(
                 f"CEL_CSV_COLUMNS: {', '.join(map(r.show, unknown[:5]))} not cel column(s); "
                 "those CSV fields are ignored"
             )
-        missing = [c for c in ("eventtype", "eventtime", "uniqueid") if c not in csv_cols]
+        missing = [c for c in CEL_REQUIRED_COLUMNS if c not in csv_cols]
         if missing:
             r.bad("CEL_CSV_COLUMNS", f"must include {', '.join(missing)}")
     csv = CsvSettings(

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from ..config import CsvSettings
 from ..metrics import Metrics
-from ..model import CEL_COLUMNS, CelRow
+from ..model import CEL_COLUMNS, CEL_REQUIRED_COLUMNS, CelRow
 from ..rules import backoff
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice, tzinfo_of
@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 DEFAULT_COLUMNS: tuple[str, ...] = CEL_COLUMNS
 
 _CEL_FIELDS = frozenset(CEL_COLUMNS)
-_REQUIRED = ("eventtype", "eventtime", "uniqueid")
+_REQUIRED = CEL_REQUIRED_COLUMNS
 # CelRow's positional field order after eventtime (eventtype, eventtime, uniqueid, linkedid, ...).
 _ROW_ORDER: tuple[str, ...] = (
     "eventtype",
