@@ -339,11 +339,8 @@ class Agent:
         if not s.recordings.paths and not s.database.table_recordings:
             log.info("recordings: off (RECORDING_PATHS=none and no DB_TABLE_RECORDINGS)")
             return None
-        try:
-            from .recordings import RecordingManager
-        except ImportError:  # pragma: no cover - recordings package not there yet
-            log.warning("recordings module unavailable; recording detection disabled")
-            return None
+        from .recordings import RecordingManager
+
         return RecordingManager(
             s.recordings,
             store,
@@ -472,11 +469,8 @@ class Agent:
         s = self.settings
         if not s.monitoring_port:
             return
-        try:
-            from .health import HealthServer
-        except ImportError:  # pragma: no cover
-            log.warning("health module unavailable; no /metrics endpoint")
-            return
+        from .health import HealthServer
+
         try:
             health = HealthServer(
                 self.metrics, status_provider=self.status, ready_provider=self.ready

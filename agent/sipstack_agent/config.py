@@ -142,7 +142,7 @@ class AmiSettings:
     password: str = field(default="", repr=False)
     tls: bool = False
     ping_interval: float = 20.0
-    # Added for sources/cel_ami.py (additive). cel_manager raises CEL with EVENT_FLAG_CALL,
+    # cel_manager raises CEL with EVENT_FLAG_CALL,
     # so the login event mask must include "call" (manager.conf read=call).
     events: str = "call"
     tls_verify: bool = True  # AMI_TLS_VERIFY
@@ -195,7 +195,7 @@ class Settings:
     monitoring_port: int = 8000
     monitoring_host: str = "0.0.0.0"  # noqa: S104 - metrics must be scrapeable
     shutdown_grace: float = 10.0
-    # Added by load_settings (additive): a database-less install (CEL from CSV/AMI only).
+    # False: a database-less install (CEL from CSV/AMI only).
     database_enabled: bool = True
     run_as: tuple[int, int] | None = None  # PUID/PGID: (uid, gid) when started as root
     # Non-fatal findings of load_settings (malformed-looking API key, ...), logged at start.
