@@ -18,7 +18,7 @@ import math
 import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -307,17 +307,6 @@ class _Reader:
         return repr(v)
 
     # -- typed --------------------------------------------------------------
-    def _typed(self, names: tuple[str, ...], default: T, conv: Callable[[str], T], what: str) -> T:
-        got = self.raw(*names)
-        if got is None:
-            return default
-        name, value = got
-        try:
-            return conv(value)
-        except (ValueError, OverflowError, TypeError):
-            self.bad(name, f"{what} expected, got {self.show(value)}")
-            return default
-
     def int_(self, *names: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
         got = self.raw(*names)
         if got is None:

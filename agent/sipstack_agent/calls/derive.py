@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sipstack_agent.calls import numbers
-from sipstack_agent.calls.direction import LOCAL, classify_channel, party_label
+from sipstack_agent.calls.direction import classify_channel, party_label
 from sipstack_agent.calls.types import Channel, Derived, QueueInfo, Transfer
 from sipstack_agent.config import DirectionSettings
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile
@@ -643,7 +643,3 @@ def derive(
         origin=origin,
         destination=dest,
     )
-
-
-def local_channels(channels: Sequence[Channel]) -> list[Channel]:
-    return [c for c in channels if c.kind == LOCAL]
