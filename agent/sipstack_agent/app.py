@@ -28,9 +28,11 @@ from typing import Any, Literal
 
 from .admin.summary import assess
 from .calls import evaluate
-from .config import CDR_ONLY_WARNING, Settings, redact_key
+from .config import CDR_ONLY_WARNING, Settings
 from .metrics import Metrics
 from .model import ShipState
+from .rules import backoff
+from .rules.redact import redact_key
 from .sources.timezone import ClockCheck, ZoneResolver, start_time
 from .state import StateStore
 from .statedir import STATE_FILE, ensure_writable
@@ -232,7 +234,7 @@ class Agent:
     async def _supervise(
         self, st: StageState, factory: Callable[[], Awaitable[None]], stop: asyncio.Event
     ) -> None:
-        backoff = 1.0
+        restarts = 0  # since the stage last ran a minute
         while not stop.is_set():
             started = time.monotonic()
             st.running = True
@@ -246,16 +248,16 @@ class Agent:
                 raise
             except Exception as e:
                 st.last_error = f"{type(e).__name__}: {e}"[:500]
-                log.exception("stage %s failed; restarting in %.0f s", st.name, backoff)
+                wait = backoff.ceiling(1.0, 60.0, restarts)
+                log.exception("stage %s failed; restarting in %.0f s", st.name, wait)
             finally:
                 st.running = False
             st.last_error_at = self.clock()
             st.restarts += 1
-            if time.monotonic() - started > 60:
-                backoff = 1.0
+            restarts = 0 if time.monotonic() - started > 60 else restarts
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            backoff = min(backoff * 2, 60.0)
+                await asyncio.wait_for(stop.wait(), timeout=backoff.ceiling(1.0, 60.0, restarts))
+            restarts += 1
 
     # ------------------------------------------------------------------ stages
 
@@ -338,11 +340,8 @@ class Agent:
         if not s.recordings.paths and not s.database.table_recordings:
             log.info("recordings: off (RECORDING_PATHS=none and no DB_TABLE_RECORDINGS)")
             return None
-        try:
-            from .recordings import RecordingManager
-        except ImportError:  # pragma: no cover - recordings package not there yet
-            log.warning("recordings module unavailable; recording detection disabled")
-            return None
+        from .recordings import RecordingManager
+
         return RecordingManager(
             s.recordings,
             store,
@@ -471,11 +470,8 @@ class Agent:
         s = self.settings
         if not s.monitoring_port:
             return
-        try:
-            from .health import HealthServer
-        except ImportError:  # pragma: no cover
-            log.warning("health module unavailable; no /metrics endpoint")
-            return
+        from .health import HealthServer
+
         try:
             from .admin.control import Control
 

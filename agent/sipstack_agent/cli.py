@@ -33,9 +33,9 @@ from .config import (
     Settings,
     api_key_format,
     load_settings,
-    redact_key,
 )
 from .logs import setup_logging
+from .rules.redact import redact_key
 from .statedir import StateDirError, drop_privileges, run_as_warning
 from .statedir import problem as state_dir_problem
 
@@ -266,10 +266,8 @@ async def check_api(settings: Settings, timeout: float = 10.0) -> list[CheckLine
 
 async def check_database(settings: Settings) -> list[CheckLine]:
     """Reachable, tables/columns, read-only, indexes, LINKEDID_END (sources.sql.inspect)."""
-    try:
-        from .sources.sql import inspect as sql_inspect
-    except ImportError as e:  # pragma: no cover - the SQL source is part of the package
-        return [CheckLine("database", "FAIL", f"SQL source unavailable ({e})", "")]
+    from .sources.sql import inspect as sql_inspect
+
     try:
         report = await sql_inspect(
             settings.database,

@@ -18,14 +18,20 @@ import math
 import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from . import __version__
 from .envfile import RawEnv, parse_env_file
+from .model import CEL_COLUMNS, CEL_REQUIRED_COLUMNS
 from .oldvars import alias_conflict, same_value, unused_warning
+from .rules import api_urls
+from .rules.api_urls import REGION_HOSTS
+from .rules.mixmonitor import MONITOR_DIR
+from .rules.redact import redact_key
 from .zones import AUTO, configured, tzinfo_of
 
 
@@ -35,14 +41,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("; ".join(problems))
         self.problems = problems
-
-
-REGION_HOSTS: dict[str, str] = {
-    "ca1": "api-ca1.sipstack.com",
-    "us1": "api-us1.sipstack.com",
-    "us2": "api-us2.sipstack.com",
-    "dev": "api-dev.sipstack.com",
-}
 
 
 @dataclass(frozen=True)
@@ -65,8 +63,8 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    url: str = "https://api-us1.sipstack.com/v1/mqs/connectors/asterisk/calls"
-    recording_url: str = "https://api-us1.sipstack.com/v1/mqs/recording"
+    url: str = api_urls.DEFAULT_CALLS_URL
+    recording_url: str = api_urls.DEFAULT_RECORDING_URL
     api_key: str = field(default="", repr=False)
     region: str = "us1"
     timeout: float = 30.0
@@ -114,6 +112,8 @@ class CallSettings:
     cdr_wait: float = 0.0
     direction: DirectionSettings = field(default_factory=DirectionSettings)
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    # Where relative MixMonitor / recordingfile names live: RECORDING_PATHS[0] (rules.mixmonitor)
+    monitor_dir: str = MONITOR_DIR
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Identity:
     tenant: str = ""
     hostname: str = ""
     connector_id: str = ""  # stable id of this agent (defaults to hostname)
-    version: str = "0.14.0"
+    version: str = __version__
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class AmiSettings:
     password: str = field(default="", repr=False)
     tls: bool = False
     ping_interval: float = 20.0
-    # Added for sources/cel_ami.py (additive). cel_manager raises CEL with EVENT_FLAG_CALL,
+    # cel_manager raises CEL with EVENT_FLAG_CALL,
     # so the login event mask must include "call" (manager.conf read=call).
     events: str = "call"
     tls_verify: bool = True  # AMI_TLS_VERIFY
@@ -154,7 +154,7 @@ class AmiSettings:
 
 @dataclass(frozen=True)
 class RecordingSettings:
-    paths: tuple[str, ...] = ("/var/spool/asterisk/monitor",)
+    paths: tuple[str, ...] = (MONITOR_DIR,)
     extensions: tuple[str, ...] = ("wav", "mp3", "gsm", "ogg", "WAV")
     stability_check_count: int = 3
     stability_check_interval: float = 2.0
@@ -195,7 +195,7 @@ class Settings:
     monitoring_port: int = 8000
     monitoring_host: str = "0.0.0.0"  # noqa: S104 - metrics must be scrapeable
     shutdown_grace: float = 10.0
-    # Added by load_settings (additive): a database-less install (CEL from CSV/AMI only).
+    # False: a database-less install (CEL from CSV/AMI only).
     database_enabled: bool = True
     run_as: tuple[int, int] | None = None  # PUID/PGID: (uid, gid) when started as root
     # Non-fatal findings of load_settings (malformed-looking API key, ...), logged at start.
@@ -218,7 +218,6 @@ environment string to 128 KiB, so the operator mounts them as files)."""
 FILE_VARS: tuple[str, ...] = SECRET_VARS + TENANT_MAP_VARS
 """Every variable with a `<NAME>_FILE` variant (one of the two may be set)."""
 
-VERSION = "0.14.0"
 
 DB_TYPE_ALIASES: dict[str, str] = {
     "postgresql": "postgresql",
@@ -257,24 +256,8 @@ _CONNECTOR_ID_RE = re.compile(
 )  # no ":" (Idempotency-Key separator)
 _MAX_SECRET_FILE = 64 * 1024
 MAX_TENANT_MAP_FILE = 1024 * 1024  # a ConfigMap holds at most 1 MiB
-# The cel table's columns (same as model.CEL_COLUMNS; config stays free of package imports).
-_CEL_COLUMN_NAMES: tuple[str, ...] = (
-    "eventtype", "eventtime", "cid_name", "cid_num", "cid_ani", "cid_rdnis", "cid_dnid",
-    "exten", "context", "channame", "appname", "appdata", "amaflags", "accountcode",
-    "uniqueid", "linkedid", "peer", "userdeftype", "extra",
-)  # fmt: skip
 
 T = TypeVar("T")
-
-
-def redact_key(key: str) -> str:
-    """`sk_…last4` (never the whole key)."""
-    if not key:
-        return "(empty)"
-    if len(key) <= 8:
-        return "…"
-    prefix = "sk_" if key.startswith("sk_") else ""
-    return f"{prefix}…{key[-4:]}"
 
 
 def api_key_format(key: str) -> str:
@@ -326,17 +309,6 @@ class _Reader:
         return repr(v)
 
     # -- typed --------------------------------------------------------------
-    def _typed(self, names: tuple[str, ...], default: T, conv: Callable[[str], T], what: str) -> T:
-        got = self.raw(*names)
-        if got is None:
-            return default
-        name, value = got
-        try:
-            return conv(value)
-        except (ValueError, OverflowError, TypeError):
-            self.bad(name, f"{what} expected, got {self.show(value)}")
-            return default
-
     def int_(self, *names: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
         got = self.raw(*names)
         if got is None:
@@ -521,9 +493,9 @@ def _refuse_plain_http(r: _Reader, name: str, value: str, allow: bool) -> bool:
 
 
 def _api_urls(r: _Reader, region: str, allow_http: bool = False) -> tuple[str, str]:
-    host = REGION_HOSTS.get(region, REGION_HOSTS["us1"])
-    calls_url = f"https://{host}/v1/mqs/connectors/asterisk/calls"
-    recording_url = f"https://{host}/v1/mqs/recording"
+    region = region if region in REGION_HOSTS else api_urls.DEFAULT_REGION  # bad() already said
+    calls_url = api_urls.region_urls(region)[0]
+    recording_url = ""
     got = r.raw("API_ENDPOINT", "API_URL")
     if got is not None:
         name, value = got
@@ -543,18 +515,7 @@ def _api_urls(r: _Reader, region: str, allow_http: bool = False) -> tuple[str, s
         elif _refuse_plain_http(r, name, value, allow_http):
             pass
         else:
-            url = value
-            if "/v1/mqs/connectors/asterisk" in parts.path and not parts.path.rstrip("/").endswith(
-                "/calls"
-            ):
-                path = parts.path.rstrip("/") + "/calls"
-                url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-            calls_url = url
-            idx = parts.path.find("/v1/mqs/")
-            prefix = parts.path[:idx] if idx >= 0 else ""
-            recording_url = urlunsplit(
-                (parts.scheme, parts.netloc, prefix + "/v1/mqs/recording", "", "")
-            )
+            calls_url = api_urls.with_calls_path(value)
     got = r.raw("RECORDING_API_URL")
     if got is not None:
         name, value = got
@@ -563,7 +524,7 @@ def _api_urls(r: _Reader, region: str, allow_http: bool = False) -> tuple[str, s
             r.bad(name, f"must be an http:// or https:// URL with a host, got {r.show(value)}")
         elif not _refuse_plain_http(r, name, value, allow_http):
             recording_url = value
-    return calls_url, recording_url
+    return calls_url, api_urls.recording_url(calls_url, recording_url, region)
 
 
 def _pairs(r: _Reader, name: str) -> tuple[tuple[str, str], ...]:
@@ -904,13 +865,13 @@ def load_settings(
         tenant=tenant,
         hostname=hostname,
         connector_id=connector_id or _default_connector_id(hostname),
-        version=VERSION,
+        version=__version__,
     )
 
     # -- CEL feeds --------------------------------------------------------------
     csv_cols = tuple(c.lower() for c in r.list_("CEL_CSV_COLUMNS"))
     if csv_cols:
-        known = set(_CEL_COLUMN_NAMES) | {"id", "-", "_"}
+        known = set(CEL_COLUMNS) | {"id", "-", "_"}
         unknown = [c for c in csv_cols if c not in known]
         if unknown:
             # The CSV reader skips columns it does not know; say so, it may be a typo.
@@ -918,7 +879,7 @@ def load_settings(
                 f"CEL_CSV_COLUMNS: {', '.join(map(r.show, unknown[:5]))} not cel column(s); "
                 "those CSV fields are ignored"
             )
-        missing = [c for c in ("eventtype", "eventtime", "uniqueid") if c not in csv_cols]
+        missing = [c for c in CEL_REQUIRED_COLUMNS if c not in csv_cols]
         if missing:
             r.bad("CEL_CSV_COLUMNS", f"must include {', '.join(missing)}")
     csv = CsvSettings(
@@ -994,6 +955,8 @@ def load_settings(
         fs_index_window=r.float_("RECORDING_INDEX_WINDOW", default=2 * 86400.0, hi=365 * 86400),
         known_call_window=r.float_("RECORDING_KNOWN_CALL_WINDOW", default=3600.0, hi=30 * 86400),
     )
+    if rec_paths:  # documents name relative MixMonitor files where the uploader finds them
+        calls = replace(calls, monitor_dir=rec_paths[0])
 
     # -- reading, state, logging, monitoring -------------------------------------
     start_raw = r.str_("START_FROM", default="latest")

@@ -375,11 +375,3 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def count_rows(pbx: str) -> tuple[int, int]:
-    with closing(sqlite3.connect(pbx)) as c:
-        return (
-            c.execute("SELECT count(*) FROM cel").fetchone()[0],
-            c.execute("SELECT count(*) FROM cdr").fetchone()[0],
-        )

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from .rules.redact import redact_text
+
 _PHONE_RE = re.compile(r"(?<![\w.])\+?\d{7,15}(?![\w.])")
-_KEY_RE = re.compile(r"\bsk_[A-Za-z0-9_\-]{8,}")
 _URL_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^/\s:@]*):[^/\s@]*@")
 
 # Attributes every LogRecord has; anything else was passed with `extra=`.
@@ -35,7 +36,7 @@ def mask_numbers(text: str) -> str:
 
 
 def redact_keys(text: str) -> str:
-    return _KEY_RE.sub(lambda m: "sk_…" + m.group(0)[-4:], text)
+    return redact_text(text)
 
 
 def redact_url_credentials(text: str) -> str:

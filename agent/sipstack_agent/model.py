@@ -35,6 +35,8 @@ CEL_COLUMNS: tuple[str, ...] = (
     "userdeftype",
     "extra",
 )
+# A CEL row cannot be read without these (CEL_CSV_COLUMNS must name them).
+CEL_REQUIRED_COLUMNS: tuple[str, ...] = ("eventtype", "eventtime", "uniqueid")
 
 CDR_COLUMNS: tuple[str, ...] = (
     "calldate",

@@ -41,6 +41,7 @@ import aiosqlite
 
 from .calls.document import as_revision, resend_revision, revision_key
 from .model import SHIP_MERGED_FROM, SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
+from .rules.ids import group_pairs, linkedid_sort_key
 
 __all__ = [
     "AGE_BUCKETS",
@@ -54,7 +55,6 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "age_bucket",
-    "call_key_order",
 ]
 
 SCHEMA_VERSION = 2
@@ -178,7 +178,7 @@ class CallRecord:
 
     `cels` / `cdrs` / `recordings` are in arrival order (the core sorts).
     `linkedids` are all linkedids merged into the call (sorted by
-    `call_key_order`; the first one is `call_key`).
+    `rules.ids.linkedid_sort_key`; the first one is `call_key`).
     """
 
     call_key: str
@@ -242,14 +242,6 @@ class EvaluationLike(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def call_key_order(linkedid: str) -> tuple[int, int, int, str]:
-    """Sort key of linkedids: "epoch.seq" compared numerically, others after."""
-    head, _, tail = linkedid.partition(".")
-    if head.isdigit() and (tail == "" or tail.isdigit()):
-        return (0, int(head), int(tail or 0), linkedid)
-    return (1, 0, 0, linkedid)
 
 
 def _ts(dt: datetime) -> float:
@@ -393,24 +385,6 @@ def _select_in(
         q = sql.format(**{"in": ",".join("?" * len(chunk))})
         out.extend(conn.execute(q, (*chunk, *extra)).fetchall())
     return out
-
-
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        p = self.parent.setdefault(x, x)
-        if p != x:
-            root = self.find(p)
-            self.parent[x] = root
-            return root
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
 
 
 def _private_files(path: str) -> None:
@@ -708,7 +682,7 @@ class StateStore:
             )
         )
         existing_keys = set(link_key.values())
-        uf = _UnionFind()
+        key_uid: list[tuple[str, str]] = []  # (call key, uniqueid): the core groups them
         new_links: list[str] = []
         new_chans: dict[str, str] = {}
         for lid, uid in sorted(pairs):
@@ -716,7 +690,7 @@ class StateStore:
             if kl is None:
                 kl = link_key[lid] = lid
                 new_links.append(lid)
-            uf.find(kl)
+            key_uid.append((kl, uid))
             if not uid:
                 continue
             ul = chan_lid.get(uid)
@@ -726,15 +700,12 @@ class StateStore:
                 chan_lid[uid] = lid
                 new_chans[uid] = lid
             else:
-                uf.union(kl, ku)
+                key_uid.append((ku, uid))
 
-        groups: dict[str, set[str]] = {}
-        for k in list(uf.parent):
-            groups.setdefault(uf.find(k), set()).add(k)
         survivor_of: dict[str, str] = {}
         merges = 0
-        for keys in groups.values():
-            survivor = min(keys, key=call_key_order)
+        for keys in group_pairs(key_uid):
+            survivor = min(keys, key=linkedid_sort_key)
             for k in keys:
                 survivor_of[k] = survivor
             old = sorted(k for k in keys if k in existing_keys)
@@ -927,7 +898,7 @@ class StateStore:
                         "SELECT linkedid FROM links WHERE call_key = ?", (ck,)
                     )
                 ),
-                key=call_key_order,
+                key=linkedid_sort_key,
             )
             cels = [
                 _cel_from_json(d)

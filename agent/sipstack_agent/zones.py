@@ -80,10 +80,6 @@ def tzinfo_of(name: str) -> tzinfo:
         raise ValueError(f"unknown IANA time zone {name!r}") from e
 
 
-def is_fixed_offset(name: str) -> bool:
-    return parse_offset(name) is not None
-
-
 def offset_at(name: str, at: datetime) -> int:
     """Seconds east of UTC of zone `name` at the instant `at`."""
     off = at.astimezone(tzinfo_of(name)).utcoffset()

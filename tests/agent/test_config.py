@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sipstack_agent.config import (
-    REGION_HOSTS,
     ConfigError,
     Settings,
     load_settings,
     parse_env_file,
-    redact_key,
 )
+from sipstack_agent.rules.api_urls import REGION_HOSTS
+from sipstack_agent.rules.redact import redact_key
 
 KEY = "sk_" + "A1b2C3d4" * 4  # sk_ + 32 characters
 BASE = {"API_KEY": KEY, "DB_TYPE": "postgresql", "DB_NAME": "asterisk"}

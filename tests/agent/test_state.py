@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile, ShipState
-from sipstack_agent.state import SCHEMA_VERSION, StateStore, StoreError, call_key_order
+from sipstack_agent.rules.ids import linkedid_sort_key
+from sipstack_agent.state import SCHEMA_VERSION, StateStore, StoreError
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, tzinfo=UTC)
 
@@ -155,15 +156,19 @@ async def test_failed_ingest_rolls_back_rows_and_position(store: StateStore) -> 
 # ----------------------------------------------------------------------------- grouping
 
 
-def test_call_key_order_is_numeric() -> None:
-    assert sorted(
-        ["1795495160.10", "1795495160.9", "1795495159.100", "abc"], key=call_key_order
-    ) == [
-        "1795495159.100",
-        "1795495160.9",
-        "1795495160.10",
-        "abc",
-    ]
+async def test_odd_digit_linkedids_merge_without_raising(store: StateStore) -> None:
+    # "²" and Arabic-Indic digits pass str.isdigit() but are no Asterisk ids:
+    # the merge inside ingest orders them after the numeric key (rules.ids)
+    await store.ingest([cel("CHAN_START", "9.1", "²", row_id=1)], [])
+    await store.ingest([cel("CHAN_START", "9.2", "١٢٣", row_id=2)], [])
+    res = await store.ingest(
+        [cel("BRIDGE_ENTER", "9.1", "9.5", row_id=3), cel("BRIDGE_ENTER", "9.2", "9.5", row_id=4)],
+        [],
+    )
+    assert res.merges == 2
+    assert await store.due_calls(T0, 10) == ["9.5"]
+    rec = await store.load_call("²")
+    assert rec is not None and rec.linkedids == ["9.5", "²", "١٢٣"]
 
 
 async def test_linkedids_sharing_a_uniqueid_merge_transitively(store: StateStore) -> None:
@@ -492,7 +497,7 @@ def _expected_groups(pairs: list[tuple[str, str]]) -> dict[str, frozenset[str]]:
     groups: dict[str, set[str]] = {}
     for x in list(parent):
         groups.setdefault(find(x), set()).add(x)
-    return {min(g, key=call_key_order): frozenset(g) for g in groups.values()}
+    return {min(g, key=linkedid_sort_key): frozenset(g) for g in groups.values()}
 
 
 @settings(max_examples=40, deadline=None)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sipstack_operator import cli as operator_cli
 
 from .chartlib import CHART, CI_DIR, NAMESPACE, RBAC_FILE, Helm, by_kind, release_objects
 
@@ -75,11 +76,10 @@ def test_operator_rules_are_namespaced_resources(operator_rbac: list[dict[str, A
 
 
 def test_operator_args_are_accepted_by_its_cli(helm: Helm):
-    cli = pytest.importorskip("sipstack_operator.cli")
     for values in ("single-pbx-values.yaml", "fleet-50-values.yaml"):
         (deployment,) = by_kind(helm.render([CI_DIR / values]), "Deployment")
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        parsed = cli.build_parser().parse_args(args)
+        parsed = operator_cli.build_parser().parse_args(args)
         assert parsed.command == "run"
         assert parsed.liveness == "http://0.0.0.0:8080/healthz"
         assert parsed.all_namespaces or parsed.namespace == ["pbx-fleet"]

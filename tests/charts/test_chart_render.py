@@ -8,6 +8,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+from sipstack_operator import cli as operator_cli
 
 from .chartlib import (
     CHART,
@@ -232,10 +233,9 @@ def test_connector_only_release(helm: Helm, write_values):
 @pytest.mark.parametrize("values", CI_VALUES)
 def test_the_operator_accepts_every_rendered_connector(helm: Helm, values: str):
     """Chart output -> `sipstack-operator render`: no SpecError, valid children."""
-    cli = pytest.importorskip("sipstack_operator.cli")
     objects = render_ci(helm, values, True)
     connectors = by_kind(objects, "AsteriskConnector")
-    children = cli.render_documents(connectors, by_kind(objects, "Secret"))
+    children = operator_cli.render_documents(connectors, by_kind(objects, "Secret"))
     deployments = by_kind(children, "Deployment")
     assert len(deployments) == len(connectors)
     sample = children if len(connectors) <= 2 else children[:8]

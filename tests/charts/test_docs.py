@@ -11,6 +11,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from sipstack_operator import cli as operator_cli
 
 from .chartlib import CHART, ROOT, Helm, by_kind
 
@@ -48,8 +49,7 @@ def test_kubectl_path_deployment_is_valid():
     for version in ("1.28", "1.30"):
         kubernetes_validate.validate(deployment, version, strict=True)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    cli = pytest.importorskip("sipstack_operator.cli")
-    parsed = cli.build_parser().parse_args(container["args"])
+    parsed = operator_cli.build_parser().parse_args(container["args"])
     assert parsed.command == "run"
     chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert container["image"].startswith(chart_values["operator"]["image"]["repository"] + ":")

@@ -22,7 +22,8 @@ from typing import Any
 import jsonschema
 import pytest
 from operator_testlib import EXAMPLES, load_docs, strip_for_draft4
-from sipstack_agent.config import REGION_HOSTS, Settings, load_settings, unknown_variables
+from sipstack_agent.config import Settings, load_settings, unknown_variables
+from sipstack_agent.rules.api_urls import REGION_HOSTS
 from sipstack_operator.cli import render_documents, secret_values
 from test_operator_render import MINIMAL, VARIANTS
 

@@ -48,60 +48,16 @@ from sipstack_agent.calls import tenants as _tenants
 from sipstack_agent.calls.types import Call, Channel
 from sipstack_agent.config import CallSettings
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile
-
-
-def linkedid_sort_key(value: str) -> tuple[int, int, int, str]:
-    """Numeric order for Asterisk ids ("1795495160.10" > "1795495160.9"); others after."""
-    head, dot, tail = value.partition(".")
-    if head.isascii() and head.isdigit() and (not dot or (tail.isascii() and tail.isdigit())):
-        return (0, int(head), int(tail) if tail else 0, value)
-    return (1, 0, 0, value)
-
-
-def smallest_linkedid(linkedids: Iterable[str]) -> str:
-    """The key of a merged call."""
-    return min(linkedids, key=linkedid_sort_key, default="")
+from sipstack_agent.rules.ids import group_pairs, linkedid_sort_key, smallest_linkedid
 
 
 def group_linkedids(rows: Iterable[CelRow | CdrRow]) -> list[frozenset[str]]:
-    """Linkedid groups, merged when they share a uniqueid (transitively).
+    """Linkedid groups of rows, merged when they share a uniqueid (transitively).
 
     Rows with neither linkedid nor uniqueid are ignored. Groups are returned
     ordered by their smallest linkedid.
     """
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    def union(a: str, b: str) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[rb] = ra
-
-    for row in rows:
-        lid = row.call_linkedid
-        if not lid:
-            continue
-        lnode = "L" + lid
-        parent.setdefault(lnode, lnode)
-        if row.uniqueid:
-            unode = "U" + row.uniqueid
-            parent.setdefault(unode, unode)
-            union(lnode, unode)
-    groups: dict[str, set[str]] = {}
-    for node in parent:
-        if node.startswith("L"):
-            groups.setdefault(find(node), set()).add(node[1:])
-    return sorted(
-        (frozenset(g) for g in groups.values()),
-        key=lambda g: linkedid_sort_key(smallest_linkedid(g)),
-    )
+    return group_pairs((r.call_linkedid, r.uniqueid) for r in rows if r.call_linkedid)
 
 
 def in_gaps(
@@ -254,7 +210,8 @@ def assemble(
     )
 
     recs = _derive.merge_recordings(
-        recordings, _derive.recordings_from_rows(scels, scdrs, settings.timezone)
+        recordings,
+        _derive.recordings_from_rows(scels, scdrs, settings.timezone, settings.monitor_dir),
     )
     return Call(
         call_key=key,

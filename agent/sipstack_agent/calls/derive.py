@@ -14,12 +14,12 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sipstack_agent.calls import numbers
-from sipstack_agent.calls.direction import LOCAL, classify_channel, party_label
+from sipstack_agent.calls.direction import classify_channel, party_label
 from sipstack_agent.calls.types import Channel, Derived, QueueInfo, Transfer
 from sipstack_agent.config import DirectionSettings
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile
+from sipstack_agent.rules.mixmonitor import MONITOR_DIR, appdata_path
 
-MONITOR_DIR = "/var/spool/asterisk/monitor"
 END_EVENTS = frozenset({"CHAN_END", "HANGUP"})
 
 # Disposition precedence when no leg answered (ANSWERED always wins).
@@ -309,12 +309,11 @@ def destination_channel(channels: Sequence[Channel], origin: Channel | None) -> 
 
 
 def recording_from_appdata(
-    appdata: str, started_at: datetime | None, uniqueid: str
+    appdata: str, started_at: datetime | None, uniqueid: str, monitor_dir: str = MONITOR_DIR
 ) -> RecordingFile | None:
-    token = (appdata or "").split(",", 1)[0].strip()
-    if not token:
+    path = appdata_path(appdata, monitor_dir)
+    if not path:
         return None
-    path = token if token.startswith("/") else os.path.join(MONITOR_DIR, token)
     return RecordingFile(
         filename=os.path.basename(path),
         file_path=path,
@@ -324,7 +323,9 @@ def recording_from_appdata(
     )
 
 
-def freepbx_recording_path(name: str, calldate: datetime, timezone: str = "UTC") -> str:
+def freepbx_recording_path(
+    name: str, calldate: datetime, timezone: str = "UTC", monitor_dir: str = MONITOR_DIR
+) -> str:
     """Where FreePBX writes `cdr.recordingfile`: monitor/YYYY/MM/DD/ of the PBX-local date
     (a full path is kept). The recordings stage replaces it with the file it really finds."""
     if name.startswith("/"):
@@ -333,23 +334,26 @@ def freepbx_recording_path(name: str, calldate: datetime, timezone: str = "UTC")
         local = utc(calldate).astimezone(ZoneInfo(timezone))
     except (ZoneInfoNotFoundError, ValueError):
         local = utc(calldate)
-    return os.path.join(MONITOR_DIR, local.strftime("%Y/%m/%d"), name)
+    return os.path.join(monitor_dir, local.strftime("%Y/%m/%d"), name)
 
 
 def recordings_from_rows(
-    cels: Sequence[CelRow], cdrs: Sequence[CdrRow], timezone: str = "UTC"
+    cels: Sequence[CelRow],
+    cdrs: Sequence[CdrRow],
+    timezone: str = "UTC",
+    monitor_dir: str = MONITOR_DIR,
 ) -> list[RecordingFile]:
     """MixMonitor APP_START rows and the FreePBX `recordingfile` CDR column."""
     out: list[RecordingFile] = []
     for row in cels:
         if row.eventtype.strip().upper() == "APP_START" and row.appname.lower() == "mixmonitor":
-            rec = recording_from_appdata(row.appdata, utc(row.eventtime), row.uniqueid)
+            rec = recording_from_appdata(row.appdata, utc(row.eventtime), row.uniqueid, monitor_dir)
             if rec is not None:
                 out.append(rec)
     for cdr in cdrs:
         name = cdr_extra(cdr, "recordingfile").strip()
         if name:
-            path = freepbx_recording_path(name, cdr.calldate, timezone)
+            path = freepbx_recording_path(name, cdr.calldate, timezone, monitor_dir)
             out.append(
                 RecordingFile(
                     filename=os.path.basename(path),
@@ -639,7 +643,3 @@ def derive(
         origin=origin,
         destination=dest,
     )
-
-
-def local_channels(channels: Sequence[Channel]) -> list[Channel]:
-    return [c for c in channels if c.kind == LOCAL]

@@ -116,7 +116,3 @@ class Call:
     wait_mark: datetime | None = None  # held until the sources' low watermark reaches it
     supersedes: tuple[tuple[str, int], ...] = ()  # (linkedid, revision) shipped before a merge
     awaiting_cdr: bool = False  # CEL says it ended; waiting (CallSettings.cdr_wait) for CDR rows
-
-    @property
-    def row_count(self) -> int:
-        return len(self.cels) + len(self.cdrs)

@@ -40,12 +40,11 @@ from aiohttp import BodyPartReader, web
 
 from sipstack_agent.receiver.db import ReceiverDB
 from sipstack_agent.receiver.schema import make_validator
+from sipstack_agent.rules.api_urls import CALLS_PATH, RECORDING_PATH
 from sipstack_agent.web import page
 
 log = logging.getLogger("sipstack_agent.receiver")
 
-CALLS_PATH = "/v1/mqs/connectors/asterisk/calls"
-RECORDING_PATH = "/v1/mqs/recording"
 REQUIRED_RECORDING_FIELDS = ("recording_id", "linkedid", "file_name", "file_size")
 MAX_FIELD_BYTES = 64 * 1024
 AUDIO_CHUNK = 256 * 1024

@@ -3,6 +3,6 @@ wait for stability, store on the call, upload (docs/recordings.md)."""
 
 from sipstack_agent.recordings.manager import RecordingManager
 from sipstack_agent.recordings.paths import mixmonitor_candidates
-from sipstack_agent.recordings.upload import RecordingUploader, recording_url
+from sipstack_agent.recordings.upload import RecordingUploader
 
-__all__ = ["RecordingManager", "RecordingUploader", "mixmonitor_candidates", "recording_url"]
+__all__ = ["RecordingManager", "RecordingUploader", "mixmonitor_candidates"]

@@ -576,8 +576,3 @@ class FsIndex:
         self._unindex(d, info)
         for sub in info.subdirs:
             self._forget_tree(sub)
-
-
-async def scan_in_thread(index: FsIndex) -> int:
-    """Run one `FsIndex.scan()` off the event loop."""
-    return await asyncio.to_thread(index.scan)

@@ -268,9 +268,6 @@ class RecordingManager:
                 d for root in self.paths for d in freepbx_day_dirs(root, local_dates(kc.started_at))
             )
 
-    def forget_call(self, call_key: str) -> None:
-        self.calls.pop(call_key, None)
-
     # ------------------------------------------------------------------ loop
 
     async def run(self, stop: asyncio.Event) -> None:

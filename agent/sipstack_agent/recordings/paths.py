@@ -1,7 +1,7 @@
 """Recording path rules: where a recording may live and which call a name belongs to.
 
 Everything here is synchronous and small. The string functions
-(`appdata_file`, `mixmonitor_candidates`, `ids_in_name`, `name_matches_id`,
+(`mixmonitor_candidates`, `ids_in_name`, `name_matches_id`,
 `content_type_for`) touch no file system; `resolve_under_roots` and
 `first_existing` call `os.path.realpath` / `os.stat` and nothing else.
 
@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from sipstack_agent.rules.mixmonitor import appdata_file, appdata_path
 from sipstack_agent.zones import tzinfo_of
 
 CONTENT_TYPES: dict[str, str] = {
@@ -40,11 +41,6 @@ REFUSED_NOT_FILE = "not_a_file"  # a directory, device, fifo ...
 # so 1795495160.1 never matches 1795495160.10 or 11795495160.1.
 _ID_TOKEN = re.compile(r"(?<![0-9.])([0-9]{6,}\.[0-9]+)(?![0-9]|\.[0-9])")
 _ID_TAIL = re.compile(r"([0-9]{6,}\.[0-9]+)$")
-
-
-def appdata_file(appdata: str) -> str:
-    """The file token of a MixMonitor appdata: `file[,options[,command]]` -> `file`."""
-    return appdata.split(",", 1)[0].strip().strip('"').strip()
 
 
 def has_known_extension(name: str, extensions: Sequence[str]) -> bool:
@@ -73,15 +69,9 @@ def mixmonitor_candidates(
     Pure: the paths are not checked (use `first_existing`). An empty appdata,
     or a relative one with no RECORDING_PATHS, gives [].
     """
-    token = appdata_file(appdata)
-    if not token:
+    base = appdata_path(appdata, recording_paths[0] if recording_paths else "")
+    if not base:
         return []
-    if posixpath.isabs(token):
-        base = token
-    else:
-        if not recording_paths:
-            return []
-        base = posixpath.join(recording_paths[0], token)
     if has_known_extension(base, extensions):
         return [base]
     out = [f"{base}.{ext}" for ext in extensions if ext]

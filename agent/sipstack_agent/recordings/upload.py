@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from sipstack_agent.config import ApiSettings, Identity, RecordingSettings
 from sipstack_agent.metrics import Metrics
@@ -41,13 +40,11 @@ from sipstack_agent.recordings.paths import (
     real_roots,
     resolve_under_roots,
 )
+from sipstack_agent.rules.redact import redact_text
 from sipstack_agent.shipping.client import (
-    REGION_HOSTS,
     Transport,
     TransportError,
     build_headers,
-    recording_url_for,
-    redact_text,
 )
 from sipstack_agent.shipping.outbox import Outcome, classify
 from sipstack_agent.shipping.retry import RetryPolicy, decide
@@ -55,7 +52,6 @@ from sipstack_agent.shipping.retry import RetryPolicy, decide
 log = logging.getLogger("sipstack_agent.recordings")
 
 KIND = "recording"
-_SIPSTACK_SUFFIX = ".sipstack.com"
 
 
 class UploadStore(Protocol):
@@ -72,32 +68,6 @@ class UploadStore(Protocol):
     ) -> Any: ...
 
     async def add_recordings(self, linkedid: str, recordings: Sequence[RecordingFile]) -> Any: ...
-
-
-def recording_url(api: ApiSettings) -> str:
-    """The recording endpoint for these API settings.
-
-    - an explicit recording URL outside *.sipstack.com (RECORDING_API_URL: a
-      proxy, the local receiver): as given;
-    - a calls URL outside *.sipstack.com (API_URL override): the recording
-      path on that host;
-    - a sipstack calls URL: the same regional host (`api-ca1` for ca1); the
-      built-in default calls URL defers to REGION. A sipstack recording URL of
-      another host (the old connector sent ca1 recordings to api-dev) is never used.
-    """
-    default_url = ApiSettings.url
-    calls_host = (urlsplit(api.url).hostname or "").lower()
-    rec_host = (urlsplit(api.recording_url).hostname or "").lower()
-    if api.recording_url and rec_host and not rec_host.endswith(_SIPSTACK_SUFFIX):
-        return api.recording_url
-    if calls_host and not calls_host.endswith(_SIPSTACK_SUFFIX):
-        return recording_url_for(api.url)
-    if calls_host and api.url != default_url:
-        return recording_url_for(api.url)
-    host = REGION_HOSTS.get((api.region or "").strip().lower())
-    if host is None:
-        raise ValueError(f"REGION: unknown region {api.region!r}")
-    return f"https://{host}/v1/mqs/recording"
 
 
 def upload_payload(
@@ -196,7 +166,7 @@ class RecordingUploader:
         self.api = api
         self.identity = identity
         self.metrics = metrics
-        self.url = recording_url(api)
+        self.url = api.recording_url  # computed once by config (rules.api_urls)
         self.roots = real_roots(settings.paths)
         self.concurrency = max(1, int(settings.upload_concurrency))
         self.idle_interval = idle_interval

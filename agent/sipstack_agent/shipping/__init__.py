@@ -11,11 +11,6 @@ from sipstack_agent.shipping.client import (
     audio_content_type,
     build_headers,
     idempotency_key,
-    normalize_api_url,
-    recording_url_for,
-    redact_key,
-    redact_text,
-    region_urls,
 )
 from sipstack_agent.shipping.outbox import (
     OutboxStore,
@@ -40,10 +35,5 @@ __all__ = [
     "classify",
     "decide",
     "idempotency_key",
-    "normalize_api_url",
     "parse_retry_after",
-    "recording_url_for",
-    "redact_key",
-    "redact_text",
-    "region_urls",
 ]

@@ -13,8 +13,8 @@ decodes itself so a compressed bomb is cut at the same size); the rest is
 left unread and the connection closed. Classification (success / retry / dead
 letter) is the caller's job (see `shipping/outbox.py`).
 
-Also here: region -> URL helpers, API-key redaction and the request headers
-of the ingest contract (../shared/spec/ingest-api.md).
+Also here: the request headers of the ingest contract
+(../shared/spec/ingest-api.md). URLs and key redaction live in `rules/`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
-import re
 import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.helpers import ProxyInfo, proxies_from_env
@@ -37,18 +36,7 @@ from aiohttp.helpers import ProxyInfo, proxies_from_env
 from sipstack_agent import __version__
 from sipstack_agent.calls.document import revision_key
 
-CALLS_PATH = "/v1/mqs/connectors/asterisk/calls"
-RECORDING_PATH = "/v1/mqs/recording"
-CONNECTOR_PATH_MARKER = "/v1/mqs/connectors/asterisk"
 USER_AGENT_PRODUCT = "sipstack-connector-asterisk"
-
-# Kept in step with config.REGION_HOSTS (duplicated so shipping needs only stdlib + aiohttp).
-REGION_HOSTS: dict[str, str] = {
-    "ca1": "api-ca1.sipstack.com",
-    "us1": "api-us1.sipstack.com",
-    "us2": "api-us2.sipstack.com",
-    "dev": "api-dev.sipstack.com",
-}
 
 AUDIO_CONTENT_TYPES: dict[str, str] = {
     ".wav": "audio/wav",
@@ -128,63 +116,6 @@ class Transport(Protocol):
 
 # ---------------------------------------------------------------------------
 # Helpers: URLs, keys, headers
-
-
-def region_urls(region: str) -> tuple[str, str]:
-    """(calls URL, recording URL) of a REGION; ValueError for an unknown one."""
-    key = (region or "").strip().lower()
-    host = REGION_HOSTS.get(key)
-    if host is None:
-        raise ValueError(f"unknown REGION {region!r}; expected one of {', '.join(REGION_HOSTS)}")
-    return f"https://{host}{CALLS_PATH}", f"https://{host}{RECORDING_PATH}"
-
-
-def normalize_api_url(url: str) -> str:
-    """Validate an API_URL/API_ENDPOINT override and append `/calls` where the contract says.
-
-    Raises ValueError for a URL without http(s) scheme or host.
-    """
-    raw = url.strip()
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"API URL must start with http:// or https://, got {parts.scheme!r}")
-    if not parts.hostname:
-        raise ValueError("API URL has no host")
-    path = parts.path
-    if CONNECTOR_PATH_MARKER in path and not path.rstrip("/").endswith("/calls"):
-        path = path.rstrip("/") + "/calls"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-def recording_url_for(calls_url: str) -> str:
-    """The recording endpoint on the same host as a calls URL (`/v1/mqs/recording`).
-
-    Any path prefix before `/v1/mqs/` is kept (proxies); a URL without
-    `/v1/mqs/` gets the contract path on its host.
-    """
-    parts = urlsplit(calls_url)
-    idx = parts.path.find("/v1/mqs/")
-    prefix = parts.path[:idx] if idx >= 0 else ""
-    return urlunsplit((parts.scheme, parts.netloc, prefix + RECORDING_PATH, "", ""))
-
-
-_KEY_RE = re.compile(r"sk_[A-Za-z0-9_\-]+")
-
-
-def redact_key(key: str | None) -> str:
-    """`sk_…last4`; never the key itself. Empty/short keys give a fixed marker."""
-    if not key:
-        return "<none>"
-    if len(key) <= 8:
-        return "sk_…" if key.startswith("sk_") else "…"
-    return f"{key[:3]}…{key[-4:]}"
-
-
-def redact_text(text: str, key: str | None = None) -> str:
-    """Remove the API key (and anything that looks like an sk_ key) from a text."""
-    if key:
-        text = text.replace(key, redact_key(key))
-    return _KEY_RE.sub(lambda m: redact_key(m.group(0)), text)
 
 
 def user_agent(version: str | None = None) -> str:

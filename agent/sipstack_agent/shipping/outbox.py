@@ -49,12 +49,12 @@ from typing import Any, Protocol
 
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.rules.redact import redact_text
 from sipstack_agent.shipping.client import (
     Response,
     Transport,
     TransportError,
     build_headers,
-    redact_text,
 )
 from sipstack_agent.shipping.retry import RetryPolicy, decide
 

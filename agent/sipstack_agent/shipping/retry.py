@@ -26,8 +26,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from sipstack_agent.config import ApiSettings
-
-MAX_BACKOFF_EXPONENT = 40
+from sipstack_agent.rules import backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +41,7 @@ class RetryPolicy:
 
     def ceiling(self, attempt: int) -> float:
         """initial * 2**attempt, capped (attempt 0 = first retry)."""
-        exp = min(max(attempt, 0), MAX_BACKOFF_EXPONENT)
-        return min(self.cap, self.initial * float(2**exp))
+        return backoff.ceiling(self.initial, self.cap, attempt)
 
     @property
     def horizon_attempts(self) -> int:

@@ -51,6 +51,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from ..config import AmiSettings
 from ..metrics import Metrics
 from ..model import CelRow
+from ..rules.backoff import reconnect_delay
 from ..watermarks import Watermarks
 from .cel_csv import TimeParser
 from .timezone import ClockCheck
@@ -661,7 +662,7 @@ class CelAmiSource:
         except Exception as exc:  # the store is needed; report and keep trying below
             log.error("cannot read the AMI position: %s", exc)
         writer = asyncio.create_task(self._writer(stop), name="ami-cel-writer")
-        backoff = max(s.backoff_initial, 0.01)
+        attempt = 0  # reconnects since the last login
         try:
             while not stop.is_set():
                 logged_in = False
@@ -698,10 +699,9 @@ class CelAmiSource:
                         )
                 if stop.is_set():
                     break
-                if logged_in:
-                    backoff = max(s.backoff_initial, 0.01)
-                delay = min(backoff, s.backoff_cap) * random.uniform(0.5, 1.0)
-                backoff = min(backoff * 2, max(s.backoff_cap, 0.01))
+                attempt = 0 if logged_in else attempt + 1
+                initial = max(s.backoff_initial, 0.01)
+                delay = reconnect_delay(initial, s.backoff_cap, attempt, random.random())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:

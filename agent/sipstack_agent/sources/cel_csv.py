@@ -44,7 +44,8 @@ from typing import Any, Protocol
 
 from ..config import CsvSettings
 from ..metrics import Metrics
-from ..model import CEL_COLUMNS, CelRow
+from ..model import CEL_COLUMNS, CEL_REQUIRED_COLUMNS, CelRow
+from ..rules import backoff
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice, tzinfo_of
 from .timezone import ClockCheck
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 DEFAULT_COLUMNS: tuple[str, ...] = CEL_COLUMNS
 
 _CEL_FIELDS = frozenset(CEL_COLUMNS)
-_REQUIRED = ("eventtype", "eventtime", "uniqueid")
+_REQUIRED = CEL_REQUIRED_COLUMNS
 # CelRow's positional field order after eventtime (eventtype, eventtime, uniqueid, linkedid, ...).
 _ROW_ORDER: tuple[str, ...] = (
     "eventtype",
@@ -763,7 +764,7 @@ class CelCsvSource:
                     self._status(0)
                     log.error("cel_custom reader failed (%s); retrying", self.last_error)
                     log.debug("cel_custom reader failure", exc_info=True)
-                    delay = min(interval * (2 ** min(failures, 6)), 60.0)
+                    delay = backoff.ceiling(interval, min(60.0, interval * 64), failures)
                 if not failures:
                     await self._pacer.sleep(stop, delay)
                     continue

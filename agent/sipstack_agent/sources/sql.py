@@ -49,6 +49,7 @@ from ..calls.derive import cdr_end
 from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
+from ..rules.backoff import reconnect_delay
 from ..state import StateStore
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice
@@ -776,8 +777,7 @@ class SqlSource:
                 self._on_error(e)
                 await self._drop_connection()
                 self.info = None  # rediscover columns after reconnecting
-                delay = min(BACKOFF_CAP, BACKOFF_INITIAL * 2 ** min(failures - 1, 16))
-                delay *= 0.5 + random.random() / 2
+                delay = reconnect_delay(BACKOFF_INITIAL, BACKOFF_CAP, failures - 1, random.random())
                 await _wait(stop, delay)
                 continue
             failures = 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sipstack_agent.calls import Evaluation, evaluate, group_linkedids
-from sipstack_agent.config import CallSettings, DirectionSettings, TenantSettings
+from sipstack_agent.config import CallSettings, DirectionSettings, TenantSettings, load_settings
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile, ShipState
+from sipstack_agent.recordings.paths import mixmonitor_candidates
 
 from .helpers import IDENTITY, SETTINGS, T0, Seq, sorted_by_time, validate
 
@@ -595,3 +598,38 @@ def test_freepbx_cdr_recordingfile_and_did_tenant() -> None:
     )
     by_code = replace(settings, tenants=TenantSettings(accountcode_map=(("ac9", "globex"),)))
     assert run([], s.cdrs, at=100, key=key, settings=by_code).documents[0]["tenant"] == "globex"
+
+
+@pytest.mark.parametrize(
+    "appdata",
+    [
+        '"q-1700000000.1.wav",b',  # quoted relative name: quotes are dialplan syntax
+        "q-1700000000.1.wav,b",
+        '"/srv/rec/q-1700000000.1.wav"',
+    ],
+)
+def test_document_names_the_file_the_uploader_looks_for(appdata: str) -> None:
+    loaded = load_settings(
+        {"API_KEY": "sk_" + "k" * 32, "DB_TYPE": "postgresql", "DB_NAME": "a",
+         "RECORDING_PATHS": "/srv/rec,/other"}
+    )  # fmt: skip
+    settings = replace(SETTINGS, monitor_dir=loaded.calls.monitor_dir)  # as config computed
+    s = Seq()
+    simple_inbound(s)
+    lid = "1700000000.1"
+    s.cel(3.5, "APP_START", "SIP/c-1", lid, lid, appname="MixMonitor", appdata=appdata)
+    uploaded = mixmonitor_candidates(
+        appdata, loaded.recordings.paths, loaded.recordings.extensions
+    )[0]
+    assert uploaded == "/srv/rec/q-1700000000.1.wav"
+    (named,) = run(s.rows, at=30, key=lid, settings=settings).documents[0]["recording_files"]
+    assert named["file_path"] == uploaded
+    found = RecordingFile(
+        filename=os.path.basename(uploaded),
+        file_path=uploaded,
+        source="cel_mixmonitor",
+        file_size=48044,
+        uploaded=True,
+    )
+    doc = run(s.rows, at=30, key=lid, settings=settings, recordings=[found]).documents[0]
+    assert doc["recording_files"] == [found.as_document()]  # one file, not two names for it

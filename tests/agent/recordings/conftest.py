@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sipstack_agent.config import ApiSettings, load_settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CdrRow, CelRow
 from sipstack_agent.state import StateStore
@@ -16,6 +17,12 @@ from sipstack_agent.state import StateStore
 FIXTURES = Path("/work/shared/fixtures/asterisk20-sample")
 REAL_WAV = FIXTURES / "recordings" / "in-4155551000-4085551234-20261124-043920-1795495160.0.wav"
 CALL_A = "1795495160.0"
+
+
+def api_settings(key: str, **env: str) -> ApiSettings:
+    """The API settings config computes (URLs included) for these variables."""
+    base = {"API_KEY": key, "DB_TYPE": "postgresql", "DB_NAME": "asterisk"}
+    return load_settings({**base, **env}).api
 
 
 def _ts(text: str) -> datetime:

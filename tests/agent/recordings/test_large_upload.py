@@ -66,7 +66,7 @@ async def test_200mb_sparse_recording_uploads_with_bounded_rss(
             store,
             transport,
             RecordingSettings(paths=(str(root),), upload=True, delete_after_upload=True),
-            ApiSettings(url=receiver.calls_url, api_key=KEY),
+            ApiSettings(url=receiver.calls_url, recording_url=receiver.recording_url, api_key=KEY),
             Identity(connector_id="pbx"),
             metrics,
         )

@@ -19,6 +19,7 @@ from .conftest import (
     CALL_A,
     REAL_WAV,
     FakeClock,
+    api_settings,
     copy_real_wav,
     fixture_cdrs,
     fixture_cels,
@@ -250,7 +251,7 @@ async def test_recordings_already_stored_are_not_detected_again(
 async def test_upload_enabled_queues_a_durable_item(
     tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
 ) -> None:
-    from sipstack_agent.config import ApiSettings, Identity
+    from sipstack_agent.config import Identity
 
     root = tmp_path / "monitor"
     wav = copy_real_wav(root)
@@ -268,7 +269,7 @@ async def test_upload_enabled_queues_a_durable_item(
         metrics,
         clock=clock,
         identity=Identity(connector_id="pbx-a", version="0.14.0"),
-        api=ApiSettings(region="ca1", api_key="sk_" + "a" * 32),
+        api=api_settings("sk_" + "a" * 32, REGION="ca1"),
         transport=NoTransport(),
     )
     assert mgr.uploader is not None
@@ -341,7 +342,7 @@ async def test_run_loop_end_to_end_with_the_receiver(tmp_path: Path, store: Stat
     import asyncio
     import time
 
-    from sipstack_agent.config import ApiSettings, Identity
+    from sipstack_agent.config import Identity
     from sipstack_agent.receiver.server import Receiver
     from sipstack_agent.shipping.client import AiohttpTransport
 
@@ -362,7 +363,7 @@ async def test_run_loop_end_to_end_with_the_receiver(tmp_path: Path, store: Stat
         store,
         metrics,
         identity=Identity(connector_id="e2e"),
-        api=ApiSettings(url=receiver.calls_url, api_key=key),
+        api=api_settings(key, API_URL=receiver.calls_url),
         transport=transport,
         clock=time.time,
     )

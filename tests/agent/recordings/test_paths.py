@@ -12,7 +12,6 @@ from sipstack_agent.recordings.paths import (
     REFUSED_OUTSIDE,
     REFUSED_SYMLINK,
     REFUSED_TRAVERSAL,
-    appdata_file,
     content_type_for,
     first_existing,
     has_known_extension,
@@ -24,6 +23,7 @@ from sipstack_agent.recordings.paths import (
     recordingfile_candidates,
     resolve_under_roots,
 )
+from sipstack_agent.rules.mixmonitor import appdata_file
 
 from .conftest import fixture_cels
 

@@ -22,13 +22,22 @@ from sipstack_agent.recordings.manager import RecordingManager
 from sipstack_agent.recordings.upload import (
     KIND,
     RecordingUploader,
-    recording_url,
     upload_payload,
 )
+from sipstack_agent.rules.api_urls import recording_url_for
 from sipstack_agent.shipping.client import AiohttpTransport, Response
 from sipstack_agent.state import StateStore
 
-from .conftest import CALL_A, REAL_WAV, FakeClock, copy_real_wav, fixture_cdrs, fixture_cels, sample
+from .conftest import (
+    CALL_A,
+    REAL_WAV,
+    FakeClock,
+    api_settings,
+    copy_real_wav,
+    fixture_cdrs,
+    fixture_cels,
+    sample,
+)
 
 KEY = "sk_" + "k" * 32
 IDENTITY = Identity(connector_id="pbx-test", version="0.14.0")
@@ -62,6 +71,7 @@ class ShiftClock:
 def _api(url: str, **kw: Any) -> ApiSettings:
     base: dict[str, Any] = {
         "url": url,
+        "recording_url": recording_url_for(url),
         "api_key": KEY,
         "backoff_initial": 0.5,
         "backoff_cap": 2.0,
@@ -205,7 +215,7 @@ async def test_fields_in_contract_order_with_audio_last(tmp_path: Path, store: S
 
     await _enqueue(store, wav)
     up = RecordingUploader(
-        store, Capture(), _rset(root), ApiSettings(region="ca1", api_key=KEY), IDENTITY, Metrics()
+        store, Capture(), _rset(root), api_settings(KEY, REGION="ca1"), IDENTITY, Metrics()
     )
     await up.drain()
     assert len(seen) == 1
@@ -535,43 +545,6 @@ async def test_run_respects_concurrency_and_stops(tmp_path: Path, store: StateSt
     stop.set()
     await asyncio.wait_for(task, 20)
     assert sent == 6 and peak == 2
-
-
-@pytest.mark.parametrize(
-    ("api", "expected"),
-    [
-        (ApiSettings(region="ca1"), "https://api-ca1.sipstack.com/v1/mqs/recording"),
-        (ApiSettings(region="us2"), "https://api-us2.sipstack.com/v1/mqs/recording"),
-        (ApiSettings(), "https://api-us1.sipstack.com/v1/mqs/recording"),
-        # a stale dev recording URL is never used for ca1 (the old connector's bug)
-        (
-            ApiSettings(
-                region="ca1", recording_url="https://api-dev.sipstack.com/v1/mqs/recording"
-            ),
-            "https://api-ca1.sipstack.com/v1/mqs/recording",
-        ),
-        (ApiSettings(region="dev"), "https://api-dev.sipstack.com/v1/mqs/recording"),
-        # what load_settings builds for REGION=ca1 (calls and recordings on api-ca1)
-        (
-            ApiSettings(
-                region="ca1",
-                url="https://api-ca1.sipstack.com/v1/mqs/connectors/asterisk/calls",
-                recording_url="https://api-dev.sipstack.com/v1/mqs/recording",
-            ),
-            "https://api-ca1.sipstack.com/v1/mqs/recording",
-        ),
-        (
-            ApiSettings(url="http://127.0.0.1:9999/v1/mqs/connectors/asterisk/calls"),
-            "http://127.0.0.1:9999/v1/mqs/recording",
-        ),
-        (
-            ApiSettings(recording_url="https://proxy.example.net/rec"),
-            "https://proxy.example.net/rec",
-        ),
-    ],
-)
-def test_recording_url_by_region(api: ApiSettings, expected: str) -> None:
-    assert recording_url(api) == expected
 
 
 def test_upload_without_transport_is_a_configuration_error(tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.receiver import Receiver
 from sipstack_agent.shipping import AiohttpTransport, Shipper
-
-state = pytest.importorskip("sipstack_agent.state")
+from sipstack_agent.state import StateStore
 
 API_KEY = "sk_" + "s" * 32
 
 
 @pytest.fixture
 async def store(tmp_path):
-    s = await state.StateStore.open(tmp_path / "state.db", connector_id="pbx1")
+    s = await StateStore.open(tmp_path / "state.db", connector_id="pbx1")
     yield s
     await s.close()
 
