@@ -135,6 +135,36 @@ def outbox_depth(state_dir: Path) -> int:
         return -1
 
 
+def anchored_sources(state_dir: Path) -> set[str]:
+    """The SQL sources ("cel", "cdr") whose checkpoint is in the agent's state file."""
+    path = state_dir / "state.db"
+    if not path.exists():
+        return set()
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as c:
+            names = [str(r[0]) for r in c.execute("SELECT name FROM positions")]
+    except sqlite3.Error:
+        return set()
+    return {n.split(":")[1] for n in names if n.startswith("sql:") and n.count(":") >= 2}
+
+
+async def wait_anchored(
+    agent: AgentProcess, state_dir: Path, kinds: Iterable[str] = ("cel", "cdr"), timeout: float = 30
+) -> None:
+    """Wait until each SQL source of `kinds` has stored its (fresh-start) checkpoint.
+
+    START_FROM=latest anchors a source at the table's end when it first reads, which
+    on a loaded machine is seconds after the process started: rows written before
+    that are, by design, history the agent skips. A test that writes "live" rows
+    must wait for the anchor, not sleep a guessed start-up time.
+    """
+    want = set(kinds)
+    ok = await wait_until(lambda: want <= anchored_sources(state_dir), timeout, interval=0.05)
+    assert ok, f"sources {sorted(want - anchored_sources(state_dir))} never anchored\n" + (
+        agent.log_tail()
+    )
+
+
 def dead_letters(state_dir: Path) -> list[tuple[str, int | None, str]]:
     """(call_key, status, reason) of the agent's dead letters (read after it stopped)."""
     path = state_dir / "state.db"

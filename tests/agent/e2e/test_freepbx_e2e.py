@@ -17,7 +17,7 @@ from sipstack_agent.demo import agent_env
 from sipstack_agent.pbxsim import TrafficGenerator, timeline
 from sipstack_agent.receiver import Receiver
 
-from .helpers import API_KEY, db_env, runs, start_agent, wait_until
+from .helpers import API_KEY, db_env, runs, start_agent, wait_anchored, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,7 +70,7 @@ async def test_three_hour_call_ships_with_its_cdr_and_recordingfile(
         RECORDING_POLL_INTERVAL="0.5",
     )
     try:
-        await asyncio.sleep(1.5)  # the agent anchors at the (empty) tables' end
+        await wait_anchored(agent, state)  # the agent anchors at the (empty) tables' end
         for _kind, rows in runs(early):  # the call's start, 3 h ago, as the agent sees it now
             await pbx.writer.insert_cel(rows)
         assert await wait_until(lambda: bool(receiver.docs_for(e.linkedid)), 30), agent.log_tail()
@@ -133,7 +133,7 @@ async def test_cdr_only_three_hour_call_written_at_hangup_ships(
                         CEL_MODE="", POLL_LOOKBACK_SECONDS="20")  # fmt: skip
     lid = "1796000000.7"
     try:
-        await asyncio.sleep(1.5)
+        await wait_anchored(agent, state, ("cdr",))
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
         await pbx.writer.insert_cdr(
             [
