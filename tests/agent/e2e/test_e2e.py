@@ -30,6 +30,7 @@ from .helpers import (
     outbox_depth,
     runs,
     start_agent,
+    wait_anchored,
     wait_until,
     write_calls,
 )
@@ -122,7 +123,7 @@ async def test_live_traffic_with_late_cdrs_and_odd_rows(
     state = tmp_path / "state"
     agent = start_agent(pbx.settings, receiver.calls_url, state, START_FROM="latest")
     try:
-        await asyncio.sleep(1.5)  # the agent anchors at the (empty) table's end
+        await wait_anchored(agent, state)  # START_FROM=latest: the tables' end
         start = datetime.now(UTC)
         gen = TrafficGenerator(5, start=start, ring=(0.2, 1), talk=(0.5, 2), oddities=True)
         calls = gen.calls(60, rate=30.0, start=start)
@@ -241,7 +242,7 @@ async def test_database_connections_killed_mid_run_lose_nothing(
     state = tmp_path / "state"
     agent = start_agent(pbx.settings, receiver.calls_url, state, START_FROM="latest")
     try:
-        await asyncio.sleep(1.5)
+        await wait_anchored(agent, state)  # START_FROM=latest: the tables' end
         start = datetime.now(UTC)
         gen = TrafficGenerator(51, start=start, ring=(0.2, 1), talk=(0.5, 2))
         calls = gen.calls(90, rate=30.0, start=start)

@@ -17,7 +17,7 @@ from conftest import ServerDb, pg_zone
 from sipstack_agent.pbxsim import TrafficGenerator, Write, timeline
 from sipstack_agent.receiver import Receiver
 
-from .helpers import all_complete, assert_revisions_once, start_agent, wait_until
+from .helpers import all_complete, assert_revisions_once, start_agent, wait_anchored, wait_until
 from .test_e2e import check_fields, receiver
 
 __all__ = ["receiver"]
@@ -47,7 +47,7 @@ async def test_local_time_postgresql_pbx_with_default_settings(
             replace(pbx.settings, timezone="auto"), receiver.calls_url, state, START_FROM="latest"
         )
         try:
-            await asyncio.sleep(1.5)  # the agent anchors at the (empty) table's end
+            await wait_anchored(agent, state)  # START_FROM=latest: the tables' end
             start = datetime.now(UTC) + timedelta(seconds=0.5)
             gen = TrafficGenerator(3, start=start, ring=(0.3, 1.5), talk=(0.5, 3))
             calls = gen.calls(12, rate=3.0, start=start)

@@ -34,7 +34,7 @@ from sipstack_agent.calls import linkedid_sort_key
 from sipstack_agent.pbxsim import timeline
 from sipstack_agent.receiver import Receiver
 
-from .helpers import API_KEY, outbox_depth, runs, start_agent, wait_until
+from .helpers import API_KEY, outbox_depth, runs, start_agent, wait_anchored, wait_until
 from .test_e2e import past_calls
 
 pytestmark = pytest.mark.timeout(240)
@@ -88,7 +88,7 @@ async def test_live_pickup_and_transfer_replayed_at_pace(
         CALL_IDLE_TIMEOUT=str(30 / SPEED),
     )
     try:
-        await asyncio.sleep(1.5)  # the agent anchors at the end of the (empty) tables
+        await wait_anchored(agent, state)  # START_FROM=latest: the tables' end
         start = datetime.now(UTC) + timedelta(seconds=0.2)
         writes = schedule(
             [(0.0, [*sample_cels, *sample_cdrs]), (20.0, [*picked.cels, *picked.cdrs]),
