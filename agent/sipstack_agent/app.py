@@ -144,7 +144,9 @@ class Agent:
         s = self.settings
         ensure_writable(s.state_dir)
         self._log_banner()
-        store = await StateStore.open(self.state_path, connector_id=s.identity.connector_id)
+        store = await StateStore.open(
+            self.state_path, connector_id=s.identity.connector_id, synchronous=s.state_synchronous
+        )
         self.store = store
         nstore: Any = _NotifyingStore(store, self._wake)
         tasks: list[asyncio.Task[None]] = []

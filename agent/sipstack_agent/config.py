@@ -189,6 +189,9 @@ class Settings:
     start_from: str = "latest"  # latest | beginning | ISO time
     start_from_time: datetime | None = None
     state_dir: str = "/data"
+    # STATE_SYNCHRONOUS: SQLite's synchronous of the state store. FULL (fsync per commit)
+    # by default for CEL_MODE=ami: AMI events cannot be re-read after a power cut.
+    state_synchronous: str = "NORMAL"
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
     log_numbers: bool = False  # phone numbers at INFO
@@ -1014,6 +1017,11 @@ def load_settings(
             "a poll reads at most MAX_RECORDS_PER_POLL rows"
         )
     state_dir = r.str_("STATE_DIR", default="/data")
+    state_synchronous = r.choice(
+        "STATE_SYNCHRONOUS",
+        "FULL" if cel_mode == "ami" else "NORMAL",
+        {"normal": "NORMAL", "full": "FULL"},
+    )
     puid = r.int_("PUID", default=-1, lo=0, hi=2**31 - 1)
     pgid = r.int_("PGID", default=-1, lo=0, hi=2**31 - 1)
     if pgid >= 0 and puid < 0:
@@ -1046,6 +1054,7 @@ def load_settings(
         start_from=start_from,
         start_from_time=start_from_time,
         state_dir=state_dir,
+        state_synchronous=state_synchronous,
         log_level=r.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_format=log_format,
         log_numbers=r.bool_("LOG_NUMBERS", default=False),

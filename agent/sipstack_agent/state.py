@@ -50,6 +50,8 @@ __all__ = [
     "IngestResult",
     "OutboxItem",
     "PruneResult",
+    "StateCorrupt",
+    "StateDiskFull",
     "StateStore",
     "StoreError",
     "StoreStats",
@@ -158,6 +160,38 @@ _DEAD_BODY_MAX = 64 * 1024
 
 class StoreError(Exception):
     """The state file cannot be used (written by a newer agent, corrupt...)."""
+
+
+class StateDiskFull(StoreError):
+    """SQLite could not write the state store: its filesystem is full (SQLITE_FULL).
+
+    The transaction was rolled back: nothing it carried (rows, positions, delivered
+    marks) was stored, so a source that retries the same batch later loses nothing.
+    """
+
+
+class StateCorrupt(StoreError):
+    """The state file fails `PRAGMA quick_check` or is not a database at all."""
+
+
+_SQLITE_FULL = 13
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+def _errcode(e: sqlite3.Error) -> int:
+    return int(getattr(e, "sqlite_errorcode", -1)) & 0xFF  # the primary code
+
+
+def _classify(e: BaseException) -> BaseException:
+    """SQLite's errors that are about the state file itself, as StoreError subclasses."""
+    if isinstance(e, sqlite3.Error) and not isinstance(e, StoreError):
+        code = _errcode(e)
+        if code == _SQLITE_FULL:
+            return StateDiskFull(f"state disk full: {e}")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return StateCorrupt(f"state file corrupt: {e}")
+    return e
 
 
 # --------------------------------------------------------------------------- value types
@@ -425,6 +459,17 @@ def _private_files(path: str) -> None:
             os.chmod(name, 0o600)
 
 
+def _quarantine(path: str) -> Path:
+    """Move a corrupt store (and its -wal/-shm) aside: `<name>.corrupt-<UTC time>`, 0600."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        target = f"{name}.corrupt-{stamp}"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(name, target)
+            os.chmod(target, 0o600)
+    return Path(f"{path}.corrupt-{stamp}")
+
+
 # Outbox age buckets of /status backlog.by_age: (name, upper bound in seconds).
 _AGE_LIMITS: tuple[tuple[str, float], ...] = (
     ("under_a_minute", 60.0), ("under_an_hour", 3600.0), ("under_a_day", 86400.0),
@@ -484,6 +529,10 @@ class StateStore:
         self.connector_id = connector_id
         self._loaded: dict[str, tuple[int, int]] = {}  # call_key -> (gen, epoch) seen by load
         self._readonly = False
+        # The last write transaction failed with SQLITE_FULL (cleared by the next commit).
+        self.disk_full = False
+        # Where open() moved a corrupt file before starting a fresh store (else None).
+        self.quarantined: Path | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -494,21 +543,44 @@ class StateStore:
         *,
         connector_id: str = "",
         synchronous: str = "NORMAL",
+        quarantine_corrupt: bool = False,
     ) -> StateStore:
-        """Open (creating and migrating) the store at `path` (":memory:" works too)."""
-        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        """Open (creating and migrating) the store at `path` (":memory:" works too).
+
+        An existing file is checked with `PRAGMA quick_check` first; a corrupt one
+        raises StateCorrupt, or with `quarantine_corrupt` is renamed beside itself
+        (`state.db.corrupt-<UTC time>`, 0600) and a fresh store is created in its
+        place (`store.quarantined` is then the moved file).
+        """
+        sync = synchronous.upper()
+        if sync not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         p = str(path)
+        try:
+            return await cls._open_rw(p, connector_id, sync)
+        except StateCorrupt:
+            if not quarantine_corrupt or p == ":memory:":
+                raise
+        moved = _quarantine(p)
+        store = await cls._open_rw(p, connector_id, sync)
+        store.quarantined = moved
+        return store
+
+    @classmethod
+    async def _open_rw(cls, p: str, connector_id: str, synchronous: str) -> StateStore:
         if p != ":memory:":
             Path(p).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _private_files(p)
         db = await aiosqlite.connect(p, isolation_level=None, check_same_thread=False)
         store = cls(db, p, connector_id)
         try:
-            await store._run(store._setup, synchronous.upper())
-        except BaseException:
+            await store._run(store._setup, synchronous)
+        except BaseException as e:
             await db.close()
-            raise
+            err = _classify(e)
+            if err is e:
+                raise
+            raise err from e
         return store
 
     @classmethod
@@ -547,6 +619,10 @@ class StateStore:
 
     def _setup(self, conn: sqlite3.Connection, synchronous: str) -> None:
         conn.execute("PRAGMA busy_timeout = 10000")
+        if self.path != ":memory:" and os.path.getsize(self.path) > 0:
+            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                raise StateCorrupt(f"{self.path}: quick_check: " + "; ".join(problems)[:500])
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal" and self.path != ":memory:":
             raise StoreError(f"{self.path}: cannot switch the state store to WAL (got {mode})")
@@ -593,13 +669,22 @@ class StateStore:
         """Run fn(conn, *args) inside BEGIN IMMEDIATE ... COMMIT (rollback on error)."""
 
         def body(conn: sqlite3.Connection, *a: Any) -> _T:
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 result = fn(conn, *a)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
+            except BaseException as e:
+                # SQLite may already have rolled back (SQLITE_FULL does): a second
+                # ROLLBACK would raise "no transaction is active" and hide the cause.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                err = _classify(e)
+                self.disk_full = isinstance(err, StateDiskFull)
+                if err is e:
+                    raise
+                raise err from e
+            self.disk_full = False
             return result
 
         return await self._run(body, *args)
