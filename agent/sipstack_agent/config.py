@@ -192,6 +192,8 @@ class Settings:
     # STATE_SYNCHRONOUS: SQLite's synchronous of the state store. FULL (fsync per commit)
     # by default for CEL_MODE=ami: AMI events cannot be re-read after a power cut.
     state_synchronous: str = "NORMAL"
+    # STATE_RECOVERY_LOOKBACK: after a corrupt state file, re-read the PBX this far back.
+    state_recovery_lookback: float = 86400.0
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
     log_numbers: bool = False  # phone numbers at INFO
@@ -1055,6 +1057,9 @@ def load_settings(
         start_from_time=start_from_time,
         state_dir=state_dir,
         state_synchronous=state_synchronous,
+        state_recovery_lookback=r.float_(
+            "STATE_RECOVERY_LOOKBACK", default=86400.0, hi=90 * 86400, lo_inclusive=True
+        ),
         log_level=r.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_format=log_format,
         log_numbers=r.bool_("LOG_NUMBERS", default=False),

@@ -769,12 +769,12 @@ class SmallFs:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
-    """A real 2 MiB tmpfs (mounted as root) to run out of space on."""
+    """A real 8 MiB tmpfs (mounted as root) to run out of space on."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
     try:
         yield SmallFs(mnt)
     finally:

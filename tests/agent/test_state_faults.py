@@ -44,7 +44,7 @@ def _batch(rows: list[CelRow], n: int) -> list[CelRow]:
 async def test_disk_full_is_named_rolls_back_and_recovers(
     small_fs: SmallFs, asterisk_sample: AsteriskSample
 ) -> None:
-    """A real 2 MiB tmpfs runs full: StateDiskFull (not a masked ROLLBACK error), the
+    """A real 8 MiB tmpfs runs full: StateDiskFull (not a masked ROLLBACK error), the
     batch and its position are not stored, and the same batch goes in once space returns."""
     rows = asterisk_sample.cel_rows("postgres")
     store = await StateStore.open(small_fs.path / "state.db")
