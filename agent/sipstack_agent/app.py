@@ -484,7 +484,11 @@ class Agent:
             self.metrics.open_calls.set(stats.open_calls)
             if time.monotonic() - last_prune >= 60:
                 last_prune = time.monotonic()
-                res = await self.store.prune(now, keep_closed_for=3600.0)
+                res = await self.store.prune(
+                    now,
+                    keep_closed_for=3600.0,
+                    keep_delivered_for=self.settings.state_tombstone_retention,
+                )
                 if res.calls:
                     log.debug("pruned %d delivered calls", res.calls)
             with contextlib.suppress(TimeoutError):

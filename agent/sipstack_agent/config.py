@@ -194,6 +194,8 @@ class Settings:
     state_synchronous: str = "NORMAL"
     # STATE_RECOVERY_LOOKBACK: after a corrupt state file, re-read the PBX this far back.
     state_recovery_lookback: float = 86400.0
+    # STATE_TOMBSTONE_RETENTION: how long a pruned, delivered call is remembered (re-reads).
+    state_tombstone_retention: float = 7 * 86400.0
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
     log_numbers: bool = False  # phone numbers at INFO
@@ -1059,6 +1061,9 @@ def load_settings(
         state_synchronous=state_synchronous,
         state_recovery_lookback=r.float_(
             "STATE_RECOVERY_LOOKBACK", default=86400.0, hi=90 * 86400, lo_inclusive=True
+        ),
+        state_tombstone_retention=r.float_(
+            "STATE_TOMBSTONE_RETENTION", default=7 * 86400.0, hi=365 * 86400, lo_inclusive=True
         ),
         log_level=r.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_format=log_format,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import sqlite3
@@ -59,7 +60,7 @@ __all__ = [
     "call_key_order",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -151,8 +152,22 @@ ALTER TABLE calls ADD COLUMN wait_mark REAL;
 CREATE INDEX IF NOT EXISTS calls_wait_mark ON calls (wait_mark) WHERE wait_mark IS NOT NULL;
 """
 
+# v3: tombstones of pruned, delivered calls, one per linkedid: the digests of its rows
+# (a re-read row that was delivered is a duplicate) and its call's last ship state
+# (a genuinely new row continues the revisions instead of starting at 1 again).
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS tombstones (
+    linkedid TEXT PRIMARY KEY,
+    call_key TEXT NOT NULL,
+    ship TEXT NOT NULL,                -- the call's ShipState JSON when it was pruned
+    rows TEXT NOT NULL,                -- space-separated _row_digest of its rows
+    pruned_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tombstones_pruned_at ON tombstones (pruned_at);
+"""
+
 # version -> script that upgrades from version-1 (1 = create from nothing)
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 _CHUNK = 400  # bound parameters per IN (...) query (SQLite's limit is 32766; keep plans small)
 _DEAD_BODY_MAX = 64 * 1024
@@ -260,6 +275,7 @@ class PruneResult:
     cel_rows: int
     cdr_rows: int
     dead_letters: int = 0
+    tombstones_expired: int = 0
 
 
 class EvaluationLike(Protocol):
@@ -298,6 +314,11 @@ def _dt(ts: float | None) -> datetime | None:
 
 def _dt_req(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def _row_digest(dedup_key: str) -> str:
+    """8 bytes of a row's dedup key: what a tombstone keeps of a delivered row."""
+    return hashlib.blake2b(dedup_key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def _now_ts() -> float:
@@ -410,6 +431,7 @@ def _ship_from_json(s: str | None) -> ShipState:
 
 
 _T = TypeVar("_T")
+_Row = TypeVar("_Row", CelRow, CdrRow)
 
 
 def _chunks(items: Sequence[_T], n: int = _CHUNK) -> Iterator[Sequence[_T]]:
@@ -749,6 +771,8 @@ class StateStore:
             conn, "SELECT dedup_key FROM cdr WHERE dedup_key IN ({in})", cdr_by_key
         ):
             del cdr_by_key[k]
+        self._drop_delivered_sync(conn, cel_by_key)
+        self._drop_delivered_sync(conn, cdr_by_key)
         new_cels = list(cel_by_key.items())
         new_cdrs = list(cdr_by_key.items())
         duplicates = len(cels) + len(cdrs) - len(new_cels) - len(new_cdrs)
@@ -772,6 +796,24 @@ class StateStore:
             self._mark_dirty_sync(conn, dirty, now)
         self._set_positions_sync(conn, positions, now)
         return IngestResult(len(new_cels), len(new_cdrs), duplicates, len(dirty), merges)
+
+    @staticmethod
+    def _drop_delivered_sync(conn: sqlite3.Connection, by_key: dict[str, _Row]) -> None:
+        """Remove from `by_key` the rows of pruned calls that were already delivered."""
+        lids = {r.call_linkedid for r in by_key.values()}
+        if not lids:
+            return
+        gone: dict[str, set[str]] = {
+            lid: set(rows.split())
+            for lid, rows in _select_in(
+                conn, "SELECT linkedid, rows FROM tombstones WHERE linkedid IN ({in})", lids
+            )
+        }
+        if gone:
+            for k in [
+                k for k, r in by_key.items() if _row_digest(k) in gone.get(r.call_linkedid, ())
+            ]:
+                del by_key[k]
 
     def _group_sync(
         self, conn: sqlite3.Connection, pairs: set[tuple[str, str]], now: float
@@ -902,6 +944,14 @@ class StateStore:
 
     @staticmethod
     def _mark_dirty_sync(conn: sqlite3.Connection, keys: Iterable[str], now: float) -> None:
+        keys = list(keys)
+        # A call pruned after delivery that gets a new row continues its revisions.
+        conn.executemany(
+            "INSERT OR IGNORE INTO calls (call_key, dirty, gen, created_at, last_row_at, ship) "
+            "SELECT t.call_key, 1, 0, ?, ?, t.ship FROM tombstones t WHERE t.linkedid = ? "
+            "AND t.call_key = t.linkedid",
+            [(now, now, k) for k in keys],
+        )
         conn.executemany(
             "INSERT INTO calls (call_key, dirty, gen, created_at, last_row_at) "
             "VALUES (?, 1, 1, ?, ?) "
@@ -1425,12 +1475,20 @@ class StateStore:
         *,
         keep_dead_for: float = 30 * 86400.0,
         max_calls: int = 5000,
+        keep_delivered_for: float = 7 * 86400.0,
     ) -> PruneResult:
         """Delete closed calls (rows, links, recordings) whose documents were all delivered
         (or dead-lettered) and that closed more than keep_closed_for seconds ago; dead
         letters older than keep_dead_for. At most max_calls calls per call (bounded work).
+
+        A pruned call leaves a tombstone per linkedid (row digests + last ship state) for
+        keep_delivered_for seconds: a re-read of its rows (overlap, restart, CSV from 0)
+        is a duplicate, and a new row continues its revisions.
         """
-        return await self._tx(self._prune_sync, _ts(now), keep_closed_for, keep_dead_for, max_calls)
+        return await self._tx(
+            self._prune_sync, _ts(now), keep_closed_for, keep_dead_for, max_calls,
+            keep_delivered_for,
+        )  # fmt: skip
 
     def _prune_sync(
         self,
@@ -1439,6 +1497,7 @@ class StateStore:
         keep_closed_for: float,
         keep_dead_for: float,
         max_calls: int,
+        keep_delivered_for: float,
     ) -> PruneResult:
         keys = [
             k
@@ -1458,6 +1517,7 @@ class StateStore:
                     conn, "SELECT linkedid FROM links WHERE call_key IN ({in})", keys
                 )
             ]
+            self._tombstone_sync(conn, lids, now)
             for chunk in _chunks(lids):
                 marks = ",".join("?" * len(chunk))
                 cel_n += conn.execute(
@@ -1477,4 +1537,32 @@ class StateStore:
         dead_n = conn.execute(
             "DELETE FROM dead_letters WHERE dead_at < ?", (now - keep_dead_for,)
         ).rowcount
-        return PruneResult(calls=len(keys), cel_rows=cel_n, cdr_rows=cdr_n, dead_letters=dead_n)
+        tomb_n = conn.execute(
+            "DELETE FROM tombstones WHERE pruned_at < ?", (now - keep_delivered_for,)
+        ).rowcount
+        return PruneResult(
+            calls=len(keys),
+            cel_rows=cel_n,
+            cdr_rows=cdr_n,
+            dead_letters=dead_n,
+            tombstones_expired=tomb_n,
+        )
+
+    @staticmethod
+    def _tombstone_sync(conn: sqlite3.Connection, lids: Sequence[str], now: float) -> None:
+        """Remember what was delivered of the linkedids about to be pruned."""
+        rows: dict[str, list[str]] = {lid: [] for lid in lids}
+        for table in ("cel", "cdr"):
+            for lid, key in _select_in(
+                conn, f"SELECT linkedid, dedup_key FROM {table} WHERE linkedid IN ({{in}})", lids
+            ):
+                rows[lid].append(_row_digest(key))
+        conn.executemany(
+            "INSERT INTO tombstones (linkedid, call_key, ship, rows, pruned_at) "
+            "SELECT l.linkedid, l.call_key, c.ship, ?, ? FROM links l "
+            "JOIN calls c ON c.call_key = l.call_key WHERE l.linkedid = ? "
+            "ON CONFLICT(linkedid) DO UPDATE SET call_key = excluded.call_key, "
+            "ship = excluded.ship, rows = excluded.rows || ' ' || tombstones.rows, "
+            "pruned_at = excluded.pruned_at",
+            [(" ".join(r), now, lid) for lid, r in rows.items()],
+        )

@@ -543,3 +543,12 @@ def test_state_synchronous_error_names_the_variable() -> None:
     probs = problems(STATE_SYNCHRONOUS="extra-safe")
     assert len(probs) == 1 and probs[0].startswith("STATE_SYNCHRONOUS:"), probs
     assert "normal, full" in probs[0]
+
+
+def test_state_fault_settings() -> None:
+    s = load()
+    assert (s.state_recovery_lookback, s.state_tombstone_retention) == (86400.0, 7 * 86400.0)
+    s = load(STATE_RECOVERY_LOOKBACK="3600", STATE_TOMBSTONE_RETENTION="0")
+    assert (s.state_recovery_lookback, s.state_tombstone_retention) == (3600.0, 0.0)
+    for var in ("STATE_RECOVERY_LOOKBACK", "STATE_TOMBSTONE_RETENTION"):
+        assert problems(**{var: "a week"})[0].startswith(f"{var}:")
