@@ -19,8 +19,15 @@ roll back together (the source re-reads them from the PBX), documents roll
 back with the ship state and dirty flag of their call (they are re-derived),
 and a delivered mark that rolls back only causes a re-send that the API drops
 by Idempotency-Key. FULL would fsync every commit (one per evaluated call),
-which costs the >= 1000 calls/s target for no gain against kill -9; it can be
-chosen with `StateStore.open(path, synchronous="FULL")`.
+which costs the >= 1000 calls/s target for no gain against kill -9; it is
+chosen with `StateStore.open(path, synchronous="FULL")` (STATE_SYNCHRONOUS,
+the default for the AMI source, whose events cannot be read again).
+
+Faults: a full filesystem raises `StateDiskFull` (the transaction rolled back,
+nothing half-stored); a file failing `PRAGMA quick_check` at open raises
+`StateCorrupt`, or is quarantined with `open(..., quarantine_corrupt=True)`.
+`prune` leaves tombstones (row digests + ship state per linkedid) so a re-read
+of a delivered call is a duplicate. statefaults.py is what the agent does.
 """
 
 from __future__ import annotations
