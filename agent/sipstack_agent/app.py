@@ -154,18 +154,21 @@ class Agent:
         s = self.settings
         ensure_writable(s.state_dir)
         self._log_banner()
-        store = await StateStore.open(
-            self.state_path,
-            connector_id=s.identity.connector_id,
-            synchronous=s.state_synchronous,
-            quarantine_corrupt=True,
+        self.state_guard = StateGuard(self.metrics, stop)
+        # A full state disk at start (a migration, a fresh file) waits like a source does.
+        store = await self.state_guard.write(
+            lambda: StateStore.open(
+                self.state_path,
+                connector_id=s.identity.connector_id,
+                synchronous=s.state_synchronous,
+                quarantine_corrupt=True,
+            )
         )
         self.store = store
         if store.quarantined is not None:
             self.metrics.state_quarantined.inc()
             self.settings = s = recovery_settings(s, self.clock())
             log.warning("%s", quarantine_warning(store.quarantined, s, s.start_from_time))
-        self.state_guard = StateGuard(self.metrics, stop)
         nstore: Any = _NotifyingStore(store, self._wake, self.state_guard)
         tasks: list[asyncio.Task[None]] = []
         try:

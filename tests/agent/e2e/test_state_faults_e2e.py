@@ -119,6 +119,32 @@ async def test_state_disk_full_pauses_reading_and_every_call_arrives(
     assert receiver.rejects() == []
 
 
+async def test_agent_started_on_a_full_state_disk_waits_instead_of_crash_looping(
+    make_pbx_db: Callable[..., Awaitable[Any]],
+    receiver: Receiver,
+    small_fs: SmallFs,
+    tmp_path: Path,
+) -> None:
+    pbx = await make_pbx_db("sqlite")
+    calls = calls_at(20, seed=61, hours_ago=1)
+    await write_calls(pbx.writer, calls)
+    state = small_fs.path / "state"
+    state.mkdir()
+    filler = await asyncio.to_thread(small_fs.fill)
+    log = tmp_path / "agent.log"
+    proc = agent(pbx, receiver.calls_url, state, log, free_port())
+    try:
+        waiting = await wait_until(lambda: "state disk full" in log.read_text(), 30)
+        assert waiting, proc.log_tail()
+        assert proc.alive()  # it waits, it does not exit (and restart, and exit...)
+        filler.unlink()
+        assert await wait_until(all_complete(receiver, calls, state_dir=state), 90), proc.log_tail()
+    finally:
+        rc = await asyncio.to_thread(proc.terminate, 15)
+    assert rc == 0, proc.log_tail()
+    assert_revisions_once(receiver)
+
+
 def garble(path: Path) -> None:
     """Random bytes over pages 2-4 of the real state file (the header page kept)."""
     page = sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
