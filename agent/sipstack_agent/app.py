@@ -34,8 +34,15 @@ from .model import ShipState
 from .rules import backoff
 from .rules.redact import redact_key
 from .sources.timezone import ClockCheck, ZoneResolver, start_time
-from .state import StateStore
+from .state import StateDiskFull, StateStore
 from .statedir import STATE_FILE, ensure_writable
+from .statefaults import (
+    DISK_FULL_PROBLEM,
+    DISK_FULL_RETRY,
+    StateGuard,
+    quarantine_warning,
+    recovery_settings,
+)
 from .status_schema import STATUS_SCHEMA_VERSION
 from .watermarks import Watermarks
 from .zones import PbxZone
@@ -60,15 +67,17 @@ class _Deferred:
 class _NotifyingStore:
     """The StateStore, plus a wake-up for the evaluator whenever rows arrive."""
 
-    def __init__(self, store: StateStore, wake: asyncio.Event) -> None:
+    def __init__(self, store: StateStore, wake: asyncio.Event, guard: StateGuard) -> None:
         self._store = store
         self._wake = wake
+        self._guard = guard
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     async def ingest(self, *args: Any, **kwargs: Any) -> Any:
-        res = await self._store.ingest(*args, **kwargs)
+        # A full state disk holds the source here (backpressure) until the batch is stored.
+        res = await self._guard.write(lambda: self._store.ingest(*args, **kwargs))
         self._wake.set()
         return res
 
@@ -109,6 +118,7 @@ class Agent:
         self.idle_wait = idle_wait
         self.stages: dict[str, StageState] = {}
         self.store: StateStore | None = None
+        self.state_guard = StateGuard(self.metrics, asyncio.Event())
         self.shipper: Any = None
         self.recordings: Any = None
         self.sources: dict[str, Any] = {}
@@ -147,9 +157,22 @@ class Agent:
         s = self.settings
         ensure_writable(s.state_dir)
         self._log_banner()
-        store = await StateStore.open(self.state_path, connector_id=s.identity.connector_id)
+        self.state_guard = StateGuard(self.metrics, stop)
+        # A full state disk at start (a migration, a fresh file) waits like a source does.
+        store = await self.state_guard.write(
+            lambda: StateStore.open(
+                self.state_path,
+                connector_id=s.identity.connector_id,
+                synchronous=s.state_synchronous,
+                quarantine_corrupt=True,
+            )
+        )
         self.store = store
-        nstore: Any = _NotifyingStore(store, self._wake)
+        if store.quarantined is not None:
+            self.metrics.state_quarantined.inc()
+            self.settings = s = recovery_settings(s, self.clock())
+            log.warning("%s", quarantine_warning(store.quarantined, s, s.start_from_time))
+        nstore: Any = _NotifyingStore(store, self._wake, self.state_guard)
         tasks: list[asyncio.Task[None]] = []
         try:
             if self.transport is None:
@@ -246,6 +269,12 @@ class Agent:
                 st.last_error = "returned early"
             except asyncio.CancelledError:
                 raise
+            except StateDiskFull as e:
+                repeat = st.last_error == str(e)[:500]
+                st.last_error = str(e)[:500]
+                backoff = min(backoff, DISK_FULL_RETRY)
+                level = logging.DEBUG if repeat else logging.WARNING
+                log.log(level, "stage %s: %s; retrying every %.0f s", st.name, e, DISK_FULL_RETRY)
             except Exception as e:
                 st.last_error = f"{type(e).__name__}: {e}"[:500]
                 wait = backoff.ceiling(1.0, 60.0, restarts)
@@ -458,7 +487,11 @@ class Agent:
             self.metrics.open_calls.set(stats.open_calls)
             if time.monotonic() - last_prune >= 60:
                 last_prune = time.monotonic()
-                res = await self.store.prune(now, keep_closed_for=3600.0)
+                res = await self.store.prune(
+                    now,
+                    keep_closed_for=3600.0,
+                    keep_delivered_for=self.settings.state_tombstone_retention,
+                )
                 if res.calls:
                     log.debug("pruned %d delivered calls", res.calls)
             with contextlib.suppress(TimeoutError):
@@ -508,6 +541,8 @@ class Agent:
             connected = getattr(src, "connected", None)
             if connected is False:
                 problems.append(f"{name}: source not connected")
+        if self.store is not None and (self.store.disk_full or self.state_guard.full):
+            problems.append(DISK_FULL_PROBLEM)
         if self.shipper is not None:
             problems.extend(self.shipper.readiness_problems())
         for st in self.stages.values():

@@ -189,6 +189,13 @@ class Settings:
     start_from: str = "latest"  # latest | beginning | ISO time
     start_from_time: datetime | None = None
     state_dir: str = "/data"
+    # STATE_SYNCHRONOUS: SQLite's synchronous of the state store. FULL (fsync per commit)
+    # by default for CEL_MODE=ami: AMI events cannot be re-read after a power cut.
+    state_synchronous: str = "NORMAL"
+    # STATE_RECOVERY_LOOKBACK: after a corrupt state file, re-read the PBX this far back.
+    state_recovery_lookback: float = 86400.0
+    # STATE_TOMBSTONE_RETENTION: how long a pruned, delivered call is remembered (re-reads).
+    state_tombstone_retention: float = 7 * 86400.0
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
     log_numbers: bool = False  # phone numbers at INFO
@@ -988,6 +995,11 @@ def load_settings(
             "a poll reads at most MAX_RECORDS_PER_POLL rows"
         )
     state_dir = r.str_("STATE_DIR", default="/data")
+    state_synchronous = r.choice(
+        "STATE_SYNCHRONOUS",
+        "FULL" if cel_mode == "ami" else "NORMAL",
+        {"normal": "NORMAL", "full": "FULL"},
+    )
     puid = r.int_("PUID", default=-1, lo=0, hi=2**31 - 1)
     pgid = r.int_("PGID", default=-1, lo=0, hi=2**31 - 1)
     if pgid >= 0 and puid < 0:
@@ -1020,6 +1032,13 @@ def load_settings(
         start_from=start_from,
         start_from_time=start_from_time,
         state_dir=state_dir,
+        state_synchronous=state_synchronous,
+        state_recovery_lookback=r.float_(
+            "STATE_RECOVERY_LOOKBACK", default=86400.0, hi=90 * 86400, lo_inclusive=True
+        ),
+        state_tombstone_retention=r.float_(
+            "STATE_TOMBSTONE_RETENTION", default=7 * 86400.0, hi=365 * 86400, lo_inclusive=True
+        ),
         log_level=r.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_format=log_format,
         log_numbers=r.bool_("LOG_NUMBERS", default=False),

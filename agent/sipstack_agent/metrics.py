@@ -198,3 +198,14 @@ class Metrics:
             "Recording paths outside RECORDING_PATHS refused (traversal, symlinks)",
             registry=r,
         )
+        # State store faults (statefaults.py).
+        self.state_disk_full = Gauge(
+            "sipstack_state_disk_full",
+            "1 while the state store's filesystem is full and reading is paused",
+            registry=r,
+        )
+        self.state_quarantined = Counter(
+            "sipstack_state_quarantined",
+            "Corrupt state files moved aside at start (a fresh store was started)",
+            registry=r,
+        )

@@ -19,14 +19,22 @@ roll back together (the source re-reads them from the PBX), documents roll
 back with the ship state and dirty flag of their call (they are re-derived),
 and a delivered mark that rolls back only causes a re-send that the API drops
 by Idempotency-Key. FULL would fsync every commit (one per evaluated call),
-which costs the >= 1000 calls/s target for no gain against kill -9; it can be
-chosen with `StateStore.open(path, synchronous="FULL")`.
+which costs the >= 1000 calls/s target for no gain against kill -9; it is
+chosen with `StateStore.open(path, synchronous="FULL")` (STATE_SYNCHRONOUS,
+the default for the AMI source, whose events cannot be read again).
+
+Faults: a full filesystem raises `StateDiskFull` (the transaction rolled back,
+nothing half-stored); a file failing `PRAGMA quick_check` at open raises
+`StateCorrupt`, or is quarantined with `open(..., quarantine_corrupt=True)`.
+`prune` leaves tombstones (row digests + ship state per linkedid) so a re-read
+of a delivered call is a duplicate. statefaults.py is what the agent does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import sqlite3
@@ -51,13 +59,15 @@ __all__ = [
     "IngestResult",
     "OutboxItem",
     "PruneResult",
+    "StateCorrupt",
+    "StateDiskFull",
     "StateStore",
     "StoreError",
     "StoreStats",
     "age_bucket",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -149,8 +159,22 @@ ALTER TABLE calls ADD COLUMN wait_mark REAL;
 CREATE INDEX IF NOT EXISTS calls_wait_mark ON calls (wait_mark) WHERE wait_mark IS NOT NULL;
 """
 
+# v3: tombstones of pruned, delivered calls, one per linkedid: the digests of its rows
+# (a re-read row that was delivered is a duplicate) and its call's last ship state
+# (a genuinely new row continues the revisions instead of starting at 1 again).
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS tombstones (
+    linkedid TEXT PRIMARY KEY,
+    call_key TEXT NOT NULL,
+    ship TEXT NOT NULL,                -- the call's ShipState JSON when it was pruned
+    rows TEXT NOT NULL,                -- space-separated _row_digest of its rows
+    pruned_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tombstones_pruned_at ON tombstones (pruned_at);
+"""
+
 # version -> script that upgrades from version-1 (1 = create from nothing)
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 _CHUNK = 400  # bound parameters per IN (...) query (SQLite's limit is 32766; keep plans small)
 _DEAD_BODY_MAX = 64 * 1024
@@ -158,6 +182,38 @@ _DEAD_BODY_MAX = 64 * 1024
 
 class StoreError(Exception):
     """The state file cannot be used (written by a newer agent, corrupt...)."""
+
+
+class StateDiskFull(StoreError):
+    """SQLite could not write the state store: its filesystem is full (SQLITE_FULL).
+
+    The transaction was rolled back: nothing it carried (rows, positions, delivered
+    marks) was stored, so a source that retries the same batch later loses nothing.
+    """
+
+
+class StateCorrupt(StoreError):
+    """The state file fails `PRAGMA quick_check` or is not a database at all."""
+
+
+_SQLITE_FULL = 13
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+def _errcode(e: sqlite3.Error) -> int:
+    return int(getattr(e, "sqlite_errorcode", -1)) & 0xFF  # the primary code
+
+
+def _classify(e: BaseException) -> BaseException:
+    """SQLite's errors that are about the state file itself, as StoreError subclasses."""
+    if isinstance(e, sqlite3.Error) and not isinstance(e, StoreError):
+        code = _errcode(e)
+        if code == _SQLITE_FULL:
+            return StateDiskFull(f"state disk full: {e}")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return StateCorrupt(f"state file corrupt: {e}")
+    return e
 
 
 # --------------------------------------------------------------------------- value types
@@ -226,6 +282,7 @@ class PruneResult:
     cel_rows: int
     cdr_rows: int
     dead_letters: int = 0
+    tombstones_expired: int = 0
 
 
 class EvaluationLike(Protocol):
@@ -256,6 +313,11 @@ def _dt(ts: float | None) -> datetime | None:
 
 def _dt_req(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def _row_digest(dedup_key: str) -> str:
+    """8 bytes of a row's dedup key: what a tombstone keeps of a delivered row."""
+    return hashlib.blake2b(dedup_key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def _now_ts() -> float:
@@ -368,6 +430,7 @@ def _ship_from_json(s: str | None) -> ShipState:
 
 
 _T = TypeVar("_T")
+_Row = TypeVar("_Row", CelRow, CdrRow)
 
 
 def _chunks(items: Sequence[_T], n: int = _CHUNK) -> Iterator[Sequence[_T]]:
@@ -397,6 +460,17 @@ def _private_files(path: str) -> None:
     for name in (path, f"{path}-wal", f"{path}-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(name, 0o600)
+
+
+def _quarantine(path: str) -> Path:
+    """Move a corrupt store (and its -wal/-shm) aside: `<name>.corrupt-<UTC time>`, 0600."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        target = f"{name}.corrupt-{stamp}"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(name, target)
+            os.chmod(target, 0o600)
+    return Path(f"{path}.corrupt-{stamp}")
 
 
 # Outbox age buckets of /status backlog.by_age: (name, upper bound in seconds).
@@ -458,6 +532,10 @@ class StateStore:
         self.connector_id = connector_id
         self._loaded: dict[str, tuple[int, int]] = {}  # call_key -> (gen, epoch) seen by load
         self._readonly = False
+        # The last write transaction failed with SQLITE_FULL (cleared by the next commit).
+        self.disk_full = False
+        # Where open() moved a corrupt file before starting a fresh store (else None).
+        self.quarantined: Path | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -468,21 +546,44 @@ class StateStore:
         *,
         connector_id: str = "",
         synchronous: str = "NORMAL",
+        quarantine_corrupt: bool = False,
     ) -> StateStore:
-        """Open (creating and migrating) the store at `path` (":memory:" works too)."""
-        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        """Open (creating and migrating) the store at `path` (":memory:" works too).
+
+        An existing file is checked with `PRAGMA quick_check` first; a corrupt one
+        raises StateCorrupt, or with `quarantine_corrupt` is renamed beside itself
+        (`state.db.corrupt-<UTC time>`, 0600) and a fresh store is created in its
+        place (`store.quarantined` is then the moved file).
+        """
+        sync = synchronous.upper()
+        if sync not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         p = str(path)
+        try:
+            return await cls._open_rw(p, connector_id, sync)
+        except StateCorrupt:
+            if not quarantine_corrupt or p == ":memory:":
+                raise
+        moved = _quarantine(p)
+        store = await cls._open_rw(p, connector_id, sync)
+        store.quarantined = moved
+        return store
+
+    @classmethod
+    async def _open_rw(cls, p: str, connector_id: str, synchronous: str) -> StateStore:
         if p != ":memory:":
             Path(p).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _private_files(p)
         db = await aiosqlite.connect(p, isolation_level=None, check_same_thread=False)
         store = cls(db, p, connector_id)
         try:
-            await store._run(store._setup, synchronous.upper())
-        except BaseException:
+            await store._run(store._setup, synchronous)
+        except BaseException as e:
             await db.close()
-            raise
+            err = _classify(e)
+            if err is e:
+                raise
+            raise err from e
         return store
 
     @classmethod
@@ -521,6 +622,10 @@ class StateStore:
 
     def _setup(self, conn: sqlite3.Connection, synchronous: str) -> None:
         conn.execute("PRAGMA busy_timeout = 10000")
+        if self.path != ":memory:" and os.path.getsize(self.path) > 0:
+            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                raise StateCorrupt(f"{self.path}: quick_check: " + "; ".join(problems)[:500])
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal" and self.path != ":memory:":
             raise StoreError(f"{self.path}: cannot switch the state store to WAL (got {mode})")
@@ -567,13 +672,22 @@ class StateStore:
         """Run fn(conn, *args) inside BEGIN IMMEDIATE ... COMMIT (rollback on error)."""
 
         def body(conn: sqlite3.Connection, *a: Any) -> _T:
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 result = fn(conn, *a)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
+            except BaseException as e:
+                # SQLite may already have rolled back (SQLITE_FULL does): a second
+                # ROLLBACK would raise "no transaction is active" and hide the cause.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                err = _classify(e)
+                self.disk_full = isinstance(err, StateDiskFull)
+                if err is e:
+                    raise
+                raise err from e
+            self.disk_full = False
             return result
 
         return await self._run(body, *args)
@@ -638,6 +752,8 @@ class StateStore:
             conn, "SELECT dedup_key FROM cdr WHERE dedup_key IN ({in})", cdr_by_key
         ):
             del cdr_by_key[k]
+        self._drop_delivered_sync(conn, cel_by_key)
+        self._drop_delivered_sync(conn, cdr_by_key)
         new_cels = list(cel_by_key.items())
         new_cdrs = list(cdr_by_key.items())
         duplicates = len(cels) + len(cdrs) - len(new_cels) - len(new_cdrs)
@@ -661,6 +777,24 @@ class StateStore:
             self._mark_dirty_sync(conn, dirty, now)
         self._set_positions_sync(conn, positions, now)
         return IngestResult(len(new_cels), len(new_cdrs), duplicates, len(dirty), merges)
+
+    @staticmethod
+    def _drop_delivered_sync(conn: sqlite3.Connection, by_key: dict[str, _Row]) -> None:
+        """Remove from `by_key` the rows of pruned calls that were already delivered."""
+        lids = {r.call_linkedid for r in by_key.values()}
+        if not lids:
+            return
+        gone: dict[str, set[str]] = {
+            lid: set(rows.split())
+            for lid, rows in _select_in(
+                conn, "SELECT linkedid, rows FROM tombstones WHERE linkedid IN ({in})", lids
+            )
+        }
+        if gone:
+            for k in [
+                k for k, r in by_key.items() if _row_digest(k) in gone.get(r.call_linkedid, ())
+            ]:
+                del by_key[k]
 
     def _group_sync(
         self, conn: sqlite3.Connection, pairs: set[tuple[str, str]], now: float
@@ -788,6 +922,14 @@ class StateStore:
 
     @staticmethod
     def _mark_dirty_sync(conn: sqlite3.Connection, keys: Iterable[str], now: float) -> None:
+        keys = list(keys)
+        # A call pruned after delivery that gets a new row continues its revisions.
+        conn.executemany(
+            "INSERT OR IGNORE INTO calls (call_key, dirty, gen, created_at, last_row_at, ship) "
+            "SELECT t.call_key, 1, 0, ?, ?, t.ship FROM tombstones t WHERE t.linkedid = ? "
+            "AND t.call_key = t.linkedid",
+            [(now, now, k) for k in keys],
+        )
         conn.executemany(
             "INSERT INTO calls (call_key, dirty, gen, created_at, last_row_at) "
             "VALUES (?, 1, 1, ?, ?) "
@@ -1356,12 +1498,20 @@ class StateStore:
         *,
         keep_dead_for: float = 30 * 86400.0,
         max_calls: int = 5000,
+        keep_delivered_for: float = 7 * 86400.0,
     ) -> PruneResult:
         """Delete closed calls (rows, links, recordings) whose documents were all delivered
         (or dead-lettered) and that closed more than keep_closed_for seconds ago; dead
         letters older than keep_dead_for. At most max_calls calls per call (bounded work).
+
+        A pruned call leaves a tombstone per linkedid (row digests + last ship state) for
+        keep_delivered_for seconds: a re-read of its rows (overlap, restart, CSV from 0)
+        is a duplicate, and a new row continues its revisions.
         """
-        return await self._tx(self._prune_sync, _ts(now), keep_closed_for, keep_dead_for, max_calls)
+        return await self._tx(
+            self._prune_sync, _ts(now), keep_closed_for, keep_dead_for, max_calls,
+            keep_delivered_for,
+        )  # fmt: skip
 
     def _prune_sync(
         self,
@@ -1370,6 +1520,7 @@ class StateStore:
         keep_closed_for: float,
         keep_dead_for: float,
         max_calls: int,
+        keep_delivered_for: float,
     ) -> PruneResult:
         keys = [
             k
@@ -1389,6 +1540,7 @@ class StateStore:
                     conn, "SELECT linkedid FROM links WHERE call_key IN ({in})", keys
                 )
             ]
+            self._tombstone_sync(conn, lids, now)
             for chunk in _chunks(lids):
                 marks = ",".join("?" * len(chunk))
                 cel_n += conn.execute(
@@ -1408,4 +1560,32 @@ class StateStore:
         dead_n = conn.execute(
             "DELETE FROM dead_letters WHERE dead_at < ?", (now - keep_dead_for,)
         ).rowcount
-        return PruneResult(calls=len(keys), cel_rows=cel_n, cdr_rows=cdr_n, dead_letters=dead_n)
+        tomb_n = conn.execute(
+            "DELETE FROM tombstones WHERE pruned_at < ?", (now - keep_delivered_for,)
+        ).rowcount
+        return PruneResult(
+            calls=len(keys),
+            cel_rows=cel_n,
+            cdr_rows=cdr_n,
+            dead_letters=dead_n,
+            tombstones_expired=tomb_n,
+        )
+
+    @staticmethod
+    def _tombstone_sync(conn: sqlite3.Connection, lids: Sequence[str], now: float) -> None:
+        """Remember what was delivered of the linkedids about to be pruned."""
+        rows: dict[str, list[str]] = {lid: [] for lid in lids}
+        for table in ("cel", "cdr"):
+            for lid, key in _select_in(
+                conn, f"SELECT linkedid, dedup_key FROM {table} WHERE linkedid IN ({{in}})", lids
+            ):
+                rows[lid].append(_row_digest(key))
+        conn.executemany(
+            "INSERT INTO tombstones (linkedid, call_key, ship, rows, pruned_at) "
+            "SELECT l.linkedid, l.call_key, c.ship, ?, ? FROM links l "
+            "JOIN calls c ON c.call_key = l.call_key WHERE l.linkedid = ? "
+            "ON CONFLICT(linkedid) DO UPDATE SET call_key = excluded.call_key, "
+            "ship = excluded.ship, rows = excluded.rows || ' ' || tombstones.rows, "
+            "pruned_at = excluded.pruned_at",
+            [(" ".join(r), now, lid) for lid, r in rows.items()],
+        )

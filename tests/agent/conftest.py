@@ -36,8 +36,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import csv
+import errno
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import (
     AsyncIterator,
@@ -744,3 +746,36 @@ def pg_statement_log() -> Callable[[str], Awaitable[StatementLog]]:
         return await StatementLog.open(PG_ADMIN_DSN)
 
     return make
+
+
+@dataclass(frozen=True)
+class SmallFs:
+    """A real, small filesystem: `path` is its mount point; `fill()` uses up the rest."""
+
+    path: Path
+
+    def fill(self) -> Path:
+        """Write a file here until the filesystem says ENOSPC; returns the file."""
+        filler = self.path / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+        return filler
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
+    """A real 8 MiB tmpfs (mounted as root) to run out of space on."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield SmallFs(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

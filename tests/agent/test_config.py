@@ -528,3 +528,27 @@ def test_any_dotenv_text_parses_or_reports(text: str) -> None:
     vals, probs = parse_env_file(text)
     assert isinstance(vals, dict)
     assert all(p.startswith("ENV_FILE:") for p in probs)
+
+
+def test_state_synchronous_full_by_default_for_ami_only() -> None:
+    assert load().state_synchronous == "NORMAL"
+    ami = load(CEL_MODE="ami", AMI_USERNAME="u", AMI_PASSWORD="p")
+    assert ami.state_synchronous == "FULL"
+    assert load(CEL_MODE="ami", AMI_USERNAME="u", AMI_PASSWORD="p",
+                STATE_SYNCHRONOUS="normal").state_synchronous == "NORMAL"  # fmt: skip
+    assert load(STATE_SYNCHRONOUS="FULL").state_synchronous == "FULL"
+
+
+def test_state_synchronous_error_names_the_variable() -> None:
+    probs = problems(STATE_SYNCHRONOUS="extra-safe")
+    assert len(probs) == 1 and probs[0].startswith("STATE_SYNCHRONOUS:"), probs
+    assert "normal, full" in probs[0]
+
+
+def test_state_fault_settings() -> None:
+    s = load()
+    assert (s.state_recovery_lookback, s.state_tombstone_retention) == (86400.0, 7 * 86400.0)
+    s = load(STATE_RECOVERY_LOOKBACK="3600", STATE_TOMBSTONE_RETENTION="0")
+    assert (s.state_recovery_lookback, s.state_tombstone_retention) == (3600.0, 0.0)
+    for var in ("STATE_RECOVERY_LOOKBACK", "STATE_TOMBSTONE_RETENTION"):
+        assert problems(**{var: "a week"})[0].startswith(f"{var}:")

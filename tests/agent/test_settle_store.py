@@ -154,13 +154,15 @@ async def test_a_v1_state_file_is_migrated(tmp_path: Path) -> None:
         c.commit()
     store = await StateStore.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 2
+        assert await store.schema_version() == SCHEMA_VERSION == 3
         assert await store.due_calls(committed_at(pickup(Seq()).cels[0]), 10, watermark=None) == []
     finally:
         await store.close()
     with closing(sqlite3.connect(path)) as c:
         cols = {r[1] for r in c.execute("PRAGMA table_info(calls)")}
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "wait_mark" in cols
+    assert "tombstones" in tables
 
 
 def test_the_board_moves_forward_and_wakes_the_evaluator() -> None:
