@@ -261,6 +261,7 @@ class Agent:
         while not stop.is_set():
             started = time.monotonic()
             st.running = True
+            wait = backoff.ceiling(1.0, 60.0, restarts)
             try:
                 await factory()
                 if stop.is_set():
@@ -272,20 +273,20 @@ class Agent:
             except StateDiskFull as e:
                 repeat = st.last_error == str(e)[:500]
                 st.last_error = str(e)[:500]
-                backoff = min(backoff, DISK_FULL_RETRY)
+                wait = min(wait, DISK_FULL_RETRY)
                 level = logging.DEBUG if repeat else logging.WARNING
                 log.log(level, "stage %s: %s; retrying every %.0f s", st.name, e, DISK_FULL_RETRY)
             except Exception as e:
                 st.last_error = f"{type(e).__name__}: {e}"[:500]
-                wait = backoff.ceiling(1.0, 60.0, restarts)
                 log.exception("stage %s failed; restarting in %.0f s", st.name, wait)
             finally:
                 st.running = False
             st.last_error_at = self.clock()
             st.restarts += 1
-            restarts = 0 if time.monotonic() - started > 60 else restarts
+            if time.monotonic() - started > 60:
+                restarts, wait = 0, min(wait, backoff.ceiling(1.0, 60.0, 0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff.ceiling(1.0, 60.0, restarts))
+                await asyncio.wait_for(stop.wait(), timeout=wait)
             restarts += 1
 
     # ------------------------------------------------------------------ stages
