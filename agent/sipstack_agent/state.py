@@ -938,69 +938,65 @@ class StateStore:
         return await self._run(self._load_calls_sync, list(call_keys))
 
     def _load_calls_sync(self, conn: sqlite3.Connection, call_keys: list[str]) -> list[CallRecord]:
-        out: list[CallRecord] = []
-        seen: set[str] = set()
-        for key in call_keys:
-            row = conn.execute(
-                "SELECT call_key, ship, closed, dirty, next_check_at, gen, epoch FROM calls "
-                "WHERE call_key = ?",
-                (key,),
-            ).fetchone()
-            if row is None:
-                alias = conn.execute(
-                    "SELECT call_key FROM links WHERE linkedid = ?", (key,)
-                ).fetchone()
-                if alias is None:
-                    continue
-                row = conn.execute(
-                    "SELECT call_key, ship, closed, dirty, next_check_at, gen, epoch FROM calls "
-                    "WHERE call_key = ?",
-                    (alias[0],),
-                ).fetchone()
-                if row is None:
-                    continue
-            ck, ship, closed, dirty, next_check_at, gen, epoch = row
-            if ck in seen:
-                continue
-            seen.add(ck)
-            lids = sorted(
-                (
-                    lid
-                    for (lid,) in conn.execute(
-                        "SELECT linkedid FROM links WHERE call_key = ?", (ck,)
-                    )
-                ),
-                key=call_key_order,
+        # A few IN (...) queries for the whole batch, not five per call.
+        cols = "SELECT call_key, ship, closed, dirty, next_check_at, gen, epoch FROM calls "
+        rows = {r[0]: r for r in _select_in(conn, cols + "WHERE call_key IN ({in})", call_keys)}
+        missing = [k for k in dict.fromkeys(call_keys) if k not in rows]
+        alias: dict[str, str] = {}
+        if missing:
+            alias = dict(
+                _select_in(
+                    conn, "SELECT linkedid, call_key FROM links WHERE linkedid IN ({in})", missing
+                )
             )
-            cels = [
-                _cel_decode(d)
-                for (d,) in _select_in(
-                    conn, "SELECT data FROM cel WHERE linkedid IN ({in}) ORDER BY seq", lids
+            targets = {ck for ck in alias.values() if ck not in rows}
+            if targets:
+                rows.update(
+                    (r[0], r) for r in _select_in(conn, cols + "WHERE call_key IN ({in})", targets)
                 )
-            ]
-            cdrs = [
-                _cdr_decode(d)
-                for (d,) in _select_in(
-                    conn, "SELECT data FROM cdr WHERE linkedid IN ({in}) ORDER BY seq", lids
-                )
-            ]
-            recordings = [
-                _rec_from_json(d)
-                for (d,) in _select_in(
-                    conn, "SELECT data FROM recordings WHERE linkedid IN ({in})", lids
-                )
-            ]
+        keys: dict[str, None] = {}  # the calls to load, in the order asked
+        for key in call_keys:
+            ck = key if key in rows else alias.get(key)
+            if ck is not None and ck in rows:
+                keys.setdefault(ck, None)
+        if not keys:
+            return []
+        lids_of: dict[str, list[str]] = {ck: [] for ck in keys}
+        owner: dict[str, str] = {}
+        for lid, ck in _select_in(
+            conn, "SELECT linkedid, call_key FROM links WHERE call_key IN ({in})", keys
+        ):
+            lids_of[ck].append(lid)
+            owner[lid] = ck
+        cel_of: dict[str, list[tuple[int, str]]] = {ck: [] for ck in keys}
+        for seq, lid, d in _select_in(
+            conn, "SELECT seq, linkedid, data FROM cel WHERE linkedid IN ({in})", owner
+        ):
+            cel_of[owner[lid]].append((seq, d))
+        cdr_of: dict[str, list[tuple[int, str]]] = {ck: [] for ck in keys}
+        for seq, lid, d in _select_in(
+            conn, "SELECT seq, linkedid, data FROM cdr WHERE linkedid IN ({in})", owner
+        ):
+            cdr_of[owner[lid]].append((seq, d))
+        rec_of: dict[str, list[tuple[str, str, str]]] = {ck: [] for ck in keys}
+        for lid, path, d in _select_in(
+            conn, "SELECT linkedid, file_path, data FROM recordings WHERE linkedid IN ({in})", owner
+        ):
+            rec_of[owner[lid]].append((lid, path, d))
+        out: list[CallRecord] = []
+        for ck in keys:
+            _, ship, closed, dirty, next_check_at, gen, epoch = rows[ck]
             if len(self._loaded) > 200_000:  # loads never saved: forget (saves then clear dirty)
                 self._loaded.clear()
             self._loaded[ck] = (gen, epoch)
             out.append(
                 CallRecord(
                     call_key=ck,
-                    cels=cels,
-                    cdrs=cdrs,
-                    recordings=recordings,
+                    cels=[_cel_decode(d) for _, d in sorted(cel_of[ck])],
+                    cdrs=[_cdr_decode(d) for _, d in sorted(cdr_of[ck])],
+                    recordings=[_rec_from_json(d) for *_, d in sorted(rec_of[ck])],
                     ship=_ship_from_json(ship),
-                    linkedids=lids,
+                    linkedids=sorted(lids_of[ck], key=call_key_order),
                     closed=bool(closed),
                     dirty=bool(dirty),
                     next_check_at=_dt(next_check_at),
