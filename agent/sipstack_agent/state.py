@@ -56,6 +56,7 @@ __all__ = [
     "StoreStats",
     "age_bucket",
     "call_key_order",
+    "stored_cel",
 ]
 
 SCHEMA_VERSION = 3
@@ -341,6 +342,11 @@ def _cel_decode(s: str) -> CelRow:
     a = _ROW_PARSE(s)
     a[_CEL_TIME] = datetime.fromisoformat(a[_CEL_TIME])
     return CelRow(*a)
+
+
+def stored_cel(data: str) -> CelRow:
+    """The CelRow of a `cel.data` value read straight from a state file (tests, tools)."""
+    return _cel_decode(data)
 
 
 def _cdr_encode(r: CdrRow) -> str:
