@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/backlog.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/state_store.py
 	$(BIN)/python bench/csv_throughput.py
 	$(BIN)/python bench/ami_throughput.py
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)

@@ -167,6 +167,7 @@ class RecordingSettings:
     poll_interval: float = 5.0  # RECORDING_POLL_INTERVAL: seconds between detection passes
     fs_index_window: float = 2 * 86400.0  # RECORDING_INDEX_WINDOW: index dirs changed within it
     known_call_window: float = 3600.0  # RECORDING_KNOWN_CALL_WINDOW: watch a call after it ends
+    known_call_max: int = 5_000  # RECORDING_KNOWN_CALL_MAX: calls watched at once (LRU)
 
 
 @dataclass(frozen=True)
@@ -961,6 +962,7 @@ def load_settings(
         poll_interval=r.float_("RECORDING_POLL_INTERVAL", default=5.0, hi=3600),
         fs_index_window=r.float_("RECORDING_INDEX_WINDOW", default=2 * 86400.0, hi=365 * 86400),
         known_call_window=r.float_("RECORDING_KNOWN_CALL_WINDOW", default=3600.0, hi=30 * 86400),
+        known_call_max=r.int_("RECORDING_KNOWN_CALL_MAX", default=5_000, lo=100, hi=10_000_000),
     )
     if rec_paths:  # documents name relative MixMonitor files where the uploader finds them
         calls = replace(calls, monitor_dir=rec_paths[0])

@@ -175,6 +175,11 @@ async def test_replay_of_an_idempotency_key_returns_200_and_is_not_stored_twice(
     assert status == 200 and body == {"status": "duplicate"}
     assert receiver.count_documents() == 1
     assert receiver.stats()["duplicates"] == 1
+    assert receiver.key_conflicts == []  # the same content, re-stamped
+    # the same key with another content: answered as a duplicate, and noted
+    doc4 = dict(doc, duration_seconds=doc["duration_seconds"] + 1)
+    assert (await post(http, receiver.calls_url, doc4, idem="c:2.1:1"))[0] == 200
+    assert receiver.key_conflicts == ["c:2.1:1"] and receiver.count_documents() == 1
     # a new revision is a new document of the same call
     doc3 = document("2.1", revision=2)
     assert (await post(http, receiver.calls_url, doc3, idem="c:2.1:2"))[0] == 202

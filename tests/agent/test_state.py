@@ -283,6 +283,38 @@ async def test_batch_load_and_save(store: StateStore) -> None:
     assert (st.outbox_depth, st.open_calls, st.dirty_calls, st.calls) == (3, 2, 2, 5)
 
 
+async def test_a_large_batch_load_gives_each_call_its_own_rows_in_arrival_order(
+    store: StateStore,
+) -> None:
+    # 450 calls (more linkedids than one IN (...) chunk), rows arriving interleaved, and
+    # one pickup merging 500.9 into 500.8: asked by either linkedid, loaded once.
+    n = 450
+    rows = [
+        cel(ev, f"500.{i}", f"500.{i}", row_id=k * n + i, sec=k)
+        for k, ev in enumerate(("CHAN_START", "ANSWER", "HANGUP"))
+        for i in range(n)
+    ]
+    rows.append(cel("CHAN_START", "500.9", "500.8", row_id=10 * n))
+    await store.ingest(rows, [CdrRow(T0, "500.3", "500.3", row_id=1)])
+    r = RecordingFile("b.wav", "/mon/b.wav", "filesystem", 1, T0, False, "500.5")
+    await store.add_recordings("500.5", [r])
+    keys = [f"500.{i}" for i in reversed(range(n))]
+    recs = await store.load_calls(keys)
+    assert [x.call_key for x in recs] == list(
+        dict.fromkeys("500.8" if k == "500.9" else k for k in keys)
+    )
+    by = {x.call_key: x for x in recs}
+    for i in range(n):
+        key = "500.8" if i == 9 else f"500.{i}"
+        mine = [c for c in rows if c.call_linkedid == key or (i in (8, 9) and c.linkedid in
+                ("500.8", "500.9"))]  # fmt: skip
+        assert by[key].cels == sorted(mine, key=lambda c: c.row_id or 0), key
+    assert by["500.8"].linkedids == ["500.8", "500.9"]
+    assert [c.uniqueid for c in by["500.3"].cdrs] == ["500.3"] and not by["500.4"].cdrs
+    assert by["500.5"].recordings == [r] and not by["500.6"].recordings
+    assert await store.load_calls(["500.9"]) == [by["500.8"]]
+
+
 async def test_recordings(store: StateStore) -> None:
     await store.ingest([cel("CHAN_START", "1.1", "1.1", row_id=1)], [])
     await store.load_call("1.1")

@@ -93,6 +93,13 @@ class ReceiverDB:
         ).fetchone()
         return row is not None
 
+    def call_body(self, idempotency_key: str) -> str | None:
+        """The body first stored under this Idempotency-Key (None when unseen)."""
+        row = self.conn.execute(
+            "SELECT body FROM calls WHERE idempotency_key = ?", (idempotency_key,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def has_recording_key(self, key: str) -> bool:
         row = self.conn.execute(
             "SELECT 1 FROM recordings WHERE idempotency_key = ?", (key,)

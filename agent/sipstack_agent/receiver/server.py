@@ -140,6 +140,8 @@ class Receiver:
             drop=drop,
         )
         self.counters: Counter[str] = Counter()
+        # Idempotency-Keys received again with another content (`shipped_at` aside)
+        self.key_conflicts: list[str] = []
         self.connections: set[int] = set()  # ids of client transports seen (keep-alive checks)
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
@@ -303,8 +305,12 @@ class Receiver:
             problem = self.validator.problem(doc)
             if problem:
                 return self._reject("calls", 400, f"invalid document: {problem}", idem)
-        if idem is not None and self.db.has_call_key(idem):
+        first = self.db.call_body(idem) if idem is not None else None
+        if first is not None:
             self.counters["duplicates"] += 1
+            if _content(json.loads(first)) != _content(doc):
+                self.counters["key_conflicts"] += 1  # a key must name one content, always
+                self.key_conflicts.append(str(idem))
             return web.json_response({"status": "duplicate"}, status=200)
         stored = self.db.insert_call(doc, raw.decode("utf-8"), idem)
         if not stored:  # raced with an identical key
@@ -573,3 +579,8 @@ async def serve(
             await stop.wait()
     finally:
         await receiver.stop()
+
+
+def _content(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document without its send stamp (`shipped_at`, new on every retry)."""
+    return {k: v for k, v in doc.items() if k != "shipped_at"}

@@ -399,6 +399,7 @@ class FsIndex:
         self._dirs: dict[str, _Dir] = {}
         self._queue: deque[str] = deque()
         self._priority: list[str] = []
+        self._real_dirs: dict[str, str | None] = {}  # prioritize(): dir -> real path, or None
         self._hot_cursor = 0
         self._by_token: dict[str, set[str]] = {}
         self._indexed = 0
@@ -456,11 +457,21 @@ class FsIndex:
         for d in dirs:
             if len(self._priority) >= 1000:
                 break
-            d = os.path.realpath(d)
-            if d not in self._priority and any(
-                d == r or d.startswith(r.rstrip("/") + "/") for r in self.roots
-            ):
-                self._priority.append(d)
+            real = self._real_dir(d)
+            if real is not None and real not in self._priority:
+                self._priority.append(real)
+
+    def _real_dir(self, d: str) -> str | None:
+        """`d`'s real path when it is under a root (resolved once per directory: every
+        call of a day names the same few FreePBX day folders)."""
+        if d in self._real_dirs:
+            return self._real_dirs[d]
+        if len(self._real_dirs) >= 4096:
+            self._real_dirs.clear()
+        real = os.path.realpath(d)
+        inside = any(real == r or real.startswith(r.rstrip("/") + "/") for r in self.roots)
+        self._real_dirs[d] = real if inside else None
+        return self._real_dirs[d]
 
     def scan(self) -> int:
         """One bounded pass; returns the number of entries looked at.

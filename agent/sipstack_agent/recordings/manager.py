@@ -16,6 +16,12 @@ then, every RECORDING_POLL_INTERVAL seconds:
 
 Files are de-duplicated by real path; every path is checked against
 RECORDING_PATHS (`paths.resolve_under_roots`), refusals are counted.
+
+Memory is bounded: a call is forgotten once it is complete and its
+recordings are stored (nothing left to look for), after
+RECORDING_KNOWN_CALL_WINDOW, or, beyond RECORDING_KNOWN_CALL_MAX calls, the
+least recently evaluated ones first (a backlog evaluates calls much faster
+than the window's wall-clock time passes).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -197,7 +204,8 @@ class RecordingManager:
                 self.identity,
                 metrics,
             )
-        self.calls: dict[str, KnownCall] = {}
+        self.calls: OrderedDict[str, KnownCall] = OrderedDict()  # least recently seen first
+        self.max_calls = max(1, settings.known_call_max)
         self.watched: dict[str, Watched] = {}  # real path -> watched file
         self.done: dict[str, str] = {}  # real path -> call key (stored on the call)
         self._refused_seen: set[str] = set()
@@ -229,6 +237,8 @@ class RecordingManager:
         kc = self.calls.get(call_key)
         if kc is None:
             kc = self.calls[call_key] = KnownCall(call_key)
+        else:
+            self.calls.move_to_end(call_key)
         kc.seen_at = now
         if complete and not kc.complete:
             kc.completed_at = now
@@ -259,14 +269,43 @@ class RecordingManager:
             if (h.source, h.candidates) not in known:
                 kc.hints.append(h)
                 known.add((h.source, h.candidates))
+        watching = False
         for w in self.watched.values():
-            if w.call_key == call_key and w.complete != complete:
-                w.complete = complete
-                self._dirty = True
+            if w.call_key == call_key:
+                watching = True
+                if w.complete != complete:
+                    w.complete = complete
+                    self._dirty = True
+        if complete and recordings and not watching:
+            # resolved: ended, its recordings stored, no file of it still being watched
+            # (its rows' hints were probed when they first came, before it ended)
+            self._forget([call_key])
+            return
         if kc.started_at is not None:
             self.fs.prioritize(
                 d for root in self.paths for d in freepbx_day_dirs(root, local_dates(kc.started_at))
             )
+        if len(self.calls) > self.max_calls:
+            self._evict()
+
+    def forget_call(self, call_key: str) -> None:
+        self._forget([call_key])
+
+    def _forget(self, keys: Iterable[str]) -> None:
+        """Drop calls and the stored-file entries that were theirs."""
+        gone = {k for k in keys if self.calls.pop(k, None) is not None}
+        if gone:
+            for p in [p for p, k in self.done.items() if k in gone]:
+                del self.done[p]
+
+    def _evict(self) -> None:
+        """Beyond RECORDING_KNOWN_CALL_MAX: forget the least recently evaluated calls
+        (down to 90 % of the cap, so the sweep over `done` is not paid per call)."""
+        target = self.max_calls - self.max_calls // 10
+        excess = len(self.calls) - target
+        oldest = [k for k, _ in zip(self.calls, range(excess), strict=False)]
+        self._forget(oldest)
+        log.debug("recordings: %d calls known, forgot the %d least recent", target, len(oldest))
 
     # ------------------------------------------------------------------ loop
 
@@ -538,10 +577,10 @@ class RecordingManager:
             uploaded=False,
             uniqueid=w.uniqueid,
         )
+        kc = self.calls.get(w.call_key)
+        info = dict(kc.info) if kc else {}  # before the await: the call may be resolved then
         await self.store.add_recordings(w.call_key, [rec])
         if self.uploader is not None:
-            kc = self.calls.get(w.call_key)
-            info = dict(kc.info) if kc else {}
             key = f"{self.identity.connector_id}:recording:{w.call_key}:{rec.filename}"
             payload = upload_payload(
                 rec, linkedid=w.call_key, original_path=w.original, mtime_ns=mtime_ns, call=info
@@ -556,14 +595,14 @@ class RecordingManager:
         """Forget calls complete for longer than RECORDING_KNOWN_CALL_WINDOW."""
         now = self.clock()
         window = self.settings.known_call_window
-        for key, kc in list(self.calls.items()):
+        expired = []
+        for key, kc in self.calls.items():
             ref = kc.completed_at if kc.complete and kc.completed_at else None
             if (ref is not None and now - ref > window) or now - kc.seen_at > max(
                 window, 6 * 3600.0
             ):
-                del self.calls[key]
-                for p in [p for p, k in self.done.items() if k == key]:
-                    del self.done[p]
+                expired.append(key)
+        self._forget(expired)
 
     async def load(self) -> None:
         """Resume the files watched before a restart."""

@@ -10,6 +10,8 @@ committed after LINKEDID_END.
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -157,31 +159,42 @@ async def test_live_traffic_with_late_cdrs_and_odd_rows(
     assert_revisions_once(receiver)
 
 
+@pytest.mark.parametrize("dialect", ("postgresql", "sqlite"))
 async def test_kill9_mid_backlog_then_restart_loses_nothing(
-    make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
+    dialect: str, make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
 ) -> None:
-    pbx = await make_pbx_db("postgresql")
+    """kill -9 twice at random points while the backlog ships, then a last restart: every
+    call arrives complete, each Idempotency-Key names one content, revisions 1..n once."""
+    seed = int(os.environ.get("KILL_SEED") or time.time_ns() % 1_000_000)
+    rng = random.Random(seed)
+    pbx = await make_pbx_db(dialect)
     calls = past_calls(1200, seed=21)
     await write_calls(pbx.writer, calls)
     state = tmp_path / "state"
-    agent = start_agent(pbx.settings, receiver.calls_url, state)
-    try:
-        assert await wait_until(lambda: receiver.count_complete_calls() >= 150, 60), (
-            agent.log_tail()
-        )
-    finally:
-        await asyncio.to_thread(agent.kill)
-    assert agent.proc is not None and agent.proc.returncode == -signal.SIGKILL
-    done_at_kill = receiver.count_complete_calls()
-    assert done_at_kill < len(calls), "the backlog was already drained; make it bigger"
+    note = f"KILL_SEED={seed}"
+    for _ in range(2):
+        before = receiver.count_complete_calls()
+        target = before + rng.randint(20, 300)  # complete calls to wait for, then a random pause
+        agent = start_agent(pbx.settings, receiver.calls_url, state)
+        try:
+            assert await wait_until(lambda t=target: receiver.count_complete_calls() >= t, 60), (
+                note,
+                agent.log_tail(),
+            )
+            await asyncio.sleep(rng.uniform(0, 0.5))
+        finally:
+            await asyncio.to_thread(agent.kill)
+        assert agent.proc is not None and agent.proc.returncode == -signal.SIGKILL
+        assert receiver.count_complete_calls() < len(calls), (note, "backlog already drained")
     agent = start_agent(pbx.settings, receiver.calls_url, state)
     try:
         ok = await wait_until(all_complete(receiver, calls, state_dir=state), timeout=90)
-        assert ok, agent.log_tail()
+        assert ok, (note, agent.log_tail())
     finally:
         assert await asyncio.to_thread(agent.terminate, 15) == 0
     check_fields(receiver, calls, tz_checked=False)
     assert_revisions_once(receiver)
+    assert receiver.key_conflicts == [], note  # no key sent twice with different content
 
 
 async def test_receiver_down_then_back_loses_nothing(

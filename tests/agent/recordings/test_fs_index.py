@@ -169,3 +169,18 @@ def test_a_root_that_is_a_symlink_is_scanned_through_its_target(tmp_path: Path) 
     (data / "in-1-2-20261124-000000-1795495160.8.wav").write_bytes(b"x")
     idx.scan()
     assert idx.find(["1795495160.8"])
+
+
+def test_prioritize_resolves_each_directory_once_and_keeps_the_root_rule(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "monitor"
+    day = data / "2026" / "11" / "24"
+    day.mkdir(parents=True)
+    link = tmp_path / "spool-monitor"
+    link.symlink_to(data, target_is_directory=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    idx = FsIndex([str(link)], EXTS, budget=1000)
+    for _ in range(3):  # every call of the day names the same folders
+        idx.prioritize([str(link / "2026" / "11" / "24"), str(outside), str(link / "..")])
+    assert idx._priority == [str(day)]  # its real path, once; the others are not under a root
+    assert set(idx._real_dirs) == {str(link / "2026" / "11" / "24"), str(outside), str(link / "..")}

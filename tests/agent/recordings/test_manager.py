@@ -394,3 +394,54 @@ async def test_run_loop_end_to_end_with_the_receiver(tmp_path: Path, store: Stat
         await transport.close()
         await receiver.stop()
     assert sample(metrics, "sipstack_recordings_uploaded_total") == 1
+
+
+async def test_known_calls_stay_at_the_cap_least_recently_evaluated_first(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    root.mkdir()
+    mgr = RecordingManager(_settings(root, known_call_max=100), store, metrics, clock=clock)
+    day = datetime(2026, 11, 24, tzinfo=UTC)
+    first = "1795400000.0"
+    for i in range(1000):
+        key = f"{1795400000 + i}.{i}"
+        await mgr.on_call(key, [CelRow("CHAN_START", day, key, key)], [], complete=i % 2 == 0)
+        if i % 10 == 0:  # the first call stays active: evaluated again and again
+            await mgr.on_call(first, [CelRow("CHAN_START", day, first, first)], [], complete=False)
+        assert len(mgr.calls) <= 100
+    assert len(mgr.calls) >= 90
+    assert first in mgr.calls and "1795400999.999" in mgr.calls
+    assert "1795400001.1" not in mgr.calls  # an old call nobody evaluated again
+    assert mgr.status()["known_calls"] == len(mgr.calls)
+
+
+async def test_a_complete_call_is_forgotten_once_its_recording_is_stored(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    copy_real_wav(root)
+    cels, cdrs = fixture_cels(), fixture_cdrs()
+    key = await _clean_call(store, cels, cdrs)
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    await mgr.on_call(key, cels, cdrs, complete=True)
+    assert await _passes(mgr, clock) == 1
+    assert key in mgr.calls and mgr.done
+    rec = await store.load_call(key)  # the re-evaluation the stored recording causes
+    assert rec is not None and len(rec.recordings) == 1
+    await mgr.on_call(key, cels, cdrs, rec.recordings, complete=True)
+    assert key not in mgr.calls and not mgr.done and not mgr.watched
+    assert await _passes(mgr, clock, 3) == 0  # and the file is not found again
+    rec = await store.load_call(key)
+    assert rec is not None and len(rec.recordings) == 1
+
+
+async def test_a_running_call_with_a_stored_recording_is_kept(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
+) -> None:
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    stored = RecordingFile(wav.name, os.path.realpath(wav), "cel_mixmonitor", 1)
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    await mgr.on_call(CALL_A, fixture_cels(), fixture_cdrs(), [stored], complete=False)
+    assert CALL_A in mgr.calls  # more legs may still record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import sqlite3
@@ -26,7 +27,7 @@ from sipstack_agent.sources.cel_ami import (
     overlaps_gap,
 )
 from sipstack_agent.sources.cel_csv import TimeParser
-from sipstack_agent.state import StateStore
+from sipstack_agent.state import StateStore, stored_cel
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, 510110, tzinfo=UTC)
 
@@ -159,7 +160,8 @@ async def store(tmp_path):
 def stored(path: str | Path) -> list[dict]:
     con = sqlite3.connect(path)
     try:
-        return [json.loads(d) for (d,) in con.execute("SELECT data FROM cel ORDER BY seq")]
+        rows = [stored_cel(d) for (d,) in con.execute("SELECT data FROM cel ORDER BY seq")]
+        return [{**dataclasses.asdict(r), "eventtime": r.eventtime.isoformat()} for r in rows]
     finally:
         con.close()
 

@@ -23,7 +23,7 @@ import pytest
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.sources.cel_csv import CelCsvSource, check_csv
-from sipstack_agent.state import StateStore
+from sipstack_agent.state import StateStore, stored_cel
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, tzinfo=UTC)
 NAMES = ["John Smith", "Smith, John", 'Bob "the builder"', "José Núñez", "Zoë", ""]
@@ -128,7 +128,7 @@ def stored_seqs(db_path: Path) -> Counter[int]:
     try:
         out: Counter[int] = Counter()
         for (data,) in con.execute("SELECT data FROM cel"):
-            appdata = json.loads(data).get("appdata", "")
+            appdata = stored_cel(data).appdata
             if "seq=" in appdata:
                 out[int(appdata.rsplit("seq=", 1)[1])] += 1
         return out
