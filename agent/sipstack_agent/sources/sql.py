@@ -37,7 +37,6 @@ import contextlib
 import logging
 import os
 import random
-import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelR
 from ..state import StateStore
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice
+from . import dbtls
 from .cdr_end import CdrEndReader, reading_plan
 from .dialects import Dialect, dialect_for, valid_identifier
 from .timezone import ClockCheck, ZoneResolver, start_time
@@ -187,21 +187,6 @@ class Db(Protocol):
     async def close(self) -> None: ...
 
 
-def ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
-    """DB_SSLMODE / DB_SSLROOTCERT as every PBX database reader interprets them."""
-    mode = (db.sslmode or "").lower()
-    if mode in ("", "disable", "allow", "prefer"):
-        return None
-    ctx = ssl.create_default_context(cafile=db.sslrootcert or None)
-    if mode == "require" and not db.sslrootcert:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif mode in ("require", "verify-ca"):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 async def _keep_session(con: Any) -> None:
     """asyncpg pool `reset=`: release a connection without the reset query.
 
@@ -222,17 +207,13 @@ class _PgDb:
     async def open(cls, db: DatabaseSettings, pool_size: int) -> _PgDb:
         import asyncpg
 
-        mode = (db.sslmode or "").lower()
-        ssl_arg: Any = ssl_context(db) if mode not in ("", "allow", "prefer", "disable") else None
-        if mode in ("allow", "prefer", "disable"):
-            ssl_arg = mode
         pool = await asyncpg.create_pool(
             host=db.host or "localhost",
             port=db.port or 5432,
             user=db.user or None,
             password=db.password or None,
             database=db.name or None,
-            ssl=ssl_arg,
+            ssl=dbtls.plan(db).asyncpg_ssl(),
             timeout=db.connect_timeout,
             command_timeout=max(30.0, db.connect_timeout),
             min_size=1,
@@ -281,6 +262,7 @@ class _MyDb:
     async def open(cls, db: DatabaseSettings, pool_size: int) -> _MyDb:
         import aiomysql
 
+        dbtls.guard_mysql()  # a required mode refuses a server without TLS, every connection
         pool = await aiomysql.create_pool(
             minsize=1,
             maxsize=max(1, pool_size),
@@ -294,21 +276,10 @@ class _MyDb:
             conv=_mysql_conversions(),
             autocommit=True,  # else InnoDB's REPEATABLE READ pins one snapshot forever
             connect_timeout=db.connect_timeout,
-            ssl=ssl_context(db),
+            ssl=dbtls.plan(db).context,
             init_command="SET SESSION TRANSACTION READ ONLY",
             pool_recycle=3600,
         )
-        if (db.sslmode or "").lower() in ("require", "verify-ca", "verify-full"):
-            # aiomysql silently goes on in clear text when the server offers no TLS
-            async with pool.acquire() as con:
-                secure = bool(getattr(con, "_secure", False))
-            if not secure:
-                pool.close()
-                await pool.wait_closed()
-                raise ConnectionError(
-                    f"MySQL server at {db.host}:{db.port or 3306} did not negotiate TLS "
-                    f"but DB_SSLMODE={db.sslmode}"
-                )
         return cls(pool, dialect_for("mysql"))
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
