@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ami_server import AmiServer
+from sipstack_agent.amisim import AmiServer
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.calls.settle import NOTHING_READ
 from sipstack_agent.config import CsvSettings
