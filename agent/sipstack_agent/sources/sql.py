@@ -54,6 +54,7 @@ from ..zones import PbxZone, judge, skew_advice
 from . import dbtls
 from .cdr_end import CdrEndReader, reading_plan
 from .dialects import Dialect, dialect_for, valid_identifier
+from .grants import write_privileges
 from .timezone import ClockCheck, ZoneResolver, start_time
 
 __all__ = [
@@ -1341,29 +1342,36 @@ def _clock_result(
 
 
 async def _check_read_only(con: Db, d: Dialect, table: str, kind: str) -> CheckResult:
-    q = d.write_privileges_sql(table)
-    if q is None:
-        return CheckResult(f"{kind} read-only user", True, "SQLite file opened read-only (mode=ro)")
+    name = f"{kind} read-only user"
     try:
-        rows = await con.fetch(*q)
+        got = await write_privileges(con, d.name, table)
     except Exception as e:
+        return CheckResult(name, False, f"could not read privileges: {e}")
+    if got is None:
+        return CheckResult(name, True, "SQLite file opened read-only (mode=ro)")
+    if got.writes:
         return CheckResult(
-            f"{kind} read-only user", False, f"could not read privileges: {e}", "", fatal=False
-        )
-    privs = sorted({decode_text(r[0]).upper() for r in rows})
-    if privs:
-        return CheckResult(
-            f"{kind} read-only user",
+            name,
             False,
-            f"the database user can {', '.join(privs)} on {table}",
+            f"the database user can {', '.join(got.writes)} on {table}",
             "use a SELECT-only user (the agent only reads): "
             + (
-                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM <user>"
+                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM <user> (and from "
+                "the roles named)"
                 if d.name == "postgresql"
-                else "CREATE USER ... ; GRANT SELECT ON <db>.* TO ..."
+                else "REVOKE the write privileges from the user and the roles named, "
+                "or CREATE USER ... ; GRANT SELECT ON <db>.* TO ..."
             ),
         )
-    return CheckResult(f"{kind} read-only user", True, f"SELECT only on {table}")
+    if got.hidden_roles:
+        return CheckResult(
+            name,
+            False,
+            f"SELECT only on {table}, but the user may SET ROLE {', '.join(got.hidden_roles)}, "
+            "whose grants it cannot read",
+            "REVOKE the roles the agent's user does not need",
+        )
+    return CheckResult(name, True, f"SELECT only on {table}")
 
 
 async def _check_indexes(
