@@ -103,6 +103,7 @@ def test_images_install_only_hashed_pins(name: str) -> None:
     assert "--require-hashes --no-deps -r /wheels/requirements.lock" in runs
     assert f"cp requirements/{lock}.lock /wheels/requirements.lock" in build
     assert "pip check" in runs, "the lock covers every requirement"
+    assert "!requirements/" in (ROOT / ".dockerignore").read_text().splitlines()  # in the context
     installs = re.findall(r"pip install ([^&]+)", runs)
     assert all("--no-index" in i for i in installs), installs
 
