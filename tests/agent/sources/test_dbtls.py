@@ -8,13 +8,16 @@ there, never go on in clear text)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,61 @@ def tls_pg() -> Iterator[TlsPg]:
     finally:
         run(f"{pg_ctl} -D {data} -m immediate -w stop")
         shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsMy:
+    port: int
+    ca: Path
+    other_ca: Path
+
+
+@pytest.fixture(scope="module")
+def tls_mysql() -> Iterator[TlsMy]:
+    """A throwaway MariaDB (mariadb-install-db + mariadbd) on its own port with TLS."""
+    install, server = shutil.which("mariadb-install-db"), shutil.which("mariadbd")
+    if not (install and server and shutil.which("openssl")):
+        pytest.skip("mariadb-install-db/mariadbd/openssl not installed")
+    d = Path(tempfile.mkdtemp(prefix="sipstack-tlsmy-"))
+    ca, other = make_ca(d, "ca"), make_ca(d, "other")
+    crt, key = make_server_cert(d, "ca", "DNS:localhost")
+    me = "root" if os.geteuid() == 0 else str(os.getuid())
+    subprocess.run([install, "--no-defaults", f"--datadir={d}/data", f"--user={me}",
+                    "--auth-root-authentication-method=normal", "--skip-test-db"],
+                   check=True, capture_output=True)  # fmt: skip
+    port = _free_port()
+    log = (d / "log").open("wb")
+    proc = subprocess.Popen(
+        [server, "--no-defaults", f"--datadir={d}/data", f"--user={me}", f"--port={port}",
+         "--bind-address=127.0.0.1", f"--socket={d}/sock", f"--pid-file={d}/pid",
+         f"--ssl-ca={ca}", f"--ssl-cert={crt}", f"--ssl-key={key}"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # readiness: the port accepts connections
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert proc.poll() is None, (d / "log").read_text()
+            time.sleep(0.1)
+        yield TlsMy(port, ca, other)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def my_settings(srv: TlsMy, host: str, mode: str, ca: Path | None) -> DatabaseSettings:
+    return DatabaseSettings(
+        type="mysql", host=host, port=srv.port, user="root", name="mysql",
+        sslmode=mode, sslrootcert=str(ca) if ca else "", connect_timeout=10.0,
+    )  # fmt: skip
+
+
+MY_TLS = (
+    "SELECT VARIABLE_VALUE <> '', SLEEP(0.2) FROM information_schema.SESSION_STATUS "
+    "WHERE VARIABLE_NAME = 'SSL_CIPHER'"
+)
 
 
 def pg_settings(srv: TlsPg, host: str, mode: str, ca: Path | None) -> DatabaseSettings:
@@ -195,6 +253,60 @@ async def test_the_recordings_table_connection_uses_the_same_tls(tls_pg: TlsPg) 
                             ["linkedid=linkedid", "filename=filename"])  # fmt: skip
     with pytest.raises(ssl.SSLError):
         await wrong.fetch(["1.1"], [])
+
+
+@pytest.mark.parametrize(
+    ("mode", "host", "ca", "tls"),
+    [
+        ("", "127.0.0.1", None, True),  # default prefer: encrypted when offered
+        ("disable", "127.0.0.1", None, False),
+        ("require", "127.0.0.1", None, True),
+        ("verify-ca", "127.0.0.1", "ca", True),
+        ("verify-full", "localhost", "ca", True),
+    ],
+)
+async def test_mariadb_modes_against_a_tls_server_on_every_pool_connection(
+    tls_mysql: TlsMy, mode: str, host: str, ca: str | None, tls: bool
+) -> None:
+    root = tls_mysql.ca if ca else None
+    db = await connect(my_settings(tls_mysql, host, mode, root), 3)
+    try:
+        rows = await asyncio.gather(*(db.fetch(MY_TLS) for _ in range(3)))  # 3 connections
+        assert [r[0][0] for r in rows] == [int(tls)] * 3
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "host", "ca", "error"),
+    [
+        ("verify-full", "127.0.0.1", "ca", "(?i)hostname|ip address mismatch"),
+        ("verify-ca", "localhost", "other", "(?i)certificate verify failed"),
+        ("require", "localhost", "other", "(?i)certificate verify failed"),
+    ],
+)
+async def test_mariadb_refuses_an_unverified_server(
+    tls_mysql: TlsMy, mode: str, host: str, ca: str, error: str
+) -> None:
+    root = {"ca": tls_mysql.ca, "other": tls_mysql.other_ca}[ca]
+    with pytest.raises(Exception) as ei:  # aiomysql: 2003 "Can't connect" from the SSLError
+        await connect(my_settings(tls_mysql, host, mode, root), 1)
+    assert re.search(error, causes(ei.value)), causes(ei.value)
+    table = RecordingsTable(
+        dataclasses.replace(my_settings(tls_mysql, host, mode, root), table_recordings="rec"),
+        ["linkedid=linkedid", "filename=filename"],
+    )
+    with pytest.raises(Exception) as ei:
+        await table.fetch(["1.1"], [])
+    assert re.search(error, causes(ei.value)), causes(ei.value)
+
+
+def causes(e: BaseException | None) -> str:
+    out = []
+    while e is not None:
+        out.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return " <- ".join(out)
 
 
 # ----------------------------------------------------------------------------- servers without TLS
