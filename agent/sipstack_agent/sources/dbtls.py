@@ -47,9 +47,13 @@ class TlsPlan:
     required: bool  # no plaintext fallback
     verify_chain: bool
     verify_host: bool
+    defaulted: bool = False  # DB_SSLMODE unset
 
-    def asyncpg_ssl(self) -> ssl.SSLContext | str:
-        """asyncpg's `ssl=`: its own mode names where it falls back, else our context."""
+    def asyncpg_ssl(self) -> ssl.SSLContext | str | None:
+        """asyncpg's `ssl=`: its own mode names where it falls back, else our context
+        (None when DB_SSLMODE is unset: asyncpg's default is libpq's, prefer)."""
+        if self.defaulted:
+            return None
         if self.mode in ("disable", "allow", "prefer"):
             return self.mode
         assert self.context is not None
@@ -75,7 +79,7 @@ def plan(db: DatabaseSettings) -> TlsPlan:
     ctx.verify_mode = ssl.CERT_REQUIRED if chain else ssl.CERT_NONE
     ctx.tls_required = required
     ctx.sslmode = mode
-    return TlsPlan(mode, ctx, required, chain, host)
+    return TlsPlan(mode, ctx, required, chain, host, defaulted=not db.sslmode)
 
 
 _guarded = False
