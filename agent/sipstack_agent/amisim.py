@@ -4,7 +4,9 @@ Enough of Asterisk's manager.c behaviour for a real client (panoramisk) to talk
 to it: the banner line, `Action: Login` -> `Response: Success` (or `Response:
 Error` / `Message: Authentication failed` and the connection closed, as
 Asterisk does), ActionID echoed, `Action: Ping` -> `Ping: Pong`, `Action:
-Logoff` -> Goodbye, `Event: CEL` blocks sent to logged-in sessions whose event
+Logoff` -> Goodbye, `Action: Challenge` / `AuthType: MD5` and the MD5 login
+(`AuthType: MD5`, `Key: md5(challenge + secret)`; `offer_challenge = False` for a
+server without it), `Event: CEL` blocks sent to logged-in sessions whose event
 mask includes the `call` class (cel_manager raises CEL with EVENT_FLAG_CALL),
 and fault injection: drop every connection mid-stream, stop answering pings.
 """
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +85,7 @@ class _Session:
         self.writer = writer
         self.logged_in = False
         self.events: set[str] = set()
+        self.challenge = ""
 
     def wants_cel(self) -> bool:
         return self.logged_in and bool(self.events & {"call", "on", "all"})
@@ -119,9 +125,16 @@ class _Session:
         name = a.get("action", "").lower()
         aid = [("ActionID", a["actionid"])] if "actionid" in a else []
         self.server.actions.append(a)
+        if name == "challenge" and self.server.offer_challenge:
+            if a.get("authtype", "").lower() != "md5":
+                self.send([("Response", "Error"), *aid, ("Message", "Must specify AuthType")])
+                return True
+            self.challenge = str(secrets.randbelow(10**9))
+            self.send([("Response", "Success"), *aid, ("Challenge", self.challenge)])
+            return True
         if name == "login":
             self.server.login_attempts += 1
-            if a.get("username") == self.server.username and a.get("secret") == self.server.secret:
+            if a.get("username") == self.server.username and self._authenticated(a):
                 self.logged_in = True
                 mask = a.get("events", "on").lower()
                 self.events = {p.strip() for p in mask.split(",")}
@@ -159,6 +172,17 @@ class _Session:
         self.send([("Response", "Error"), *aid, ("Message", "Invalid/unknown command")])
         return True
 
+    def _authenticated(self, a: dict[str, str]) -> bool:
+        """Asterisk's manager.c: an MD5 key over the last challenge, or the secret itself."""
+        if a.get("authtype", "").lower() == "md5":
+            if not self.challenge:
+                return False
+            want = hashlib.md5((self.challenge + self.server.secret).encode()).hexdigest()  # noqa: S324 - the AMI protocol
+            ok = hmac.compare_digest(a.get("key", ""), want)
+            self.server.md5_logins += ok
+            return ok
+        return a.get("secret") == self.server.secret
+
 
 class AmiServer:
     """`async with AmiServer("user", "secret") as srv:` -> srv.port; srv.send_cel(...)."""
@@ -170,6 +194,8 @@ class AmiServer:
         self.actions: list[dict[str, str]] = []
         self.login_attempts = 0
         self.logins = 0
+        self.md5_logins = 0
+        self.offer_challenge = True  # False: an AMI that only knows the Secret login
         self.pings = 0
         self.answer_pings = True
         self.logged_in = asyncio.Event()

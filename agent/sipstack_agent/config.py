@@ -147,6 +147,7 @@ class AmiSettings:
     events: str = "call"
     tls_verify: bool = True  # AMI_TLS_VERIFY
     tls_ca_file: str = ""  # AMI_TLS_CA_FILE
+    auth: str = "auto"  # AMI_AUTH: auto (MD5 challenge when offered) | md5 | plain
     connect_timeout: float = 10.0
     backoff_initial: float = 1.0
     backoff_cap: float = 60.0
@@ -905,6 +906,7 @@ def load_settings(
         events=r.str_("AMI_EVENTS", default="call"),
         tls_verify=r.bool_("AMI_TLS_VERIFY", default=True),
         tls_ca_file=r.str_("AMI_TLS_CA_FILE"),
+        auth=r.choice("AMI_AUTH", "auto", ("auto", "md5", "plain")),
         connect_timeout=r.float_("AMI_CONNECT_TIMEOUT", default=10.0, hi=600),
     )
     if ami.tls_ca_file and not os.path.isfile(ami.tls_ca_file):

@@ -59,8 +59,9 @@ def test_dockerfile(name: str):
     text = (ROOT / name).read_text()
     all_stages = stages(text)
     assert len(all_stages) >= 2, "multi-stage build expected"
+    global_args = dict(re.findall(r"^ARG ([A-Z_]+)=(\S+)$", text.split("\nFROM ", 1)[0], re.M))
     for stage in all_stages:
-        base = stage[0][1].split()[0]
+        base = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m[1]], stage[0][1].split()[0])
         assert PINNED_BASE.match(base), f"base image {base!r} is not an exact slim Python 3.11+"
     builder, final = all_stages[0], all_stages[-1]
     assert any(i == "RUN" and "pip wheel" in a for i, a in builder), "wheels built in the builder"

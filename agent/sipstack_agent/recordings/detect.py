@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from sipstack_agent.recordings.paths import (
     name_matches_id,
     recordingfile_candidates,
 )
-from sipstack_agent.sources.sql import ssl_context
+from sipstack_agent.sources.sql import Db, connect
 from sipstack_agent.zones import tzinfo_of
 
 log = logging.getLogger(__name__)
@@ -248,62 +247,18 @@ class RecordingsTable:
         self.dialect = {"postgres": "postgresql", "mariadb": "mysql"}.get(db.type, db.type)
         if self.dialect not in ("postgresql", "mysql", "sqlite"):
             raise ValueError(f"DB_TYPE: unsupported {db.type!r}")
-        self._conn: Any = None
+        self._conn: Db | None = None
 
-    async def _connect(self) -> Any:
-        """One read-only connection (sessions are READ ONLY where the server allows)."""
-        db = self.db
-        if self.dialect == "postgresql":
-            import asyncpg
-
-            mode = (db.sslmode or "").lower()
-            ssl_arg: Any = mode if mode in ("allow", "prefer", "disable") else ssl_context(db)
-            return await asyncpg.connect(
-                host=db.host or "localhost",
-                port=db.port or 5432,
-                user=db.user or None,
-                password=db.password or None,
-                database=db.name or None,
-                timeout=db.connect_timeout,
-                command_timeout=max(30.0, db.connect_timeout),
-                ssl=ssl_arg,
-                server_settings={
-                    "default_transaction_read_only": "on",
-                    "application_name": "sipstack-agent-recordings",
-                },
-            )
-        if self.dialect == "mysql":
-            import aiomysql
-
-            return await aiomysql.connect(
-                host=db.host or "localhost",
-                port=db.port or 3306,
-                user=db.user or None,
-                password=db.password or "",
-                db=db.name or None,
-                connect_timeout=db.connect_timeout,
-                autocommit=True,
-                charset="utf8mb4",
-                use_unicode=False,  # bytes, decoded without crashing on latin-1 text
-                ssl=ssl_context(db),
-                init_command="SET SESSION TRANSACTION READ ONLY",
-            )
-        import aiosqlite
-
-        if not db.name:
-            raise ValueError("DB_NAME must be the path of the SQLite database file")
-        uri = "file:" + urllib.parse.quote(db.name) + "?mode=ro"
-        return await aiosqlite.connect(uri, uri=True)
+    async def _connect(self) -> Db:
+        """One read-only connection, opened as every PBX database reader opens it."""
+        return await connect(self.db, 1)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
         with contextlib.suppress(Exception):
-            if self.dialect == "mysql":
-                conn.close()
-            else:
-                await conn.close()
+            await conn.close()
 
     async def fetch(
         self, linkedids: Sequence[str], uniqueids: Sequence[str]
@@ -328,17 +283,9 @@ class RecordingsTable:
         sql = build_query(self.table, self.mapping, self.dialect, len(lids), len(uids))
         args = [*lids, *uids]
         roles = list(self.mapping)
-        if self.dialect == "postgresql":
-            rows = await self._conn.fetch(sql, *args)
-            return [{r: row[r] for r in roles} for row in rows]
-        if self.dialect == "mysql":
-            async with self._conn.cursor() as cur:
-                await cur.execute(sql, args)
-                data = await cur.fetchall()
-            return [dict(zip(roles, _decode_row(row), strict=False)) for row in data]
-        async with self._conn.execute(sql, args) as cur:
-            data = await cur.fetchall()
-        return [dict(zip(roles, _decode_row(row), strict=False)) for row in data]
+        assert self._conn is not None
+        rows = await self._conn.fetch(sql, args)
+        return [dict(zip(roles, _decode_row(row), strict=False)) for row in rows]
 
 
 def _decode(v: Any) -> Any:

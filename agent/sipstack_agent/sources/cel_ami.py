@@ -53,6 +53,7 @@ from ..metrics import Metrics
 from ..model import CelRow
 from ..rules.backoff import reconnect_delay
 from ..watermarks import Watermarks
+from .ami_auth import CHALLENGE, login_action, plaintext_warning
 from .cel_csv import TimeParser
 from .timezone import ClockCheck
 
@@ -405,17 +406,13 @@ class _Session:
             raise TimeoutError(
                 f"AMI {s.host}:{_port(s)}: no connection within {s.connect_timeout:g} s"
             ) from None
+        challenge = await self._challenge(mgr) if s.auth != "plain" else None
+        if challenge is None and s.auth == "md5":
+            raise AmiAuthError(
+                f"AMI {s.host}:{_port(s)} offers no MD5 challenge login and AMI_AUTH=md5"
+            )
         resp = await _first(
-            mgr.send_action(
-                {
-                    "Action": "Login",
-                    "Username": _latin1(s.username),
-                    "Secret": _latin1(s.password),
-                    "Events": s.events or "call",
-                }
-            ),
-            self.lost,
-            s.connect_timeout,
+            mgr.send_action(login_action(s, challenge, _latin1)), self.lost, s.connect_timeout
         )
         self.version = str(getattr(mgr.protocol, "version", "") or "")
         if isinstance(resp, list):
@@ -426,6 +423,20 @@ class _Session:
                 f"AMI login as {s.username!r} at {s.host}:{_port(s)} failed: "
                 f"{message or 'no success response'}"
             )
+        if warning := plaintext_warning(s, challenge):
+            log.warning(warning)
+
+    async def _challenge(self, mgr: _Manager) -> str | None:
+        """The server's MD5 challenge, or None when it offers none."""
+        assert self.lost is not None
+        resp = await _first(
+            mgr.send_action(dict(CHALLENGE)), self.lost, self.settings.connect_timeout
+        )
+        if isinstance(resp, list):
+            resp = resp[0] if resp else None
+        if resp is None or not getattr(resp, "success", False):
+            return None
+        return _text(resp.get("challenge", "")) or None
 
     async def ping(self, timeout: float) -> None:
         assert self.manager is not None and self.lost is not None

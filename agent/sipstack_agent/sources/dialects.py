@@ -103,37 +103,6 @@ class Dialect:
             (name, name),
         )
 
-    def write_privileges_sql(self, table: str) -> tuple[str, tuple[object, ...]] | None:
-        """Rows naming write privileges the current user holds on the table (none = read-only)."""
-        schema, name = self.split_table(table)
-        if self.name == "postgresql":
-            qualified = f"{schema}.{name}" if schema else name
-            return (
-                "SELECT p FROM unnest(ARRAY['INSERT','UPDATE','DELETE','TRUNCATE']) AS p "
-                "WHERE has_table_privilege(current_user, $1, p) "
-                "UNION ALL SELECT 'SUPERUSER' FROM pg_roles "
-                "WHERE rolname = current_user AND rolsuper",
-                (qualified,),
-            )
-        if self.name == "mysql":
-            grantee = (
-                "concat('''', substring_index(current_user(), '@', 1), '''@''', "
-                "substring_index(current_user(), '@', -1), '''')"
-            )
-            writes = "('INSERT','UPDATE','DELETE','DROP','ALTER','ALL PRIVILEGES')"
-            return (
-                f"SELECT privilege_type FROM information_schema.user_privileges "
-                f"WHERE grantee = {grantee} AND privilege_type IN {writes} "
-                f"UNION ALL SELECT privilege_type FROM information_schema.schema_privileges "
-                f"WHERE grantee = {grantee} AND privilege_type IN {writes} "
-                f"AND table_schema = coalesce(%s, DATABASE()) "
-                f"UNION ALL SELECT privilege_type FROM information_schema.table_privileges "
-                f"WHERE grantee = {grantee} AND privilege_type IN {writes} "
-                f"AND table_schema = coalesce(%s, DATABASE()) AND table_name = %s",
-                (schema, schema, name),
-            )
-        return None  # sqlite: the file is opened read-only (mode=ro)
-
     # ------------------------------------------------------------ reading
 
     def select_after_id(

@@ -37,7 +37,6 @@ import contextlib
 import logging
 import os
 import random
-import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -53,8 +52,10 @@ from ..rules.backoff import reconnect_delay
 from ..state import StateStore
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice
+from . import dbtls
 from .cdr_end import CdrEndReader, reading_plan
 from .dialects import Dialect, dialect_for, valid_identifier
+from .grants import write_privileges
 from .timezone import ClockCheck, ZoneResolver, start_time
 
 __all__ = [
@@ -190,21 +191,6 @@ class Db(Protocol):
     async def close(self) -> None: ...
 
 
-def ssl_context(db: DatabaseSettings) -> ssl.SSLContext | None:
-    """DB_SSLMODE / DB_SSLROOTCERT as every PBX database reader interprets them."""
-    mode = (db.sslmode or "").lower()
-    if mode in ("", "disable", "allow", "prefer"):
-        return None
-    ctx = ssl.create_default_context(cafile=db.sslrootcert or None)
-    if mode == "require" and not db.sslrootcert:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif mode in ("require", "verify-ca"):
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 async def _keep_session(con: Any) -> None:
     """asyncpg pool `reset=`: release a connection without the reset query.
 
@@ -225,17 +211,13 @@ class _PgDb:
     async def open(cls, db: DatabaseSettings, pool_size: int) -> _PgDb:
         import asyncpg
 
-        mode = (db.sslmode or "").lower()
-        ssl_arg: Any = ssl_context(db) if mode not in ("", "allow", "prefer", "disable") else None
-        if mode in ("allow", "prefer", "disable"):
-            ssl_arg = mode
         pool = await asyncpg.create_pool(
             host=db.host or "localhost",
             port=db.port or 5432,
             user=db.user or None,
             password=db.password or None,
             database=db.name or None,
-            ssl=ssl_arg,
+            ssl=dbtls.plan(db).asyncpg_ssl(),
             timeout=db.connect_timeout,
             command_timeout=max(30.0, db.connect_timeout),
             min_size=1,
@@ -284,6 +266,7 @@ class _MyDb:
     async def open(cls, db: DatabaseSettings, pool_size: int) -> _MyDb:
         import aiomysql
 
+        dbtls.guard_mysql()  # a required mode refuses a server without TLS, every connection
         pool = await aiomysql.create_pool(
             minsize=1,
             maxsize=max(1, pool_size),
@@ -297,21 +280,10 @@ class _MyDb:
             conv=_mysql_conversions(),
             autocommit=True,  # else InnoDB's REPEATABLE READ pins one snapshot forever
             connect_timeout=db.connect_timeout,
-            ssl=ssl_context(db),
+            ssl=dbtls.plan(db).context,
             init_command="SET SESSION TRANSACTION READ ONLY",
             pool_recycle=3600,
         )
-        if (db.sslmode or "").lower() in ("require", "verify-ca", "verify-full"):
-            # aiomysql silently goes on in clear text when the server offers no TLS
-            async with pool.acquire() as con:
-                secure = bool(getattr(con, "_secure", False))
-            if not secure:
-                pool.close()
-                await pool.wait_closed()
-                raise ConnectionError(
-                    f"MySQL server at {db.host}:{db.port or 3306} did not negotiate TLS "
-                    f"but DB_SSLMODE={db.sslmode}"
-                )
         return cls(pool, dialect_for("mysql"))
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -1383,29 +1355,36 @@ def _clock_result(
 
 
 async def _check_read_only(con: Db, d: Dialect, table: str, kind: str) -> CheckResult:
-    q = d.write_privileges_sql(table)
-    if q is None:
-        return CheckResult(f"{kind} read-only user", True, "SQLite file opened read-only (mode=ro)")
+    name = f"{kind} read-only user"
     try:
-        rows = await con.fetch(*q)
+        got = await write_privileges(con, d.name, table)
     except Exception as e:
+        return CheckResult(name, False, f"could not read privileges: {e}")
+    if got is None:
+        return CheckResult(name, True, "SQLite file opened read-only (mode=ro)")
+    if got.writes:
         return CheckResult(
-            f"{kind} read-only user", False, f"could not read privileges: {e}", "", fatal=False
-        )
-    privs = sorted({decode_text(r[0]).upper() for r in rows})
-    if privs:
-        return CheckResult(
-            f"{kind} read-only user",
+            name,
             False,
-            f"the database user can {', '.join(privs)} on {table}",
+            f"the database user can {', '.join(got.writes)} on {table}",
             "use a SELECT-only user (the agent only reads): "
             + (
-                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM <user>"
+                f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM <user> (and from "
+                "the roles named)"
                 if d.name == "postgresql"
-                else "CREATE USER ... ; GRANT SELECT ON <db>.* TO ..."
+                else "REVOKE the write privileges from the user and the roles named, "
+                "or CREATE USER ... ; GRANT SELECT ON <db>.* TO ..."
             ),
         )
-    return CheckResult(f"{kind} read-only user", True, f"SELECT only on {table}")
+    if got.hidden_roles:
+        return CheckResult(
+            name,
+            False,
+            f"SELECT only on {table}, but the user may SET ROLE {', '.join(got.hidden_roles)}, "
+            "whose grants it cannot read",
+            "REVOKE the roles the agent's user does not need",
+        )
+    return CheckResult(name, True, f"SELECT only on {table}")
 
 
 async def _check_indexes(
