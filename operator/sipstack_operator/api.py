@@ -45,7 +45,8 @@ API_CALLS: set[ApiCall] = set()
 
 # What kopf does on the operator's behalf for the handlers in handlers.py:
 # watch the connectors (list, watch), patch them (finalizer, progress
-# annotations) and their status, post Events, watch Secrets for the index.
+# annotations) and their status, post Events. Secrets are never listed or
+# watched: the status timer re-reads the referenced ones by name (rotation).
 KOPF_CALLS: frozenset[ApiCall] = frozenset(
     {
         ApiCall(GROUP, PLURAL, "list"),
@@ -53,8 +54,6 @@ KOPF_CALLS: frozenset[ApiCall] = frozenset(
         ApiCall(GROUP, PLURAL, "patch"),
         ApiCall(GROUP, f"{PLURAL}/status", "patch"),
         ApiCall("", "events", "create"),
-        ApiCall("", "secrets", "list"),
-        ApiCall("", "secrets", "watch"),
         # Peering: watch the peering object, patch our keep-alive into its status.
         ApiCall(PEERING_GROUP, "kopfpeerings", "list"),
         ApiCall(PEERING_GROUP, "kopfpeerings", "watch"),

@@ -15,6 +15,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -172,6 +173,9 @@ class Reconciler:
         # Last status written per (namespace, name, uid): fresher than the
         # body a timer or a secret event hands over.
         self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # (namespace, name) -> digest of the referenced Secrets' values at the
+        # last reconcile (never the values): the timer's rotation check.
+        self._secrets_seen: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -182,6 +186,7 @@ class Reconciler:
         self._locks.pop((namespace, name), None)
         self.metrics.connectors.forget(namespace, name)
         self._pending.pop((namespace, name), None)
+        self._secrets_seen.pop((namespace, name), None)
         for key in [k for k in self._written if k[:2] == (namespace, name)]:
             del self._written[key]
 
@@ -281,6 +286,7 @@ class Reconciler:
                 raise
 
             secrets, problems = await self.resolve_secrets(spec)
+            self._secrets_seen[(ns, name)] = _secrets_digest(secrets, problems)
             if problems:
                 reason = (
                     "SecretNotFound"
@@ -388,6 +394,22 @@ class Reconciler:
             body, [ready, applied, secrets_cond, agent, monitoring], extra, generation=generation
         )
 
+    async def secrets_changed(self, body: Mapping[str, Any]) -> bool:
+        """Whether the referenced Secrets (read by name) changed since the last reconcile.
+
+        The operator never lists or watches Secrets: the status timer calls this.
+        """
+        ns, name, _uid, _ = self._ids(body)
+        seen = self._secrets_seen.get((ns, name))
+        if seen is None:
+            return False  # not reconciled by this process yet: kopf's handlers will
+        try:
+            spec = parse_resource(body, default_image=self.config.default_image)
+        except SpecError:
+            return False
+        secrets, problems = await self.resolve_secrets(spec)
+        return _secrets_digest(secrets, problems) != seen
+
     # ------------------------------------------------------------------ retries
 
     def mark_pending(self, namespace: str, name: str) -> float:
@@ -481,6 +503,11 @@ class Reconciler:
                 self.post_event(body, step.event_type, step.event_reason, step.message)
             logger.info("%s/%s: drain %s: %s", ns, name, step.phase, step.message)
             return step
+
+
+def _secrets_digest(values: Mapping[tuple[str, str], str], problems: list[str]) -> str:
+    text = json.dumps([sorted([*k, v] for k, v in values.items()), problems])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _drain_block(step: dr.DrainStep, started: datetime, timeout_seconds: int) -> dict[str, Any]:
