@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime
 import logging
@@ -41,7 +40,13 @@ import kopf
 
 from sipstack_operator import kopfsettings, metrics
 from sipstack_operator.api import KubeApi, load_client_configuration
-from sipstack_operator.reconcile import OperatorConfig, ReconcileError, Reconciler
+from sipstack_operator.reconcile import (
+    NOT_ALLOWED,
+    NotAllowedError,
+    OperatorConfig,
+    ReconcileError,
+    Reconciler,
+)
 from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
 
 CONFIG = OperatorConfig.from_env()
@@ -162,6 +167,10 @@ async def reconcile_connector(body: kopf.Body, retry: int, **_: Any) -> None:
         await _reconciler().reconcile(_plain(body))
     except SpecError as e:
         raise kopf.PermanentError(str(e)) from None
+    except NotAllowedError as e:
+        if e.reason == NOT_ALLOWED:  # until the CR (or a Secret: the timer sees it) changes
+            raise kopf.PermanentError(str(e)) from None
+        raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
     except ReconcileError as e:
         raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
 

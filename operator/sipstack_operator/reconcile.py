@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sipstack_operator import drain as dr
 from sipstack_operator import status as st
+from sipstack_operator.allowlist import AllowList
 from sipstack_operator.api import KubeApi
 from sipstack_operator.metrics import OperatorMetrics
 from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Names, Owner, SecretData, render
@@ -50,13 +51,18 @@ class OperatorConfig:
     retry_base: float = 10.0  # first retry after a missing Secret / failed apply
     retry_cap: float = 300.0
     metrics_port: int = 9090  # /metrics (sipstack_operator/metrics.py); 0 = off
+    # What a connector may ask for (allowlist.py): API hosts, images, volumes, Secrets.
+    allow: AllowList = field(
+        default_factory=lambda: AllowList.from_env({}, default_image=DEFAULT_AGENT_IMAGE)
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if env is None else env
         d = cls()
+        default_image = env.get("SIPSTACK_AGENT_IMAGE") or d.default_image
         return cls(
-            default_image=env.get("SIPSTACK_AGENT_IMAGE") or d.default_image,
+            default_image=default_image,
             status_interval=float(env.get("SIPSTACK_STATUS_INTERVAL") or d.status_interval),
             agent_status_url=env.get("SIPSTACK_AGENT_STATUS_URL") or d.agent_status_url,
             agent_status_timeout=float(
@@ -65,6 +71,7 @@ class OperatorConfig:
             retry_base=float(env.get("SIPSTACK_RETRY_BASE") or d.retry_base),
             retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
             metrics_port=_port(env, "SIPSTACK_METRICS_PORT", d.metrics_port),
+            allow=AllowList.from_env(env, default_image=default_image),
         )
 
     @property
@@ -85,6 +92,10 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+NOT_ALLOWED = "NotAllowed"  # condition reason: the install's allow-list refused the CR
+NOT_OWNED = "NotOwned"  # condition reason: a child's name is taken by an object not ours
+
+
 class ReconcileError(Exception):
     """The reconcile could not finish; the message is safe to show (no secret values)."""
 
@@ -97,6 +108,16 @@ class SecretsUnresolvedError(ReconcileError):
 
 class ApplyError(ReconcileError):
     pass
+
+
+class NotAllowedError(ReconcileError):
+    """The connector breaks the install's allow-list (or would adopt a foreign object):
+    nothing was applied; retrying does not help until the CR or the install changes."""
+
+    def __init__(self, reason: str, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.reason = reason
+        self.problems = problems
 
 
 def _decode_secret(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -116,6 +137,8 @@ def failure_reason(error: Exception) -> str:
     """The `reason` label of a failed reconcile (sipstack_operator.metrics.FAILURE_REASONS)."""
     if isinstance(error, SpecError):
         return "invalid_spec"
+    if isinstance(error, NotAllowedError):
+        return "not_allowed"
     if isinstance(error, SecretsUnresolvedError):
         return "secrets_unresolved"
     if isinstance(error, ApplyError):
@@ -235,16 +258,23 @@ class Reconciler:
 
     async def resolve_secrets(
         self, spec: ConnectorSpec
-    ) -> tuple[dict[tuple[str, str], str], list[str]]:
-        """Values of every referenced key, and the problems (naming Secret and key only)."""
+    ) -> tuple[dict[tuple[str, str], str], list[str], list[str]]:
+        """Values of every referenced key, the problems (naming Secret and key only),
+        and the Secrets the allow-list refuses (read by name, never used)."""
         values: dict[tuple[str, str], str] = {}
         problems: list[str] = []
+        refused_secrets: list[str] = []
         refs = spec.secret_refs()
         fetched: dict[str, dict[str, str] | None] = {}
+        reported: set[str] = set()
         for secret_name in spec.secret_names():
             obj = await self.api.get_secret(spec.namespace, secret_name)
+            refused = self.config.allow.check_secret(obj) if obj is not None else None
+            if refused is not None:
+                refused_secrets.append(refused)
+                reported.add(secret_name)
+                obj = None
             fetched[secret_name] = _decode_secret(obj) if obj is not None else None
-        reported: set[str] = set()
         for ref in refs:
             data = fetched[ref.name]
             if data is None:
@@ -259,7 +289,7 @@ class Reconciler:
                 problems.append(f"key {ref.key!r} of Secret {ref.name!r} is empty or not text")
             else:
                 values[(ref.name, ref.key)] = data[ref.key]
-        return values, problems
+        return values, problems, refused_secrets
 
     # ------------------------------------------------------------------ reconcile
 
@@ -285,8 +315,14 @@ class Reconciler:
                 )
                 raise
 
-            secrets, problems = await self.resolve_secrets(spec)
-            self._secrets_seen[(ns, name)] = _secrets_digest(secrets, problems)
+            refused = self.config.allow.check_spec(spec)
+            if refused:
+                await self._refuse(body, NotAllowedError(NOT_ALLOWED, refused), generation)
+
+            secrets, problems, refused = await self.resolve_secrets(spec)
+            self._secrets_seen[(ns, name)] = _secrets_digest(secrets, problems + refused)
+            if refused:
+                await self._refuse(body, NotAllowedError(NOT_ALLOWED, refused), generation)
             if problems:
                 reason = (
                     "SecretNotFound"
@@ -341,6 +377,21 @@ class Reconciler:
             )
             self._pending.pop((ns, name), None)
             return live
+
+    async def _refuse(
+        self, body: Mapping[str, Any], error: NotAllowedError, generation: int | None
+    ) -> None:
+        """Write Ready/Reconciled False with the rules broken, then raise `error`."""
+        message = str(error)
+        await self._write(
+            body,
+            [
+                st.Condition(st.RECONCILED, st.FALSE, error.reason, message),
+                st.Condition(st.READY, st.FALSE, error.reason, message),
+            ],
+            generation=generation,
+        )
+        raise error
 
     def render(
         self,
@@ -407,8 +458,8 @@ class Reconciler:
             spec = parse_resource(body, default_image=self.config.default_image)
         except SpecError:
             return False
-        secrets, problems = await self.resolve_secrets(spec)
-        return _secrets_digest(secrets, problems) != seen
+        secrets, problems, refused = await self.resolve_secrets(spec)
+        return _secrets_digest(secrets, problems + refused) != seen
 
     # ------------------------------------------------------------------ retries
 

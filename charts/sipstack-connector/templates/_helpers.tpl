@@ -225,3 +225,15 @@ release's namespace plus operator.watchNamespaces, as a JSON list.
 {{- define "sipstack.watchedNamespaces" -}}
 {{- toJson (uniq (prepend .Values.operator.watchNamespaces .Release.Namespace)) -}}
 {{- end -}}
+
+{{/*
+The opt-in label the operator asks of every referenced Secret
+(operator.allow.secretLabel, key=value) as one YAML map line; empty for "*".
+*/}}
+{{- define "sipstack.secretLabel" -}}
+{{- $label := .Values.operator.allow.secretLabel -}}
+{{- if ne $label "*" -}}
+{{- $kv := splitList "=" $label -}}
+{{ index $kv 0 }}: {{ index $kv 1 | quote }}
+{{- end -}}
+{{- end -}}
