@@ -210,6 +210,18 @@ class KubeApi:
         return result
 
     @uses("", "secrets", "get")
+    @uses("", "configmaps", "get")
+    @uses("", "persistentvolumeclaims", "get")
+    @uses("apps", "deployments", "get")
+    @uses("", "services", "get")
+    @uses("monitoring.coreos.com", "servicemonitors", "get")
+    async def get_child(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The live object a child manifest would be applied to (None: there is none)."""
+        group, version, plural = CHILD_RESOURCES[manifest["kind"]]
+        meta = manifest["metadata"]
+        return await self._get(group, version, plural, meta["namespace"], meta["name"])
+
+    @uses("", "secrets", "get")
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("", "v1", "secrets", namespace, name)
 

@@ -33,7 +33,14 @@ from sipstack_operator import status as st
 from sipstack_operator.allowlist import AllowList
 from sipstack_operator.api import KubeApi
 from sipstack_operator.metrics import OperatorMetrics
-from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Names, Owner, SecretData, render
+from sipstack_operator.render import (
+    CONNECTOR_LABEL,
+    DEFAULT_AGENT_IMAGE,
+    Names,
+    Owner,
+    SecretData,
+    render,
+)
 from sipstack_operator.spec import ConnectorSpec, SecretKeyRef, SpecError, parse_resource
 
 logger = logging.getLogger("sipstack_operator")
@@ -349,6 +356,9 @@ class Reconciler:
             children = self.render(spec, secrets, uid=uid, sm_available=sm_available)
             live: list[dict[str, Any]] = []
             try:
+                foreign = await self._foreign_children(spec, children, uid)
+                if foreign:
+                    await self._refuse(body, NotAllowedError(NOT_OWNED, foreign), generation)
                 for child in children:
                     live.append(await self.api.apply(child))
                 if not spec.service_monitor.enabled:
@@ -408,6 +418,25 @@ class Reconciler:
             service_monitor_available=sm_available,
             default_image=self.config.default_image,
         )
+
+    async def _foreign_children(
+        self, spec: ConnectorSpec, children: list[dict[str, Any]], uid: str
+    ) -> list[str]:
+        """Children whose name is taken by an object this connector does not own.
+
+        Server-side apply with force would take such an object over (and garbage
+        collection would later delete it with the connector): it is refused instead.
+        """
+        problems: list[str] = []
+        for child in children:
+            existing = await self.api.get_child(child)
+            if existing is None or _owned_by(existing, spec.name, uid):
+                continue
+            problems.append(
+                f"{child['kind']} {child['metadata']['name']} already exists and is not owned "
+                "by this connector: not adopted (delete or rename it)"
+            )
+        return problems
 
     async def _prune_service_monitor(self, spec: ConnectorSpec, uid: str) -> None:
         """Delete our ServiceMonitor after monitoring was disabled (never someone else's)."""
@@ -554,6 +583,16 @@ class Reconciler:
                 self.post_event(body, step.event_type, step.event_reason, step.message)
             logger.info("%s/%s: drain %s: %s", ns, name, step.phase, step.message)
             return step
+
+
+def _owned_by(obj: Mapping[str, Any], name: str, uid: str) -> bool:
+    """Ours: an ownerReference to this connector's uid, or (a retained state PVC,
+    which has no owner) the connector label render.py sets on it."""
+    meta = obj.get("metadata") or {}
+    if uid and any(o.get("uid") == uid for o in meta.get("ownerReferences") or []):
+        return True
+    retained_pvc = obj.get("kind") == "PersistentVolumeClaim" and not meta.get("ownerReferences")
+    return retained_pvc and (meta.get("labels") or {}).get(CONNECTOR_LABEL) == name
 
 
 def _secrets_digest(values: Mapping[tuple[str, str], str], problems: list[str]) -> str:
