@@ -229,10 +229,6 @@ class KubeApi:
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("apps", "v1", "deployments", namespace, name)
 
-    @uses(GROUP, PLURAL, "get")
-    async def get_connector(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(GROUP, VERSION, PLURAL, namespace, name)
-
     @uses("monitoring.coreos.com", "servicemonitors", "get")
     async def get_service_monitor(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("monitoring.coreos.com", "v1", "servicemonitors", namespace, name)
