@@ -45,7 +45,8 @@ API_CALLS: set[ApiCall] = set()
 
 # What kopf does on the operator's behalf for the handlers in handlers.py:
 # watch the connectors (list, watch), patch them (finalizer, progress
-# annotations) and their status, post Events, watch Secrets for the index.
+# annotations) and their status, post Events. Secrets are never listed or
+# watched: the status timer re-reads the referenced ones by name (rotation).
 KOPF_CALLS: frozenset[ApiCall] = frozenset(
     {
         ApiCall(GROUP, PLURAL, "list"),
@@ -53,8 +54,6 @@ KOPF_CALLS: frozenset[ApiCall] = frozenset(
         ApiCall(GROUP, PLURAL, "patch"),
         ApiCall(GROUP, f"{PLURAL}/status", "patch"),
         ApiCall("", "events", "create"),
-        ApiCall("", "secrets", "list"),
-        ApiCall("", "secrets", "watch"),
         # Peering: watch the peering object, patch our keep-alive into its status.
         ApiCall(PEERING_GROUP, "kopfpeerings", "list"),
         ApiCall(PEERING_GROUP, "kopfpeerings", "watch"),
@@ -211,16 +210,24 @@ class KubeApi:
         return result
 
     @uses("", "secrets", "get")
+    @uses("", "configmaps", "get")
+    @uses("", "persistentvolumeclaims", "get")
+    @uses("apps", "deployments", "get")
+    @uses("", "services", "get")
+    @uses("monitoring.coreos.com", "servicemonitors", "get")
+    async def get_child(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The live object a child manifest would be applied to (None: there is none)."""
+        group, version, plural = CHILD_RESOURCES[manifest["kind"]]
+        meta = manifest["metadata"]
+        return await self._get(group, version, plural, meta["namespace"], meta["name"])
+
+    @uses("", "secrets", "get")
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("", "v1", "secrets", namespace, name)
 
     @uses("apps", "deployments", "get")
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("apps", "v1", "deployments", namespace, name)
-
-    @uses(GROUP, PLURAL, "get")
-    async def get_connector(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._get(GROUP, VERSION, PLURAL, namespace, name)
 
     @uses("monitoring.coreos.com", "servicemonitors", "get")
     async def get_service_monitor(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -4,13 +4,13 @@
   (server-side apply of the children, conditions). A missing Secret or a
   failed apply -> kopf.TemporaryError with an exponential delay (no busy
   loop); an invalid spec -> kopf.PermanentError.
-- an index `connector_secrets` maps (namespace, secret name) to the
-  connectors that reference it; a Secret event (added, modified, deleted)
-  re-reconciles those connectors, so a rotated password or API key rolls the
-  agent (the config hash on the pod template changes), and a deleted Secret
-  turns SecretsResolved False. kopf does not retry event handlers: a failed
-  Secret-triggered reconcile is marked pending and the status timer retries
-  it with backoff until it succeeds.
+- Secrets are never listed or watched (the operator's RBAC has only get on
+  Secrets): the status timer re-reads the Secrets a connector references by
+  name and re-reconciles when what they hold changed, so a rotated password
+  or API key rolls the agent (the config hash on the pod template changes)
+  within one SIPSTACK_STATUS_INTERVAL, and a deleted Secret turns
+  SecretsResolved False. A failed reconcile the timer started is marked
+  pending and retried with backoff until it succeeds.
 - delete -> `drain_connector`: the finalizer is held until the agent's
   backlog is 0 or spec.drain.timeoutSeconds passed (progress in status.drain
   and events); the state PVC stays unless spec.state.whenDeleted is Delete.
@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime
 import logging
@@ -41,12 +40,17 @@ import kopf
 
 from sipstack_operator import kopfsettings, metrics
 from sipstack_operator.api import KubeApi, load_client_configuration
-from sipstack_operator.reconcile import OperatorConfig, ReconcileError, Reconciler
+from sipstack_operator.reconcile import (
+    NOT_ALLOWED,
+    NotAllowedError,
+    OperatorConfig,
+    ReconcileError,
+    Reconciler,
+)
 from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
 
 CONFIG = OperatorConfig.from_env()
 PROCESS = kopfsettings.ProcessSettings.from_env(os.environ)
-SECRET_FANOUT = 16  # connectors reconciled at once after one Secret changed
 
 
 class _Runtime:
@@ -155,29 +159,6 @@ def probe_connectors(**_: Any) -> int:
 # --------------------------------------------------------------------------- connectors
 
 
-def referenced_secrets(spec: Any) -> set[str]:
-    """Names of Secrets referenced anywhere in a (possibly invalid) spec."""
-    found: set[str] = set()
-    if isinstance(spec, Mapping):
-        for key, value in spec.items():
-            if str(key).endswith("SecretRef") and isinstance(value, Mapping):
-                if isinstance(value.get("name"), str):
-                    found.add(value["name"])
-            else:
-                found |= referenced_secrets(value)
-    elif isinstance(spec, list):
-        for item in spec:
-            found |= referenced_secrets(item)
-    return found
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def connector_secrets(
-    namespace: str | None, name: str, spec: Mapping[str, Any], **_: Any
-) -> dict[tuple[str, str], str]:
-    return {(namespace or "", secret): name for secret in referenced_secrets(spec)}
-
-
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
@@ -186,6 +167,10 @@ async def reconcile_connector(body: kopf.Body, retry: int, **_: Any) -> None:
         await _reconciler().reconcile(_plain(body))
     except SpecError as e:
         raise kopf.PermanentError(str(e)) from None
+    except NotAllowedError as e:
+        if e.reason == NOT_ALLOWED:  # until the CR (or a Secret: the timer sees it) changes
+            raise kopf.PermanentError(str(e)) from None
+        raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
     except ReconcileError as e:
         raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
 
@@ -227,48 +212,10 @@ async def refresh_status(
     if body.metadata.get("deletionTimestamp"):
         return  # the drain owns the status now
     plain = _plain(body)
-    if reconciler.retry_due(namespace or "", name):
+    if reconciler.retry_due(namespace or "", name) or await reconciler.secrets_changed(plain):
         try:
             await reconciler.reconcile(plain)
         except (ReconcileError, SpecError) as e:
             delay = reconciler.mark_pending(namespace or "", name)
             logger.warning("retried reconcile failed: %s (next try in %.0f s)", e, delay)
     await reconciler.refresh(plain)
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-@kopf.on.event("", "v1", "secrets")
-async def secret_changed(
-    type: str,
-    name: str,
-    namespace: str | None,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
-    **kwargs: Any,
-) -> None:
-    if not type or not namespace:
-        return  # the initial listing: the resume handlers reconcile everything anyway
-    index: kopf.Index[tuple[str, str], str] = kwargs["connector_secrets"]
-    users = sorted(set(index.get((namespace, name), [])))
-    if not users:
-        return
-    reconciler = _reconciler()
-    limit = asyncio.Semaphore(SECRET_FANOUT)
-
-    async def one(connector: str) -> None:
-        async with limit:
-            body = await reconciler.api.get_connector(namespace, connector)
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                return
-            logger.info("Secret %s %s: reconciling connector %s", name, type.lower(), connector)
-            try:
-                await reconciler.reconcile(body)
-            except (ReconcileError, SpecError) as e:
-                # kopf never retries an event handler: the status timer does, with backoff.
-                delay = reconciler.mark_pending(namespace, connector)
-                logger.warning(
-                    "connector %s/%s: %s (retrying in %.0f s)", namespace, connector, e, delay
-                )
-
-    await asyncio.gather(*(one(connector) for connector in users))

@@ -44,7 +44,14 @@ from sipstack_operator import __version__
 from sipstack_operator.render import Names
 from sipstack_operator.status import CONDITION_TYPES, FALSE, TRUE, UNKNOWN
 
-FAILURE_REASONS = ("invalid_spec", "secrets_unresolved", "apply_failed", "api_error", "error")
+FAILURE_REASONS = (
+    "invalid_spec",
+    "not_allowed",
+    "secrets_unresolved",
+    "apply_failed",
+    "api_error",
+    "error",
+)
 CONDITION_STATUSES = (TRUE, FALSE, UNKNOWN)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

@@ -15,12 +15,13 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,9 +30,17 @@ from kubernetes.client.exceptions import ApiException
 
 from sipstack_operator import drain as dr
 from sipstack_operator import status as st
+from sipstack_operator.allowlist import AllowList
 from sipstack_operator.api import KubeApi
 from sipstack_operator.metrics import OperatorMetrics
-from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Names, Owner, SecretData, render
+from sipstack_operator.render import (
+    CONNECTOR_LABEL,
+    DEFAULT_AGENT_IMAGE,
+    Names,
+    Owner,
+    SecretData,
+    render,
+)
 from sipstack_operator.spec import ConnectorSpec, SecretKeyRef, SpecError, parse_resource
 
 logger = logging.getLogger("sipstack_operator")
@@ -49,13 +58,18 @@ class OperatorConfig:
     retry_base: float = 10.0  # first retry after a missing Secret / failed apply
     retry_cap: float = 300.0
     metrics_port: int = 9090  # /metrics (sipstack_operator/metrics.py); 0 = off
+    # What a connector may ask for (allowlist.py): API hosts, images, volumes, Secrets.
+    allow: AllowList = field(
+        default_factory=lambda: AllowList.from_env({}, default_image=DEFAULT_AGENT_IMAGE)
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if env is None else env
         d = cls()
+        default_image = env.get("SIPSTACK_AGENT_IMAGE") or d.default_image
         return cls(
-            default_image=env.get("SIPSTACK_AGENT_IMAGE") or d.default_image,
+            default_image=default_image,
             status_interval=float(env.get("SIPSTACK_STATUS_INTERVAL") or d.status_interval),
             agent_status_url=env.get("SIPSTACK_AGENT_STATUS_URL") or d.agent_status_url,
             agent_status_timeout=float(
@@ -64,6 +78,7 @@ class OperatorConfig:
             retry_base=float(env.get("SIPSTACK_RETRY_BASE") or d.retry_base),
             retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
             metrics_port=_port(env, "SIPSTACK_METRICS_PORT", d.metrics_port),
+            allow=AllowList.from_env(env, default_image=default_image),
         )
 
     @property
@@ -84,6 +99,10 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+NOT_ALLOWED = "NotAllowed"  # condition reason: the install's allow-list refused the CR
+NOT_OWNED = "NotOwned"  # condition reason: a child's name is taken by an object not ours
+
+
 class ReconcileError(Exception):
     """The reconcile could not finish; the message is safe to show (no secret values)."""
 
@@ -96,6 +115,16 @@ class SecretsUnresolvedError(ReconcileError):
 
 class ApplyError(ReconcileError):
     pass
+
+
+class NotAllowedError(ReconcileError):
+    """The connector breaks the install's allow-list (or would adopt a foreign object):
+    nothing was applied; retrying does not help until the CR or the install changes."""
+
+    def __init__(self, reason: str, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.reason = reason
+        self.problems = problems
 
 
 def _decode_secret(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -115,6 +144,8 @@ def failure_reason(error: Exception) -> str:
     """The `reason` label of a failed reconcile (sipstack_operator.metrics.FAILURE_REASONS)."""
     if isinstance(error, SpecError):
         return "invalid_spec"
+    if isinstance(error, NotAllowedError):
+        return "not_allowed"
     if isinstance(error, SecretsUnresolvedError):
         return "secrets_unresolved"
     if isinstance(error, ApplyError):
@@ -172,6 +203,9 @@ class Reconciler:
         # Last status written per (namespace, name, uid): fresher than the
         # body a timer or a secret event hands over.
         self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # (namespace, name) -> digest of the referenced Secrets' values at the
+        # last reconcile (never the values): the timer's rotation check.
+        self._secrets_seen: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -182,6 +216,7 @@ class Reconciler:
         self._locks.pop((namespace, name), None)
         self.metrics.connectors.forget(namespace, name)
         self._pending.pop((namespace, name), None)
+        self._secrets_seen.pop((namespace, name), None)
         for key in [k for k in self._written if k[:2] == (namespace, name)]:
             del self._written[key]
 
@@ -230,16 +265,23 @@ class Reconciler:
 
     async def resolve_secrets(
         self, spec: ConnectorSpec
-    ) -> tuple[dict[tuple[str, str], str], list[str]]:
-        """Values of every referenced key, and the problems (naming Secret and key only)."""
+    ) -> tuple[dict[tuple[str, str], str], list[str], list[str]]:
+        """Values of every referenced key, the problems (naming Secret and key only),
+        and the Secrets the allow-list refuses (read by name, never used)."""
         values: dict[tuple[str, str], str] = {}
         problems: list[str] = []
+        refused_secrets: list[str] = []
         refs = spec.secret_refs()
         fetched: dict[str, dict[str, str] | None] = {}
+        reported: set[str] = set()
         for secret_name in spec.secret_names():
             obj = await self.api.get_secret(spec.namespace, secret_name)
+            refused = self.config.allow.check_secret(obj) if obj is not None else None
+            if refused is not None:
+                refused_secrets.append(refused)
+                reported.add(secret_name)
+                obj = None
             fetched[secret_name] = _decode_secret(obj) if obj is not None else None
-        reported: set[str] = set()
         for ref in refs:
             data = fetched[ref.name]
             if data is None:
@@ -254,7 +296,7 @@ class Reconciler:
                 problems.append(f"key {ref.key!r} of Secret {ref.name!r} is empty or not text")
             else:
                 values[(ref.name, ref.key)] = data[ref.key]
-        return values, problems
+        return values, problems, refused_secrets
 
     # ------------------------------------------------------------------ reconcile
 
@@ -280,7 +322,14 @@ class Reconciler:
                 )
                 raise
 
-            secrets, problems = await self.resolve_secrets(spec)
+            refused = self.config.allow.check_spec(spec)
+            if refused:
+                await self._refuse(body, NotAllowedError(NOT_ALLOWED, refused), generation)
+
+            secrets, problems, refused = await self.resolve_secrets(spec)
+            self._secrets_seen[(ns, name)] = _secrets_digest(secrets, problems + refused)
+            if refused:
+                await self._refuse(body, NotAllowedError(NOT_ALLOWED, refused), generation)
             if problems:
                 reason = (
                     "SecretNotFound"
@@ -307,6 +356,9 @@ class Reconciler:
             children = self.render(spec, secrets, uid=uid, sm_available=sm_available)
             live: list[dict[str, Any]] = []
             try:
+                foreign = await self._foreign_children(spec, children, uid)
+                if foreign:
+                    await self._refuse(body, NotAllowedError(NOT_OWNED, foreign), generation)
                 for child in children:
                     live.append(await self.api.apply(child))
                 if not spec.service_monitor.enabled:
@@ -336,6 +388,21 @@ class Reconciler:
             self._pending.pop((ns, name), None)
             return live
 
+    async def _refuse(
+        self, body: Mapping[str, Any], error: NotAllowedError, generation: int | None
+    ) -> None:
+        """Write Ready/Reconciled False with the rules broken, then raise `error`."""
+        message = str(error)
+        await self._write(
+            body,
+            [
+                st.Condition(st.RECONCILED, st.FALSE, error.reason, message),
+                st.Condition(st.READY, st.FALSE, error.reason, message),
+            ],
+            generation=generation,
+        )
+        raise error
+
     def render(
         self,
         spec: ConnectorSpec,
@@ -351,6 +418,25 @@ class Reconciler:
             service_monitor_available=sm_available,
             default_image=self.config.default_image,
         )
+
+    async def _foreign_children(
+        self, spec: ConnectorSpec, children: list[dict[str, Any]], uid: str
+    ) -> list[str]:
+        """Children whose name is taken by an object this connector does not own.
+
+        Server-side apply with force would take such an object over (and garbage
+        collection would later delete it with the connector): it is refused instead.
+        """
+        problems: list[str] = []
+        for child in children:
+            existing = await self.api.get_child(child)
+            if existing is None or _owned_by(existing, spec.name, uid):
+                continue
+            problems.append(
+                f"{child['kind']} {child['metadata']['name']} already exists and is not owned "
+                "by this connector: not adopted (delete or rename it)"
+            )
+        return problems
 
     async def _prune_service_monitor(self, spec: ConnectorSpec, uid: str) -> None:
         """Delete our ServiceMonitor after monitoring was disabled (never someone else's)."""
@@ -387,6 +473,22 @@ class Reconciler:
         await self._write(
             body, [ready, applied, secrets_cond, agent, monitoring], extra, generation=generation
         )
+
+    async def secrets_changed(self, body: Mapping[str, Any]) -> bool:
+        """Whether the referenced Secrets (read by name) changed since the last reconcile.
+
+        The operator never lists or watches Secrets: the status timer calls this.
+        """
+        ns, name, _uid, _ = self._ids(body)
+        seen = self._secrets_seen.get((ns, name))
+        if seen is None:
+            return False  # not reconciled by this process yet: kopf's handlers will
+        try:
+            spec = parse_resource(body, default_image=self.config.default_image)
+        except SpecError:
+            return False
+        secrets, problems, refused = await self.resolve_secrets(spec)
+        return _secrets_digest(secrets, problems + refused) != seen
 
     # ------------------------------------------------------------------ retries
 
@@ -481,6 +583,21 @@ class Reconciler:
                 self.post_event(body, step.event_type, step.event_reason, step.message)
             logger.info("%s/%s: drain %s: %s", ns, name, step.phase, step.message)
             return step
+
+
+def _owned_by(obj: Mapping[str, Any], name: str, uid: str) -> bool:
+    """Ours: an ownerReference to this connector's uid, or (a retained state PVC,
+    which has no owner) the connector label render.py sets on it."""
+    meta = obj.get("metadata") or {}
+    if uid and any(o.get("uid") == uid for o in meta.get("ownerReferences") or []):
+        return True
+    retained_pvc = obj.get("kind") == "PersistentVolumeClaim" and not meta.get("ownerReferences")
+    return retained_pvc and (meta.get("labels") or {}).get(CONNECTOR_LABEL) == name
+
+
+def _secrets_digest(values: Mapping[tuple[str, str], str], problems: list[str]) -> str:
+    text = json.dumps([sorted([*k, v] for k, v in values.items()), problems])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _drain_block(step: dr.DrainStep, started: datetime, timeout_seconds: int) -> dict[str, Any]:

@@ -25,7 +25,16 @@ PLURAL = "asteriskconnectors"
 KIND = "AsteriskConnector"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-REGIONS = ("ca1", "us1", "us2", "dev")
+# region -> API host: a copy, as data, of the agent's REGION_HOSTS
+# (the agent's config.py; a test keeps the two equal). The operator's
+# default allow-list of API hosts (allowlist.py) is these hosts.
+REGION_HOSTS: Mapping[str, str] = {
+    "ca1": "api-ca1.sipstack.com",
+    "us1": "api-us1.sipstack.com",
+    "us2": "api-us2.sipstack.com",
+    "dev": "api-dev.sipstack.com",
+}
+REGIONS = tuple(REGION_HOSTS)
 DB_TYPES = ("postgresql", "mysql")
 DB_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

@@ -205,7 +205,7 @@ def test_uninstall_removes_connectors_while_the_operator_runs(helm: Helm, values
     order = [o["kind"] for o in helm_uninstall_order(manifest)]
     if "Deployment" in order:
         assert order.index("Deployment") < order.index("AsteriskConnector")
-        assert order.index("ClusterRole") < order.index("AsteriskConnector")
+        assert order.index("Role") < order.index("AsteriskConnector")
     # The pre-delete hook runs before any of that and deletes exactly these connectors.
     pre_delete = hooks_of(objects, "pre-delete")
     (job,) = by_kind(pre_delete, "Job")

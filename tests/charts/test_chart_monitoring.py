@@ -192,7 +192,7 @@ def test_fleet_service_monitor_selects_the_operators_agent_services(helm: Helm):
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     # The alert selector container="agent" is the agent's container name.
     assert container["name"] == "agent"
-    assert fleet[0]["spec"]["namespaceSelector"] == {"any": True}
+    assert fleet[0]["spec"]["namespaceSelector"] == {"matchNames": ["sipstack-system"]}
     # perConnector mode: the operator's own ServiceMonitor scrapes the same endpoint.
     connector["spec"]["monitoring"] = {"serviceMonitor": {"enabled": True}}
     children = render.render(spec_mod.parse_resource(connector), secrets)
@@ -327,7 +327,7 @@ def test_watch_namespaces_become_the_fleet_namespace_selector(helm: Helm):
     (fleet,) = [
         o for o in by_kind(objects, "ServiceMonitor") if o["metadata"]["name"].endswith("-agents")
     ]
-    assert fleet["spec"]["namespaceSelector"] == {"matchNames": ["pbx-fleet"]}
+    assert fleet["spec"]["namespaceSelector"] == {"matchNames": ["sipstack-system", "pbx-fleet"]}
     assert fleet["spec"]["endpoints"][0]["interval"] == "60s"
 
 

@@ -54,10 +54,11 @@ def test_two_replicas_peer_by_default(helm: Helm):
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["SIPSTACK_PEERING"]["value"] == deployment["metadata"]["name"]
     (role,) = [
-        r for r in by_kind(objects, "ClusterRole") if not helm_hook(r)
+        r for r in by_kind(objects, "Role") if not helm_hook(r)
     ]  # the operator's (the CRD upgrade Job's own role is a hook)
     peering = [r for r in role["rules"] if r["apiGroups"] == ["kopf.dev"]]
-    assert peering and set(peering[0]["resources"]) == {"kopfpeerings", "clusterkopfpeerings"}
+    # Namespaced by default: a KopfPeering in each served namespace, no cluster-scoped rule.
+    assert [r["resources"] for r in peering] == [["kopfpeerings"]]
     assert set(peering[0]["verbs"]) == {"list", "watch", "patch", "create"}
 
 

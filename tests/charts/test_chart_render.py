@@ -116,7 +116,8 @@ def test_operator_deployment(helm: Helm):
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"][0] == "run"
-    assert "--all-namespaces" in container["args"]
+    assert "--namespace=sipstack-system" in container["args"]
+    assert "--all-namespaces" not in container["args"]
     liveness = [a for a in container["args"] if a.startswith("--liveness=")]
     assert liveness == ["--liveness=http://0.0.0.0:8080/healthz"]
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):

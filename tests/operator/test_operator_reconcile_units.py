@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 
-from sipstack_operator.handlers import referenced_secrets
 from sipstack_operator.reconcile import OperatorConfig, _decode_secret
 
 
@@ -29,14 +28,3 @@ def test_decode_secret() -> None:
         "stringData": {"b": "y"},
     }
     assert _decode_secret(obj) == {"a": "x", "bin": "", "b": "y"}
-
-
-def test_referenced_secrets_finds_every_ref_even_in_a_broken_spec() -> None:
-    spec = {
-        "apiKeySecretRef": {"name": "api"},
-        "database": {"passwordSecretRef": {"name": "db"}, "caSecretRef": {"name": "ca"}},
-        "cel": {"ami": {"passwordSecretRef": {"name": "ami"}}},
-        "tolerations": [{"fooSecretRef": {"name": "odd"}}],
-        "brokenSecretRef": "not-an-object",
-    }
-    assert referenced_secrets(spec) == {"api", "db", "ca", "ami", "odd"}

@@ -12,6 +12,7 @@ the path of `sipstack-operator render` and of the reconciler.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,10 @@ from typing import Any
 import pytest
 from kmock_emulator import Emulator
 from operator_testlib import EXAMPLES, load_docs
+from sipstack_operator import handlers
 from sipstack_operator import render as render_module
 from sipstack_operator.cli import render_documents
+from sipstack_operator.reconcile import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
 from test_operator_kmock import (  # the fixtures and helpers of the kmock scenarios
     DEPLOYMENTS,
@@ -209,6 +212,14 @@ async def test_an_operator_upgrade_reapplies_without_touching_the_pod_template(
 ) -> None:
     """The real operator, restarted as a new version: it re-applies its children
     (their version label moves) and leaves every pod template as it was."""
+    # The canary's registry is on the install's allow-list (SIPSTACK_ALLOWED_IMAGE_REPOSITORIES).
+    allowed = OperatorConfig.from_env(
+        {
+            "SIPSTACK_ALLOWED_IMAGE_REPOSITORIES": "sipstack/connector-asterisk,"
+            "registry.example.com/sipstack/"
+        }
+    ).allow
+    monkeypatch.setattr(handlers, "CONFIG", dataclasses.replace(handlers.CONFIG, allow=allowed))
     await seed(cluster)
     await create(cluster, connector(image=PINNED_IMAGE))
     await create(cluster, connector("pbx-west"))

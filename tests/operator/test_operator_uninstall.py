@@ -41,6 +41,7 @@ RELEASE = "sipstack"
 OPERATOR_WAIT = "150s"
 TOOLS = ROOT / ".tools" / "bin"
 VALUES = {
+    "operator": {"watchNamespaces": [NS]},
     "connectors": [
         {
             "name": name,
@@ -57,7 +58,7 @@ VALUES = {
             },
         }
         for name in ("pbx-east", "pbx-west")
-    ]
+    ],
 }
 
 

@@ -88,8 +88,9 @@ Every template that needs the fleet reads this one definition.
 {{- fail (printf "connectors[%d]: %s appears twice in connectors" $i $key) -}}
 {{- end -}}
 {{- $_ := set $seen $key true -}}
-{{- if and $root.Values.operator.watchNamespaces (not (has $ns $root.Values.operator.watchNamespaces)) -}}
-{{- fail (printf "connectors[%d] (%s): namespace %s is not in operator.watchNamespaces %v: the operator would never see it" $i $name $ns $root.Values.operator.watchNamespaces) -}}
+{{- $watched := include "sipstack.watchedNamespaces" $root | fromJsonArray -}}
+{{- if and (not $root.Values.operator.clusterWide) (not (has $ns $watched)) -}}
+{{- fail (printf "connectors[%d] (%s): namespace %s is not in operator.watchNamespaces %v (nor the release's namespace): the operator would never see it" $i $name $ns $root.Values.operator.watchNamespaces) -}}
 {{- end -}}
 {{- if not (or $item.region $item.apiUrl) -}}
 {{- fail (printf "connectors[%d] (%s): set region (ca1, us1, us2, dev) or apiUrl, here or in connectorDefaults" $i $name) -}}
@@ -215,4 +216,24 @@ volumes:
   {{- range .volumes }}
   - {{ toYaml . | nindent 4 | trim }}
   {{- end }}
+{{- end -}}
+
+{{/*
+The namespaces a namespaced operator (not operator.clusterWide) serves: the
+release's namespace plus operator.watchNamespaces, as a JSON list.
+*/}}
+{{- define "sipstack.watchedNamespaces" -}}
+{{- toJson (uniq (prepend .Values.operator.watchNamespaces .Release.Namespace)) -}}
+{{- end -}}
+
+{{/*
+The opt-in label the operator asks of every referenced Secret
+(operator.allow.secretLabel, key=value) as one YAML map line; empty for "*".
+*/}}
+{{- define "sipstack.secretLabel" -}}
+{{- $label := .Values.operator.allow.secretLabel -}}
+{{- if ne $label "*" -}}
+{{- $kv := splitList "=" $label -}}
+{{ index $kv 0 }}: {{ index $kv 1 | quote }}
+{{- end -}}
 {{- end -}}
