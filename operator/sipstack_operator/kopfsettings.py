@@ -112,3 +112,6 @@ def configure(settings: kopf.OperatorSettings, process: ProcessSettings) -> None
     settings.networking.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = ERROR_DELAYS
+    # A connector deleted while its status timer runs waits for the timer to exit:
+    # kopf polls for that every cancellation_polling seconds (60 by default).
+    settings.background.cancellation_polling = 2

@@ -65,6 +65,7 @@ def test_configure_sets_peering_posting_and_queueing_without_deprecations() -> N
     assert tuple(settings.queueing.error_delays) == ks.ERROR_DELAYS
     assert settings.persistence.finalizer == "sipstack.com/operator"
     assert settings.scanning.disabled
+    assert settings.background.cancellation_polling <= 5  # deletes do not wait a minute
 
 
 def test_configure_keeps_a_standalone_run() -> None:
