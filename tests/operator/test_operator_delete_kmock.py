@@ -149,7 +149,12 @@ async def test_delete_without_a_running_agent_does_not_wait(
         await eventually(lambda: obj(cluster, DEPLOYMENTS, "pbx-east-agent"), what="deployment")
         await delete(cluster, f"{CR_PATH}/pbx-east")
         await eventually(lambda: obj(cluster, CONNECTORS, "pbx-east") is None, what="CR gone")
-        skipped = [e for e in events_for(cluster, "pbx-east") if e["reason"] == "DrainSkipped"]
+
+        def skipped_events() -> list[dict]:
+            return [e for e in events_for(cluster, "pbx-east") if e["reason"] == "DrainSkipped"]
+
+        await eventually(skipped_events, what="DrainSkipped event")  # events post async
+        skipped = skipped_events()
         assert skipped and "the agent is not running" in skipped[0]["message"]
         assert "stays in PVC pbx-east-state" in skipped[0]["message"]
         assert obj(cluster, PVCS, "pbx-east-state") is not None
