@@ -125,15 +125,20 @@ def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], no
     )
 
 
-def mark_dirty(conn: sqlite3.Connection, keys: Iterable[str], now: float) -> None:
+def mark_dirty(
+    conn: sqlite3.Connection, keys: Iterable[str], now: float, *, tombstones: bool = True
+) -> None:
+    """Mark calls dirty (created when new). `tombstones=False`: the caller knows there are
+    none, so no call can continue a pruned one's revisions."""
     keys = list(keys)
     # A call pruned after delivery that gets a new row continues its revisions.
-    conn.executemany(
-        "INSERT OR IGNORE INTO calls (call_key, dirty, gen, created_at, last_row_at, ship) "
-        "SELECT t.call_key, 1, 0, ?, ?, t.ship FROM tombstones t WHERE t.linkedid = ? "
-        "AND t.call_key = t.linkedid",
-        [(now, now, k) for k in keys],
-    )
+    if tombstones:
+        conn.executemany(
+            "INSERT OR IGNORE INTO calls (call_key, dirty, gen, created_at, last_row_at, ship) "
+            "SELECT t.call_key, 1, 0, ?, ?, t.ship FROM tombstones t WHERE t.linkedid = ? "
+            "AND t.call_key = t.linkedid",
+            [(now, now, k) for k in keys],
+        )
     conn.executemany(
         "INSERT INTO calls (call_key, dirty, gen, created_at, last_row_at) "
         "VALUES (?, 1, 1, ?, ?) "

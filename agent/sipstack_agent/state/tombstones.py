@@ -15,6 +15,11 @@ from .query import select_in
 _Row = TypeVar("_Row", CelRow, CdrRow)
 
 
+def has_tombstones(conn: sqlite3.Connection) -> bool:
+    """Whether any call was pruned (most batches then skip the tombstone lookups)."""
+    return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM tombstones)").fetchone()[0])
+
+
 def drop_delivered(conn: sqlite3.Connection, by_key: dict[str, _Row]) -> None:
     """Remove from `by_key` the rows of pruned calls that were already delivered."""
     lids = {r.call_linkedid for r in by_key.values()}
