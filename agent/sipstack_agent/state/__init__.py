@@ -26,6 +26,9 @@ the default for the AMI source, whose events cannot be read again).
 Faults: a full filesystem raises `StateDiskFull` (the transaction rolled back,
 nothing half-stored); a file failing `PRAGMA quick_check` at open raises
 `StateCorrupt`, or is quarantined with `open(..., quarantine_corrupt=True)`.
+A page found corrupt later, while the store is in use, raises `StateCorruptExit` (a
+SystemExit: the process stops with exit code 1 instead of restarting a stage against
+the broken file) and leaves `state.db.corrupt` so the next open quarantines the file.
 `prune` leaves tombstones (row digests + ship state per linkedid) so a re-read
 of a delivered call is a duplicate. statefaults.py is what the agent does.
 
@@ -37,7 +40,7 @@ tombstones, prune, stats; values (the types handed out) and errors.
 """
 
 from .codec import stored_cel
-from .errors import StateCorrupt, StateDiskFull, StoreError
+from .errors import StateCorrupt, StateCorruptExit, StateDiskFull, StoreError
 from .schema import SCHEMA_VERSION
 from .store import StateStore
 from .values import (
@@ -60,6 +63,7 @@ __all__ = [
     "OutboxItem",
     "PruneResult",
     "StateCorrupt",
+    "StateCorruptExit",
     "StateDiskFull",
     "StateStore",
     "StoreError",

@@ -4,7 +4,9 @@ per method (`_run`) and one transaction per write (`_tx`). The concerns of the s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
@@ -14,8 +16,17 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 import aiosqlite
 
-from .errors import StateCorrupt, StateDiskFull, StoreError, classify
+from .errors import (
+    StateCorrupt,
+    StateCorruptExit,
+    StateDiskFull,
+    StoreError,
+    classify,
+    corrupt_marker,
+)
 from .schema import SCHEMA_VERSION, migrate
+
+log = logging.getLogger("sipstack_agent.state")
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -36,14 +47,34 @@ def _private_files(path: str) -> None:
 
 
 def quarantine(path: str) -> Path:
-    """Move a corrupt store (and its -wal/-shm) aside: `<name>.corrupt-<UTC time>`, 0600."""
+    """Move a corrupt store (and its -wal/-shm) aside: `<name>.corrupt-<UTC time>`, 0600.
+
+    The runtime marker, when there is one, goes with it as `<name>.corrupt-<time>.reason`.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for name in (path, f"{path}-wal", f"{path}-shm"):
         target = f"{name}.corrupt-{stamp}"
         with contextlib.suppress(FileNotFoundError):
             os.replace(name, target)
             os.chmod(target, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(corrupt_marker(path), f"{path}.corrupt-{stamp}.reason")
     return Path(f"{path}.corrupt-{stamp}")
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _mark_corrupt(path: str, err: StateCorrupt) -> None:
+    """Leave the reason beside the file so the next open quarantines it even when
+    quick_check passes (a malformed index, a page it does not read)."""
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    with contextlib.suppress(OSError):  # a full or read-only disk: quick_check decides
+        fd = os.open(corrupt_marker(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"{stamp} {err}\n")
 
 
 def _readonly_uri(path: str | Path) -> str:
@@ -68,6 +99,10 @@ class StoreBase:
         self.disk_full = False
         # Where open() moved a corrupt file before starting a fresh store (else None).
         self.quarantined: Path | None = None
+        # Set once open() has checked and set up the file: a corrupt page found after
+        # that stops the process (StateCorruptExit), one found by open is StateCorrupt.
+        self._opened = False
+        self.corrupt: StateCorrupt | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -116,6 +151,7 @@ class StoreBase:
             if err is e:
                 raise
             raise err from e
+        store._opened = True
         return store
 
     @classmethod
@@ -133,10 +169,11 @@ class StoreBase:
             await db.close()
             raise
         store._readonly = True
+        store._opened = True
         return store
 
     async def close(self) -> None:
-        if self._readonly:
+        if self._readonly or self.corrupt is not None:
             await self._db.close()
             return
         try:
@@ -155,6 +192,11 @@ class StoreBase:
 
     def _setup(self, conn: sqlite3.Connection, synchronous: str) -> None:
         conn.execute("PRAGMA busy_timeout = 10000")
+        marker = corrupt_marker(self.path)
+        if self.path != ":memory:" and os.path.exists(marker):
+            with open(marker, encoding="utf-8", errors="replace") as f:
+                why = f.read(500).strip()
+            raise StateCorrupt(f"{self.path}: broke while in use ({why})")
         if self.path != ":memory:" and os.path.getsize(self.path) > 0:
             problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
             if problems != ["ok"]:
@@ -194,8 +236,33 @@ class StoreBase:
             return fn(db._conn, *args, **kwargs)
 
         # aiosqlite's own queue (its public methods are one statement per hop)
-        result: _T = await cast(Any, db)._execute(call)
+        try:
+            result: _T = await cast(Any, db)._execute(call)
+        except (sqlite3.Error, StateCorrupt) as e:
+            err = classify(e)
+            if isinstance(err, StateCorrupt) and self._opened:
+                raise self._broke(err) from e
+            raise
         return result
+
+    def _broke(self, err: StateCorrupt) -> StateCorruptExit:
+        """A page went bad while the store was open: say so once, mark the file for the
+        next start's quarantine, and stop the process (see StateCorruptExit)."""
+        if self.corrupt is None:
+            self.corrupt = err
+            if not self._readonly and self.path != ":memory:":
+                _mark_corrupt(self.path, err)
+            log.critical(
+                "%s. The agent stops (exit code 1): the next start quarantines %s and "
+                "re-reads the PBX tables from STATE_RECOVERY_LOOKBACK before now. "
+                "See docs/operations.md, 'The state file is corrupt'.",
+                err,
+                self.path,
+            )
+        task = asyncio.current_task()
+        if task is not None:  # the exit is the report: no "exception never retrieved" dump
+            task.add_done_callback(_retrieve)
+        return StateCorruptExit(self.corrupt)
 
     async def _tx(
         self,

@@ -21,6 +21,31 @@ class StateCorrupt(StoreError):
     """The state file fails `PRAGMA quick_check` or is not a database at all."""
 
 
+EXIT_STATE_CORRUPT = 1  # the runtime-failure exit code of cli.py
+
+
+class StateCorruptExit(SystemExit):
+    """The state file broke while it was in use (SQLite found a malformed page after open).
+
+    Not an Exception: it stops the process (exit EXIT_STATE_CORRUPT) instead of letting a
+    supervised stage restart against the broken file in a loop. The file was marked
+    (`corrupt_marker`), so the next start quarantines it and rebuilds from the PBX
+    tables like a file that fails quick_check at open (docs/operations.md).
+    """
+
+    def __init__(self, cause: StateCorrupt) -> None:
+        super().__init__(EXIT_STATE_CORRUPT)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return str(self.cause)
+
+
+def corrupt_marker(path: str) -> str:
+    """Beside the state file: written when it broke at runtime, read at the next open."""
+    return f"{path}.corrupt"
+
+
 _SQLITE_FULL = 13
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
