@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from json.scanner import c_make_scanner  # type: ignore[attr-defined]
 from typing import Any
 
 from ..model import CdrRow, CelRow, RecordingFile, ShipState
@@ -84,7 +85,19 @@ if c_make_encoder is not None:
     _ROW_JSON = _row_json
 else:  # pragma: no cover - CPython always has the C encoder
     _ROW_JSON = json.JSONEncoder(separators=(",", ":")).encode
-_ROW_PARSE = json.JSONDecoder().decode
+# The C scanner alone (JSONDecoder.decode adds a whitespace regex on both ends): stored
+# rows are compact arrays written by _ROW_JSON.
+_ROW_PARSE: Callable[[str], list[Any]]
+if c_make_scanner is not None:
+    _row_scan = c_make_scanner(json.JSONDecoder())
+
+    def _row_parse(s: str) -> list[Any]:
+        a: list[Any] = _row_scan(s, 0)[0]
+        return a
+
+    _ROW_PARSE = _row_parse
+else:  # pragma: no cover - CPython always has the C scanner
+    _ROW_PARSE = json.JSONDecoder().decode
 _CEL_GET = operator.attrgetter(*_CEL_FIELDS)
 _CDR_GET = operator.attrgetter(*_CDR_FIELDS)
 _CEL_TIME = _CEL_FIELDS.index("eventtime")
