@@ -25,6 +25,7 @@ from .errors import (
     corrupt_marker,
 )
 from .schema import SCHEMA_VERSION, migrate
+from .values import Loaded
 
 log = logging.getLogger("sipstack_agent.state")
 
@@ -93,7 +94,7 @@ class StoreBase:
         # Used for the outbox Idempotency-Key of call documents:
         # f"{connector_id}:{doc['linkedid']}:{doc['revision']}".
         self.connector_id = connector_id
-        self._loaded: dict[str, tuple[int, int]] = {}  # call_key -> (gen, epoch) seen by load
+        self._loaded: Loaded = {}  # call_key -> (gen, epoch) seen by load
         self._readonly = False
         # The last write transaction failed with SQLITE_FULL (cleared by the next commit).
         self.disk_full = False

@@ -22,10 +22,8 @@ from .codec import (
     ts,
 )
 from .query import SqlValue, select_in
-from .values import CallRecord, EvaluationLike
+from .values import CallRecord, EvaluationLike, Loaded
 
-# call_key -> (gen, epoch) seen when the call was loaded: a save compares them
-Loaded = dict[str, tuple[int, int]]
 _LOADED_MAX = 200_000  # loads never saved are forgotten past this (saves then clear dirty)
 
 

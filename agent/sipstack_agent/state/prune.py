@@ -7,11 +7,10 @@ import sqlite3
 from datetime import datetime
 
 from .base import StoreBase
-from .calls import Loaded
 from .codec import ts
 from .query import chunks, marks, select_in
 from .tombstones import write_tombstones
-from .values import PruneResult
+from .values import Loaded, PruneResult
 
 
 def prune(

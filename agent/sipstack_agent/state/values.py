@@ -9,6 +9,9 @@ from typing import Any, Protocol
 
 from ..model import CdrRow, CelRow, RecordingFile, ShipState
 
+# call_key -> (gen, epoch) seen when the call was loaded: a save compares them
+Loaded = dict[str, tuple[int, int]]
+
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
