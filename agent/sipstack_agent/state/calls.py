@@ -138,10 +138,18 @@ def save_evaluations(
     applied = 0
     outbox: list[tuple[SqlValue, ...]] = []
     updates: list[tuple[SqlValue, ...]] = []
+    # One IN (...) query for the batch (the updates are written after the loop, so a key
+    # asked twice sees the same row either way).
+    current = {
+        r[0]: r[1:]
+        for r in select_in(
+            conn,
+            "SELECT call_key, gen, epoch, closed, closed_at FROM calls WHERE call_key IN ({in})",
+            dict.fromkeys(k for k, _, _ in items),
+        )
+    }
     for call_key, ev, seen in items:
-        row = conn.execute(
-            "SELECT gen, epoch, closed, closed_at FROM calls WHERE call_key = ?", (call_key,)
-        ).fetchone()
+        row = current.get(call_key)
         if row is None:
             continue
         gen, epoch, was_closed, closed_at = row
