@@ -16,10 +16,10 @@ from sipstack_agent.sources.cel_csv import (
     MAX_RECORD_BYTES,
     CelCsvParser,
     Quarantine,
-    TimeParser,
     check_csv,
     resolve_columns,
 )
+from sipstack_agent.sources.celtime import TimeParser
 
 FIXTURE_FIELDS = [c for c in CEL_COLUMNS if c != "eventtime"]
 
