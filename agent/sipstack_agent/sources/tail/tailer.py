@@ -70,6 +70,14 @@ class TailConsumer(Protocol[P]):
 
 
 class Tailer(Generic[P]):
+    """One path followed across rotations (see the module docstring).
+
+    `poll(stop)` reads what there is now, chunk by chunk, through `consumer`;
+    `current` is the open file (None while the path is missing), `position()`
+    its checkpoint. `not_regular`: the OSError text when the path is a FIFO, a
+    device or a directory (name the setting that points there).
+    """
+
     def __init__(
         self,
         path: str,
@@ -210,8 +218,9 @@ class Tailer(Generic[P]):
         else:
             self.consumer.rotated("lost")
             log.warning(
-                "the file read before the restart (inode %d, offset %d) is gone; records "
+                "the file read before the restart (%s, inode %d, offset %d) is gone; records "
                 "written to it after that offset are lost",
+                cp.path,
                 cp.id.ino,
                 cp.offset,
             )
