@@ -301,7 +301,7 @@ async def check_cel_feed(settings: Settings) -> list[CheckLine]:
             from .sources.cel_csv import check_csv
 
             found = await check_csv(settings.csv, zone.name, found=zone.found)
-            return lines + [_from_tuple(i) for i in found]
+            return lines + [CheckLine(r.name, r.status.value, r.detail, r.hint) for r in found]
         if settings.cel_mode == "ami":
             from .sources.cel_ami import check_ami
 

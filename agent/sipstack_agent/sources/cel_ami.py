@@ -54,7 +54,7 @@ from ..model import CelRow
 from ..rules.backoff import reconnect_delay
 from ..watermarks import Watermarks
 from .ami_auth import CHALLENGE, login_action, plaintext_warning
-from .cel_csv import TimeParser
+from .celtime import TimeParser
 from .timezone import ClockCheck
 
 __all__ = [

@@ -60,7 +60,7 @@ async def read_between(
 
 class CsvWindow:
     """The CEL CSV file (CEL_MODE=csv) read again front to back, in time pages: the
-    same parser as the live tail (sources/cel_csv.py), one chunk at a time; rows
+    same parser as the live tail (sources/cel_csv/parser.py), one chunk at a time; rows
     read past the page's end wait for the next page (about one chunk held)."""
 
     def __init__(self, settings: CsvSettings, timezone: str, *, chunk: int = 1 << 20) -> None:

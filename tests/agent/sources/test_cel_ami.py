@@ -26,7 +26,7 @@ from sipstack_agent.sources.cel_ami import (
     load_gaps,
     overlaps_gap,
 )
-from sipstack_agent.sources.cel_csv import TimeParser
+from sipstack_agent.sources.celtime import TimeParser
 from sipstack_agent.state import StateStore, stored_cel
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, 510110, tzinfo=UTC)

@@ -406,10 +406,9 @@ async def test_csv_check_names_the_zone_for_events_in_the_future(tmp_path: Path)
                                           "uniqueid": "1.1", "linkedid": "1.1"}  # fmt: skip
     master = tmp_path / "Master.csv"
     master.write_text(",".join(f'"{row[c]}"' for c in CEL_COLUMNS) + "\n")
-    res = {n: (ok, detail, hint) for n, ok, detail, hint in
-           await check_csv(CsvSettings(path=str(master)), "UTC", found="host")}  # fmt: skip
-    ok, detail, hint = res["cel_csv timezone"]
-    assert not ok and "9.0 h in the future read in UTC (host)" in detail
-    assert hint.startswith("set DB_TIMEZONE=Asia/Tokyo")
-    res = {n: ok for n, ok, _, _ in await check_csv(CsvSettings(path=str(master)), "Asia/Tokyo")}
-    assert "cel_csv timezone" not in res and res["cel_csv recent lines"]
+    res = {r.name: r for r in await check_csv(CsvSettings(path=str(master)), "UTC", found="host")}
+    line = res["cel_csv timezone"]
+    assert line.failed and "9.0 h in the future read in UTC (host)" in line.detail
+    assert line.hint.startswith("set DB_TIMEZONE=Asia/Tokyo")
+    res = {r.name: r for r in await check_csv(CsvSettings(path=str(master)), "Asia/Tokyo")}
+    assert "cel_csv timezone" not in res and not res["cel_csv recent lines"].failed
