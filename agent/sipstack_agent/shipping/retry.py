@@ -13,6 +13,12 @@ One policy, one function: `decide(policy, attempts=, age=, retry_after=)`.
   look old but adds no attempts, so nothing is dead-lettered by a clock step;
   a stream of short Retry-After answers adds attempts quickly but not age.
 
+Retry timing runs on `StepFreeClock`: the wall clock (next_attempt_at is stored
+as wall time, so a restart still finds it) that never steps back and advances
+at least as fast as the monotonic clock. A wall clock stepped back (NTP) thus
+delays no retry; one stepped forward only brings retries sooner and, by the
+rule above, dead-letters nothing.
+
 `parse_retry_after` reads the header: delta-seconds or an HTTP date; a value
 that is not a finite number or a date (`inf`, `nan`, `soon`) counts as absent.
 """
@@ -21,8 +27,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from sipstack_agent.config import ApiSettings
@@ -89,6 +96,32 @@ def decide(
     if retry_after is not None:
         return Decision(False, min(max(retry_after, 0.0), policy.cap))
     return Decision(False, rng.uniform(0.0, policy.ceiling(attempts)))
+
+
+class StepFreeClock:
+    """The outbox's time: the wall clock, but never behind the monotonic clock's progress.
+
+    Each reading is max(wall now, last reading + monotonic time elapsed since). After
+    a step back it carries on from where it was (a retry scheduled before the step is
+    due after its delay, not after the step too); after a step forward it follows the
+    wall clock (retries only come sooner, and the horizon also needs attempts).
+    """
+
+    def __init__(self, wall: Callable[[], datetime], monotonic: Callable[[], float]) -> None:
+        self._wall = wall
+        self._mono = monotonic
+        self._last: tuple[datetime, float] | None = None
+
+    def __call__(self) -> datetime:
+        wall = self._wall()
+        wall = wall if wall.tzinfo is not None else wall.replace(tzinfo=UTC)
+        mono = self._mono()
+        now = wall
+        if self._last is not None:
+            then, then_mono = self._last
+            now = max(wall, then + timedelta(seconds=max(0.0, mono - then_mono)))
+        self._last = (now, mono)
+        return now
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

@@ -320,6 +320,33 @@ async def test_wall_clock_step_of_72h_dead_letters_nothing():
     assert dead(metrics, "retry_horizon") == 0
 
 
+@pytest.mark.parametrize(
+    ("step", "why"),
+    [
+        (-48 * 3600, "NTP steps the clock two days back (a VM restored from a snapshot)"),
+        (-3600, "a step back of one hour (a wrong zone corrected)"),
+        (-30, "a small step back"),
+        (0, "no step"),
+        (30, "a small step forward"),
+        (72 * 3600, "three days forward (a VM resumed)"),
+    ],
+)
+async def test_a_wall_clock_step_neither_delays_a_retry_nor_dead_letters(step, why):
+    """Decided (issue 14): retry timing is the monotonic time elapsed, in either direction;
+    the retry is sent once its backoff has passed, whatever the wall clock did meanwhile."""
+    transport = FakeTransport(statuses(503, 202))
+    shipper, store, _, clock, metrics = make(transport=transport, concurrency=1)
+    item = store.add(sample_document(), created_at=T0)
+    await shipper.ship_once(clock())
+    wait = (store.items[item.id].next_attempt_at - T0).total_seconds()
+    assert store.items[item.id].attempts == 1 and wait == 1.0  # TopRandom: the first ceiling
+    clock.step(step)
+    clock.advance(max(wait, shipper._pause_left()))
+    assert await shipper.ship_once(clock()) == 1, why
+    assert store.items[item.id].state == "delivered"
+    assert dead(metrics, "retry_horizon") == 0
+
+
 async def test_connection_errors_until_the_horizon_then_dead_letter():
     """Many passes of a dead API: the item retries with growing waits, then dies at 48 h."""
     transport = FakeTransport(lambda req: (_ for _ in ()).throw(TransportError("refused")))
