@@ -1,4 +1,4 @@
-"""app.Agent in-process: wiring, supervision (a failing stage restarts), a call whose
+"""app.Agent in-process: wiring, supervision (a failing stage restarts, supervisor.py), a call whose
 evaluation raises is parked and the rest flows, status/readiness, graceful stop."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sipstack_agent import app as app_mod
-from sipstack_agent.app import Agent, StageState
+from sipstack_agent import evaluator as evaluator_mod
+from sipstack_agent.app import Agent
 from sipstack_agent.config import load_settings
 from sipstack_agent.pbxsim import TrafficGenerator, create_sqlite_pbx, timeline, write_sqlite
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.supervisor import StageState
 
 KEY = "sk_" + "e" * 32
 
@@ -86,14 +87,14 @@ async def test_failing_evaluation_is_parked_and_the_rest_flows(
 ) -> None:  # fmt: skip
     pbx, calls = make_pbx(tmp_path)
     bad = calls[3].expected.linkedid
-    real = app_mod.evaluate
+    real = evaluator_mod.evaluate
 
     def flaky(*args: Any, **kw: Any) -> Any:
         if kw["call_key"] == bad:
             raise RuntimeError("boom")
         return real(*args, **kw)
 
-    monkeypatch.setattr(app_mod, "evaluate", flaky)
+    monkeypatch.setattr(evaluator_mod, "evaluate", flaky)
     agent = Agent(settings_for(pbx, receiver.calls_url, tmp_path))
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
@@ -123,7 +124,7 @@ async def test_supervisor_restarts_a_failing_stage(caplog: pytest.LogCaptureFixt
 
     st = StageState("demo-stage")
     caplog.set_level(logging.ERROR)
-    task = asyncio.create_task(agent._supervise(st, stage, stop))
+    task = asyncio.create_task(agent.supervisor.supervise(st, stage, stop))
     assert await wait_for(lambda: runs == 2, 5)
     assert st.restarts == 1 and st.running and "first run fails" in (st.last_error or "")
     assert any("stage demo-stage failed" in r.message for r in caplog.records)

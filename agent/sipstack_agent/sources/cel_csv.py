@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any
 
 from ..config import CsvSettings
 from ..metrics import Metrics
@@ -48,6 +48,7 @@ from ..model import CEL_COLUMNS, CEL_REQUIRED_COLUMNS, CelRow
 from ..rules import backoff
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice, tzinfo_of
+from .store import SourceStore
 from .timezone import ClockCheck
 
 __all__ = [
@@ -626,21 +627,6 @@ class QuarantineSink:
 # --------------------------------------------------------------------------- tailer
 
 
-class CelStore(Protocol):
-    """The part of `state.StateStore` the CSV source uses."""
-
-    async def ingest(
-        self,
-        cels: Sequence[CelRow] = ...,
-        cdrs: Sequence[Any] = ...,
-        positions: Mapping[str, Mapping[str, Any]] | None = ...,
-    ) -> Any: ...
-
-    async def get_position(self, name: str) -> dict[str, Any] | None: ...
-
-    async def set_position(self, name: str, value: Mapping[str, Any]) -> None: ...
-
-
 HEAD_BYTES = 128  # fingerprint of the file start: detects copytruncate even when it regrew
 
 
@@ -688,7 +674,7 @@ class CelCsvSource:
     def __init__(
         self,
         settings: CsvSettings,
-        store: CelStore,
+        store: SourceStore,
         metrics: Metrics,
         timezone: str = "UTC",
         *,
