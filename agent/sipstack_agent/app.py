@@ -2,6 +2,7 @@
 
     sources ──rows──▶ StateStore ──due calls──▶ Evaluator (calls.evaluate) ──documents──▶ outbox
     outbox ──▶ Shipper ──▶ API          RecordingManager ◀── evaluated calls
+    outbox ──▶ RecordingShipper ──▶ API  (uploads the RecordingManager queued)
     HealthServer (/metrics /healthz /readyz /status) reads HealthReport
 
 Each stage runs as its own supervised task (supervisor.py): a stage that
@@ -15,9 +16,10 @@ simply sent again after a restart (the API drops replays by Idempotency-Key).
 
 The seams are typed: each consumer names what it needs as a Protocol
 (sources.store.SourceStore, evaluator.EvaluatorStore, shipping.OutboxStore,
-recordings.manager.RecordingStore, supervisor.StatusStore); `StateStore`
-satisfies them, and the two sinks below add what the wiring adds (the
-evaluator's wake-up, the full-disk backpressure) with explicit methods.
+recordings.manager.RecordingStore, shipping.recordings.RecordingOutbox,
+supervisor.StatusStore); `StateStore` satisfies them, and `_SourceSink` adds
+what the wiring adds for the sources (the full-disk backpressure, the
+evaluator's wake-up) with explicit methods.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from .config import CDR_ONLY_WARNING, Settings
 from .evaluator import Evaluator, Gaps
 from .housekeeping import housekeeping
 from .metrics import Metrics
-from .model import CdrRow, CelRow, RecordingFile
+from .model import CdrRow, CelRow
 from .rules.redact import redact_key
 from .sources.timezone import ClockCheck, ZoneResolver, start_time
-from .state import IngestResult, OutboxItem, StateStore, StoreStats
+from .state import IngestResult, StateStore
 from .statedir import STATE_FILE, ensure_writable
 from .statefaults import StateGuard, quarantine_warning, recovery_settings
 from .supervisor import HealthReport, Source, StageFactory, Supervisor
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from .admin.control import Control
     from .health import HealthServer
     from .recordings import RecordingManager
-    from .shipping import AiohttpTransport, Shipper, Transport
+    from .shipping import AiohttpTransport, RecordingShipper, Shipper, Transport
 
 log = logging.getLogger("sipstack_agent.app")
 
@@ -85,55 +87,6 @@ class _SourceSink:
         await self._store.set_position(name, value)
 
 
-class _RecordingSink:
-    """What the recordings write through (recordings.manager.RecordingStore): the
-    state store, waking the evaluator when a call's recordings change."""
-
-    def __init__(self, store: StateStore, wake: asyncio.Event) -> None:
-        self._store = store
-        self._wake = wake
-
-    async def add_recordings(self, linkedid: str, recordings: Sequence[RecordingFile]) -> int:
-        res = await self._store.add_recordings(linkedid, recordings)
-        self._wake.set()
-        return res
-
-    async def enqueue(
-        self, kind: str, idempotency_key: str, payload: Mapping[str, Any], call_key: str = ""
-    ) -> bool:
-        return await self._store.enqueue(kind, idempotency_key, payload, call_key)
-
-    async def get_position(self, name: str) -> dict[str, Any] | None:
-        return await self._store.get_position(name)
-
-    async def set_position(self, name: str, value: Mapping[str, Any]) -> None:
-        await self._store.set_position(name, value)
-
-    async def stats(self, now: datetime) -> StoreStats:
-        return await self._store.stats(now)
-
-    # the recording uploader's outbox side
-    async def outbox_due(
-        self,
-        now: datetime,
-        limit: int = 100,
-        kind: str | None = None,
-        *,
-        lease: float | None = None,
-        exclude: Sequence[int] = (),
-    ) -> list[OutboxItem]:
-        return await self._store.outbox_due(now, limit, kind, lease=lease, exclude=exclude)
-
-    async def outbox_delivered(self, item_id: int) -> None:
-        await self._store.outbox_delivered(item_id)
-
-    async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
-        await self._store.outbox_retry(item_id, next_attempt_at, error)
-
-    async def outbox_dead(self, item_id: int, status: int | None, body: str, reason: str) -> bool:
-        return await self._store.outbox_dead(item_id, status, body, reason)
-
-
 class Agent:
     """One agent. `await Agent(settings).run(stop)`; tests may pass a transport/metrics."""
 
@@ -159,6 +112,7 @@ class Agent:
         self.state_guard = StateGuard(self.metrics, asyncio.Event())
         self.shipper: Shipper | None = None
         self.recordings: RecordingManager | None = None
+        self.recording_shipper: RecordingShipper | None = None
         self.sources: dict[str, Source] = {}
         self.health: HealthServer | None = None
         self.control: Control | None = None  # once the monitoring port listens
@@ -284,7 +238,17 @@ class Agent:
             store, self.transport, s.api, s.identity, self.metrics, stats_interval=5.0
         )
         self.report.shipper = self.shipper
-        self.recordings = self._build_recordings(_RecordingSink(store, self._wake))
+        self.recordings = self._build_recordings(store)
+        if self.recordings is not None and s.recordings.upload:
+            from .recordings import ConfinedFiles
+            from .shipping import RecordingShipper
+
+            files = ConfinedFiles(s.recordings.paths)
+            self.recording_shipper = RecordingShipper(
+                store, self.transport, s.recordings, s.api, s.identity, self.metrics, files=files
+            )
+            self.recordings.on_queued = self.recording_shipper.notify
+            self.report.uploader = self.recording_shipper
         if self.zone.current is not None and self.recordings is not None:
             self.recordings.timezone = self.zone.current.name
         ev = self.evaluator
@@ -300,6 +264,9 @@ class Agent:
         stages.append(("shipper", lambda: shipper.run(stop)))
         if self.recordings is not None:
             stages.append(("recordings", self._after_zone(self.recordings.run, stop)))
+        if self.recording_shipper is not None:
+            uploader = self.recording_shipper
+            stages.append(("recording_uploader", lambda: uploader.run(stop)))
         s = self.settings
         stages.append(
             (
@@ -411,7 +378,7 @@ class Agent:
 
         return start
 
-    def _build_recordings(self, sink: _RecordingSink) -> RecordingManager | None:
+    def _build_recordings(self, store: StateStore) -> RecordingManager | None:
         s = self.settings
         if not s.recordings.paths and not s.database.table_recordings:
             log.info("recordings: off (RECORDING_PATHS=none and no DB_TABLE_RECORDINGS)")
@@ -420,12 +387,10 @@ class Agent:
 
         return RecordingManager(
             s.recordings,
-            sink,
+            store,
             self.metrics,
             identity=s.identity,
             database=s.database if s.database_enabled else None,
-            api=s.api,
-            transport=self.transport,
         )
 
     async def _cel_gaps(self) -> Gaps:

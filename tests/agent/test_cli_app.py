@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from sipstack_agent import evaluator as evaluator_mod
 from sipstack_agent.app import Agent
@@ -157,6 +158,49 @@ async def test_unreachable_database_keeps_running_not_ready(
         assert not task.done()
         ok, problems = await agent.ready()
         assert not ok and any("not connected" in p for p in problems), problems
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_recording_uploader_is_a_supervised_stage_in_status_and_readiness(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RECORDING_UPLOAD=true: the outbox's recording worker runs as a stage of its own;
+    its state is in /status, and a failing worker is restarted and makes the agent not
+    ready (it used to be a task of the recordings stage that nothing reported)."""
+    from sipstack_agent.shipping import RecordingShipper
+    from sipstack_agent.status_schema import AGENT_STATUS_SCHEMA
+
+    pbx, calls = make_pbx(tmp_path, n=4)
+    agent = Agent(settings_for(pbx, receiver.calls_url, tmp_path, RECORDING_UPLOAD="true"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        assert await wait_for(lambda: receiver.count_complete_calls() >= len(calls), 30)
+        status = await agent.status()
+        jsonschema.Draft202012Validator(AGENT_STATUS_SCHEMA).validate(status)
+        assert status["stages"]["recording_uploader"]["running"] is True
+        assert status["recording_uploader"]["url"] == receiver.recording_url
+        assert status["recording_uploader"]["auth_failed"] is False
+        assert not any(name.startswith("recordings") for name in status["checkpoints"])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+    async def broken(self: RecordingShipper, stop: asyncio.Event) -> None:
+        raise OSError("uploader broke")
+
+    monkeypatch.setattr(RecordingShipper, "run", broken)
+    agent = Agent(settings_for(pbx, receiver.calls_url, tmp_path, RECORDING_UPLOAD="true"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        stage = "stage recording_uploader restarting: OSError: uploader broke"
+        assert await wait_for(lambda: stage in agent.report.readiness_problems(), 10)
+        ok, problems = await agent.ready()
+        assert not ok and stage in problems
+        assert (await agent.status())["stages"]["recording_uploader"]["restarts"] >= 1
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)

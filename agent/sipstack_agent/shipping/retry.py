@@ -14,10 +14,11 @@ One policy, one function: `decide(policy, attempts=, age=, retry_after=)`.
   a stream of short Retry-After answers adds attempts quickly but not age.
 
 Retry timing runs on `StepFreeClock`: the wall clock (next_attempt_at is stored
-as wall time, so a restart still finds it) that never steps back and advances
-at least as fast as the monotonic clock. A wall clock stepped back (NTP) thus
-delays no retry; one stepped forward only brings retries sooner and, by the
-rule above, dead-letters nothing.
+as wall time, so a restart still finds it), except that a step back (more
+than STEP_TOLERANCE behind the monotonic time elapsed since the last reading)
+is not followed. A wall clock stepped back (NTP) thus delays no retry; one
+stepped forward only brings retries sooner and, by the rule above,
+dead-letters nothing.
 
 `parse_retry_after` reads the header: delta-seconds or an HTTP date; a value
 that is not a finite number or a date (`inf`, `nan`, `soon`) counts as absent.
@@ -98,13 +99,18 @@ def decide(
     return Decision(False, rng.uniform(0.0, policy.ceiling(attempts)))
 
 
-class StepFreeClock:
-    """The outbox's time: the wall clock, but never behind the monotonic clock's progress.
+STEP_TOLERANCE = 1.0  # seconds the wall clock may lag the monotonic one (slew, jitter)
 
-    Each reading is max(wall now, last reading + monotonic time elapsed since). After
-    a step back it carries on from where it was (a retry scheduled before the step is
-    due after its delay, not after the step too); after a step forward it follows the
-    wall clock (retries only come sooner, and the horizon also needs attempts).
+
+class StepFreeClock:
+    """The outbox's time: the wall clock, but a step back is not followed.
+
+    `expected` = last reading + monotonic time elapsed since. The reading is the wall
+    clock unless it is more than STEP_TOLERANCE behind `expected` (a step back): then
+    `expected`, so the clock carries on from where it was and a retry scheduled before
+    the step is due after its delay, not after the step too. A step forward is
+    followed (retries only come sooner, and the horizon also needs attempts). Within
+    the tolerance the wall clock wins, so NTP slewing does not accumulate.
     """
 
     def __init__(self, wall: Callable[[], datetime], monotonic: Callable[[], float]) -> None:
@@ -119,7 +125,9 @@ class StepFreeClock:
         now = wall
         if self._last is not None:
             then, then_mono = self._last
-            now = max(wall, then + timedelta(seconds=max(0.0, mono - then_mono)))
+            expected = then + timedelta(seconds=max(0.0, mono - then_mono))
+            if (expected - wall).total_seconds() > STEP_TOLERANCE:
+                now = expected
         self._last = (now, mono)
         return now
 

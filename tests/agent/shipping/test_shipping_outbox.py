@@ -29,7 +29,7 @@ from sipstack_agent.shipping.outbox import (
     Outcome,
     classify,
 )
-from sipstack_agent.shipping.retry import RetryPolicy, parse_retry_after
+from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, parse_retry_after
 
 API_KEY = "sk_" + "A1b2C3d4" * 4  # 35 chars, ends in C3d4
 URL = "https://api.example.test/v1/mqs/connectors/asterisk/calls"
@@ -345,6 +345,24 @@ async def test_a_wall_clock_step_neither_delays_a_retry_nor_dead_letters(step, w
     assert await shipper.ship_once(clock()) == 1, why
     assert store.items[item.id].state == "delivered"
     assert dead(metrics, "retry_horizon") == 0
+
+
+@pytest.mark.parametrize(
+    ("wall_moves", "mono_moves", "reads"),
+    [
+        (10.0, 10.0, 10.0),  # no step: the wall clock
+        (9.5, 10.0, 9.5),  # slewed half a second (within the tolerance): the wall clock
+        (-3590.0, 10.0, 10.0),  # stepped an hour back: carries on from the last reading
+        (3610.0, 10.0, 3610.0),  # stepped an hour forward: the wall clock
+    ],
+)
+def test_step_free_clock_table(wall_moves, mono_moves, reads):
+    wall, mono = [T0], [0.0]
+    clock = StepFreeClock(lambda: wall[0], lambda: mono[0])
+    assert clock() == T0
+    wall[0] += timedelta(seconds=wall_moves)
+    mono[0] += mono_moves
+    assert clock() == T0 + timedelta(seconds=reads)
 
 
 async def test_connection_errors_until_the_horizon_then_dead_letter():
