@@ -43,7 +43,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
@@ -55,6 +55,7 @@ from ..rules.backoff import reconnect_delay
 from ..watermarks import Watermarks
 from .ami_auth import CHALLENGE, login_action, plaintext_warning
 from .celtime import TimeParser
+from .store import PositionStore, SourceStore
 from .timezone import ClockCheck
 
 __all__ = [
@@ -243,21 +244,6 @@ class Gap:
             datetime.fromisoformat(str(end)) if end else None,
             str(d.get("reason", "")),
         )
-
-
-class PositionStore(Protocol):
-    async def get_position(self, name: str) -> dict[str, Any] | None: ...
-
-    async def set_position(self, name: str, value: Mapping[str, Any]) -> None: ...
-
-
-class CelStore(PositionStore, Protocol):
-    async def ingest(
-        self,
-        cels: Sequence[CelRow] = ...,
-        cdrs: Sequence[Any] = ...,
-        positions: Mapping[str, Mapping[str, Any]] | None = ...,
-    ) -> Any: ...
 
 
 async def load_gaps(store: PositionStore) -> list[Gap]:
@@ -465,7 +451,7 @@ class CelAmiSource:
     def __init__(
         self,
         settings: AmiSettings,
-        store: CelStore,
+        store: SourceStore,
         metrics: Metrics,
         timezone: str = "UTC",
         *,

@@ -49,13 +49,13 @@ from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..rules.backoff import reconnect_delay
-from ..state import StateStore
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice
 from . import dbtls
 from .cdr_end import CdrEndReader, reading_plan
 from .dialects import Dialect, dialect_for, valid_identifier
 from .grants import write_privileges
+from .store import SourceStore
 from .timezone import ClockCheck, ZoneResolver, start_time
 
 __all__ = [
@@ -528,7 +528,7 @@ class SqlSource:
         self,
         settings: Settings,
         kind: Kind,
-        store: StateStore,
+        store: SourceStore,
         metrics: Metrics,
         *,
         db: Db | None = None,

@@ -13,39 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from ...config import CsvSettings
 from ...metrics import Metrics
 from ...model import CelRow
 from ...rules import backoff
 from ...watermarks import ReadPacer, Watermarks
+from ..store import SourceStore
 from ..tail import Checkpoints, Chunk, OpenFile, Position, RotationKind, StartAt, Tailer
 from ..timezone import ClockCheck
 from .fileformat import MAX_RECORD_BYTES, NOT_REGULAR
 from .parser import CelCsvParser, ChunkResult
 from .quarantine import QuarantineSink
 
-__all__ = ["CelCsvSource", "CelStore"]
+__all__ = ["CelCsvSource"]
 
 log = logging.getLogger(__name__)
-
-
-class CelStore(Protocol):
-    """The part of `state.StateStore` the CSV source uses."""
-
-    async def ingest(
-        self,
-        cels: Sequence[CelRow] = ...,
-        cdrs: Sequence[Any] = ...,
-        positions: Mapping[str, Mapping[str, Any]] | None = ...,
-    ) -> Any: ...
-
-    async def get_position(self, name: str) -> dict[str, Any] | None: ...
-
-    async def set_position(self, name: str, value: Mapping[str, Any]) -> None: ...
 
 
 def _parse_start_from(start_from: str | datetime | None) -> tuple[StartAt, datetime | None]:
@@ -77,7 +61,7 @@ class CelCsvSource:
     def __init__(
         self,
         settings: CsvSettings,
-        store: CelStore,
+        store: SourceStore,
         metrics: Metrics,
         timezone: str = "UTC",
         *,
