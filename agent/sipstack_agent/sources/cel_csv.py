@@ -46,6 +46,7 @@ from ..config import CsvSettings
 from ..metrics import Metrics
 from ..model import CEL_COLUMNS, CEL_REQUIRED_COLUMNS, CelRow
 from ..rules import backoff
+from ..rules.checks import CheckResult, Status
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice, tzinfo_of
 from .timezone import ClockCheck
@@ -1191,9 +1192,6 @@ def _end_of_last_line(path: str) -> int:
 # --------------------------------------------------------------------------- check
 
 
-CheckResult = tuple[str, bool, str, str]
-
-
 async def check_csv(
     settings: CsvSettings,
     timezone: str = "UTC",
@@ -1201,7 +1199,7 @@ async def check_csv(
     sample_lines: int = 50,
     found: str = "configured",
 ) -> list[CheckResult]:
-    """`sipstack-agent check` for CEL_MODE=csv: [(name, ok, detail, hint)]. `found`: how
+    """`sipstack-agent check` for CEL_MODE=csv (rules/checks.py). `found`: how
     the zone was found (zones.FOUND), named in the line about events in the future."""
     return await asyncio.to_thread(_check_csv_sync, settings, timezone, sample_lines, found)
 
@@ -1214,11 +1212,11 @@ def _check_csv_sync(
     try:
         parser = CelCsvParser(settings.columns or None, timezone)
     except (ValueError, KeyError) as exc:
-        return [("cel_csv columns", False, str(exc), "fix CEL_CSV_COLUMNS")]
+        return [CheckResult.fail("cel_csv columns", str(exc), "fix CEL_CSV_COLUMNS")]
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             detail = f"{path} is not a regular file"
-            return [("cel_csv file", False, detail, f"CEL_CSV_PATH: {_NOT_REGULAR}")]
+            return [CheckResult.fail("cel_csv file", detail, f"CEL_CSV_PATH: {_NOT_REGULAR}")]
         with open(path, "rb") as fh:
             size = fh.seek(0, os.SEEK_END)
             start = max(0, size - 256 * 1024)
@@ -1227,19 +1225,22 @@ def _check_csv_sync(
         mtime = os.path.getmtime(path)
     except FileNotFoundError:
         return [
-            (
+            CheckResult.fail(
                 "cel_csv file",
-                False,
                 f"{path} does not exist",
                 "enable cel_custom (cel_custom.conf [mappings]) and mount its directory; "
                 "see docs/cel-sources.md",
             )
         ]
     except OSError as exc:
-        return [("cel_csv file", False, f"{path}: {exc.strerror or exc}", "grant read access")]
+        return [
+            CheckResult.fail("cel_csv file", f"{path}: {exc.strerror or exc}", "grant read access")
+        ]
     age = max(0.0, time.time() - mtime)
     out.append(
-        ("cel_csv file", True, f"{path} readable, {size} bytes, last written {age:.0f} s ago", "")
+        CheckResult.ok(
+            "cel_csv file", f"{path} readable, {size} bytes, last written {age:.0f} s ago"
+        )
     )
     if start > 0:
         nl = data.find(b"\n")
@@ -1248,16 +1249,16 @@ def _check_csv_sync(
     rows = [i for i in items if isinstance(i, CelRow)]
     bad = [i for i in items if isinstance(i, Quarantine)]
     if not items:
-        out.append(("cel_csv recent lines", True, "file is empty (no CEL yet)", ""))
+        out.append(CheckResult.warn("cel_csv recent lines", "file is empty (no CEL yet)"))
         return out
     ok = not bad or len(bad) * 10 <= len(items)
     detail = f"{len(rows)} of the last {len(items)} records parse"
     if bad:
         detail += f"; first problem: {bad[0].reason}"
     out.append(
-        (
+        CheckResult(
             "cel_csv recent lines",
-            bool(rows) and ok,
+            Status.OK if rows and ok else Status.FAIL,
             detail,
             "" if ok and rows else "check the cel_custom.conf mapping and CEL_CSV_COLUMNS",
         )
@@ -1265,9 +1266,9 @@ def _check_csv_sync(
     colq = [q for q in bad if q.reason.startswith("expected")]
     counts = sorted({_count_columns(q.raw) for q in colq} - {0})
     out.append(
-        (
+        CheckResult(
             "cel_csv column count",
-            not colq,
+            Status.FAIL if colq else Status.OK,
             f"{parser.ncols} columns expected"
             + (f"; lines have {', '.join(map(str, counts))}" if colq and counts else ""),
             ""
@@ -1279,9 +1280,9 @@ def _check_csv_sync(
     if rows:
         ends = any(r.eventtype == "LINKEDID_END" for r in rows)
         out.append(
-            (
+            CheckResult(
                 "cel_csv linkedid_end",
-                True,
+                Status.OK if ends else Status.WARN,
                 "LINKEDID_END events present"
                 if ends
                 else f"no LINKEDID_END in the last {len(rows)} events: calls complete after "
@@ -1294,7 +1295,7 @@ def _check_csv_sync(
         skew = judge(zone, newest, datetime.now(UTC), live=False, max_age=float("inf"))
         if skew is not None:
             detail, _, fix = skew_advice(zone, skew).partition("; set ")
-            out.append(("cel_csv timezone", False, detail, f"set {fix}" if fix else ""))
+            out.append(CheckResult.fail("cel_csv timezone", detail, f"set {fix}" if fix else ""))
     return out
 
 

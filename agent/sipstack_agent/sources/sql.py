@@ -49,6 +49,7 @@ from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
 from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
 from ..rules.backoff import reconnect_delay
+from ..rules.checks import CheckResult, Status
 from ..state import StateStore
 from ..watermarks import ReadPacer, Watermarks
 from ..zones import PbxZone, judge, skew_advice
@@ -61,7 +62,6 @@ from .timezone import ClockCheck, ZoneResolver, start_time
 __all__ = [
     "CDR_REQUIRED",
     "CEL_REQUIRED",
-    "CheckResult",
     "SchemaError",
     "SqlSource",
     "TableInfo",
@@ -1168,15 +1168,6 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 # --------------------------------------------------------------------------- check
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    ok: bool
-    detail: str
-    hint: str = ""
-    fatal: bool = False  # the agent cannot run until this is fixed
-
-
 async def inspect(
     db: DatabaseSettings,
     *,
@@ -1194,29 +1185,25 @@ async def inspect(
         con = await asyncio.wait_for(connect(db, 1), timeout=db.connect_timeout + 5)
     except Exception as e:
         out.append(
-            CheckResult(
+            CheckResult.fail(
                 "database reachable",
-                False,
                 f"{where}: {type(e).__name__}: {e}",
                 "check DB_HOST/DB_PORT/DB_USER/DB_PASSWORD/DB_NAME, the network and "
                 "pg_hba.conf / MySQL user host",
-                fatal=True,
             )
         )
         return out
-    out.append(CheckResult("database reachable", True, where))
+    out.append(CheckResult.ok("database reachable", where))
     d = con.dialect
     try:
         try:
             zone = await ZoneResolver(db).resolve(con, d.name)
         except Exception as e:
             out.append(
-                CheckResult(
+                CheckResult.fail(
                     "pbx time zone",
-                    False,
                     f"could not read the database's zone: {type(e).__name__}: {e}",
                     "set DB_TIMEZONE to the PBX's IANA zone (e.g. America/Toronto)",
-                    fatal=True,
                 )
             )
             return out
@@ -1233,12 +1220,10 @@ async def inspect(
             except Exception as e:
                 var = "DB_TABLE_CEL" if kind == "cel" else "DB_TABLE_CDR"
                 out.append(
-                    CheckResult(
+                    CheckResult.fail(
                         f"{kind} table and columns",
-                        False,
                         str(e),
                         f"set {var} to the table Asterisk writes, and GRANT SELECT on it",
-                        fatal=True,
                     )
                 )
                 continue
@@ -1249,7 +1234,7 @@ async def inspect(
             out.append(
                 CheckResult(
                     f"{kind} table and columns",
-                    True,
+                    Status.OK,
                     f"{table}: {len(info.columns)} columns, {mode}{extra}",
                     "" if info.id_col else "an auto-increment id column makes reading exact",
                 )
@@ -1267,7 +1252,7 @@ async def inspect(
                     lookup_wait=s.cdr_lookup_wait,
                     cel_feed=s.cel_mode != "none",
                 )
-                out.append(CheckResult("cdr reading", True, plan))
+                out.append(CheckResult.ok("cdr reading", plan))
             if kind == "cel":
                 out.append(await _check_linkedid_end(con, d, info, recent_rows))
             infos.append(info)
@@ -1280,14 +1265,13 @@ async def inspect(
 def zone_line(zone: PbxZone) -> CheckResult:
     """The `check` line naming the PBX zone and how it was found."""
     if zone.found == "offset":
-        return CheckResult(
+        return CheckResult.warn(
             "pbx time zone",
-            False,
             f"{zone.describe()}: a fixed offset is wrong after a daylight-saving change",
             "set DB_TIMEZONE to the PBX's IANA zone (e.g. America/Toronto)",
         )
     hint = "set DB_TIMEZONE if Asterisk runs in another zone" if zone.found == "host" else ""
-    return CheckResult("pbx time zone", True, zone.describe(), hint)
+    return CheckResult("pbx time zone", Status.OK, zone.describe(), hint)
 
 
 async def _check_clocks(
@@ -1313,7 +1297,7 @@ async def _check_clocks(
     for info, newest, after, error in seen:
         name = f"{info.kind} times"
         if error:
-            out.append(CheckResult(name, False, error))
+            out.append(CheckResult.warn(name, error))
             continue
         tz = UTC if info.time_is_aware else zone.tz
         build = (_cel_builder if info.kind == "cel" else _cdr_builder)(info, tz, lambda: "db")
@@ -1324,7 +1308,7 @@ async def _check_clocks(
             try:
                 live = [b for r in await con.fetch(sql, (after, 500)) if (b := build(r))]
             except Exception as e:
-                out.append(CheckResult(name, False, f"could not read the newest rows: {e}"))
+                out.append(CheckResult.warn(name, f"could not read the newest rows: {e}"))
                 continue
         out.append(_clock_result(name, info, zone, newest, live, max_age, live_wait))
     return out
@@ -1340,17 +1324,17 @@ def _clock_result(
     live_wait: float,
 ) -> CheckResult:
     if newest is None and not live:
-        return CheckResult(name, True, f"{info.table} is empty: nothing to compare yet")
+        return CheckResult.ok(name, f"{info.table} is empty: nothing to compare yet")
     now = datetime.now(UTC)
     written = max((written_at(b) for b in live), default=newest or now)
     skew = judge(zone, written, now, live=bool(live), max_age=max_age)
     if skew is not None:
         detail, _, fix = skew_advice(zone, skew).partition("; set ")
-        return CheckResult(name, False, detail, f"set {fix}" if fix else "", fatal=True)
+        return CheckResult.fail(name, detail, f"set {fix}" if fix else "")
     ago = (now - written).total_seconds()
     how = f"{len(live)} row(s) written in the last {live_wait:g} s" if live else "newest row"
-    return CheckResult(
-        name, True, f"{how}: {written.isoformat()} ({ago:.0f} s ago), read in {zone.describe()}"
+    return CheckResult.ok(
+        name, f"{how}: {written.isoformat()} ({ago:.0f} s ago), read in {zone.describe()}"
     )
 
 
@@ -1359,13 +1343,12 @@ async def _check_read_only(con: Db, d: Dialect, table: str, kind: str) -> CheckR
     try:
         got = await write_privileges(con, d.name, table)
     except Exception as e:
-        return CheckResult(name, False, f"could not read privileges: {e}")
+        return CheckResult.warn(name, f"could not read privileges: {e}")
     if got is None:
-        return CheckResult(name, True, "SQLite file opened read-only (mode=ro)")
+        return CheckResult.ok(name, "SQLite file opened read-only (mode=ro)")
     if got.writes:
-        return CheckResult(
+        return CheckResult.fail(
             name,
-            False,
             f"the database user can {', '.join(got.writes)} on {table}",
             "use a SELECT-only user (the agent only reads): "
             + (
@@ -1377,14 +1360,13 @@ async def _check_read_only(con: Db, d: Dialect, table: str, kind: str) -> CheckR
             ),
         )
     if got.hidden_roles:
-        return CheckResult(
+        return CheckResult.warn(
             name,
-            False,
             f"SELECT only on {table}, but the user may SET ROLE {', '.join(got.hidden_roles)}, "
             "whose grants it cannot read",
             "REVOKE the roles the agent's user does not need",
         )
-    return CheckResult(name, True, f"SELECT only on {table}")
+    return CheckResult.ok(name, f"SELECT only on {table}")
 
 
 async def _check_indexes(
@@ -1394,21 +1376,20 @@ async def _check_indexes(
         sql, args = d.index_columns_sql(table)
         indexed = {decode_text(r[0]).lower() for r in await con.fetch(sql, args)}
     except Exception as e:
-        return CheckResult(f"{kind} indexes", False, f"could not list indexes: {e}")
+        return CheckResult.warn(f"{kind} indexes", f"could not list indexes: {e}")
     # id-less CDR tables are looked up by uniqueid (cdr_end.py), not by linkedid
     want = ["uniqueid" if kind == "cdr" and not info.id_col else "linkedid", info.time_col.lower()]
     if info.id_col:
         want.insert(0, info.id_col.lower())
     missing = [c for c in want if c not in indexed]
     if missing:
-        return CheckResult(
+        return CheckResult.warn(
             f"{kind} indexes",
-            False,
             f"{table}: no index on {', '.join(missing)}",
             "ask the PBX admin for: "
             + "; ".join(f"CREATE INDEX {table}_{c}_idx ON {table} ({c})" for c in missing),
         )
-    return CheckResult(f"{kind} indexes", True, f"{table}: indexed on {', '.join(want)}")
+    return CheckResult.ok(f"{kind} indexes", f"{table}: indexed on {', '.join(want)}")
 
 
 async def _check_linkedid_end(con: Db, d: Dialect, info: TableInfo, n: int) -> CheckResult:
@@ -1416,20 +1397,18 @@ async def _check_linkedid_end(con: Db, d: Dialect, info: TableInfo, n: int) -> C
     try:
         rows = await con.fetch(d.select_recent_eventtypes(info.table, order, "eventtype", n))
     except Exception as e:
-        return CheckResult("LINKEDID_END in CEL", False, f"could not look: {e}")
+        return CheckResult.warn("LINKEDID_END in CEL", f"could not look: {e}")
     total, ends = (int(rows[0][0] or 0), int(rows[0][1] or 0)) if rows else (0, 0)
     if total == 0:
-        return CheckResult(
+        return CheckResult.warn(
             "LINKEDID_END in CEL",
-            False,
             f"{info.table} has no rows yet",
             "make a test call; enable CEL (cel.conf enable=yes) and the cel_pgsql/cel_odbc backend",
         )
     if ends == 0:
-        return CheckResult(
+        return CheckResult.warn(
             "LINKEDID_END in CEL",
-            False,
             f"none in the newest {total} rows: calls complete after CALL_IDLE_TIMEOUT instead",
             "add LINKEDID_END to events= in cel.conf (or events=ALL) for immediate completion",
         )
-    return CheckResult("LINKEDID_END in CEL", True, f"{ends} in the newest {total} rows")
+    return CheckResult.ok("LINKEDID_END in CEL", f"{ends} in the newest {total} rows")

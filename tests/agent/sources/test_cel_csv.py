@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.model import CEL_COLUMNS, CelRow
+from sipstack_agent.rules.checks import Status
 from sipstack_agent.sources.cel_csv import (
     MAX_RECORD_BYTES,
     CelCsvParser,
@@ -298,23 +299,23 @@ def test_check_csv(tmp_path, asterisk_sample):
     path = tmp_path / "Master.csv"
     path.write_bytes((asterisk_sample.dir / "csv" / "cel_custom_Master.csv").read_bytes())
     res = asyncio.run(check_csv(CsvSettings(path=str(path))))
-    assert [r[0] for r in res][:3] == [
+    assert [r.name for r in res][:3] == [
         "cel_csv file",
         "cel_csv recent lines",
         "cel_csv column count",
     ]
-    assert all(ok for _, ok, _, _ in res[:3]), res
-    by = {r[0]: r for r in res}
-    assert by["cel_csv linkedid_end"][2] == "LINKEDID_END events present"  # events=ALL
+    assert all(r.status is Status.OK for r in res[:3]), res
+    by = {r.name: r for r in res}
+    assert by["cel_csv linkedid_end"].detail == "LINKEDID_END events present"  # events=ALL
     # wrong column configuration
     res = asyncio.run(
         check_csv(CsvSettings(path=str(path), columns=("eventtype", "eventtime", "uniqueid")))
     )
-    by = {r[0]: r for r in res}
-    assert not by["cel_csv column count"][1] and "19" in by["cel_csv column count"][2]
+    by = {r.name: r for r in res}
+    assert by["cel_csv column count"].failed and "19" in by["cel_csv column count"].detail
     # missing file
     res = asyncio.run(check_csv(CsvSettings(path=str(tmp_path / "nope.csv"))))
-    assert res[0][1] is False and res[0][3]
+    assert res[0].failed and res[0].hint
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
@@ -323,4 +324,4 @@ def test_check_csv_unreadable(tmp_path):
     path.write_bytes(record() + b"\n")
     path.chmod(0)
     res = asyncio.run(check_csv(CsvSettings(path=str(path))))
-    assert res[0][1] is False
+    assert res[0].failed
