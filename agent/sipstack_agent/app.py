@@ -297,7 +297,7 @@ class Agent:
         s = self.settings
         out: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if s.database_enabled:
-            from .sources.sql import SqlSource
+            from .sources.sql.poller import SqlSource
 
             kinds: tuple[Literal["cel", "cdr"], ...] = (
                 ("cdr", "cel") if s.cel_mode == "db" else ("cdr",)

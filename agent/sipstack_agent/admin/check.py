@@ -14,11 +14,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from .. import __version__
-from ..config import CDR_ONLY_WARNING, Settings, api_key_format
+from ..config import CDR_ONLY_WARNING, DatabaseSettings, Settings, api_key_format
 from ..rules.checks import CheckResult
 from ..rules.redact import redact_key
 from ..statedir import problem as state_dir_problem
 from ..statedir import run_as_warning
+from ..zones import PbxZone
 
 __all__ = ["check_api", "check_cel_feed", "check_database", "check_state_dir", "run_checks"]
 
@@ -125,7 +126,7 @@ async def check_api(settings: Settings, timeout: float = 10.0) -> list[CheckResu
 
 async def check_database(settings: Settings) -> list[CheckResult]:
     """Reachable, tables/columns, read-only, indexes, LINKEDID_END (sources/sql/check.py)."""
-    from ..sources.sql import inspect
+    from ..sources.sql.check import inspect
 
     try:
         return await inspect(
@@ -145,6 +146,21 @@ async def check_database(settings: Settings) -> list[CheckResult]:
         ]
 
 
+async def _resolve_zone(database: DatabaseSettings, database_enabled: bool) -> PbxZone:
+    """The zone for a one-off check: asks the database when needed."""
+    from ..sources.sql.drivers import connect
+    from ..sources.timezone import ZoneResolver
+
+    resolver = ZoneResolver(database, database_enabled=database_enabled)
+    if resolver.current is not None:
+        return resolver.current
+    db = await connect(database, 1)
+    try:
+        return await resolver.resolve(db, database.type)
+    finally:
+        await db.close()
+
+
 async def check_cel_feed(settings: Settings) -> list[CheckResult]:
     """CEL_MODE=csv or ami: the PBX zone (when no database names it) and the feed."""
     if settings.cel_mode == "none":
@@ -152,10 +168,9 @@ async def check_cel_feed(settings: Settings) -> list[CheckResult]:
     if settings.cel_mode not in ("csv", "ami"):
         return []
     try:
-        from ..sources.sql import zone_line
-        from ..sources.timezone import resolve_once
+        from ..sources.sql.check import zone_line
 
-        zone = await resolve_once(settings.database, settings.database_enabled)
+        zone = await _resolve_zone(settings.database, settings.database_enabled)
         lines = [] if settings.database_enabled else [zone_line(zone)]
         if settings.cel_mode == "csv":
             from ..sources.cel_csv import check_csv

@@ -33,7 +33,7 @@ from sipstack_agent.config import CsvSettings
 from sipstack_agent.model import CEL_COLUMNS
 from sipstack_agent.rules.checks import CheckResult, Status
 from sipstack_agent.sources.cel_csv import check_csv
-from sipstack_agent.sources.sql import inspect, zone_line
+from sipstack_agent.sources.sql.check import inspect, zone_line
 from sipstack_agent.zones import PbxZone
 
 Case = Callable[[Any, Path], Awaitable[list[CheckResult]]]

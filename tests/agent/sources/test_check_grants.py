@@ -14,7 +14,7 @@ from typing import Any
 
 from sipstack_agent.rules.checks import CheckResult, Status
 from sipstack_agent.sources.grants import parse_mysql_grants
-from sipstack_agent.sources.sql import inspect
+from sipstack_agent.sources.sql.check import inspect
 
 
 def read_only_line(results: list[CheckResult], kind: str = "cel") -> CheckResult:

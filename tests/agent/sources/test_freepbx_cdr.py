@@ -19,7 +19,8 @@ from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CDR_OPTIONAL_COLUMNS, CdrRow
 from sipstack_agent.rules.checks import Status
-from sipstack_agent.sources.sql import SqlSource, inspect
+from sipstack_agent.sources.sql.check import inspect
+from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
 
 DIALECTS = ("postgresql", "mysql", "sqlite")

@@ -1,4 +1,4 @@
-"""sources.sql.inspect(): the database part of `sipstack-agent check`."""
+"""sources.sql.check.inspect(): the database part of `sipstack-agent check`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sipstack_agent.config import DatabaseSettings
 from sipstack_agent.rules.checks import CheckResult, Status
-from sipstack_agent.sources.sql import inspect
+from sipstack_agent.sources.sql.check import inspect
 
 
 def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:

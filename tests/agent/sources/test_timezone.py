@@ -24,7 +24,9 @@ from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.rules.checks import Status
 from sipstack_agent.sources.dialects import dialect_for
-from sipstack_agent.sources.sql import SqlSource, _MyDb, inspect
+from sipstack_agent.sources.sql.check import inspect
+from sipstack_agent.sources.sql.drivers import _MyDb
+from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.sources.timezone import ZoneResolver, database_zone, start_time
 from sipstack_agent.state import StateStore
 from sipstack_agent.zones import PbxZone, offset_at
