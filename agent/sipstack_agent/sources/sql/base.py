@@ -25,16 +25,20 @@ from .convert import db_param, written_at
 from .drivers import Db
 from .table import Kind, TableInfo
 
-__all__ = ["PollerBase"]
+__all__ = ["Hole", "PollerBase", "TimeState"]
 
 
 @dataclass
-class _Hole:
+class Hole:
+    """An id skipped by an out-of-order commit (id mode), watched since `first_seen`."""
+
     first_seen: float
 
 
 @dataclass
-class _TimeState:
+class TimeState:
+    """Time mode: the rows read inside the look-back window and the last sweep."""
+
     seen: dict[str, datetime] = field(default_factory=dict)  # dedup_key -> row time
     last_sweep: float = 0.0
 
@@ -73,10 +77,10 @@ class PollerBase:
         self._own_db = db is None
         self.info: TableInfo | None = None
         self._pos: dict[str, Any] | None = None
-        self._holes: dict[int, _Hole] = {}
+        self._holes: dict[int, Hole] = {}
         self._recent: set[int] = set()  # ids read inside the overlap window
         self._reread_overlap = True  # first poll after (re)connect re-reads the overlap
-        self._time = _TimeState()
+        self._time = TimeState()
         self._builder: Callable[[tuple[Any, ...]], CelRow | CdrRow | None] | None = None
         self.backlog = False
         self.connected = False

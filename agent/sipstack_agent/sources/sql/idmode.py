@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from .base import PollerBase, _Hole
+from .base import Hole, PollerBase
 from .convert import iso, parse_iso, to_utc
 from .table import TableInfo
 
@@ -144,7 +144,7 @@ class IdModeReading(PollerBase):
             if i - prev > 1:
                 for h in range(max(prev + 1, window_lo + 1), i):
                     if h not in got:
-                        self._holes.setdefault(h, _Hole(now))
+                        self._holes.setdefault(h, Hole(now))
             prev = i
         self._recent.update(got)
         if len(self._recent) > 4 * overlap + 1000:
