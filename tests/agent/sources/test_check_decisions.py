@@ -9,7 +9,7 @@ result type, `sources/sql.py` (ok + fatal), `cel_csv.py` and `cel_ami.py`
 |---|---|---|---|---|
 | no LINKEDID_END in the recent events | WARN | OK | - | WARN |
 | no event yet (empty table / file, idle PBX) | WARN | OK | OK | WARN |
-| the database user may write (the agent only SELECTs: least privilege, not a blocker) | WARN | - | - | WARN |
+| the database user may write (least privilege, not a blocker) | WARN | - | - | WARN |
 | a role the user may SET hides its grants | WARN | - | - | WARN |
 | missing index | WARN | - | - | WARN |
 | a fixed-offset zone (wrong after DST) | WARN | - | - | WARN |

@@ -80,7 +80,7 @@ async def test_privileged_user_missing_indexes_and_no_linkedid_end(
     if dialect == "sqlite":
         assert ro.status is Status.OK  # the file is opened read-only whoever runs the agent
     else:
-        assert ro.status is Status.WARN and ro.hint  # a grant that lets it write: WARN (rules/checks.py)
+        assert ro.status is Status.WARN and ro.hint  # may write: WARN (rules/checks.py)
         assert "INSERT" in ro.detail.upper() or "ALL PRIVILEGES" in ro.detail.upper()
     others = [r for r in res.values() if "read-only" not in r.name]
     assert not any(r.failed for r in others)  # missing indexes, no LINKEDID_END: WARN
