@@ -29,6 +29,7 @@ import aiohttp
 from kubernetes.client.exceptions import ApiException
 
 from sipstack_operator import drain as dr
+from sipstack_operator import revocation as rv
 from sipstack_operator import status as st
 from sipstack_operator.allowlist import AllowList
 from sipstack_operator.api import KubeApi
@@ -328,6 +329,8 @@ class Reconciler:
 
             secrets, problems, refused = await self.resolve_secrets(spec)
             self._secrets_seen[(ns, name)] = _secrets_digest(secrets, problems + refused)
+            if refused or problems:
+                await self._stop_if_revoked(body, spec, uid, refused, problems, generation)
             if refused:
                 await self._refuse(body, NotAllowedError(NOT_ALLOWED, refused), generation)
             if problems:
@@ -402,6 +405,39 @@ class Reconciler:
             generation=generation,
         )
         raise error
+
+    async def _stop_if_revoked(
+        self,
+        body: Mapping[str, Any],
+        spec: ConnectorSpec,
+        uid: str,
+        refused: list[str],
+        problems: list[str],
+        generation: int | None,
+    ) -> None:
+        """A Secret the running agent uses is gone: scale it to 0, say SecretRevoked,
+        raise (revocation.py). Returns when there is no agent of ours to stop."""
+        deployment = await self.api.get_deployment(spec.namespace, Names.of(spec.name).deployment)
+        if not rv.agent_to_stop(deployment, uid):
+            return
+        assert deployment is not None
+        if rv.needs_scale_down(deployment):
+            try:
+                await self.api.scale_deployment(
+                    spec.namespace,
+                    Names.of(spec.name).deployment,
+                    0,
+                    field_manager=rv.FIELD_MANAGER,
+                )
+            except ApiException as e:
+                raise ApplyError(f"stopping the agent failed: {_api_message(e)}") from None
+            logger.warning(
+                "%s/%s: %s", spec.namespace, spec.name, rv.message(spec, refused + problems)
+            )
+        await self._write(body, rv.conditions(spec, refused + problems), generation=generation)
+        if refused:
+            raise NotAllowedError(NOT_ALLOWED, refused)
+        raise SecretsUnresolvedError(problems)
 
     def render(
         self,
@@ -534,7 +570,9 @@ class Reconciler:
             known = st.conditions_from_status(old)
             deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
             doc = await self.agent_status(ns, name, deployment)
-            agent = st.agent_condition(deployment, paused=spec.paused, agent_doc=doc)
+            agent = rv.kept_agent_condition(known) or st.agent_condition(
+                deployment, paused=spec.paused, agent_doc=doc
+            )
             conds = {**known, agent.type: agent}
             ready = st.ready_condition(conds, paused=spec.paused)
             extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}
