@@ -226,6 +226,7 @@ def agent_env(spec: ConnectorSpec) -> dict[str, str]:
     optional: dict[str, str] = {
         "REGION": spec.region,
         "API_URL": spec.api_url,
+        "API_ALLOW_INSECURE_HTTP": "true" if spec.api_allow_insecure_http else "",
         "TENANT": spec.tenant,
         "DB_TABLE_RECORDINGS": db.table_recordings if spec.recordings.enabled else "",
         "DB_SSLMODE": db.ssl_mode,

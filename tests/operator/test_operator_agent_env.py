@@ -37,6 +37,7 @@ EVERY_FIELD: dict[str, Any] = {
     "spec": {
         "region": "ca1",
         "apiUrl": "https://ingest.example.com/v1/mqs/connectors/asterisk/calls",
+        "apiAllowInsecureHttp": True,
         "apiKeySecretRef": {"name": "sipstack-api", "key": "api-key"},
         "customerId": 987654321,
         "tenant": "acme",
@@ -280,6 +281,7 @@ TABLE: list[Row] = [
         same,
         lambda cr: f"https://{REGION_HOSTS[region(cr)]}/v1/mqs/connectors/asterisk/calls",
     ),
+    Row("spec.apiAllowInsecureHttp", "api.allow_insecure_http", same, lambda cr: False),
     Row("spec.apiKeySecretRef", "api.api_key", lambda r, cr: secret_of(cr, r, "api-key")),
     Row("spec.database.type", "database.type", same),
     Row("spec.database.host", "database.host", same),
