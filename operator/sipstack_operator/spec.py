@@ -50,8 +50,8 @@ _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # brackets), an optional port up to 65535, no whitespace. The CRD carries the
 # same two regular expressions (its `pattern` and a CEL rule; a test keeps the
 # three equal and checks them against the agent's loader on a table of URLs).
-# They may be stricter than the agent (non-ASCII host names: use punycode),
-# never looser: a URL the API server takes must not stop the agent.
+# They may be stricter than the agent (ASCII only: punycode a host name,
+# percent-encode a path), never looser: a URL the API server takes must not stop the agent.
 _HEX = "[0-9A-Fa-f]{1,4}"
 _IPV6 = "|".join(
     [

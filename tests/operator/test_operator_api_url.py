@@ -71,6 +71,8 @@ TABLE: list[tuple[str, bool, str]] = [
     ("ftp://ingest.example.com/", False, REFUSED),
     ("ingest.example.com/calls", False, REFUSED),
     ("https://ingest.exämple.com/", False, STRICTER),  # non-ASCII host: use punycode
+    ("https://ingest.example.com/é", False, STRICTER),  # non-ASCII path: percent-encode
+    ("https://ingest.example.com/a\u00a0b", False, REFUSED),  # Unicode whitespace
 ]
 
 

@@ -81,7 +81,8 @@ def at_the_limit(crd: dict[str, Any]) -> dict[str, Any]:
     direction, recordings = node(s, "direction"), node(s, "recordings")
     tenants = node(s, "tenants")
     spec = {
-        "apiUrl": fill(node(s, "apiUrl"), "https://"),
+        # ASCII only (the agent's rule as the CRD writes it: percent-encode the rest).
+        "apiUrl": fill(node(s, "apiUrl"), "https://h/", filler="~"),
         "apiKeySecretRef": {"name": "pbx-limits", "key": "api-key"},
         "customerId": 2**31 - 1,
         "tenant": fill(node(s, "tenant")),
