@@ -330,7 +330,9 @@ class Reconciler:
             secrets, problems, refused = await self.resolve_secrets(spec)
             self._secrets_seen[(ns, name)] = _secrets_digest(secrets, problems + refused)
             if refused or problems:
-                await self._stop_if_revoked(body, spec, uid, refused, problems, generation)
+                missing = [(r.name, r.key) for r in spec.secret_refs()]
+                missing = [k for k in missing if k not in secrets]
+                await self._stop_if_revoked(body, spec, uid, missing, refused, problems)
             if refused:
                 await self._refuse(body, NotAllowedError(NOT_ALLOWED, refused), generation)
             if problems:
@@ -411,31 +413,28 @@ class Reconciler:
         body: Mapping[str, Any],
         spec: ConnectorSpec,
         uid: str,
+        missing: list[tuple[str, str]],
         refused: list[str],
         problems: list[str],
-        generation: int | None,
     ) -> None:
-        """A Secret the running agent uses is gone: scale it to 0, say SecretRevoked,
-        raise (revocation.py). Returns when there is no agent of ours to stop."""
-        deployment = await self.api.get_deployment(spec.namespace, Names.of(spec.name).deployment)
-        if not rv.agent_to_stop(deployment, uid):
+        """A Secret key the running agent mounts is gone: scale it to 0, say
+        SecretRevoked, raise (revocation.py). Returns when nothing it uses is gone."""
+        name = Names.of(spec.name).deployment
+        deployment = await self.api.get_deployment(spec.namespace, name)
+        if not rv.revoked_keys(deployment, uid, missing):
             return
-        assert deployment is not None
-        if rv.needs_scale_down(deployment):
+        everything = refused + problems
+        if deployment is not None and rv.needs_scale_down(deployment):
             try:
                 await self.api.scale_deployment(
-                    spec.namespace,
-                    Names.of(spec.name).deployment,
-                    0,
-                    field_manager=rv.FIELD_MANAGER,
+                    spec.namespace, name, 0, field_manager=rv.FIELD_MANAGER
                 )
             except ApiException as e:
                 raise ApplyError(f"stopping the agent failed: {_api_message(e)}") from None
-            logger.warning(
-                "%s/%s: %s", spec.namespace, spec.name, rv.message(spec, refused + problems)
-            )
-        await self._write(body, rv.conditions(spec, refused + problems), generation=generation)
-        if refused:
+            logger.warning("%s/%s: %s", spec.namespace, spec.name, rv.message(spec, everything))
+        generation = self._ids(body)[3]
+        await self._write(body, rv.conditions(spec, everything), generation=generation)
+        if refused:  # kopf does not retry it; the status timer sees the label come back
             raise NotAllowedError(NOT_ALLOWED, refused)
         raise SecretsUnresolvedError(problems)
 

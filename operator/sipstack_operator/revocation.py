@@ -3,9 +3,9 @@
 The agent reads its credentials once, at start, from files of a projected
 volume of the referenced Secrets (render.py); the kubelet keeps the last
 content in a running pod's volume after a Secret is deleted. So when a
-referenced Secret is deleted, loses its key (or the key turns empty), or no
-longer carries the allow-list's opt-in label, while the connector's agent
-Deployment exists, the operator:
+Secret key the connector's live Deployment mounts (its pod template names
+it) is deleted, removed from its Secret (or turns empty), or its Secret no
+longer carries the allow-list's opt-in label, the operator:
 
 - scales that Deployment to 0 (a merge patch of spec.replicas by the field
   manager `sipstack-operator-revocation`; nothing else is touched: the state
@@ -18,13 +18,15 @@ Deployment exists, the operator:
 
 A new pod cannot start meanwhile either: the volume is not optional, so a
 missing Secret or key fails the mount. A connector whose Deployment does
-not exist yet (never ran) reports SecretNotFound / SecretKeyNotFound:
-nothing to stop. Pure functions; reconcile.py does the calls.
+not exist yet (never ran), or a spec change to a Secret the running pod
+does not mount yet (a typo in a new secretRef), reports SecretNotFound /
+SecretKeyNotFound and leaves the running agent alone: nothing it uses was
+revoked. Pure functions; reconcile.py does the calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sipstack_operator import status as st
@@ -35,12 +37,31 @@ SECRET_REVOKED = "SecretRevoked"  # noqa: S105 - a condition reason
 FIELD_MANAGER = "sipstack-operator-revocation"
 
 
-def agent_to_stop(deployment: Mapping[str, Any] | None, uid: str) -> bool:
-    """The connector's own agent Deployment exists: a lost Secret is a revocation."""
+def mounted_keys(deployment: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(Secret, key) of every Secret key the Deployment's pod template mounts
+    (secret volumes and the secret sources of projected volumes)."""
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    keys: set[tuple[str, str]] = set()
+    for volume in template.get("volumes") or []:
+        sources = [volume] if "secret" in volume else []
+        sources += (volume.get("projected") or {}).get("sources") or []
+        for source in sources:
+            secret = source.get("secret") or {}
+            name = secret.get("secretName") or secret.get("name")
+            keys.update((str(name), str(i.get("key"))) for i in secret.get("items") or [])
+    return keys
+
+
+def revoked_keys(
+    deployment: Mapping[str, Any] | None, uid: str, missing: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The missing (Secret, key) pairs the connector's own running Deployment mounts."""
     if deployment is None or not uid:
-        return False
+        return set()
     owners = (deployment.get("metadata") or {}).get("ownerReferences") or []
-    return any(o.get("uid") == uid for o in owners)
+    if not any(o.get("uid") == uid for o in owners):
+        return set()
+    return mounted_keys(deployment) & set(missing)
 
 
 def needs_scale_down(deployment: Mapping[str, Any]) -> bool:

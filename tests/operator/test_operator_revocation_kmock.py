@@ -21,6 +21,7 @@ from kmock_emulator import Emulator
 from test_operator_kmock import (
     API_KEY,
     CONNECTORS,
+    CR_PATH,
     DB_PASSWORD,
     DEPLOYMENT_PATH,
     DEPLOYMENTS,
@@ -173,4 +174,30 @@ async def test_a_connector_that_never_ran_is_not_revoked(cluster: Emulator) -> N
         )
         assert cond["reason"] == "SecretNotFound"
         assert obj(cluster, DEPLOYMENTS, "pbx-east-agent") is None
+        assert not events(cluster, "SecretRevoked")
+
+
+async def test_a_new_reference_to_a_missing_secret_leaves_the_running_agent_alone(
+    cluster: Emulator,
+) -> None:
+    """A typo in a changed secretRef revokes nothing the pod mounts: it keeps running
+    with what it has, and the connector says SecretNotFound."""
+    await seed(cluster)
+    await create(cluster, connector())
+    async with operator():
+        before = await eventually(lambda: pod_hash(cluster, "pbx-east"), what="deployment")
+        ref = {"name": "pbx-db-typo", "key": "password"}
+        await patch(
+            cluster, f"{CR_PATH}/pbx-east", {"spec": {"database": {"passwordSecretRef": ref}}}
+        )
+        cond = await eventually(
+            lambda: (
+                (c := condition(cluster, "pbx-east", "SecretsResolved"))["status"] == "False" and c
+            ),
+            what="SecretsResolved False",
+        )
+        assert cond["reason"] == "SecretNotFound" and "'pbx-db-typo'" in cond["message"]
+        await asyncio.sleep(1.0)  # retries and timer rounds
+        assert replicas(cluster) == 1
+        assert pod_hash(cluster, "pbx-east") == before
         assert not events(cluster, "SecretRevoked")
