@@ -1,7 +1,8 @@
 """The double write, measured: what copying PBX rows into the state store costs per call.
 
-    .venv/bin/python bench/double_write.py [--copies 400] [--pg postgresql://postgres@127.0.0.1/postgres]
-                                           [--sim-calls 40000] [--profile]
+    .venv/bin/python bench/double_write.py [--copies 1000] [--rounds 3] [--sim-calls 40000]
+                                           [--pg postgresql://postgres@127.0.0.1/postgres]
+                                           [--profile] [--no-pg]
 
 Issue 13's design question: the PBX tables are already a durable, re-readable
 log; a low-watermark checkpoint (moved past a row only once every call the row
@@ -26,6 +27,9 @@ this process, aiosqlite's worker thread included) and `time.perf_counter()`:
    `save_evaluations` (outbox + ship state: still durable), one checkpoint per
    page, and the same shipper against a second receiver. The documents of both
    designs are compared (they must be identical).
+3b. **write-through**: rows still stored on arrival (`ingest`, as built), but
+   evaluated from memory (a cache of the open calls' rows filled at ingest): no
+   `load_calls`; ship states read per batch.
 4. **what the low watermark costs** (pure simulation over pbxsim traffic,
    `--sim-calls` calls at 50 calls/s plus a few long calls): peak rows held
    for open calls, how far back a checkpoint pinned by the oldest open call
@@ -307,7 +311,7 @@ async def write_through(
 
 async def ship_all(store: StateStore, settings: Settings, st: Stages) -> int:
     transport = AiohttpTransport.from_settings(settings.api)
-    shipper = Shipper(store, transport, settings.api, settings.identity, Metrics())  # type: ignore[arg-type]
+    shipper = Shipper(store, transport, settings.api, settings.identity, Metrics())
     sent = 0
     try:
         with st.time("ship (outbox read, JSON, HTTP, delivered)"):
@@ -520,14 +524,16 @@ async def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--copies", type=int, default=400, help="copies of the recorded scenarios")
+    ap.add_argument("--copies", type=int, default=1000, help="copies of the recorded scenarios")
     ap.add_argument(
         "--pg", default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1/postgres")
     )
     ap.add_argument("--sim-calls", type=int, default=40_000)
     ap.add_argument("--lag-rows", type=int, default=10_000)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--rounds", type=int, default=2, help="as built, low watermark; repeated")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="as built, low watermark, write-through; repeated"
+    )
     ap.add_argument("--no-pg", action="store_true", help="only the simulation (part 4)")
     args = ap.parse_args()
     logging.getLogger("sipstack_agent").setLevel(logging.ERROR)  # the sample's id gaps warn
