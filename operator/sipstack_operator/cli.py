@@ -33,7 +33,12 @@ from typing import Any
 import yaml
 
 from sipstack_operator import __version__
-from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Owner, render
+from sipstack_operator.render import (
+    CONTROL_TOKEN_PLACEHOLDER,
+    DEFAULT_AGENT_IMAGE,
+    Owner,
+    render,
+)
 from sipstack_operator.spec import API_VERSION, KIND, SpecError, parse_resource
 
 
@@ -67,8 +72,10 @@ def render_documents(
     default_image: str = DEFAULT_AGENT_IMAGE,
     service_monitor_available: bool = True,
     warn: Any = None,
+    control_token: str = CONTROL_TOKEN_PLACEHOLDER,
 ) -> list[dict[str, Any]]:
-    """The children of every AsteriskConnector in `crs` (placeholders for missing keys)."""
+    """The children of every AsteriskConnector in `crs` (placeholders for missing keys;
+    the control token is the operator's to generate: a placeholder the agent refuses)."""
     values = secret_values(secret_docs)
     out: list[dict[str, Any]] = []
     for cr in crs:
@@ -91,6 +98,7 @@ def render_documents(
                 owner=Owner(name=spec.name, uid=str(uid)) if uid else None,
                 service_monitor_available=service_monitor_available,
                 default_image=default_image,
+                control_token=control_token,
             )
         )
     return out

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets as random_tokens
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from sipstack_operator.api import KubeApi
 from sipstack_operator.metrics import OperatorMetrics
 from sipstack_operator.render import (
     CONNECTOR_LABEL,
+    CONTROL_TOKEN_KEY,
     DEFAULT_AGENT_IMAGE,
     Names,
     Owner,
@@ -99,6 +101,7 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+CONTROL_TOKEN_MIN = 16  # the agent's minimum (CONTROL_TOKEN)
 NOT_ALLOWED = "NotAllowed"  # condition reason: the install's allow-list refused the CR
 NOT_OWNED = "NotOwned"  # condition reason: a child's name is taken by an object not ours
 
@@ -353,9 +356,12 @@ class Reconciler:
                 if spec.service_monitor.enabled
                 else False
             )
-            children = self.render(spec, secrets, uid=uid, sm_available=sm_available)
             live: list[dict[str, Any]] = []
             try:
+                token = await self.control_token(spec, uid)
+                children = self.render(
+                    spec, secrets, uid=uid, sm_available=sm_available, control_token=token
+                )
                 foreign = await self._foreign_children(spec, children, uid)
                 if foreign:
                     await self._refuse(body, NotAllowedError(NOT_OWNED, foreign), generation)
@@ -410,6 +416,7 @@ class Reconciler:
         *,
         uid: str,
         sm_available: bool,
+        control_token: str,
     ) -> list[dict[str, Any]]:
         return render(
             spec,
@@ -417,7 +424,20 @@ class Reconciler:
             owner=Owner(name=spec.name, uid=uid) if uid else None,
             service_monitor_available=sm_available,
             default_image=self.config.default_image,
+            control_token=control_token,
         )
+
+    async def control_token(self, spec: ConnectorSpec, uid: str) -> str:
+        """The connector's control token: the one in its <name>-control Secret, else a
+        new random one (32 bytes), applied with the other children. Created once and
+        kept; a Secret of that name this connector does not own is refused with the
+        other foreign children (its token is never read into a new Secret)."""
+        existing = await self.api.get_secret(spec.namespace, Names.of(spec.name).control_secret)
+        if existing is not None and _owned_by(existing, spec.name, uid):
+            token = _decode_secret(existing).get(CONTROL_TOKEN_KEY, "")
+            if len(token) >= CONTROL_TOKEN_MIN and token.isprintable() and " " not in token:
+                return token
+        return random_tokens.token_urlsafe(32)
 
     async def _foreign_children(
         self, spec: ConnectorSpec, children: list[dict[str, Any]], uid: str

@@ -33,7 +33,7 @@ def test_render_without_secrets_uses_placeholders(capsys: pytest.CaptureFixture[
     assert cli.main(["render", "-f", str(EXAMPLES / "pbx-csv.yaml")]) == 0
     out = capsys.readouterr()
     kinds = [d["kind"] for d in yaml.safe_load_all(out.out)]
-    assert kinds == ["Secret", "PersistentVolumeClaim", "Deployment", "Service"]
+    assert kinds == ["Secret", "Secret", "PersistentVolumeClaim", "Deployment", "Service"]
     assert "key 'api-key' of Secret 'sipstack-api' not given" in out.err
 
 
