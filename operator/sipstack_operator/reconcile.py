@@ -57,6 +57,9 @@ class OperatorConfig:
     status_interval: float = 30.0  # seconds between two status refreshes per connector
     agent_status_url: str = "http://{service}.{namespace}.svc:8000/status"
     agent_status_timeout: float = 3.0
+    # The agent's control endpoint (relay.py); {action}: resend, dead-letters/retry, ...
+    agent_control_url: str = "http://{service}.{namespace}.svc:8000/control/{action}"
+    agent_control_timeout: float = 10.0
     retry_base: float = 10.0  # first retry after a missing Secret / failed apply
     retry_cap: float = 300.0
     metrics_port: int = 9090  # /metrics (sipstack_operator/metrics.py); 0 = off
@@ -76,6 +79,10 @@ class OperatorConfig:
             agent_status_url=env.get("SIPSTACK_AGENT_STATUS_URL") or d.agent_status_url,
             agent_status_timeout=float(
                 env.get("SIPSTACK_AGENT_STATUS_TIMEOUT") or d.agent_status_timeout
+            ),
+            agent_control_url=env.get("SIPSTACK_AGENT_CONTROL_URL") or d.agent_control_url,
+            agent_control_timeout=float(
+                env.get("SIPSTACK_AGENT_CONTROL_TIMEOUT") or d.agent_control_timeout
             ),
             retry_base=float(env.get("SIPSTACK_RETRY_BASE") or d.retry_base),
             retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
@@ -238,6 +245,16 @@ class Reconciler:
         ns, name, uid, _ = self._ids(body)
         cached = self._written.get((ns, name, uid))
         return dict(cached) if cached is not None else dict(body.get("status") or {})
+
+    def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The connector's status as last written by this process, else as in `body`."""
+        return self._old_status(body)
+
+    async def write_fields(self, body: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+        """Write top-level status fields (no condition changes), e.g. lastRequest."""
+        ns, name, _uid, _ = self._ids(body)
+        async with self._lock(ns, name):
+            await self._write(body, [], fields)
 
     async def _write(
         self,
