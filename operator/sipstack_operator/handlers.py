@@ -180,6 +180,7 @@ async def reconcile_connector(body: kopf.Body, retry: int, **_: Any) -> None:
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, annotations={REQUEST_ANNOTATION: kopf.PRESENT})
+@kopf.on.create(GROUP, VERSION, PLURAL, annotations={REQUEST_ANNOTATION: kopf.PRESENT})
 @kopf.on.update(GROUP, VERSION, PLURAL, annotations={REQUEST_ANNOTATION: kopf.PRESENT})
 async def relay_request(body: kopf.Body, **_: Any) -> None:
     """A request of `kubectl sipstack` (relay.py): once per id, outcome in status.lastRequest.

@@ -1,19 +1,24 @@
 """The control token Secret `<name>-control` (kmock + KopfRunner): generated once,
 kept across reconciles and operator restarts, owned by the connector (collected
 with it), mounted as a file into the agent pod; a foreign Secret of that name is
-never adopted."""
+never adopted. Requests the relay must not send: one found Running at start (the
+operator stopped mid-call), malformed ones (the end-to-end relay with the real
+agent: test_operator_relay_real_agent.py)."""
 
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
 from kmock_emulator import Emulator
+from sipstack_operator.controlreq import REQUEST_ANNOTATION
 from test_operator_kmock import (
     CONNECTORS,
     CR_PATH,
     DEPLOYMENTS,
+    EVENTS,
     NS,
     SECRETS,
     cluster,
@@ -79,12 +84,15 @@ async def test_the_control_token_is_made_once_and_kept(cluster: Emulator) -> Non
         await patch(cluster, f"{CR_PATH}/pbx-east", {"spec": {"shipping": {"batchSize": 77}}})
         await eventually(lambda: batch_size(cluster) == "77", what="the new batch size applied")
         assert token_of(cluster) == token
-        assert pod_hash(cluster, "pbx-east") != first_hash  # the spec change rolls it
+        await eventually(lambda: pod_hash(cluster, "pbx-east") != first_hash, what="rolled")
 
     # A restarted operator reconciles (resume) and keeps it too.
     async with operator():
+        second_hash = pod_hash(cluster, "pbx-east")
         await patch(cluster, f"{CR_PATH}/pbx-east", {"spec": {"shipping": {"batchSize": 78}}})
         await eventually(lambda: batch_size(cluster) == "78", what="reconciled after restart")
+        # The Deployment is applied last: the reconcile is over.
+        await eventually(lambda: pod_hash(cluster, "pbx-east") != second_hash, what="rolled")
         assert token_of(cluster) == token
 
         # Deleted by hand: a new one at the next reconcile (and the pod rolls with it).
@@ -110,3 +118,69 @@ async def test_a_foreign_control_secret_is_not_adopted(cluster: Emulator) -> Non
         )
         assert "Secret pbx-east-control" in ready["message"]
         assert token_of(cluster) == "someone-elses-token-0123456"
+
+
+def annotate(request: str) -> dict[str, Any]:
+    return {"metadata": {"annotations": {REQUEST_ANNOTATION: request}}}
+
+
+def last_request(cluster: Emulator) -> dict[str, Any]:
+    return dict(((obj(cluster, CONNECTORS, "pbx-east") or {}).get("status") or {})["lastRequest"])
+
+
+def request_events(cluster: Emulator) -> list[dict[str, Any]]:
+    return [
+        o.raw
+        for k, o in cluster.objects.items()
+        if k[0] == EVENTS and str(o.raw.get("reason", "")).startswith("Request")
+    ]
+
+
+async def test_a_request_found_running_at_start_is_failed_not_sent_again(
+    cluster: Emulator,
+) -> None:
+    """The operator stopped while relaying: the restarted one marks it Failed (at most once)."""
+    await seed(cluster)
+    body = connector()
+    body["metadata"]["annotations"] = {
+        REQUEST_ANNOTATION: json.dumps({"id": "r-1", "action": "dead-letters-list", "args": {}})
+    }
+    await create(cluster, body)
+    await patch(
+        cluster,
+        f"{CR_PATH}/pbx-east/status",
+        {"status": {"lastRequest": {"id": "r-1", "action": "dead-letters-list",
+                                    "outcome": "Running", "message": "relaying"}}},
+    )  # fmt: skip
+    async with operator():
+        last = await eventually(
+            lambda: (r := last_request(cluster))["outcome"] == "Failed" and r,
+            what="lastRequest Failed",
+        )
+        assert last["id"] == "r-1" and "interrupted" in last["message"]
+        (event,) = await eventually(lambda: request_events(cluster), what="the event")
+        assert (event["type"], event["reason"]) == ("Warning", "RequestFailed")
+
+
+async def test_an_invalid_request_is_recorded_once_and_sent_nowhere(cluster: Emulator) -> None:
+    await seed(cluster)
+    await create(cluster, connector())
+    async with operator():
+        await eventually(lambda: obj(cluster, DEPLOYMENTS, "pbx-east-agent"), what="children")
+        bad = {"id": "r-2", "action": "resend", "args": {"since": "yesterday"}}
+        await patch(cluster, f"{CR_PATH}/pbx-east", annotate(json.dumps(bad)))
+        last = await eventually(
+            lambda: (r := last_request(cluster))["id"] == "r-2" and r, what="lastRequest r-2"
+        )
+        assert (last["action"], last["outcome"]) == ("resend", "Invalid")
+        assert "args.since" in last["message"] and "ISO-8601" in last["message"]
+        await patch(cluster, f"{CR_PATH}/pbx-east", annotate("not json"))
+        last = await eventually(
+            lambda: (r := last_request(cluster))["id"].startswith("invalid-") and r,
+            what="lastRequest of the unparsable one",
+        )
+        assert (last["action"], last["outcome"]) == ("unknown", "Invalid")
+        events = await eventually(
+            lambda: len(e := request_events(cluster)) == 2 and e, what="two events"
+        )
+        assert {e["reason"] for e in events} == {"RequestInvalid"}
