@@ -1,11 +1,15 @@
 """`kubectl sipstack status` (sipstack_operator.kubectl) against kmock: the fleet
 table from the AsteriskConnectors' status as the operator writes it, -n / -A /
-the context's namespace, exit codes 0 (all ready), 1 (one not), 2 (no cluster)."""
+the context's namespace, exit codes 0 (all ready), 1 (one not), 2 (no cluster);
+every `kubectl sipstack` command the docs show parses."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
+import re
+import shlex
 import socket
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -15,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from kmock_emulator import Emulator
+from operator_testlib import ROOT
 from sipstack_operator.kubectl import main as plugin
 from sipstack_operator.kubectl import table
 from test_operator_kmock import NS, cluster, connector
@@ -83,8 +88,6 @@ async def run(*argv: str) -> tuple[int, str]:
 
 
 def set_context_namespace(namespace: str) -> None:
-    import os
-
     path = Path(os.environ["KUBECONFIG"])
     config = yaml.safe_load(path.read_text())
     config["contexts"][0]["context"]["namespace"] = namespace
@@ -163,3 +166,28 @@ def test_ages_read_like_kubectl() -> None:
     assert table.age("2026-11-27T12:00:00Z", now) == "4d"
     assert table.age(None, now) == "-"
     assert table.age("noon", now) == "?"
+
+
+def documented_commands() -> list[str]:
+    """`kubectl sipstack ...` lines of the ```sh blocks and `$ ` lines of the docs."""
+    out: list[str] = []
+    for doc in ("README.md", "docs/operations.md", "docs/operator.md"):
+        text = (ROOT / doc).read_text()
+        for lang, block in re.findall(r"```(sh)?\n(.*?)```", text, re.S):
+            for line in block.splitlines():
+                if not lang and not line.startswith("$ "):
+                    continue
+                m = re.search(r"kubectl sipstack ((?:status|resend|dead-letters)[^|<>#]*)", line)
+                if m:
+                    out.append(m.group(1).strip())
+    return out
+
+
+def test_the_docs_show_every_command() -> None:
+    assert {c.split()[0] for c in documented_commands()} == {"status", "resend", "dead-letters"}
+
+
+@pytest.mark.parametrize("line", documented_commands())
+def test_documented_command_parses(line: str) -> None:
+    args = plugin.build_parser().parse_args(shlex.split(line))
+    assert args.func.__name__.startswith("cmd_")
