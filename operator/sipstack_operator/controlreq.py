@@ -246,8 +246,8 @@ def _resend_outcome(status: int, answer: Mapping[str, Any], error: str) -> Outco
         return Outcome(
             SUCCEEDED,
             scrub(
-                f"resend started in the agent: {span}{only}; progress in the agent's log and "
-                "its /control/resend (resumed after an agent restart)"
+                f"resend started in the agent: {span}{only}; its progress is status.resend "
+                "(resumed after an agent restart)"
             ),
         )
     if status == 409:

@@ -246,7 +246,8 @@ def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
     there is none), agentVersion = version, newestRowAt = the oldest of the
     sources' newest_row_at (the source furthest behind: its age is the
     connector's lag, as the agent's `status` shows it; a time, not a number of
-    seconds, so the status is not rewritten on every refresh). A document of
+    seconds, so the status is not rewritten on every refresh), resend = the
+    progress of the agent's last resend (checkpoints.resend). A document of
     another schema_version, or a field of the wrong type, gives nothing.
     """
     if not doc or doc.get("schema_version") != AGENT_STATUS_VERSION:
@@ -275,6 +276,9 @@ def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
     ]
     if newest:
         out["newestRowAt"] = min(newest)  # same format: text order is time order
+    resend = resend_progress(_object(doc.get("checkpoints")).get("resend"))
+    if resend is not None:
+        out["resend"] = resend
     shipper = _object(doc.get("shipper"))
     shipped = shipper.get("last_success_at")
     if isinstance(shipped, str) and (when := _normalize_time(shipped)) is not None:
@@ -283,6 +287,29 @@ def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
         err = shipper.get("last_error")
         out["lastError"] = scrub(str(err)) if err else ""
     return out
+
+
+def resend_progress(cursor: Any) -> dict[str, Any] | None:
+    """The agent's resend cursor (checkpoints.resend) -> status.resend
+    {since, until, readThrough, sent, done}; None when there is none or it is odd."""
+    cur = _object(cursor)
+    try:
+        since, until, _linkedids = json.loads(str(cur.get("window")))
+    except (TypeError, ValueError):
+        return None
+    sent, done = cur.get("sent"), cur.get("done")
+    times = [_normalize_time(t) if isinstance(t, str) else None for t in (since, until)]
+    through = cur.get("read_through")
+    read_through = _normalize_time(through) if isinstance(through, str) else None
+    if None in times or read_through is None or not _count(sent) or not isinstance(done, bool):
+        return None
+    return {
+        "since": times[0],
+        "until": times[1],
+        "readThrough": read_through,
+        "sent": sent,
+        "done": done,
+    }
 
 
 def _count(value: Any) -> bool:

@@ -213,6 +213,12 @@ async def test_resend_and_retry_relayed_to_the_real_agent_once(
             timeout=60,
             what="one more revision of each call",
         )
+        progress = await eventually(
+            lambda: (r := status(cluster).get("resend")) and r["done"] and r,
+            timeout=30,
+            what="status.resend done",
+        )
+        assert progress["sent"] == len(calls)
         last = status(cluster)["lastRequest"]
         assert (last["action"], last["outcome"]) == ("resend", "Succeeded")
         assert last["finishedAt"].endswith("Z") and last["requestedAt"]

@@ -153,6 +153,27 @@ def test_agent_fields_for_the_fleet_table() -> None:
     assert fields["deadLettersByReason"] == {"http_400": 3, "http_422": 1}
     assert fields["agentVersion"] == "0.15.0"
     assert fields["newestRowAt"] == "2026-11-25T20:59:58Z"  # the CEL source lags most
+    assert "resend" not in fields  # no resend yet
+
+
+def test_the_resend_progress_comes_from_the_agents_cursor() -> None:
+    cursor = {
+        "window": json.dumps(["2026-11-24T00:00:00+00:00", "2026-11-25T00:00:00-05:00", []]),
+        "run": 2,
+        "read_through": "2026-11-24T09:15:00+00:00",
+        "sent": 1412,
+        "done": False,
+    }
+    fields = st.agent_fields(agent_status_doc(checkpoints={"resend": cursor}))
+    assert fields["resend"] == {
+        "since": "2026-11-24T00:00:00Z",
+        "until": "2026-11-25T05:00:00Z",
+        "readThrough": "2026-11-24T09:15:00Z",
+        "sent": 1412,
+        "done": False,
+    }
+    for odd in ({**cursor, "window": "x"}, {**cursor, "sent": "9"}, {**cursor, "done": None}):
+        assert "resend" not in st.agent_fields(agent_status_doc(checkpoints={"resend": odd}))
 
 
 def test_agent_fields_before_the_first_delivery() -> None:
