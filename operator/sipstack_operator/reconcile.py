@@ -1,5 +1,7 @@
 """Reconcile one AsteriskConnector: resolve its Secrets, apply its children by
-server-side apply, and write conditions (Reconciled: the apply's outcome);
+server-side apply (the control token Secret <name>-control read back first, so
+its token is made once and kept: `control_token`), and write conditions
+(Reconciled: the apply's outcome);
 refresh its status on a timer; on delete, drain its agent (drain.py decides).
 
 Used by handlers.py (kopf wiring) and by the bench. It does not import kopf:
