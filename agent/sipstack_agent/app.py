@@ -308,7 +308,7 @@ class Agent:
         s = self.settings
         out: list[tuple[str, StageFactory]] = []
         if s.database_enabled:
-            from .sources.sql import SqlSource
+            from .sources.sql.poller import SqlSource
 
             kinds: tuple[Literal["cel", "cdr"], ...] = (
                 ("cdr", "cel") if s.cel_mode == "db" else ("cdr",)

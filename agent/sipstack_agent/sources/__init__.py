@@ -1,6 +1,6 @@
 """Sources of PBX rows: each one writes through `StateStore.ingest()`.
 
-* `sources.sql.SqlSource` - CEL and CDR tables on PostgreSQL, MySQL/MariaDB, SQLite
+* `sources.sql.poller.SqlSource` - CEL and CDR tables on PostgreSQL, MySQL/MariaDB, SQLite
   (`sources.dialects` holds the SQL text of each database).
 * `sources.cel_csv`, `sources.cel_ami` - the two CEL feeds without a table; they share
   `sources.celtime` (the time parser), and the CSV feed follows its file with the

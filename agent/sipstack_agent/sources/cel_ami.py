@@ -52,6 +52,7 @@ from ..config import AmiSettings
 from ..metrics import Metrics
 from ..model import CelRow
 from ..rules.backoff import reconnect_delay
+from ..rules.checks import CheckResult
 from ..watermarks import Watermarks
 from .ami_auth import CHALLENGE, login_action, plaintext_warning
 from .celtime import TimeParser
@@ -766,16 +767,13 @@ class CelAmiSource:
 # --------------------------------------------------------------------------- check
 
 
-CheckResult = tuple[str, bool, str, str]
-
-
 async def check_ami(
     settings: AmiSettings, timezone: str = "UTC", *, wait: float = 5.0
 ) -> list[CheckResult]:
-    """`sipstack-agent check` for CEL_MODE=ami: [(name, ok, detail, hint)].
+    """`sipstack-agent check` for CEL_MODE=ami.
 
     Logs in, then waits up to `wait` seconds for one CEL event. No event on an
-    idle PBX is not a failure (ok=True, said in the detail).
+    idle PBX is not a failure: WARN, said in the detail (rules/checks.py).
     """
     out: list[CheckResult] = []
     times = TimeParser(timezone)
@@ -796,9 +794,8 @@ async def check_ami(
         await session.open()
     except AmiAuthError as exc:
         out.append(
-            (
+            CheckResult.fail(
                 "ami login",
-                False,
                 str(exc),
                 "AMI_USERNAME/AMI_PASSWORD must match a manager.conf user (permit= must allow "
                 "this host)",
@@ -808,9 +805,8 @@ async def check_ami(
         return out
     except Exception as exc:  # refused, timeout, TLS, not an AMI...
         out.append(
-            (
+            CheckResult.fail(
                 "ami login",
-                False,
                 f"cannot connect to the AMI at {where}: {exc}",
                 "manager.conf [general] enabled=yes, bindaddr/port (TLS: tlsenable, 5039), "
                 "AMI_HOST/AMI_PORT/AMI_TLS",
@@ -819,7 +815,7 @@ async def check_ami(
         session.close()
         return out
     try:
-        out.append(("ami login", True, f"logged in at {where} ({session.version or '?'})", ""))
+        out.append(CheckResult.ok("ami login", f"logged in at {where} ({session.version or '?'})"))
         assert session.lost is not None
         waiter = asyncio.ensure_future(seen.wait())
         await asyncio.wait(
@@ -827,14 +823,13 @@ async def check_ami(
         )
         waiter.cancel()
         if got:
-            out.append(("ami cel events", True, f"CEL event received ({got[0].eventtype})", ""))
+            out.append(CheckResult.ok("ami cel events", f"CEL event received ({got[0].eventtype})"))
         elif errors:
-            out.append(("ami cel events", False, f"CEL event not usable: {errors[0]}", ""))
+            out.append(CheckResult.fail("ami cel events", f"CEL event not usable: {errors[0]}"))
         else:
             out.append(
-                (
+                CheckResult.warn(
                     "ami cel events",
-                    True,
                     f"no CEL event within {wait:g} s (fine on an idle PBX)",
                     "if calls are running: cel.conf [general] enable=yes and [manager] "
                     "enabled=yes, and the manager.conf user needs read=call",

@@ -363,7 +363,7 @@ def test_check_csv_unreadable(tmp_path):
 
 
 async def test_check_shows_the_csv_lines_with_their_status(tmp_path):
-    from sipstack_agent.cli import check_cel_feed
+    from sipstack_agent.admin.check import check_cel_feed
     from sipstack_agent.config import load_settings
 
     path = tmp_path / "Master.csv"
