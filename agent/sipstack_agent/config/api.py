@@ -34,15 +34,17 @@ def _region(value: str, notes: Notes) -> str:
     return region
 
 
+_D = ApiSettings()
+
 TABLE = Table("api")
 API_KEY = TABLE.secret("API_KEY")
-REGION = TABLE.var("REGION", _region, api_urls.DEFAULT_REGION)
-API_ALLOW_INSECURE_HTTP = TABLE.var("API_ALLOW_INSECURE_HTTP", boolean, False)
+REGION = TABLE.var("REGION", _region, _D.region)
+API_ALLOW_INSECURE_HTTP = TABLE.var("API_ALLOW_INSECURE_HTTP", boolean, _D.allow_insecure_http)
 API_ENDPOINT = TABLE.var("API_ENDPOINT", text, "", "API_URL")  # API_URL: the old name
 RECORDING_API_URL = TABLE.var("RECORDING_API_URL", text, "")
-API_TIMEOUT = TABLE.var("API_TIMEOUT", seconds(hi=600), 30.0)
-API_CONCURRENCY = TABLE.var("API_CONCURRENCY", integer(1, 256), 8)
-API_RETRY_HORIZON = TABLE.var("API_RETRY_HORIZON", seconds(hi=30 * 86400), 48 * 3600.0)
+API_TIMEOUT = TABLE.var("API_TIMEOUT", seconds(hi=600), _D.timeout)
+API_CONCURRENCY = TABLE.var("API_CONCURRENCY", integer(1, 256), _D.concurrency)
+API_RETRY_HORIZON = TABLE.var("API_RETRY_HORIZON", seconds(hi=30 * 86400), _D.retry_horizon)
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -109,38 +109,47 @@ def _pairs(value: str, notes: Notes) -> tuple[tuple[str, str], ...]:
 
 _DIRECTION = DirectionSettings()
 _TENANTS = TenantSettings()
+_CALLS = CallSettings()
 
 TABLE = Table("calls")
-ASTERISK_EXT_MIN_LENGTH = TABLE.var("ASTERISK_EXT_MIN_LENGTH", integer(1, 20), 2)
-ASTERISK_EXT_MAX_LENGTH = TABLE.var("ASTERISK_EXT_MAX_LENGTH", integer(1, 20), 7)
+ASTERISK_EXT_MIN_LENGTH = TABLE.var(
+    "ASTERISK_EXT_MIN_LENGTH", integer(1, 20), _DIRECTION.ext_min_length
+)
+ASTERISK_EXT_MAX_LENGTH = TABLE.var(
+    "ASTERISK_EXT_MAX_LENGTH", integer(1, 20), _DIRECTION.ext_max_length
+)
 ASTERISK_INTL_PREFIXES = TABLE.var(
     "ASTERISK_INTL_PREFIXES", _intl_prefixes, _DIRECTION.intl_prefixes
 )
-DEFAULT_COUNTRY_CODE = TABLE.var("DEFAULT_COUNTRY_CODE", _country_code, "")
+DEFAULT_COUNTRY_CODE = TABLE.var(
+    "DEFAULT_COUNTRY_CODE", _country_code, _DIRECTION.default_country_code
+)
 STRIP_DIAL_PREFIXES = TABLE.var(
     "STRIP_DIAL_PREFIXES", _dial_prefixes, _DIRECTION.strip_dial_prefixes
 )
 KNOWN_TRUNKS = TABLE.var("KNOWN_TRUNKS", items, _DIRECTION.known_trunks)
-ASTERISK_E164_ENABLED = TABLE.var("ASTERISK_E164_ENABLED", boolean, True)
-TENANT_CONTEXT_PATTERN = TABLE.var("TENANT_CONTEXT_PATTERN", _context_pattern, "")
-TENANT = TABLE.var("TENANT", text, "")
+ASTERISK_E164_ENABLED = TABLE.var("ASTERISK_E164_ENABLED", boolean, _DIRECTION.e164)
+TENANT_CONTEXT_PATTERN = TABLE.var(
+    "TENANT_CONTEXT_PATTERN", _context_pattern, _TENANTS.context_pattern
+)
+TENANT = TABLE.var("TENANT", text, _TENANTS.tenant)
 DID_TENANT_MAP = TABLE.var("DID_TENANT_MAP", _pairs, _TENANTS.did_map, file=TENANT_MAP_FILE)
 ACCOUNTCODE_TENANT_MAP = TABLE.var(
     "ACCOUNTCODE_TENANT_MAP", _pairs, _TENANTS.accountcode_map, file=TENANT_MAP_FILE
 )
-CALL_IDLE_TIMEOUT = TABLE.var("CALL_IDLE_TIMEOUT", seconds(hi=86400), 30.0)
-CALL_MAX_AGE = TABLE.var("CALL_MAX_AGE", seconds(hi=30 * 86400), 6 * 3600.0)
-CALL_SHIPPING_MODE = TABLE.var("CALL_SHIPPING_MODE", choice(SHIPPING_MODES), "complete")
+CALL_IDLE_TIMEOUT = TABLE.var("CALL_IDLE_TIMEOUT", seconds(hi=86400), _CALLS.idle_timeout)
+CALL_MAX_AGE = TABLE.var("CALL_MAX_AGE", seconds(hi=30 * 86400), _CALLS.max_age)
+CALL_SHIPPING_MODE = TABLE.var("CALL_SHIPPING_MODE", choice(SHIPPING_MODES), _CALLS.shipping_mode)
 _PHASE = seconds(hi=86400, lo_inclusive=True)
-SHIP_COMPLETE_AFTER = TABLE.var("SHIP_COMPLETE_AFTER", _PHASE, 0.0)
+SHIP_COMPLETE_AFTER = TABLE.var("SHIP_COMPLETE_AFTER", _PHASE, _CALLS.ship_complete_after)
 # The old SHIP_INCOMPLETE_AFTER: when a call still running is shipped (docs/migration.md):
 # the alias of LONG_CALL_UPDATE_INTERVAL in complete mode, of SHIP_UPDATE_MIN_INTERVAL in
 # progressive mode.
 LONG_CALL_UPDATE_INTERVAL = TABLE.var(
-    "LONG_CALL_UPDATE_INTERVAL", _PHASE, 600.0, "SHIP_INCOMPLETE_AFTER"
+    "LONG_CALL_UPDATE_INTERVAL", _PHASE, _CALLS.long_call_update_interval, "SHIP_INCOMPLETE_AFTER"
 )
 SHIP_UPDATE_MIN_INTERVAL = TABLE.var(
-    "SHIP_UPDATE_MIN_INTERVAL", _PHASE, 30.0, "SHIP_INCOMPLETE_AFTER"
+    "SHIP_UPDATE_MIN_INTERVAL", _PHASE, _CALLS.ship_update_min_interval, "SHIP_INCOMPLETE_AFTER"
 )
 
 

@@ -52,22 +52,25 @@ def _csv_columns(value: str, notes: Notes) -> tuple[str, ...]:
     return cols
 
 
+_CSV = CsvSettings()
+_AMI = AmiSettings()
+
 TABLE = Table("cel")
 CEL_MODE = TABLE.var("CEL_MODE", _cel_mode, "none")  # empty = CDR only
-CEL_CSV_COLUMNS = TABLE.var("CEL_CSV_COLUMNS", _csv_columns, CsvSettings().columns)
-CEL_CSV_PATH = TABLE.var("CEL_CSV_PATH", text, CsvSettings.path)
-CEL_CSV_POLL_INTERVAL = TABLE.var("CEL_CSV_POLL_INTERVAL", seconds(hi=3600), 2.0)
+CEL_CSV_COLUMNS = TABLE.var("CEL_CSV_COLUMNS", _csv_columns, _CSV.columns)
+CEL_CSV_PATH = TABLE.var("CEL_CSV_PATH", text, _CSV.path)
+CEL_CSV_POLL_INTERVAL = TABLE.var("CEL_CSV_POLL_INTERVAL", seconds(hi=3600), _CSV.poll_interval)
 AMI_PASSWORD = TABLE.secret("AMI_PASSWORD")
-AMI_HOST = TABLE.var("AMI_HOST", text, "127.0.0.1")
-AMI_PORT = TABLE.var("AMI_PORT", integer(1, 65535), 5038)
-AMI_USERNAME = TABLE.var("AMI_USERNAME", text, "")
-AMI_TLS = TABLE.var("AMI_TLS", boolean, False)
-AMI_PING_INTERVAL = TABLE.var("AMI_PING_INTERVAL", seconds(hi=3600), 20.0)
-AMI_EVENTS = TABLE.var("AMI_EVENTS", text, "call")
-AMI_TLS_VERIFY = TABLE.var("AMI_TLS_VERIFY", boolean, True)
-AMI_AUTH = TABLE.var("AMI_AUTH", choice(("auto", "md5", "plain")), "auto")
-AMI_CONNECT_TIMEOUT = TABLE.var("AMI_CONNECT_TIMEOUT", seconds(hi=600), 10.0)
-AMI_TLS_CA_FILE = TABLE.var("AMI_TLS_CA_FILE", existing_file, "")
+AMI_HOST = TABLE.var("AMI_HOST", text, _AMI.host)
+AMI_PORT = TABLE.var("AMI_PORT", integer(1, 65535), _AMI.port)
+AMI_USERNAME = TABLE.var("AMI_USERNAME", text, _AMI.username)
+AMI_TLS = TABLE.var("AMI_TLS", boolean, _AMI.tls)
+AMI_PING_INTERVAL = TABLE.var("AMI_PING_INTERVAL", seconds(hi=3600), _AMI.ping_interval)
+AMI_EVENTS = TABLE.var("AMI_EVENTS", text, _AMI.events)
+AMI_TLS_VERIFY = TABLE.var("AMI_TLS_VERIFY", boolean, _AMI.tls_verify)
+AMI_AUTH = TABLE.var("AMI_AUTH", choice(("auto", "md5", "plain")), _AMI.auth)
+AMI_CONNECT_TIMEOUT = TABLE.var("AMI_CONNECT_TIMEOUT", seconds(hi=600), _AMI.connect_timeout)
+AMI_TLS_CA_FILE = TABLE.var("AMI_TLS_CA_FILE", existing_file, _AMI.tls_ca_file)
 
 
 def load_csv(r: Reader) -> CsvSettings:

@@ -55,21 +55,23 @@ def _timezone(value: str, notes: Notes) -> str:
     return value
 
 
+_D = DatabaseSettings()
+
 TABLE = Table("database")
 DB_PASSWORD = TABLE.secret("DB_PASSWORD")
 DB_TYPE = TABLE.var("DB_TYPE", _db_type, "")  # "" = not set (or bad)
-DB_NAME = TABLE.var("DB_NAME", text, "")
-DB_TIMEZONE = TABLE.var("DB_TIMEZONE", _timezone, AUTO)
-DB_SSLMODE = TABLE.var("DB_SSLMODE", choice(SSL_MODES), "")
-DB_SSLROOTCERT = TABLE.var("DB_SSLROOTCERT", existing_file, "")
-DB_HOST = TABLE.var("DB_HOST", text, "localhost")
-DB_PORT = TABLE.var("DB_PORT", integer(0, 65535), 0)
-DB_USER = TABLE.var("DB_USER", text, "asterisk")
-DB_TABLE_CDR = TABLE.var("DB_TABLE_CDR", ident, "cdr")
-DB_TABLE_CEL = TABLE.var("DB_TABLE_CEL", ident, "cel")
-DB_TABLE_RECORDINGS = TABLE.var("DB_TABLE_RECORDINGS", ident, "")
-DB_POOL_SIZE = TABLE.var("DB_POOL_SIZE", integer(1, 64), 4)
-DB_CONNECT_TIMEOUT = TABLE.var("DB_CONNECT_TIMEOUT", seconds(hi=600), 10.0)
+DB_NAME = TABLE.var("DB_NAME", text, _D.name)
+DB_TIMEZONE = TABLE.var("DB_TIMEZONE", _timezone, _D.timezone)
+DB_SSLMODE = TABLE.var("DB_SSLMODE", choice(SSL_MODES), _D.sslmode)
+DB_SSLROOTCERT = TABLE.var("DB_SSLROOTCERT", existing_file, _D.sslrootcert)
+DB_HOST = TABLE.var("DB_HOST", text, _D.host)
+DB_PORT = TABLE.var("DB_PORT", integer(0, 65535), _D.port)
+DB_USER = TABLE.var("DB_USER", text, "asterisk")  # "" for sqlite (load)
+DB_TABLE_CDR = TABLE.var("DB_TABLE_CDR", ident, _D.table_cdr)
+DB_TABLE_CEL = TABLE.var("DB_TABLE_CEL", ident, _D.table_cel)
+DB_TABLE_RECORDINGS = TABLE.var("DB_TABLE_RECORDINGS", ident, _D.table_recordings)
+DB_POOL_SIZE = TABLE.var("DB_POOL_SIZE", integer(1, 64), _D.pool_size)
+DB_CONNECT_TIMEOUT = TABLE.var("DB_CONNECT_TIMEOUT", seconds(hi=600), _D.connect_timeout)
 
 
 def _kind(r: Reader, cel_mode: str, db_name: str) -> tuple[str, bool]:

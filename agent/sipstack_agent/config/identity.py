@@ -21,10 +21,12 @@ def _connector_id(value: str, notes: Notes) -> str:
     return value
 
 
+_D = Identity()
+
 TABLE = Table("identity")
 HOST_HOSTNAME = TABLE.var("HOST_HOSTNAME", text, "")  # "" = this host's name
 CONNECTOR_ID = TABLE.var("CONNECTOR_ID", _connector_id, "")  # "" = from the hostname
-CUSTOMER_ID = TABLE.var("CUSTOMER_ID", integer(0, 2**63 - 1), 0)
+CUSTOMER_ID = TABLE.var("CUSTOMER_ID", integer(0, 2**63 - 1), _D.customer_id)
 
 
 def _hostname() -> str:

@@ -9,7 +9,7 @@ from .reader import Reader
 from .spec import IDENT_RE, Invalid, Notes, Table, boolean, integer, items, seconds, show
 from .types import RecordingSettings
 
-_DEFAULT = RecordingSettings()
+_D = RecordingSettings()
 
 
 def _columns(value: str, notes: Notes) -> tuple[str, ...]:
@@ -40,31 +40,43 @@ def _paths(value: str, notes: Notes) -> tuple[str, ...]:
 
 
 TABLE = Table("recordings")
-RECORDINGS_COLUMNS = TABLE.var("RECORDINGS_COLUMNS", _columns, _DEFAULT.columns)
-RECORDING_FILE_EXTENSIONS = TABLE.var("RECORDING_FILE_EXTENSIONS", _extensions, _DEFAULT.extensions)
-RECORDING_PATHS = TABLE.var("RECORDING_PATHS", _paths, _DEFAULT.paths)
-RECORDING_STABILITY_CHECK_COUNT = TABLE.var("RECORDING_STABILITY_CHECK_COUNT", integer(1, 100), 3)
-RECORDING_STABILITY_CHECK_INTERVAL = TABLE.var(
-    "RECORDING_STABILITY_CHECK_INTERVAL", seconds(hi=3600), 2.0, "RECORDING_STABILITY_CHECK"
+RECORDINGS_COLUMNS = TABLE.var("RECORDINGS_COLUMNS", _columns, _D.columns)
+RECORDING_FILE_EXTENSIONS = TABLE.var("RECORDING_FILE_EXTENSIONS", _extensions, _D.extensions)
+RECORDING_PATHS = TABLE.var("RECORDING_PATHS", _paths, _D.paths)
+RECORDING_STABILITY_CHECK_COUNT = TABLE.var(
+    "RECORDING_STABILITY_CHECK_COUNT", integer(1, 100), _D.stability_check_count
 )
-RECORDING_UPLOAD = TABLE.var("RECORDING_UPLOAD", boolean, False)
+RECORDING_STABILITY_CHECK_INTERVAL = TABLE.var(
+    "RECORDING_STABILITY_CHECK_INTERVAL",
+    seconds(hi=3600),
+    _D.stability_check_interval,
+    "RECORDING_STABILITY_CHECK",
+)
+RECORDING_UPLOAD = TABLE.var("RECORDING_UPLOAD", boolean, _D.upload)
 RECORDING_UPLOAD_CONCURRENCY = TABLE.var(
     "RECORDING_UPLOAD_CONCURRENCY",
     integer(1, 64),
-    2,
+    _D.upload_concurrency,
     "RECORDING_BATCH_SIZE",
     "RECORDING_UPLOAD_BATCH_SIZE",
 )
 DELETE_RECORDINGS_AFTER_UPLOAD = TABLE.var(
-    "DELETE_RECORDINGS_AFTER_UPLOAD", boolean, False, "RECORDING_DELETE_AFTER_UPLOAD"
+    "DELETE_RECORDINGS_AFTER_UPLOAD",
+    boolean,
+    _D.delete_after_upload,
+    "RECORDING_DELETE_AFTER_UPLOAD",
 )
-RECORDING_SCAN_BUDGET = TABLE.var("RECORDING_SCAN_BUDGET", integer(10, 10_000_000), 2000)
-RECORDING_POLL_INTERVAL = TABLE.var("RECORDING_POLL_INTERVAL", seconds(hi=3600), 5.0)
-RECORDING_INDEX_WINDOW = TABLE.var("RECORDING_INDEX_WINDOW", seconds(hi=365 * 86400), 2 * 86400.0)
+RECORDING_SCAN_BUDGET = TABLE.var("RECORDING_SCAN_BUDGET", integer(10, 10_000_000), _D.scan_budget)
+RECORDING_POLL_INTERVAL = TABLE.var("RECORDING_POLL_INTERVAL", seconds(hi=3600), _D.poll_interval)
+RECORDING_INDEX_WINDOW = TABLE.var(
+    "RECORDING_INDEX_WINDOW", seconds(hi=365 * 86400), _D.fs_index_window
+)
 RECORDING_KNOWN_CALL_WINDOW = TABLE.var(
-    "RECORDING_KNOWN_CALL_WINDOW", seconds(hi=30 * 86400), 3600.0
+    "RECORDING_KNOWN_CALL_WINDOW", seconds(hi=30 * 86400), _D.known_call_window
 )
-RECORDING_KNOWN_CALL_MAX = TABLE.var("RECORDING_KNOWN_CALL_MAX", integer(100, 10_000_000), 5_000)
+RECORDING_KNOWN_CALL_MAX = TABLE.var(
+    "RECORDING_KNOWN_CALL_MAX", integer(100, 10_000_000), _D.known_call_max
+)
 
 
 def load(r: Reader) -> RecordingSettings:

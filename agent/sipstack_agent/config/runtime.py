@@ -30,40 +30,53 @@ LOG_LEVELS: dict[str, str] = {
 CONTROL_TOKEN_MIN = 16
 _UID = integer(0, 2**31 - 1)
 
+_D = Settings()
+
 TABLE = Table("runtime")
 CONTROL_TOKEN = TABLE.secret("CONTROL_TOKEN")
-START_FROM = TABLE.var("START_FROM", text, "latest")  # latest | beginning | ISO time
-CDR_BATCH_SIZE = TABLE.var("CDR_BATCH_SIZE", integer(1, 100_000), 500, "BATCH_SIZE")
-MAX_RECORDS_PER_POLL = TABLE.var("MAX_RECORDS_PER_POLL", integer(1, 10_000_000), 5000)
-STATE_DIR = TABLE.var("STATE_DIR", text, "/data")
+START_FROM = TABLE.var("START_FROM", text, _D.start_from)  # latest | beginning | ISO time
+CDR_BATCH_SIZE = TABLE.var("CDR_BATCH_SIZE", integer(1, 100_000), _D.batch_size, "BATCH_SIZE")
+MAX_RECORDS_PER_POLL = TABLE.var(
+    "MAX_RECORDS_PER_POLL", integer(1, 10_000_000), _D.max_records_per_poll
+)
+STATE_DIR = TABLE.var("STATE_DIR", text, _D.state_dir)
 STATE_SYNCHRONOUS = TABLE.var(
-    "STATE_SYNCHRONOUS", choice({"normal": "NORMAL", "full": "FULL"}), "NORMAL"
+    "STATE_SYNCHRONOUS", choice({"normal": "NORMAL", "full": "FULL"}), _D.state_synchronous
 )
 PUID = TABLE.var("PUID", _UID, -1)  # -1 = not set
 PGID = TABLE.var("PGID", _UID, -1)
-LOG_FORMAT = TABLE.var("LOG_FORMAT", choice(("text", "json")), "text")
+LOG_FORMAT = TABLE.var("LOG_FORMAT", choice(("text", "json")), _D.log_format)
 CDR_POLL_INTERVAL = TABLE.var(
-    "CDR_POLL_INTERVAL", seconds(lo=0.01, hi=3600, lo_inclusive=True), 2.0, "POLL_INTERVAL"
+    "CDR_POLL_INTERVAL",
+    seconds(lo=0.01, hi=3600, lo_inclusive=True),
+    _D.poll_interval,
+    "POLL_INTERVAL",
 )
-POLL_OVERLAP_IDS = TABLE.var("POLL_OVERLAP_IDS", integer(0, 1_000_000), 200)
+POLL_OVERLAP_IDS = TABLE.var("POLL_OVERLAP_IDS", integer(0, 1_000_000), _D.overlap_ids)
 POLL_LOOKBACK_SECONDS = TABLE.var(
-    "POLL_LOOKBACK_SECONDS", seconds(hi=86400, lo_inclusive=True), 120.0
+    "POLL_LOOKBACK_SECONDS", seconds(hi=86400, lo_inclusive=True), _D.lookback_seconds
 )
 CDR_MAX_CALL_DURATION = TABLE.var(
-    "CDR_MAX_CALL_DURATION", seconds(lo=60, hi=7 * 86400, lo_inclusive=True), 14400.0
+    "CDR_MAX_CALL_DURATION",
+    seconds(lo=60, hi=7 * 86400, lo_inclusive=True),
+    _D.cdr_max_call_duration,
 )
-CDR_LOOKUP_WAIT = TABLE.var("CDR_LOOKUP_WAIT", seconds(hi=3600, lo_inclusive=True), 15.0)
+CDR_LOOKUP_WAIT = TABLE.var(
+    "CDR_LOOKUP_WAIT", seconds(hi=3600, lo_inclusive=True), _D.cdr_lookup_wait
+)
 STATE_RECOVERY_LOOKBACK = TABLE.var(
-    "STATE_RECOVERY_LOOKBACK", seconds(hi=90 * 86400, lo_inclusive=True), 86400.0
+    "STATE_RECOVERY_LOOKBACK", seconds(hi=90 * 86400, lo_inclusive=True), _D.state_recovery_lookback
 )
 STATE_TOMBSTONE_RETENTION = TABLE.var(
-    "STATE_TOMBSTONE_RETENTION", seconds(hi=365 * 86400, lo_inclusive=True), 7 * 86400.0
+    "STATE_TOMBSTONE_RETENTION",
+    seconds(hi=365 * 86400, lo_inclusive=True),
+    _D.state_tombstone_retention,
 )
-LOG_LEVEL = TABLE.var("LOG_LEVEL", choice(LOG_LEVELS, upper=True), "INFO")
-LOG_NUMBERS = TABLE.var("LOG_NUMBERS", boolean, False)
-MONITORING_PORT = TABLE.var("MONITORING_PORT", integer(0, 65535), 8000)
-MONITORING_HOST = TABLE.var("MONITORING_HOST", text, "0.0.0.0")  # noqa: S104 - scrapeable
-SHUTDOWN_GRACE = TABLE.var("SHUTDOWN_GRACE", seconds(hi=3600), 10.0)
+LOG_LEVEL = TABLE.var("LOG_LEVEL", choice(LOG_LEVELS, upper=True), _D.log_level)
+LOG_NUMBERS = TABLE.var("LOG_NUMBERS", boolean, _D.log_numbers)
+MONITORING_PORT = TABLE.var("MONITORING_PORT", integer(0, 65535), _D.monitoring_port)
+MONITORING_HOST = TABLE.var("MONITORING_HOST", text, _D.monitoring_host)
+SHUTDOWN_GRACE = TABLE.var("SHUTDOWN_GRACE", seconds(hi=3600), _D.shutdown_grace)
 
 
 def _start_from(r: Reader, db_tz: str) -> tuple[str, datetime | None]:

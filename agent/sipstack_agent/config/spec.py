@@ -4,8 +4,12 @@
 Pure: no environment, no files (except the `existing_file` check). A section module
 declares its variables once, in its `TABLE`:
 
+    _D = AmiSettings()
     TABLE = Table("ami")
-    AMI_PORT = TABLE.var("AMI_PORT", integer(1, 65535), 5038)
+    AMI_PORT = TABLE.var("AMI_PORT", integer(1, 65535), _D.port)
+
+A default is the dataclass's own (types.py, one home) unless the loader's
+differs, as `DB_USER`'s `asterisk` does.
 
 `Reader.get(AMI_PORT)` (reader.py) then reads it, the first set of its name and
 aliases, parses it and, on a bad value, records one problem naming the variable and
