@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -285,12 +285,12 @@ def outbox_text(doc: dict[str, Any]) -> str:
     return _stdlib_text(doc) if content is None else _outbox_text(doc, content)
 
 
-def outbox_rows(documents: Sequence[dict[str, Any]], texts: Sequence[str] | None) -> list[str]:
+def outbox_rows(documents: Sequence[Mapping[str, Any]], texts: Sequence[str] | None) -> list[str]:
     """The outbox rows of an evaluation's documents: the texts encoded with them
     (`Evaluation.outbox_texts`), else each document encoded now (stand-ins)."""
     if texts is not None and len(texts) == len(documents):
         return list(texts)
-    return [outbox_text(d) for d in documents]
+    return [outbox_text(dict(d)) for d in documents]
 
 
 def _no_default(value: object) -> Any:
