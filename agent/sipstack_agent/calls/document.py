@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from sipstack_agent.calls.derive import parse_extra, utc
+from sipstack_agent.calls.derive import event_name, parse_extra, utc
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import Identity
 from sipstack_agent.model import CdrRow, CelRow
@@ -70,9 +70,8 @@ _ORJSON_PLAIN = (
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 _ORJSON_SORTED = _ORJSON_PLAIN | orjson.OPT_SORT_KEYS
-# A float orjson may spell unlike json.dumps (exponent form, 1e-05 vs 0.00001): the
-# pattern also matches such text inside strings, which only costs the slow path.
-_FLOAT_SPELLING = re.compile(rb"[:,\[]-?(?:0\.0000|\d+(?:\.\d+)?e)")
+_MANTISSA = frozenset(b"0123456789.")
+_BEFORE_VALUE = frozenset(b":,[")
 
 
 def iso(dt: datetime, *, seconds: bool = False) -> str:
@@ -82,14 +81,14 @@ def iso(dt: datetime, *, seconds: bool = False) -> str:
 
 
 def cel_thread_selected(row: CelRow) -> bool:
-    et = row.eventtype.strip().upper()
+    et = event_name(row.eventtype)
     if et in THREAD_CEL_EVENTS:
         return True
     return et in ("APP_START", "APP_END") and row.appname.strip().lower() in THREAD_APPS
 
 
 def _cel_item(row: CelRow) -> dict[str, Any]:
-    et = row.eventtype.strip().upper()
+    et = event_name(row.eventtype)
     item: dict[str, Any] = {
         "time": iso(row.eventtime),
         "event": et,
@@ -319,9 +318,35 @@ def _content(doc: dict[str, Any]) -> bytes | None:
 def _content_fingerprint(content: bytes) -> str | None:
     """`fingerprint` from orjson's bytes when they equal json.dumps(sort_keys, ensure_ascii)'s:
     ASCII without DEL (escaped by ensure_ascii) and no float orjson may spell differently."""
-    if not content.isascii() or b"\x7f" in content or _FLOAT_SPELLING.search(content):
+    if not content.isascii() or b"\x7f" in content:
+        return None
+    if _float_spelling(content):
         return None
     return hashlib.blake2b(content, digest_size=16).hexdigest()
+
+
+def _float_spelling(content: bytes) -> bool:
+    """A number in exponent form (orjson always signs the exponent) or 0.0000...: where
+    orjson and json.dumps may spell a float differently. Text inside strings that looks
+    like one (a UUID's `8e-`) answers True too, which only costs the slow path."""
+    if b"e-" not in content and b"e+" not in content and b"0.0000" not in content:
+        return False
+    for needle in (b"e-", b"e+", b"0.0000"):
+        i = content.find(needle)
+        while i >= 0:
+            j = i - 1
+            if needle[0] == 0x65:  # e: back over the mantissa
+                while j >= 0 and content[j] in _MANTISSA:
+                    j -= 1
+                if j == i - 1:
+                    i = content.find(needle, i + 1)
+                    continue
+            if j >= 0 and content[j] == 0x2D:  # -
+                j -= 1
+            if j >= 0 and content[j] in _BEFORE_VALUE:
+                return True
+            i = content.find(needle, i + 1)
+    return False
 
 
 def _outbox_text(doc: dict[str, Any], content: bytes) -> str:
