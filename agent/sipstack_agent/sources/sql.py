@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -145,8 +146,12 @@ def to_utc(v: Any, tz: tzinfo) -> datetime | None:
     if v is None:
         return None
     if isinstance(v, datetime):
-        dt: datetime = v if v.tzinfo is not None else v.replace(tzinfo=tz)
-        return dt.astimezone(UTC)
+        vz = v.tzinfo
+        if vz is None:
+            if tz is UTC:  # (astimezone(UTC) of a UTC time is the time itself)
+                return v.replace(tzinfo=UTC)
+            return v.replace(tzinfo=tz).astimezone(UTC)
+        return v if vz is UTC else v.astimezone(UTC)
     if isinstance(v, int | float):
         return datetime.fromtimestamp(float(v), UTC)
     s = decode_text(v).strip()
@@ -429,25 +434,40 @@ def _is_int(t: str) -> bool:
 # --------------------------------------------------------------------------- row builders
 
 
+# Positional construction (a dataclass's keyword call costs twice as much): each row
+# starts as a copy of the model's defaults and the selected columns are written over them.
+_CEL_POS = {f.name: k for k, f in enumerate(dataclasses.fields(CelRow))}
+_CDR_POS = {f.name: k for k, f in enumerate(dataclasses.fields(CdrRow))}
+
+
+def _defaults(cls: type[CelRow] | type[CdrRow]) -> list[Any]:
+    """The model's field defaults in field order ("" for the required ones: always set)."""
+    return ["" if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(cls)]
+
+
 def _cel_builder(
     info: TableInfo, tz: tzinfo, source: Callable[[], str]
 ) -> Callable[[tuple[Any, ...]], CelRow | None]:
     idx = {name: i for i, name in enumerate(info.wanted)}
     i_id = idx.get("id")
     i_time = idx["eventtime"]
-    text_fields = [(c, idx[c]) for c in CEL_COLUMNS if c != "eventtime" and c in idx]
+    text_fields = [(_CEL_POS[c], idx[c]) for c in CEL_COLUMNS if c != "eventtime" and c in idx]
+    template = _defaults(CelRow)
+    p_time, p_id, p_source = _CEL_POS["eventtime"], _CEL_POS["row_id"], _CEL_POS["source"]
 
     def build(r: tuple[Any, ...]) -> CelRow | None:
         t = to_utc(r[i_time], tz)
         if t is None:
             return None
-        kw = {c: (v if (v := r[i]).__class__ is str else decode_text(v)) for c, i in text_fields}
-        return CelRow(
-            eventtime=t,
-            row_id=int(r[i_id]) if i_id is not None else None,
-            source=source(),
-            **kw,
-        )
+        a = template.copy()
+        for p, i in text_fields:
+            v = r[i]
+            a[p] = v if v.__class__ is str else decode_text(v)
+        a[p_time] = t
+        if i_id is not None:
+            a[p_id] = int(r[i_id])
+        a[p_source] = source()
+        return CelRow(*a)
 
     return build
 
@@ -459,28 +479,37 @@ def _cdr_builder(
     i_id = idx.get("id")
     i_time = idx["calldate"]
     i_seq = idx.get("sequence")
-    fields = [
-        (c, idx[c], c in _CDR_INT)
+    text_fields = [
+        (_CDR_POS[c], idx[c])
         for c in CDR_COLUMNS
-        if c not in ("calldate", "sequence") and c in idx
+        if c not in ("calldate", "sequence") and c not in _CDR_INT and c in idx
     ]
+    int_fields = [(_CDR_POS[c], idx[c]) for c in CDR_COLUMNS if c in _CDR_INT and c in idx]
     opt = [(c, idx[c]) for c in info.optional]
+    template = _defaults(CdrRow)
+    p_time, p_seq, p_extras = _CDR_POS["calldate"], _CDR_POS["sequence"], _CDR_POS["extras"]
+    p_id, p_source = _CDR_POS["row_id"], _CDR_POS["source"]
 
     def build(r: tuple[Any, ...]) -> CdrRow | None:
         t = to_utc(r[i_time], tz)
         if t is None:
             return None
-        kw: dict[str, Any] = {
-            c: (_to_int(r[i]) if is_int else decode_text(r[i])) for c, i, is_int in fields
-        }
-        return CdrRow(
-            calldate=t,
-            sequence=_to_opt_int(r[i_seq]) if i_seq is not None else None,
-            extras=tuple((c, decode_text(r[i])) for c, i in opt),
-            row_id=int(r[i_id]) if i_id is not None else None,
-            source=source(),
-            **kw,
-        )
+        a = template.copy()
+        for p, i in text_fields:
+            v = r[i]
+            a[p] = v if v.__class__ is str else decode_text(v)
+        for p, i in int_fields:
+            v = r[i]
+            a[p] = v if v.__class__ is int else _to_int(v)
+        a[p_time] = t
+        if i_seq is not None:
+            a[p_seq] = _to_opt_int(r[i_seq])
+        if opt:
+            a[p_extras] = tuple((c, decode_text(r[i])) for c, i in opt)
+        if i_id is not None:
+            a[p_id] = int(r[i_id])
+        a[p_source] = source()
+        return CdrRow(*a)
 
     return build
 
