@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", type=int, default=0, metavar="N")
+    ap.add_argument("--sort", default="tottime", help="cProfile order: tottime, ncalls, cumtime")
     ap.add_argument("--dump", type=Path)
     args = ap.parse_args()
 
@@ -188,7 +189,11 @@ def main() -> None:
         prof.enable()
         evaluate_all()
         prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
+        stats = pstats.Stats(prof)
+        print(
+            f"  {stats.total_calls:,} Python function calls (deterministic: compare trees with it)"
+        )
+        stats.sort_stats(args.sort).print_stats(args.profile)
 
 
 if __name__ == "__main__":

@@ -186,14 +186,15 @@ def _channels_from_cels(cels: Sequence[CelRow], settings: DirectionSettings) -> 
             ch["linkedids"].append(lid)
         if not ch["name"] and row.channame:
             ch["name"] = row.channame
-        for f, v in (
-            ("cid_num", row.cid_num),
-            ("cid_name", row.cid_name),
-            ("dnid", row.cid_dnid),
-            ("accountcode", row.accountcode),
-        ):
-            if not ch[f] and v:
-                ch[f] = v
+        # the first non-empty value of each (written out: this runs for every row)
+        if not ch["cid_num"] and row.cid_num:
+            ch["cid_num"] = row.cid_num
+        if not ch["cid_name"] and row.cid_name:
+            ch["cid_name"] = row.cid_name
+        if not ch["dnid"] and row.cid_dnid:
+            ch["dnid"] = row.cid_dnid
+        if not ch["accountcode"] and row.accountcode:
+            ch["accountcode"] = row.accountcode
         et = event_name(row.eventtype)
         if et == "CHAN_START" and "started_at" not in ch:
             ch["started_at"] = t
