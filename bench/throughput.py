@@ -359,6 +359,10 @@ async def main() -> int:
             f"rows read and stored           : {rows} in {r.read_s:.1f}s = "
             f"{rows / r.read_s:,.0f}/s (raw asyncpg read alone: {raw_rows / raw_s:,.0f} rows/s)"
         )
+        print(
+            f"agent CPU from the first row   : {r.cpu_ms_per_call:.2f} ms per call "
+            f"(load average {os.getloadavg()[0]:.1f})"
+        )
         print(f"agent peak RSS                 : {r.peak_rss_mb:.0f} MB (target <= 150)")
         print(f"CPUs                           : {os.cpu_count()}")
         return 0 if r.done >= len(calls) else 1
