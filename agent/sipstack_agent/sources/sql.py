@@ -462,7 +462,7 @@ def _cel_builder(
         a = template.copy()
         for p, i in text_fields:
             v = r[i]
-            a[p] = v if v.__class__ is str else decode_text(v)
+            a[p] = v if v.__class__ is str else "" if v is None else decode_text(v)
         a[p_time] = t
         if i_id is not None:
             a[p_id] = int(r[i_id])
@@ -497,7 +497,7 @@ def _cdr_builder(
         a = template.copy()
         for p, i in text_fields:
             v = r[i]
-            a[p] = v if v.__class__ is str else decode_text(v)
+            a[p] = v if v.__class__ is str else "" if v is None else decode_text(v)
         for p, i in int_fields:
             v = r[i]
             a[p] = v if v.__class__ is int else _to_int(v)
