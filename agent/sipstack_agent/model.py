@@ -239,6 +239,16 @@ class CdrRow:
 Row = CelRow | CdrRow
 
 
+def row_layout(cls: type[CelRow] | type[CdrRow]) -> tuple[dict[str, int], list[Any]]:
+    """(field -> position, the defaults in field order) of a row class, for building rows
+    positionally; a required field's default is "" (the builder always sets it)."""
+    fields = dataclasses.fields(cls)
+    return (
+        {f.name: k for k, f in enumerate(fields)},
+        ["" if f.default is dataclasses.MISSING else f.default for f in fields],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingFile:
     """A recording tied to a call (see ingest-api.md `recording_files`)."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -48,7 +47,7 @@ from typing import Any, Literal, Protocol
 from ..calls.derive import cdr_end
 from ..config import DatabaseSettings, Settings
 from ..metrics import Metrics
-from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
+from ..model import CDR_COLUMNS, CDR_OPTIONAL_COLUMNS, CEL_COLUMNS, CdrRow, CelRow, row_layout
 from ..rules.backoff import reconnect_delay
 from ..state import StateStore
 from ..watermarks import ReadPacer, Watermarks
@@ -434,15 +433,10 @@ def _is_int(t: str) -> bool:
 # --------------------------------------------------------------------------- row builders
 
 
-# Positional construction (a dataclass's keyword call costs twice as much): each row
-# starts as a copy of the model's defaults and the selected columns are written over them.
-_CEL_POS = {f.name: k for k, f in enumerate(dataclasses.fields(CelRow))}
-_CDR_POS = {f.name: k for k, f in enumerate(dataclasses.fields(CdrRow))}
-
-
-def _defaults(cls: type[CelRow] | type[CdrRow]) -> list[Any]:
-    """The model's field defaults in field order ("" for the required ones: always set)."""
-    return ["" if f.default is dataclasses.MISSING else f.default for f in dataclasses.fields(cls)]
+# Rows are built positionally (a dataclass's keyword call costs twice as much): a copy
+# of the model's defaults with the selected columns written over it (model.row_layout).
+_CEL_POS, _CEL_DEFAULTS = row_layout(CelRow)
+_CDR_POS, _CDR_DEFAULTS = row_layout(CdrRow)
 
 
 def _cel_builder(
@@ -452,7 +446,7 @@ def _cel_builder(
     i_id = idx.get("id")
     i_time = idx["eventtime"]
     text_fields = [(_CEL_POS[c], idx[c]) for c in CEL_COLUMNS if c != "eventtime" and c in idx]
-    template = _defaults(CelRow)
+    template = _CEL_DEFAULTS
     p_time, p_id, p_source = _CEL_POS["eventtime"], _CEL_POS["row_id"], _CEL_POS["source"]
 
     def build(r: tuple[Any, ...]) -> CelRow | None:
@@ -486,7 +480,7 @@ def _cdr_builder(
     ]
     int_fields = [(_CDR_POS[c], idx[c]) for c in CDR_COLUMNS if c in _CDR_INT and c in idx]
     opt = [(c, idx[c]) for c in info.optional]
-    template = _defaults(CdrRow)
+    template = _CDR_DEFAULTS
     p_time, p_seq, p_extras = _CDR_POS["calldate"], _CDR_POS["sequence"], _CDR_POS["extras"]
     p_id, p_source = _CDR_POS["row_id"], _CDR_POS["source"]
 
