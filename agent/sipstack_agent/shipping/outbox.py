@@ -10,7 +10,8 @@ document per request with bounded concurrency and records the outcome:
   (`backoff_initial` doubling up to `backoff_cap`), or after `Retry-After`
   (clamped to `backoff_cap`) when the API sends one; dead-lettered (reason
   `retry_horizon`) by the rule of `shipping/retry.py`: old enough AND
-  retried often enough, so a wall-clock step alone never dead-letters.
+  retried often enough, so a wall-clock step alone never dead-letters; due
+  times run on `retry.StepFreeClock`, so a step back delays no retry.
 - 401/403: the key is rejected. The document is KEPT and retried with the
   same backoff (dead-lettering every call because of a wrong key would lose
   them all); `auth_failed` is raised (health + `sipstack_api_auth_failed`)
@@ -41,12 +42,14 @@ import enum
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from sipstack_agent.calls.document import json_bytes
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.rules.redact import redact_text
@@ -56,7 +59,7 @@ from sipstack_agent.shipping.client import (
     TransportError,
     build_headers,
 )
-from sipstack_agent.shipping.retry import RetryPolicy, decide
+from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, decide
 
 log = logging.getLogger("sipstack_agent.shipping")
 
@@ -163,6 +166,7 @@ class Shipper:
         self.kind = kind
         self._clock = clock
         self._mono = monotonic
+        self._queue_clock = StepFreeClock(clock, monotonic)  # due times and retry schedule
         self.policy = RetryPolicy.of(api)
         self._rng = rng or random.Random()
         self.concurrency = max(1, int(api.concurrency))
@@ -229,7 +233,7 @@ class Shipper:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                now = self._clock()
+                now = self._queue_clock()
                 sent = 0
                 try:
                     sent = await self.ship_once(now)
@@ -259,7 +263,7 @@ class Shipper:
 
     async def ship_once(self, now: datetime) -> int:
         """One pass: send the due items; returns the number of requests made."""
-        now = _aware(now)
+        now = max(_aware(now), self._queue_clock())  # a wall clock stepped back delays nothing
         if self._pause_left() > 0:
             return 0
         limit = 1 if self.consecutive_failures > 0 else self.batch_size
@@ -412,7 +416,7 @@ class Shipper:
         return result
 
     async def _retry(self, item: Any, result: _Result) -> None:
-        now = self._clock()
+        now = self._queue_clock()
         self._note_error(result.error, now)
         attempts = int(item.attempts or 0)
         age = (now - _aware(item.created_at)).total_seconds()
@@ -530,12 +534,28 @@ class Shipper:
         }
 
 
+# The head of an outbox row written by calls.document.encode_document: the volatile keys
+# first, so a row handed over as text gets its shipped_at without a parse.
+_ROW_HEAD = re.compile(r'\{"revision":(-?\d+),"ship_phase":"([a-z]*)","shipped_at":"([^"\\]*)"')
+
+
 def _encode(payload: Any, sent_at: datetime) -> tuple[dict[str, Any], bytes]:
-    """The document with `shipped_at` stamped, and its JSON body (UTF-8)."""
+    """The document with `shipped_at` stamped (for a row given as text in the outbox's own
+    form: its revision and ship_phase only), and its JSON body (UTF-8)."""
+    stamp = sent_at.isoformat(timespec="seconds")
     if isinstance(payload, (bytes, str)):
-        payload = json.loads(payload)
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        m = _ROW_HEAD.match(text)
+        if m is not None:
+            body = text[: m.start(3)] + stamp + text[m.end(3) :]
+            with contextlib.suppress(UnicodeEncodeError):
+                return {"revision": int(m[1]), "ship_phase": m[2]}, body.encode("utf-8")
+        payload = json.loads(text)
     doc = dict(payload)
-    doc["shipped_at"] = sent_at.isoformat(timespec="seconds")
+    doc["shipped_at"] = stamp
+    raw = json_bytes(doc)
+    if raw is not None:
+        return doc, raw
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
     try:
         return doc, text.encode("utf-8")

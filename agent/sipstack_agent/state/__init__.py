@@ -4,7 +4,8 @@ It holds the rows copied from the PBX (CEL and CDR, de-duplicated by
 `row.dedup_key`), the call groups (linkedid -> call key, merged when a
 uniqueid shows up under two linkedids), per-call evaluation state (dirty
 flag, timer, ship state, closed), the source read positions, the outbox of
-documents to deliver, dead letters and the recordings tied to calls.
+documents to deliver, dead letters, the recordings tied to calls and the
+recording files still being watched for stability (`recording_watch`).
 
 Every public method is one SQLite transaction run in aiosqlite's connection
 thread (one thread hop per call, not per statement), so a source's rows and
@@ -36,7 +37,8 @@ The package, one file per concern behind the `StateStore` facade (store.py):
 base (connection, open/close, one thread hop, one transaction), schema (layout and
 migrations), codec (values <-> columns), positions, ingest, grouping (call groups
 and merges), recordings, calls (due, load, save evaluations), outbox, deadletters,
-tombstones, prune, stats; values (the types handed out) and errors.
+tombstones, prune, stats, watch (the watched recording files); values (the types
+handed out) and errors.
 """
 
 from .codec import stored_cel

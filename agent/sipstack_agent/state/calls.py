@@ -7,14 +7,13 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..calls.document import revision_key
+from ..calls.document import outbox_rows, revision_key
 from ..rules.ids import linkedid_sort_key
 from .base import StoreBase
 from .codec import (
     cdr_decode,
     cel_decode,
     dt_or_none,
-    dumps,
     now_ts,
     rec_from_json,
     ship_from_json,
@@ -156,9 +155,10 @@ def save_evaluations(
         if seen is not None and seen[1] != epoch:
             continue  # merged meanwhile: stale view of the call
         still_dirty = 1 if (seen is not None and seen[0] != gen) else 0
-        for doc in ev.documents:
+        texts = outbox_rows(ev.documents, getattr(ev, "outbox_texts", None))
+        for doc, text in zip(ev.documents, texts, strict=True):
             ikey = revision_key(connector_id, doc["linkedid"], int(doc["revision"]))
-            outbox.append(("call", call_key, ikey, dumps(doc), now, now))
+            outbox.append(("call", call_key, ikey, text, now, now))
         if ev.closed:
             if not was_closed or ev.documents or closed_at is None:
                 closed_at = now

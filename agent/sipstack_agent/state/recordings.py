@@ -4,12 +4,14 @@ call dirty so the evaluator ships it."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..model import RecordingFile
 from .base import StoreBase
-from .codec import now_ts, rec_to_json
+from .codec import loads_object, now_ts, rec_to_json
 from .grouping import group, mark_dirty
+from .watch import replace_watch
 
 
 def add_recordings(
@@ -37,3 +39,14 @@ class RecordingMethods(StoreBase):
         changed fields (size, uploaded) updates it. Returns how many were new or changed.
         """
         return await self._tx(add_recordings, linkedid, list(recordings), now_ts())
+
+    async def recording_watch(self) -> list[dict[str, Any]]:
+        """The recording files still being watched (recordings.manager.Watched as JSON)."""
+        rows = await self._run(
+            lambda c: c.execute("SELECT data FROM recording_watch ORDER BY real_path").fetchall()
+        )
+        return [loads_object(r[0]) for r in rows]
+
+    async def set_recording_watch(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the watched recording files (one transaction)."""
+        await self._tx(replace_watch, list(items))

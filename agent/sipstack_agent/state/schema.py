@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from .codec import cdr_encode, cdr_from_object, cel_encode, cel_from_object
+from .codec import cdr_encode, cdr_from_object, cel_encode, cel_from_object, loads_object
+from .watch import WATCH_POSITION, replace_watch
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -136,12 +137,27 @@ def _reencode(conn: sqlite3.Connection, table: str, recode: Callable[[str], str]
         )
 
 
+def _schema_v5(conn: sqlite3.Connection) -> None:
+    """v5: the recording files still being watched get their own table (they were one
+    JSON position, shown among the sources' checkpoints); the old position moves in."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS recording_watch ("
+        "real_path TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID"
+    )
+    row = conn.execute("SELECT value FROM positions WHERE name = ?", (WATCH_POSITION,)).fetchone()
+    if row is not None:
+        items = [w for w in loads_object(row[0]).get("watched", []) if isinstance(w, dict)]
+        replace_watch(conn, items)
+        conn.execute("DELETE FROM positions WHERE name = ?", (WATCH_POSITION,))
+
+
 # version -> what upgrades from version-1 (1 = create from nothing): a script or a function
 MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     1: SCHEMA_V1,
     2: SCHEMA_V2,
     3: SCHEMA_V3,
     4: _schema_v4,
+    5: _schema_v5,
 }
 
 

@@ -7,11 +7,14 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sipstack_agent.config import ApiSettings, load_settings
+from sipstack_agent.config import ApiSettings, Identity, RecordingSettings, load_settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CdrRow, CelRow
+from sipstack_agent.recordings import ConfinedFiles
+from sipstack_agent.shipping import RecordingShipper, Transport
 from sipstack_agent.state import StateStore
 
 FIXTURES = Path("/work/shared/fixtures/asterisk20-sample")
@@ -23,6 +26,20 @@ def api_settings(key: str, **env: str) -> ApiSettings:
     """The API settings config computes (URLs included) for these variables."""
     base = {"API_KEY": key, "DB_TYPE": "postgresql", "DB_NAME": "asterisk"}
     return load_settings({**base, **env}).api
+
+
+def recording_shipper(
+    store: StateStore,
+    transport: Transport,
+    settings: RecordingSettings,
+    api: ApiSettings,
+    identity: Identity,
+    metrics: Metrics,
+    **kw: Any,
+) -> RecordingShipper:
+    """The outbox's recording worker as the agent wires it (files confined to the paths)."""
+    files = ConfinedFiles(settings.paths)
+    return RecordingShipper(store, transport, settings, api, identity, metrics, files=files, **kw)
 
 
 def _ts(text: str) -> datetime:
