@@ -153,3 +153,20 @@ async def test_a_page_that_breaks_while_the_store_is_open_stops_the_process(
         assert (await store.ingest(rows, [], {"cel": {"id": 1}})).new_cels == len(rows)
     finally:
         await store.close()
+
+
+async def test_a_read_only_store_that_meets_a_broken_page_stops_without_marking_it(
+    tmp_path: Path, asterisk_sample: AsteriskSample
+) -> None:
+    """`status` or `dead-letters` beside the agent: exit 1, the agent's file left alone."""
+    path = tmp_path / "state.db"
+    await _filled_store(path, asterisk_sample)
+    store = await StateStore.open_readonly(path)
+    try:
+        _garble_table(path, "cel")
+        with pytest.raises(StateCorruptExit) as caught:
+            await store.load_calls([asterisk_sample.cel_rows("postgres")[0].call_linkedid])
+        assert caught.value.code == 1
+    finally:
+        await store.close()
+    assert not (tmp_path / "state.db.corrupt").exists()

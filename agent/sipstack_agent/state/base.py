@@ -248,18 +248,22 @@ class StoreBase:
 
     def _broke(self, err: StateCorrupt) -> StateCorruptExit:
         """A page went bad while the store was open: say so once, mark the file for the
-        next start's quarantine, and stop the process (see StateCorruptExit)."""
+        next start's quarantine, and stop the process (see StateCorruptExit). A read-only
+        store (a command beside the agent) only stops: the agent's own store decides."""
         if self.corrupt is None:
             self.corrupt = err
-            if not self._readonly and self.path != ":memory:":
-                _mark_corrupt(self.path, err)
-            log.critical(
-                "%s. The agent stops (exit code 1): the next start quarantines %s and "
-                "re-reads the PBX tables from STATE_RECOVERY_LOOKBACK before now. "
-                "See docs/operations.md, 'The state file is corrupt'.",
-                err,
-                self.path,
-            )
+            if self._readonly:
+                log.critical("%s. Stopping (exit code 1).", err)
+            else:
+                if self.path != ":memory:":
+                    _mark_corrupt(self.path, err)
+                log.critical(
+                    "%s. The agent stops (exit code 1): the next start quarantines %s and "
+                    "re-reads the PBX tables from STATE_RECOVERY_LOOKBACK before now. "
+                    "See docs/operations.md, 'The state file is corrupt'.",
+                    err,
+                    self.path,
+                )
         task = asyncio.current_task()
         if task is not None:  # the exit is the report: no "exception never retrieved" dump
             task.add_done_callback(_retrieve)
