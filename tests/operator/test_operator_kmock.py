@@ -28,7 +28,7 @@ from kmock_emulator import Emulator
 from kopf.testing import KopfRunner
 from operator_testlib import ROOT, agent_status_doc, strip_for_draft4
 from sipstack_operator import handlers
-from sipstack_operator.reconcile import OperatorConfig
+from sipstack_operator.config import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
 
 pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(60)]

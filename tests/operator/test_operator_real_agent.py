@@ -25,7 +25,7 @@ from sipstack_agent.demo import AgentProcess, agent_env
 from sipstack_agent.pbxsim import AsyncPbxWriter, SimCall, TrafficGenerator, play, timeline
 from sipstack_agent.receiver import Receiver
 from sipstack_operator import handlers
-from sipstack_operator.reconcile import OperatorConfig
+from sipstack_operator.config import OperatorConfig
 from test_operator_kmock import (
     API_KEY,
     CONNECTORS,
