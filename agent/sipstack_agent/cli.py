@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
-import urllib.request
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -138,84 +135,38 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """The container's health check: GET /healthz where MONITORING_PORT says."""
+    from .admin.healthcheck import run_healthcheck
+
     try:
         settings = load_settings(env_file=_env_file(args.env_file))
     except ConfigError:
         print("unhealthy: configuration errors (run sipstack-agent check)", file=sys.stderr)
         return EXIT_FAIL
-    if settings.monitoring_port == 0:
-        print("healthy: monitoring endpoint disabled (MONITORING_PORT=0)")
-        return EXIT_OK
-    from .admin.agentclient import monitoring_url
-
-    url = monitoring_url(settings.monitoring_host, settings.monitoring_port, "/healthz") or ""
-    try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:  # noqa: S310 - http://
-            status = int(resp.status)
-    except (OSError, ValueError) as e:
-        print(f"unhealthy: {url}: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    if status != 200:
-        print(f"unhealthy: {url}: HTTP {status}", file=sys.stderr)
-        return EXIT_FAIL
-    print(f"healthy: {url}")
-    return EXIT_OK
+    return run_healthcheck(
+        settings.monitoring_host,
+        settings.monitoring_port,
+        timeout=args.timeout,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------------------- receive
 
 
-RECEIVER_KEY_ENV = "RECEIVER_API_KEY"
-
-
-def _receiver_key(args: argparse.Namespace) -> str | None:
-    """--api-key-file, else $RECEIVER_API_KEY, else the old --api-key (visible in `ps`)."""
-    if args.api_key_file:
-        with open(args.api_key_file, encoding="utf-8") as fh:
-            return fh.read().strip() or None
-    if os.environ.get(RECEIVER_KEY_ENV, "").strip():
-        return os.environ[RECEIVER_KEY_ENV].strip()
-    if args.api_key:
-        print(
-            f"receive: --api-key shows the key to every user of this machine (ps); "
-            f"use {RECEIVER_KEY_ENV} or --api-key-file",
-            file=sys.stderr,
-        )
-    return str(args.api_key) if args.api_key else None
-
-
 def cmd_receive(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level, "text")
-    from .receiver import serve
+    from .receiver.command import receiver_key, run_receive
 
+    setup_logging(args.log_level, "text")
     try:
-        api_key = _receiver_key(args)
+        api_key = receiver_key(args.api_key_file, args.api_key, os.environ, sys.stderr)
     except OSError as e:
         print(f"receive: --api-key-file {args.api_key_file}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAIL
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-
-        def ready(url: str) -> None:
-            print(f"receiver listening on {url}", flush=True)
-
-        await serve(
-            args.host,
-            args.port,
-            args.db,
-            api_key,
-            stop,
-            validate=not args.no_validate,
-            on_ready=ready,
-        )
-
     try:
-        asyncio.run(main())
+        run_receive(
+            args.host, args.port, args.db, api_key, validate=not args.no_validate, out=sys.stdout
+        )
     except OSError as e:
         print(f"receive: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return EXIT_FAIL
@@ -364,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument(
         "--api-key-file",
         default=None,
-        help=f"require the Bearer key in this file (or set {RECEIVER_KEY_ENV}; default: any)",
+        # RECEIVER_API_KEY: receiver.command.RECEIVER_KEY_ENV, not imported here (the
+        # receiver package imports aiohttp, which would slow down every command)
+        help="require the Bearer key in this file (or set RECEIVER_API_KEY; default: any)",
     )
     rv.add_argument("--api-key", default=None, help=argparse.SUPPRESS)  # visible in ps: warned
     rv.add_argument("--no-validate", action="store_true", help="store documents unvalidated")
