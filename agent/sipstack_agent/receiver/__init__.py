@@ -6,6 +6,5 @@
 
 from sipstack_agent.receiver.command import serve
 from sipstack_agent.receiver.server import FaultPlan, Receiver
-from sipstack_agent.rules.api_urls import CALLS_PATH, RECORDING_PATH
 
-__all__ = ["CALLS_PATH", "RECORDING_PATH", "FaultPlan", "Receiver", "serve"]
+__all__ = ["FaultPlan", "Receiver", "serve"]
