@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -25,8 +24,7 @@ from typing import TextIO
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
-from .rules.checks import CheckResult
-from .statedir import StateDirError, drop_privileges, run_as_warning
+from .statedir import StateDirError, become_run_as, run_as_warning
 
 log = logging.getLogger("sipstack_agent.cli")
 
@@ -58,16 +56,9 @@ def _load(args: argparse.Namespace, out: TextIO) -> Settings | None:
 
 
 def _become_run_as(settings: Settings) -> bool:
-    """PUID/PGID when started as root (statedir.drop_privileges); False on failure."""
-    try:
-        drop_privileges(settings.state_dir, settings.run_as)
-    except OSError as e:
-        uid, gid = settings.run_as or (0, 0)
-        log.error(
-            "cannot start: PUID=%d PGID=%d: %s (as root the agent needs CHOWN, SETUID and "
-            "SETGID to hand STATE_DIR over; or run as --user %d:%d)",
-            uid, gid, e, uid, gid,
-        )  # fmt: skip
+    """PUID/PGID when started as root (statedir.become_run_as); False on failure."""
+    if (why := become_run_as(settings.state_dir, settings.run_as)) is not None:
+        log.error("%s", why)
         return False
     if (w := run_as_warning(settings.run_as)) is not None:
         log.warning("%s", w)
@@ -103,31 +94,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    out = sys.stdout
+    from .admin.check import config_errors, render, run_check
+
     try:
         settings = load_settings(env_file=_env_file(args.env_file))
     except ConfigError as e:
-        for p in e.problems:
-            print(CheckResult.fail("config", p, "fix the variable named").render(), file=out)
+        sys.stdout.write(render(config_errors(e.problems), verdict=False))
         return EXIT_CONFIG
     setup_logging("ERROR" if not args.verbose else "DEBUG", "text")
     if not _become_run_as(settings):
         return EXIT_FAIL
-    from .admin.check import run_checks
-
-    lines = asyncio.run(run_checks(settings, api=not args.no_api))
-    if args.json:
-        print(json.dumps([dataclasses.asdict(ln) for ln in lines], indent=2), file=out)
-    else:
-        for ln in lines:
-            print(ln.render(), file=out)
-    failed = [ln for ln in lines if ln.failed]
-    if not args.json:
-        print(
-            f"{len(failed)} check(s) failed" if failed else "all checks passed",
-            file=out,
-        )
-    return EXIT_FAIL if failed else EXIT_OK
+    return run_check(settings, api=not args.no_api, as_json=args.json, out=sys.stdout)
 
 
 # ---------------------------------------------------------------------------- healthcheck
