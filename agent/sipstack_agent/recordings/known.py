@@ -117,10 +117,10 @@ class KnownCalls:
         *,
         complete: bool,
         document: Mapping[str, Any] | None,
-    ) -> tuple[KnownCall, list[str]]:
+    ) -> KnownCall:
         """Take in one evaluation of the call: its rows' ids, start, upload fields,
-        completion and the recordings the store already has for it. Also returns
-        the keys of known calls merged into it since (see `_merge_into`)."""
+        completion and the recordings the store already has for it; known calls the
+        store merged into it since are folded in (`_merge_into`)."""
         now = self.clock()
         kc = self._calls.get(call_key)
         if kc is None:
@@ -137,7 +137,7 @@ class KnownCalls:
             if row.uniqueid:
                 kc.uniqueids.add(row.uniqueid)
         kc.linkedids.add(call_key)
-        merged = self._merge_into(kc)
+        self._merge_into(kc)
         starts = [r.eventtime for r in cels] + [c.calldate for c in cdrs]
         if starts:
             kc.started_at = min(starts)
@@ -147,9 +147,9 @@ class KnownCalls:
                 kc.info = info
         for rec in recordings:
             self.stored[rec.file_path] = call_key  # stored paths are real paths already
-        return kc, merged
+        return kc
 
-    def _merge_into(self, kc: KnownCall) -> list[str]:
+    def _merge_into(self, kc: KnownCall) -> None:
         """Known calls whose key is now one of `kc`'s linkedids were merged into it by
         the store (its links): their ids, hints and stored files move to `kc`."""
         merged = [k for k in kc.linkedids if k != kc.call_key and k in self._calls]
@@ -161,7 +161,6 @@ class KnownCalls:
             for path, owner in self.stored.items():
                 if owner == key:
                     self.stored[path] = kc.call_key
-        return sorted(merged)
 
     def owners(self) -> dict[str, str]:
         """linkedid / uniqueid -> call key (the least recently evaluated call first)."""

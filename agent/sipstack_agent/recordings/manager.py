@@ -176,20 +176,16 @@ class RecordingManager:
         `complete`: Evaluation.call.is_complete; `document`: the newest document
         dict if one was produced (fields for the upload form).
         """
-        kc, merged = self.known.see(
-            call_key, cels, cdrs, recordings, complete=complete, document=document
-        )
-        if merged:  # their files being watched are this call's now
-            for w in self.watched.values():
-                if w.call_key in merged:
-                    w.call_key = call_key
-                    self._dirty = True
+        kc = self.known.see(call_key, cels, cdrs, recordings, complete=complete, document=document)
         kc.add_hints(
             cel_hints(cels, self.paths, self.extensions)
             + cdr_hints(cdrs, self.paths, self.extensions, self.timezone)
         )
         watching = False
         for w in self.watched.values():
+            if w.call_key != call_key and w.call_key in kc.linkedids:
+                w.call_key = call_key  # found for a call merged into this one since
+                self._dirty = True
             if w.call_key == call_key:
                 watching = True
                 if w.complete != complete:

@@ -467,36 +467,50 @@ async def test_a_v4_watch_position_moves_into_its_table(tmp_path: Path, clock: F
         await store.close()
 
 
-async def test_a_call_merged_by_the_store_takes_over_the_merged_calls_files(
-    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock
-) -> None:
-    """The store merges two linkedids into one call (a shared uniqueid): the next
-    evaluation of the survivor forgets the merged-away key, and a file found under
-    it is watched and stored under the survivor."""
+OTHER = "1795495999.0"  # a second call the store later merges into CALL_A
+
+
+async def _two_calls_then_merged(
+    store: StateStore, mgr: RecordingManager, root: Path
+) -> tuple[Path, list[CelRow], list[Any]]:
+    """CALL_A and OTHER evaluated apart, a file named by OTHER found for OTHER, then a
+    row with both ids: the store merges OTHER into CALL_A. The merged call's rows."""
     from dataclasses import replace
 
-    root = tmp_path / "monitor"
-    other = "1795495999.0"
     cels_a = fixture_cels()
-    cels_b = [replace(r, linkedid=other, uniqueid=other, row_id=9_000 + i)
+    cels_b = [replace(r, linkedid=OTHER, uniqueid=OTHER, row_id=9_000 + i)
               for i, r in enumerate(cels_a[:2])]  # fmt: skip
     await store.ingest(cels_a + cels_b, [], {})
-    assert await store.find_call(other) == other  # two calls so far
-    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    assert await store.find_call(OTHER) == OTHER  # two calls so far
     await mgr.on_call(CALL_A, cels_a, [], complete=False)
-    await mgr.on_call(other, cels_b, [], complete=False)
-    wav = copy_real_wav(root, f"out-4085551234-4155551000-20261124-043920-{other}.wav")
+    await mgr.on_call(OTHER, cels_b, [], complete=False)
+    wav = copy_real_wav(root, f"out-4085551234-4155551000-20261124-043920-{OTHER}.wav")
     await mgr.poll_once()
-    assert [w.call_key for w in mgr.watched.values()] == [other]
-
+    assert [w.call_key for w in mgr.watched.values()] == [OTHER]
     link = replace(cels_b[0], uniqueid=cels_a[0].uniqueid, row_id=9_100)  # one leg, both ids
     await store.ingest([link], [], {})
-    assert await store.find_call(other) == CALL_A
+    assert await store.find_call(OTHER) == CALL_A
     rec = await store.load_call(CALL_A)
-    assert rec is not None and {r.linkedid for r in rec.cels} == {CALL_A, other}
-    await mgr.on_call(CALL_A, rec.cels, rec.cdrs, rec.recordings, complete=True)
-    assert other not in mgr.known and CALL_A in mgr.known
-    assert mgr.known.owners()[other] == CALL_A
+    assert rec is not None and {r.linkedid for r in rec.cels} == {CALL_A, OTHER}
+    return wav, rec.cels, rec.cdrs
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_call_merged_by_the_store_takes_over_the_merged_calls_files(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock, restart: bool
+) -> None:
+    """The survivor's next evaluation (also after a restart, from the persisted watch
+    list) forgets the merged-away key; a file found under it is watched and stored
+    under the survivor, without waiting for the merged-away call to expire."""
+    root = tmp_path / "monitor"
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    wav, cels, cdrs = await _two_calls_then_merged(store, mgr, root)
+    if restart:
+        mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+        await mgr.load()
+    await mgr.on_call(CALL_A, cels, cdrs, complete=True)
+    assert OTHER not in mgr.known and CALL_A in mgr.known
+    assert mgr.known.owners()[OTHER] == CALL_A
     assert [w.call_key for w in mgr.watched.values()] == [CALL_A]
     assert await _passes(mgr, clock) == 1
     rec = await store.load_call(CALL_A)
