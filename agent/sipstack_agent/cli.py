@@ -1,4 +1,4 @@
-"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | support-bundle |
+"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | resend | support-bundle |
 receive | demo.
 
 Exit codes: 0 fine; 1 a check failed / the demo lost calls / a runtime failure;

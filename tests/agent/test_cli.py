@@ -266,6 +266,15 @@ async def test_healthcheck_command(pbx: Path, tmp_path: Path) -> None:
     assert (rc, out.strip()) == (1, "unhealthy: configuration errors (run sipstack-agent check)")
 
 
+def test_receive_help_names_the_key_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    """cli.py spells the variable in its help without importing the receiver (aiohttp)."""
+    from sipstack_agent.receiver.command import RECEIVER_KEY_ENV
+
+    with pytest.raises(SystemExit):
+        cli.main(["receive", "--help"])
+    assert RECEIVER_KEY_ENV in capsys.readouterr().out
+
+
 async def test_demo_command_exits_0(tmp_path: Path) -> None:
     rc, out = await run_cli(
         "demo", "--calls", "30", "--rate", "30", "--timeout", "40",
