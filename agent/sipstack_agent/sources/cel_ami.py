@@ -40,13 +40,14 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
 
 from ..config import AmiSettings
 from ..metrics import Metrics
@@ -55,6 +56,8 @@ from ..rules.backoff import reconnect_delay
 from ..rules.checks import CheckResult
 from ..watermarks import Watermarks
 from .ami_auth import CHALLENGE, login_action, plaintext_warning
+from .ami_events import Headers, cel_headers, event_to_row, headers_to_row
+from .ami_events import text_of as _text
 from .celtime import TimeParser
 from .store import PositionStore, SourceStore
 from .timezone import ClockCheck
@@ -80,68 +83,6 @@ MAX_AMI_MESSAGE = 64 * 1024  # bytes of one AMI message (headers up to the blank
 MAX_BUFFERED_EVENTS = 10_000  # events held in memory before reading pauses
 GAP_KEEP_SECONDS = 30 * 86400.0
 
-# AMI CEL header (lower case) -> CelRow field.
-AMI_FIELDS: dict[str, str] = {
-    "eventname": "eventtype",
-    "calleridnum": "cid_num",
-    "calleridname": "cid_name",
-    "calleridani": "cid_ani",
-    "calleridrdnis": "cid_rdnis",
-    "calleriddnid": "cid_dnid",
-    "exten": "exten",
-    "context": "context",
-    "channel": "channame",
-    "application": "appname",
-    "appdata": "appdata",
-    "amaflags": "amaflags",
-    "accountcode": "accountcode",
-    "uniqueid": "uniqueid",
-    "linkedid": "linkedid",
-    "peer": "peer",
-    "extra": "extra",
-    "peeraccount": "peeraccount",
-    "userdeftype": "userdeftype",
-}
-# AMI names the AMA flags; the cel table stores their numbers (AST_AMA_*).
-AMA_FLAGS: dict[str, str] = {"OMIT": "1", "BILLING": "2", "DOCUMENTATION": "3"}
-# The CEL event types Asterisk defines: any other EventName is a user-defined event.
-CEL_EVENT_TYPES = frozenset(
-    {
-        "CHAN_START",
-        "CHAN_END",
-        "ANSWER",
-        "HANGUP",
-        "APP_START",
-        "APP_END",
-        "PARK_START",
-        "PARK_END",
-        "USER_DEFINED",
-        "BRIDGE_ENTER",
-        "BRIDGE_EXIT",
-        "BRIDGE_START",
-        "BRIDGE_END",
-        "BRIDGE_UPDATE",
-        "BLINDTRANSFER",
-        "ATTENDEDTRANSFER",
-        "PICKUP",
-        "FORWARD",
-        "LINKEDID_END",
-        "LOCAL_OPTIMIZE",
-        "LOCAL_OPTIMIZE_BEGIN",
-        "STREAM_BEGIN",
-        "STREAM_END",
-        "DTMF",
-        "CONF_START",
-        "CONF_END",
-        "CONF_ENTER",
-        "CONF_EXIT",
-        "3WAY_START",
-        "3WAY_END",
-        "HOOKFLASH",
-        "TRANSFER",
-    }
-)
-
 
 class AmiAuthError(Exception):
     """The AMI rejected the login (wrong AMI_USERNAME / AMI_PASSWORD, or permit/deny)."""
@@ -149,74 +90,6 @@ class AmiAuthError(Exception):
 
 class AmiProtocolError(Exception):
     """The AMI peer did not answer like an Asterisk manager."""
-
-
-# --------------------------------------------------------------------------- mapping
-
-
-def _text(value: Any) -> str:
-    """Header value -> text. The connection decodes latin-1 (lossless); undo that for UTF-8."""
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        value = value[-1] if value else ""
-    s = str(value)
-    if s.isascii():
-        return s
-    try:
-        return s.encode("latin-1").decode("utf-8")
-    except (UnicodeDecodeError, UnicodeEncodeError):
-        return s
-
-
-def event_to_row(event: Mapping[str, Any], times: TimeParser, source_pos: str = "") -> CelRow:
-    """Map one `Event: CEL` (headers, any case) to a CelRow. Raises ValueError when unusable."""
-    h = {str(k).lower(): v for k, v in event.items()}
-    values: dict[str, str] = {}
-    for key, name in AMI_FIELDS.items():
-        if key in h:
-            values[name] = _text(h[key])
-    eventtype = values.get("eventtype", "")
-    if not eventtype:
-        raise ValueError("CEL event without EventName")
-    if not values.get("uniqueid"):
-        raise ValueError("CEL event without UniqueID")
-    userdef = values.get("userdeftype", "")
-    if eventtype == "USER_DEFINED" and userdef:
-        values["eventtype"] = userdef  # as the cel table stores it (eventtype = the user type)
-    elif eventtype not in CEL_EVENT_TYPES and not userdef:
-        values["userdeftype"] = eventtype  # show_user_defined=no: EventName is the user type
-    ama = values.get("amaflags", "")
-    if ama:
-        values["amaflags"] = AMA_FLAGS.get(ama.upper(), ama)
-    eventtime = _event_time(h, times)
-    kwargs: dict[str, Any] = dict(values)
-    return CelRow(eventtime=eventtime, source="ami", source_pos=source_pos, **kwargs)
-
-
-def _event_time(h: Mapping[str, Any], times: TimeParser) -> datetime:
-    raw = _text(h.get("eventtime", "")).strip()
-    stamp = _text(h.get("timestamp", "")).strip()
-    parsed: datetime | None = None
-    if raw:
-        try:
-            parsed = times(raw)
-        except ValueError:
-            parsed = None
-    if stamp:
-        try:
-            precise = times(stamp)
-        except ValueError:
-            precise = None
-        # Timestamp (timestampevents=yes) is when the manager event was queued: the same
-        # instant with microseconds. Use it when it agrees with EventTime (same zone etc.).
-        if precise is not None and (
-            parsed is None or abs((precise - parsed).total_seconds()) < 2.0
-        ):
-            return precise
-    if parsed is None:
-        raise ValueError(f"CEL event with an unreadable EventTime {raw[:40]!r}")
-    return parsed
 
 
 # --------------------------------------------------------------------------- gaps
@@ -280,10 +153,22 @@ def overlaps_gap(
 
 
 class _BoundedProtocol(AMIProtocol):  # type: ignore[misc]
-    """panoramisk's protocol with a bound on one message (it would buffer without end)."""
+    """panoramisk's protocol with a bound on one message (it would buffer without end).
+
+    CEL events, the whole stream on a busy PBX, are read by `ami_events.cel_headers`
+    and handed to the manager's `cel_sink` a chunk at a time, without building
+    panoramisk's `Message` for each; every other message (the responses to Login,
+    Challenge, Ping; other events) goes through panoramisk exactly as before.
+    """
+
+    version: str | None  # the banner's version (set by AMIProtocol.connection_made)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        sink = getattr(self.factory, "cel_sink", None)
+        if sink is None or getattr(self.factory, "save_stream", None):
+            super().data_received(data)
+        else:
+            self._received(data, sink)
         pending = self.queue[0] if self.queue else ""
         if len(pending) > MAX_AMI_MESSAGE and not self.closed:
             self.queue.clear()
@@ -293,6 +178,32 @@ class _BoundedProtocol(AMIProtocol):  # type: ignore[misc]
                 MAX_AMI_MESSAGE,
             )
             self.transport.abort()
+
+    def _received(self, data: bytes, sink: Callable[[Any, list[Headers]], None]) -> None:
+        """AMIProtocol.data_received, with CEL events split off to `sink` (in order)."""
+        text = data.decode(getattr(self, "encoding", "ascii"), "ignore")
+        if self.version is None and text.startswith("Asterisk Call Manager/"):
+            self.version = text.partition("\r\n")[0].partition("/")[2].strip()
+            self.log.info("protocol version: '%s'", self.version)
+        if self.queue:
+            text = self.queue.popleft() + text
+        messages = text.split("\r\n\r\n")
+        self.queue.append(messages.pop())
+        cels: list[Headers] = []
+        for raw in messages:
+            line = raw.strip()  # as panoramisk: sometimes a message ends with one EOL only
+            h = cel_headers(line)
+            if h is not None:
+                cels.append(h)
+                continue
+            if cels:  # keep the order of events and responses
+                sink(self.factory, cels)
+                cels = []
+            message = Message.from_line(line)
+            if message is not None:
+                self.handle_message(message)
+        if cels:
+            sink(self.factory, cels)
 
 
 class _Manager(Manager):  # type: ignore[misc]
@@ -304,6 +215,7 @@ class _Manager(Manager):  # type: ignore[misc]
     """
 
     pinger: Any = None
+    cel_sink: Callable[[Any, list[Headers]], None] | None = None  # see _BoundedProtocol
 
     def __init__(self, lost: asyncio.Future[Any], **config: Any) -> None:
         super().__init__(**config)
@@ -360,9 +272,15 @@ def _port(settings: AmiSettings) -> int:
 class _Session:
     """One connected, logged-in AMI connection."""
 
-    def __init__(self, settings: AmiSettings, on_event: Any) -> None:
+    def __init__(
+        self,
+        settings: AmiSettings,
+        on_event: Any,
+        on_cels: Callable[[Any, list[Headers]], None] | None = None,
+    ) -> None:
         self.settings = settings
-        self.on_event = on_event
+        self.on_event = on_event  # (manager, panoramisk Message): a CEL event panoramisk read
+        self.on_cels = on_cels  # (manager, [headers]): the CEL events read by cel_headers
         self.lost: asyncio.Future[Any] | None = None
         self.manager: _Manager | None = None
         self.version = ""
@@ -386,6 +304,7 @@ class _Session:
         )
         self.manager = mgr
         mgr.register_event("CEL", self.on_event)
+        mgr.cel_sink = self.on_cels or self._each
         task = mgr.connect()
         try:
             await asyncio.wait_for(task, s.connect_timeout)
@@ -412,6 +331,10 @@ class _Session:
             )
         if warning := plaintext_warning(s, challenge):
             log.warning(warning)
+
+    def _each(self, manager: Any, items: list[Headers]) -> None:
+        for h in items:
+            self.on_event(manager, h)
 
     async def _challenge(self, mgr: _Manager) -> str | None:
         """The server's MD5 challenge, or None when it offers none."""
@@ -511,22 +434,46 @@ class CelAmiSource:
 
     # -- events ---------------------------------------------------------------
 
-    def _on_event(self, _manager: Any, message: Mapping[str, Any]) -> None:
+    def _on_event(self, manager: Any, message: Mapping[str, Any]) -> None:
+        """One CEL event parsed by panoramisk (headers in any case)."""
         self.events_received += 1
         self._last_alive = self._clock()
         self._seq += 1
         try:
             row = event_to_row(message, self.times, f"{self._session_id}:{self._seq}")
         except (ValueError, TypeError) as exc:
-            self.metrics.rows_discarded.labels(reason="ami_bad_event").inc()
-            if not self._bad_logged:
-                self._bad_logged = True
-                log.warning("AMI CEL event not usable (%s): %r", exc, dict(message))
-            return
-        self._buf.append(row)
+            self._unusable(exc, message)
+        else:
+            self._buf.append(row)
+        self._buffered(manager)
+
+    def _on_cels(self, manager: Any, items: list[Headers]) -> None:
+        """The CEL events of one read from the socket (`ami_events.cel_headers`)."""
+        self.events_received += len(items)
+        self._last_alive = self._clock()
+        times, buf = self.times, self._buf
+        prefix = self._session_id + ":"
+        seq = self._seq
+        for h in items:
+            seq += 1
+            try:
+                buf.append(headers_to_row(h, times, prefix + str(seq)))
+            except (ValueError, TypeError) as exc:
+                self._unusable(exc, h)
+        self._seq = seq
+        self._buffered(manager)
+
+    def _unusable(self, exc: Exception, message: Mapping[str, Any]) -> None:
+        self.metrics.rows_discarded.labels(reason="ami_bad_event").inc()
+        if not self._bad_logged:
+            self._bad_logged = True
+            log.warning("AMI CEL event not usable (%s): %r", exc, dict(message))
+
+    def _buffered(self, manager: Any) -> None:
+        """Wake the writer; pause reading the socket while the buffer is full."""
         self._wake.set()
         if len(self._buf) >= self.buffer_max and self._paused is None:
-            transport = getattr(getattr(_manager, "protocol", None), "transport", None)
+            transport = getattr(getattr(manager, "protocol", None), "transport", None)
             if transport is not None:
                 transport.pause_reading()
                 self._paused = transport
@@ -665,7 +612,7 @@ class CelAmiSource:
             while not stop.is_set():
                 logged_in = False
                 self._set_state("connecting", self.last_error)
-                session = _Session(s, self._on_event)
+                session = _Session(s, self._on_event, self._on_cels)
                 try:
                     self.metrics.db_reconnects.labels(source="ami").inc()
                     await session.open()
