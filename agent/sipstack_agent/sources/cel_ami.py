@@ -5,7 +5,10 @@ asks only for the event class CEL is raised in (`Events: call`: cel_manager.c
 raises CEL with EVENT_FLAG_CALL; configurable with AmiSettings.events), keeps
 the connection alive with Ping, and reconnects with exponential backoff and
 jitter. A failed login is a clear error and a health condition
-(`state == "auth_failed"`, `last_error`).
+(`state == "auth_failed"`, `last_error`). The CEL events themselves, the bulk of
+the stream, are split off the socket by `ami_events.cel_headers` (the same
+reading as panoramisk's, without its per-message objects) and mapped a socket
+read at a time; everything else goes through panoramisk.
 
 AMI has no replay, so every `Event: CEL` is mapped to a `CelRow` and written to
 the state store (`store.ingest`) as soon as possible; nothing else acknowledges
