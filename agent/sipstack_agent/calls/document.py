@@ -423,13 +423,16 @@ def rebuild_floor(now: float, previous: int | None) -> int:
     """The revision floor of a store rebuilt at Unix time `now` (seconds) when the floor
     recorded at the rebuild before (beside the state file) was `previous` (None: none).
 
-    A store issues revisions below its own floor (0 when never rebuilt) plus
-    (R + 1) * RESEND_STRIDE, R its resend runs (the stride rule of `resend_revision`).
-    The clock part, `RESEND_STRIDE * ms since 1970`, is above that for an old store that
-    lived longer than R + 1 ms (a resend run is a command of its own that reads the PBX);
-    the counted part, `previous + REBUILD_SPAN`, is above it for fewer than 10^6 runs
-    even when the clock went backwards. The larger of the two is taken: rebuilds are
-    monotonic, and the value stays a JSON-safe integer until the year 2255."""
+    Why it is above every revision the old file issued: a store issues revisions below
+    its own floor F (0 when never rebuilt) + (R + 1) * RESEND_STRIDE, R its resend runs
+    (the stride rule of `resend_revision`: the live agent and dead-letter retries stay
+    below one stride per call). F itself is at least the clock part at the old store's
+    birth, or its counted part. The clock part, `RESEND_STRIDE * ms since 1970`, is then
+    above the old store's revisions when it lived longer than R + 1 ms (every resend run
+    is a command of its own that reads the PBX); the counted part, `previous +
+    REBUILD_SPAN`, is above them for fewer than 10^6 runs even when the clock went back.
+    The larger is taken, so floors only grow rebuild after rebuild; the value is a
+    JSON-safe integer (below 2^53) until the year 2255, and ValueError past that."""
     clock = max(0, int(now * 1000)) * RESEND_STRIDE
     counted = previous + REBUILD_SPAN if previous is not None and previous >= 0 else 0
     floor = max(clock, counted)
