@@ -397,13 +397,48 @@ def revision_key(connector_id: str, linkedid: str, revision: int) -> str:
 RESEND_STRIDE = 1000  # revisions per resend run for a call the state store no longer holds
 
 
-def resend_revision(known: int | None, run: int) -> int:
+def resend_revision(known: int | None, run: int, floor: int = 0) -> int:
     """The revision a resend (run `run`, 1-based) gives a call: the next one after the
     last the store knows; a call pruned from the store (`known` None) gets
-    `run * RESEND_STRIDE + 1`, above any revision the live agent sends."""
+    `floor + run * RESEND_STRIDE + 1`, above any revision the live agent sends (`floor`:
+    the store's `rebuild_floor`, 0 for a store that was never rebuilt)."""
     if known is not None and known > 0:
-        return known + 1
-    return run * RESEND_STRIDE + 1
+        return next_revision(known, floor)
+    return floor + run * RESEND_STRIDE + 1
+
+
+def next_revision(last: int, floor: int = 0) -> int:
+    """The revision after `last` (0: none sent yet) in a store whose revisions lie above
+    `floor`: a call's first revision in a rebuilt store is `floor + 1`, later ones +1."""
+    return max(last, floor) + 1
+
+
+# A store rebuilt after its file was quarantined (state/base.py) cannot read the revisions
+# the old file issued, so it issues revisions above a floor that is above all of them:
+REBUILD_SPAN = 1_000_000 * RESEND_STRIDE  # counted part: room for 10^6 resend runs
+MAX_REVISION = 2**53 - 1  # JSON-safe: an IEEE double holds every integer up to it
+
+
+def rebuild_floor(now: float, previous: int | None) -> int:
+    """The revision floor of a store rebuilt at Unix time `now` (seconds) when the floor
+    recorded at the rebuild before (beside the state file) was `previous` (None: none).
+
+    Why it is above every revision the old file issued: a store issues revisions below
+    its own floor F (0 when never rebuilt) + (R + 1) * RESEND_STRIDE, R its resend runs
+    (the stride rule of `resend_revision`: the live agent and dead-letter retries stay
+    below one stride per call). F itself is at least the clock part at the old store's
+    birth, or its counted part. The clock part, `RESEND_STRIDE * ms since 1970`, is then
+    above the old store's revisions when it lived longer than R + 1 ms (every resend run
+    is a command of its own that reads the PBX); the counted part, `previous +
+    REBUILD_SPAN`, is above them for fewer than 10^6 runs even when the clock went back.
+    The larger is taken, so floors only grow rebuild after rebuild; the value is a
+    JSON-safe integer (below 2^53) until the year 2255, and ValueError past that."""
+    clock = max(0, int(now * 1000)) * RESEND_STRIDE
+    counted = previous + REBUILD_SPAN if previous is not None and previous >= 0 else 0
+    floor = max(clock, counted)
+    if floor > MAX_REVISION - REBUILD_SPAN:
+        raise ValueError(f"revision floor {floor} leaves no JSON-safe revisions above it")
+    return floor
 
 
 def idempotency_key(identity: Identity, doc: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 from sipstack_agent.calls import settle as _settle
 from sipstack_agent.calls.assemble import assemble
 from sipstack_agent.calls.derive import utc
-from sipstack_agent.calls.document import EncodedDocument, encode_document
+from sipstack_agent.calls.document import EncodedDocument, encode_document, next_revision
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import CallSettings, Identity
 from sipstack_agent.model import SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
@@ -113,11 +113,14 @@ def evaluate(
     identity: Identity,
     gaps: Sequence[tuple[datetime, datetime | None]] = (),
     watermark: datetime | None = None,
+    revision_floor: int = 0,
 ) -> Evaluation:
     """Assemble the call and decide which documents to emit now (see module doc).
 
     `watermark`: the lowest watermark of the sources (settle.low_watermark), or
     None when the caller does not track sources (no hold for them).
+    `revision_floor`: the state store's (`CallRecord.revision_floor`); a call's first
+    document is revision `revision_floor + 1` (document.next_revision).
     """
     now = utc(now)
     extra: dict[str, Any] = dict(ship.extra)
@@ -157,7 +160,11 @@ def evaluate(
 
     def make(phase: str) -> tuple[EncodedDocument, str]:
         enc = encode_document(
-            call, phase=phase, revision=revision + 1, identity=identity, shipped_at=now
+            call,
+            phase=phase,
+            revision=next_revision(revision, revision_floor),
+            identity=identity,
+            shipped_at=now,
         )
         return enc, enc.fingerprint
 

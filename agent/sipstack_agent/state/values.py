@@ -42,6 +42,7 @@ class CallRecord:
     next_check_at: datetime | None = None
     gen: int = 0
     epoch: int = 0
+    revision_floor: int = 0  # the store's: its revisions lie above it (state/floor.py)
 
 
 @dataclass(frozen=True, slots=True)
