@@ -313,11 +313,17 @@ class OutboxItem:
     kind: str
     call_key: str
     idempotency_key: str
-    payload: dict[str, Any]
+    payload_text: str  # the row as stored (JSON text): the shipper splices shipped_at into it
     attempts: int
     created_at: datetime
     next_attempt_at: datetime
     last_error: str = ""
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The stored document, parsed (a new dict on every access)."""
+        doc: dict[str, Any] = json.loads(self.payload_text)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -1346,7 +1352,7 @@ class StateStore:
                     kind=r[1],
                     call_key=r[2],
                     idempotency_key=r[3],
-                    payload=json.loads(r[4]),
+                    payload_text=r[4],
                     attempts=r[5],
                     created_at=_dt_req(r[6]),
                     next_attempt_at=_dt_req(r[7]),
