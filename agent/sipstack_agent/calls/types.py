@@ -116,3 +116,4 @@ class Call:
     wait_mark: datetime | None = None  # held until the sources' low watermark reaches it
     supersedes: tuple[tuple[str, int], ...] = ()  # (linkedid, revision) shipped before a merge
     awaiting_cdr: bool = False  # CEL says it ended; waiting (CallSettings.cdr_wait) for CDR rows
+    cel_events: tuple[str, ...] = ()  # derive.event_names(cels), computed once by assemble
