@@ -100,14 +100,17 @@ def detect_tenant(
         return settings.tenant, "fixed"
     if fixed:
         return fixed, "fixed"
-    did_list = [numbers.clean(d) for d in dids if d]
-    for did, tenant in settings.did_map:
-        if tenant and _did_matches(did, did_list):
-            return tenant, "did"
-    codes = {c.strip() for c in accountcodes if c and c.strip()}
-    for code, tenant in settings.accountcode_map:
-        if tenant and code.strip() in codes:
-            return tenant, "accountcode"
+    # the candidates are only collected for a map that could use them
+    if settings.did_map:
+        did_list = [numbers.clean(d) for d in dids if d]
+        for did, tenant in settings.did_map:
+            if tenant and _did_matches(did, did_list):
+                return tenant, "did"
+    if settings.accountcode_map:
+        codes = {c.strip() for c in accountcodes if c and c.strip()}
+        for code, tenant in settings.accountcode_map:
+            if tenant and code.strip() in codes:
+                return tenant, "accountcode"
     if settings.context_pattern:
         rx = _compile(settings.context_pattern)
         if rx is not None:

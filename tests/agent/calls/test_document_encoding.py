@@ -156,3 +156,34 @@ def test_outbox_rows_of_a_stand_in_without_texts() -> None:
     assert outbox_rows([doc], None) == [encode(doc).text]
     assert outbox_rows([doc], ["x"]) == ["x"]
     assert outbox_rows([doc, doc], ["x"]) == [encode(doc).text] * 2
+
+
+# CEL extra texts where orjson's reading differs from json.loads' or refuses it.
+EXTRAS = [
+    '{"hangupcause":16,"hangupsource":"PJSIP/100-00000001","dialstatus":"ANSWER"}',
+    '{"a":123456789012345678901234567890}',  # over 64 bits: orjson would give a float
+    '{"a":-9223372036854775809,"b":18446744073709551615}',
+    '{"a":NaN,"b":Infinity,"c":-Infinity,"d":1e400}',  # orjson refuses them
+    '{"a":"\\ud800x"}',  # a lone surrogate escape
+    '{"a":1,"b":2,"a":3}',  # a repeated key: the last value, the first position
+    '{"a":0.1,"b":1.0000000000000002,"c":5e-324,"d":-0.0,"e":1E5}',
+    '{"a":"x\x01y"}',  # a raw control character: not JSON for either
+    '{"a":' * 3000 + "1" + "}" * 3000,  # too deep for both
+    '["not", "an", "object"]',
+    "  {}",
+    "{broken",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", EXTRAS, ids=range(len(EXTRAS)))
+def test_parse_extra_reads_as_the_standard_library(text: str) -> None:
+    from sipstack_agent.calls.derive import parse_extra
+
+    try:
+        want = json.loads(text)
+    except (ValueError, RecursionError):
+        want = None
+    want = want if isinstance(want, dict) else None
+    got = parse_extra(text)
+    assert repr(got) == repr(want)  # repr: NaN == NaN, int vs float, key order
