@@ -70,15 +70,18 @@ _ORJSON_PLAIN = (
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 _ORJSON_SORTED = _ORJSON_PLAIN | orjson.OPT_SORT_KEYS
-# A value (after `:`, `,` or `[`, maybe negative) whose mantissa runs into an exponent,
-# or that starts 0.0000
-_FLOAT_SPELLING = re.compile(rb"[:,\[]-?(?:[0-9.]+e[-+]|0\.0000)")
+_MANTISSA = frozenset(b"0123456789.")
+_BEFORE_VALUE = frozenset(b":,[")
 
 
 def iso(dt: datetime, *, seconds: bool = False) -> str:
     """ISO-8601 in UTC with offset (`+00:00`)."""
     d = utc(dt)
-    return d.isoformat(timespec="seconds") if seconds else d.isoformat()
+    if seconds:
+        return d.isoformat(timespec="seconds")
+    if type(d) is datetime:  # orjson writes isoformat()'s text for an aware UTC datetime,
+        return orjson.dumps(d)[1:-1].decode()  # about three times faster (one per row)
+    return d.isoformat()
 
 
 def cel_thread_selected(row: CelRow, et: str | None = None) -> bool:
@@ -333,10 +336,25 @@ def _content_fingerprint(content: bytes) -> str | None:
 def _float_spelling(content: bytes) -> bool:
     """A number in exponent form (orjson always signs the exponent) or 0.0000...: where
     orjson and json.dumps may spell a float differently. Text inside strings that looks
-    like one (`[1e-`) answers True too, which only costs the slow path."""
+    like one (a UUID's `8e-`) answers True too, which only costs the slow path."""
     if b"e-" not in content and b"e+" not in content and b"0.0000" not in content:
         return False
-    return _FLOAT_SPELLING.search(content) is not None
+    for needle in (b"e-", b"e+", b"0.0000"):
+        i = content.find(needle)
+        while i >= 0:
+            j = i - 1
+            if needle[0] == 0x65:  # e: back over the mantissa
+                while j >= 0 and content[j] in _MANTISSA:
+                    j -= 1
+                if j == i - 1:
+                    i = content.find(needle, i + 1)
+                    continue
+            if j >= 0 and content[j] == 0x2D:  # -
+                j -= 1
+            if j >= 0 and content[j] in _BEFORE_VALUE:
+                return True
+            i = content.find(needle, i + 1)
+    return False
 
 
 def _outbox_text(doc: dict[str, Any], content: bytes) -> str:

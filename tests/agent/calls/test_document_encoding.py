@@ -187,3 +187,27 @@ def test_parse_extra_reads_as_the_standard_library(text: str) -> None:
     want = want if isinstance(want, dict) else None
     got = parse_extra(text)
     assert repr(got) == repr(want)  # repr: NaN == NaN, int vs float, key order
+
+
+def test_iso_is_isoformat_of_the_utc_time() -> None:
+    import random
+    from datetime import UTC, datetime, timezone
+
+    from sipstack_agent.calls.document import iso
+
+    rnd = random.Random(7)
+    lo, hi = (
+        datetime(1, 1, 1, tzinfo=UTC).timestamp(),
+        datetime(9999, 12, 31, tzinfo=UTC).timestamp(),
+    )
+    times = [datetime.fromtimestamp(rnd.uniform(lo, hi), UTC) for _ in range(2000)]
+    times += [t.replace(microsecond=0) for t in times[:500]]
+    times += [t.replace(microsecond=rnd.choice([1, 10, 999_999])) for t in times[:500]]
+    times += [
+        datetime(2026, 11, 1, 12, 0, 0, 5),
+        datetime(2026, 11, 1, 7, tzinfo=timezone(-timedelta(hours=5))),
+    ]
+    for t in times:
+        want = (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)).isoformat()
+        assert iso(t) == want
+        assert iso(t, seconds=True) == want[:19] + "+00:00"
