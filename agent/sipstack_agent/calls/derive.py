@@ -112,28 +112,30 @@ def sort_cdrs(cdrs: Iterable[CdrRow]) -> tuple[CdrRow, ...]:
     return tuple(r for _, r in indexed)
 
 
-# 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float.
-_LONG_DIGITS = re.compile("[0-9]{19}")
+# Values orjson reads exactly as json.loads does (its integers are exact up to 64 bits;
+# beyond that it gives a float, without an error).
+_EXACT_TYPES = frozenset({str, int, bool, type(None)})
 
 
 def parse_extra(text: str) -> dict[str, Any] | None:
     """The CEL extra column as a JSON object, None when empty or not an object.
 
-    orjson first; json.loads (the reference) for what orjson refuses (NaN, Infinity,
-    lone surrogates, ...) and for any long digit run (orjson turns integers over 64 bits
-    into floats without an error)."""
+    orjson for the usual flat object of strings and integers; json.loads (the reference)
+    for anything else: what orjson refuses (NaN, Infinity, lone surrogates, ...) and any
+    float or nested value (a float may be an integer over 64 bits orjson turned into one)."""
     if not text or not text.strip().startswith("{"):
         return None
-    value: object
     try:
-        if _LONG_DIGITS.search(text) is not None:
-            raise ValueError("long integer: the standard library reads it exactly")
         value = orjson.loads(text)
-    except ValueError:  # orjson.JSONDecodeError is a ValueError
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError):
-            return None
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if type(value) is dict and all(type(v) in _EXACT_TYPES for v in value.values()):
+            return value
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
     return value if isinstance(value, dict) else None
 
 

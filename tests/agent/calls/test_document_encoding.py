@@ -167,6 +167,7 @@ EXTRAS = [
     '{"a":"\\ud800x"}',  # a lone surrogate escape
     '{"a":1,"b":2,"a":3}',  # a repeated key: the last value, the first position
     '{"a":0.1,"b":1.0000000000000002,"c":5e-324,"d":-0.0,"e":1E5}',
+    '{"a":{"b":12345678901234567890123},"c":[1e400, 18446744073709551616]}',  # nested
     '{"a":"x\x01y"}',  # a raw control character: not JSON for either
     '{"a":' * 3000 + "1" + "}" * 3000,  # too deep for both
     '["not", "an", "object"]',
