@@ -212,3 +212,20 @@ def test_iso_is_isoformat_of_the_utc_time() -> None:
         want = (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)).isoformat()
         assert iso(t) == want
         assert iso(t, seconds=True) == want[:19] + "+00:00"
+
+
+def test_rows_signature_is_the_one_stored_ship_states_hold() -> None:
+    """Stored ship states compare it: the values of the key-by-key hash (before 4th round)."""
+    from datetime import UTC, datetime
+
+    from sipstack_agent.calls.evaluate import rows_signature
+    from sipstack_agent.model import CdrRow, CelRow
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    cels = [
+        CelRow("ANSWER", t, f"u{i}", "l", row_id=i if i % 2 else None, extra="\udcff" * (i == 3))
+        for i in range(4)
+    ]
+    cdrs = [CdrRow(t, "u", "l", src="é")]
+    assert rows_signature(cels, cdrs, []) == "9de4d0cff2fd26a10c921600"
+    assert rows_signature([], [], []) == "bee91011979f63209a28f65c"
