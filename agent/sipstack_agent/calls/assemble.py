@@ -40,7 +40,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from itertools import chain
 
 from sipstack_agent.calls import derive as _derive
 from sipstack_agent.calls import direction as _direction
@@ -201,19 +200,21 @@ def assemble(
     )
     direction, direction_reason = _direction.decide(src_party, dst_party, settings.direction)
 
-    # Tenant.
-    tenant, tenant_source = _tenants.detect_tenant(
-        settings.tenants,
-        fixed=identity_tenant,
-        # generators: read only by a map or pattern that is configured
-        dids=chain((d.dnid, d.dst_number), (_derive.cdr_extra(c, "did") for c in scdrs)),
-        accountcodes=chain((r.accountcode for r in scels), (c.accountcode for c in scdrs)),
-        names=chain(
-            (r.context for r in scels),
-            (c.dcontext for c in scdrs),
-            (ch.name for ch in channels),
-        ),
-    )
+    # Tenant (the candidates collected only when a map or pattern will read them).
+    if _tenants.reads_candidates(settings.tenants, fixed=identity_tenant):
+        tenant, tenant_source = _tenants.detect_tenant(
+            settings.tenants,
+            fixed=identity_tenant,
+            dids=[d.dnid, d.dst_number, *(_derive.cdr_extra(c, "did") for c in scdrs)],
+            accountcodes=[*(r.accountcode for r in scels), *(c.accountcode for c in scdrs)],
+            names=[
+                *(r.context for r in scels),
+                *(c.dcontext for c in scdrs),
+                *(ch.name for ch in channels),
+            ],
+        )
+    else:
+        tenant, tenant_source = _tenants.detect_tenant(settings.tenants, fixed=identity_tenant)
 
     recs = _derive.merge_recordings(
         recordings,

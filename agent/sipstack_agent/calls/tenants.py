@@ -87,6 +87,14 @@ def _did_matches(did: str, candidates: Iterable[str]) -> bool:
     return False
 
 
+def reads_candidates(settings: TenantSettings, *, fixed: str = "") -> bool:
+    """Whether `detect_tenant` reads its dids/accountcodes/names at all: no fixed tenant,
+    and a DID map, an accountcode map or a context pattern to match them against."""
+    if settings.tenant or fixed:
+        return False
+    return bool(settings.did_map or settings.accountcode_map or settings.context_pattern)
+
+
 def detect_tenant(
     settings: TenantSettings,
     *,
