@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from sipstack_agent.calls.derive import event_name, parse_extra, utc
+from sipstack_agent.calls.derive import event_name, event_names, parse_extra, utc
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import Identity
 from sipstack_agent.model import CdrRow, CelRow
@@ -70,6 +70,7 @@ _ORJSON_PLAIN = (
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 _ORJSON_SORTED = _ORJSON_PLAIN | orjson.OPT_SORT_KEYS
+_ISO_SECONDS = orjson.OPT_OMIT_MICROSECONDS
 _MANTISSA = frozenset(b"0123456789.")
 _BEFORE_VALUE = frozenset(b":,[")
 
@@ -77,18 +78,22 @@ _BEFORE_VALUE = frozenset(b":,[")
 def iso(dt: datetime, *, seconds: bool = False) -> str:
     """ISO-8601 in UTC with offset (`+00:00`)."""
     d = utc(dt)
-    return d.isoformat(timespec="seconds") if seconds else d.isoformat()
+    if type(d) is not datetime:
+        return d.isoformat(timespec="seconds") if seconds else d.isoformat()
+    # orjson writes isoformat()'s text for an aware UTC datetime, about three times faster
+    return orjson.dumps(d, option=_ISO_SECONDS if seconds else 0)[1:-1].decode()
 
 
-def cel_thread_selected(row: CelRow) -> bool:
-    et = event_name(row.eventtype)
+def cel_thread_selected(row: CelRow, et: str | None = None) -> bool:
+    """Whether a CEL row goes into call_threads (`et`: its event_name, when known)."""
+    if et is None:
+        et = event_name(row.eventtype)
     if et in THREAD_CEL_EVENTS:
         return True
     return et in ("APP_START", "APP_END") and row.appname.strip().lower() in THREAD_APPS
 
 
-def _cel_item(row: CelRow) -> dict[str, Any]:
-    et = event_name(row.eventtype)
+def _cel_item(row: CelRow, et: str) -> dict[str, Any]:
     item: dict[str, Any] = {
         "time": iso(row.eventtime),
         "event": et,
@@ -126,10 +131,13 @@ def call_threads(call: Call) -> list[dict[str, Any]]:
     """Selected CEL events and CDR rows in real-time order, then by row id."""
     keyed: list[tuple[tuple[datetime, int, int, int], dict[str, Any]]] = []
     n = 0
-    for row in call.cels:
-        if cel_thread_selected(row):
+    names = call.cel_events
+    if len(names) != len(call.cels):  # a Call built without assemble
+        names = event_names(call.cels)
+    for row, et in zip(call.cels, names, strict=True):
+        if cel_thread_selected(row, et):
             rid = row.row_id if row.row_id is not None else -1
-            keyed.append(((utc(row.eventtime), 0 if rid >= 0 else 1, rid, n), _cel_item(row)))
+            keyed.append(((utc(row.eventtime), 0 if rid >= 0 else 1, rid, n), _cel_item(row, et)))
         n += 1
     for cdr in call.cdrs:
         rid = cdr.row_id if cdr.row_id is not None else -1

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..calls.document import as_revision, resend_revision, revision_key
 from .base import StoreBase
-from .codec import dt, dumps, loads_object, now_ts, ship_from_json, ship_to_json, ts
+from .codec import dt, dumps, now_ts, ship_from_json, ship_to_json, ts
 from .positions import Positions, set_positions
 from .query import SqlValue
 from .values import OutboxItem
@@ -45,7 +45,7 @@ def outbox_due(
                 kind=r[1],
                 call_key=r[2],
                 idempotency_key=r[3],
-                payload=loads_object(r[4]),
+                payload_text=r[4],
                 attempts=r[5],
                 created_at=dt(r[6]),
                 next_attempt_at=dt(r[7]),
