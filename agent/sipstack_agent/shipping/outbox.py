@@ -80,6 +80,8 @@ class OutboxStore(Protocol):
 
     async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> Any: ...
 
+    async def outbox_pull_in(self, latest: datetime) -> int: ...
+
     async def outbox_dead(
         self, item_id: int, status: int | None, body: str, reason: str
     ) -> Any: ...
@@ -223,6 +225,26 @@ class Shipper:
         """Wake the loop now (called after documents were enqueued)."""
         self._wake.set()
 
+    async def _pull_in_after_a_step_back(self) -> None:
+        """At start: a due time beyond now + the backoff cap can only come from a wall
+        clock that went back while the agent was stopped (no wait is longer than the cap,
+        Retry-After included): such items are due within the cap again, not after the step."""
+        try:
+            moved = await self.store.outbox_pull_in(
+                self._queue_clock() + timedelta(seconds=self.policy.cap)
+            )
+        except Exception as exc:  # the first pass reports store trouble
+            log.debug("outbox pull-in skipped: %s", exc)
+            return
+        if moved:
+            log.warning(
+                "%d queued document(s) were due more than %.0f s ahead (the clock went back "
+                "while the agent was stopped?): retried within %.0f s",
+                moved,
+                self.policy.cap,
+                self.policy.cap,
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Ship until `stop` is set. Never raises on API or store trouble."""
         log.info(
@@ -230,6 +252,7 @@ class Shipper:
             redact_text(self.api.url, self.api.api_key),
             self.concurrency,
         )
+        await self._pull_in_after_a_step_back()
         try:
             while not stop.is_set():
                 self._wake.clear()

@@ -139,6 +139,23 @@ class OutboxMethods(StoreBase):
             lambda c: c.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
         )
 
+    async def outbox_pull_in(self, latest: datetime) -> int:
+        """Move every next attempt later than `latest` to `latest`; returns how many.
+
+        No retry is ever scheduled further ahead than the backoff cap, so a due time
+        beyond now + cap means the wall clock went back while the agent was stopped
+        (the shipper calls this once at start)."""
+        t = ts(latest)
+        return int(
+            await self._tx(
+                lambda c: (
+                    c.execute(
+                        "UPDATE outbox SET next_attempt_at = ? WHERE next_attempt_at > ?", (t, t)
+                    ).rowcount
+                )
+            )
+        )
+
     async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
         await self._tx(
             lambda c: c.execute(

@@ -133,6 +133,12 @@ class FakeStore:
         for i in ids:
             self.items[i].state = "delivered"
 
+    async def outbox_pull_in(self, latest: datetime) -> int:
+        late = [it for it in self.pending() if it.next_attempt_at > latest]
+        for it in late:
+            it.next_attempt_at = latest
+        return len(late)
+
     async def outbox_retry(self, item_id: int, next_attempt_at: datetime, error: str) -> None:
         it = self.items[item_id]
         it.attempts += 1

@@ -7,6 +7,7 @@ Time is a FakeClock; nothing here asserts on how long something took.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -199,3 +200,32 @@ async def test_the_shipper_dead_letters_a_bomb_answer_with_a_bounded_body(
     [waiting] = await store.outbox_due(clock() + timedelta(days=1), 10)
     assert waiting.attempts == 1 and "HTTP 500" in waiting.last_error
     assert len(waiting.last_error) <= 2000
+
+
+async def test_a_clock_step_back_while_stopped_delays_no_retry_beyond_the_cap(
+    store: StateStore, receiver: Receiver
+) -> None:
+    """Issue 14: a document scheduled for T0 + 60 s by an agent whose clock read two days
+    ahead (then NTP stepped it back while the agent was stopped) is due within the
+    backoff cap of the restarted agent's start, not two days later."""
+    ahead = FakeClock(T0 + timedelta(days=2))
+    [key] = await _enqueue(store, 1, ahead)
+    [item] = await store.outbox_due(ahead(), 10)
+    await store.outbox_retry(item.id, ahead() + timedelta(seconds=60), "HTTP 503")
+    clock = FakeClock(T0)  # the restart, on the corrected clock
+    transport = AiohttpTransport(timeout=5.0)
+    shipper = _shipper(store, transport, receiver.calls_url, clock)
+    assert await store.outbox_due(clock() + timedelta(seconds=CAP), 10) == []  # before start
+    try:
+        stop = asyncio.Event()
+        stop.set()  # start (the pull-in), then stop at once
+        await shipper.run(stop)
+        [due] = await store.outbox_due(clock() + timedelta(seconds=CAP), 10)
+        assert due.idempotency_key == key and due.next_attempt_at == clock() + timedelta(
+            seconds=CAP
+        )
+        clock.advance(CAP)
+        assert await shipper.ship_once(clock()) == 1
+        assert receiver.count_documents() == 1
+    finally:
+        await transport.close()
