@@ -59,7 +59,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sipstack_agent.config import DatabaseSettings
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
-from sipstack_agent.pbxsim import create_table_statements, freepbx_cdr_statements
 from sipstack_agent.scratchdb import (
     StatementLog,
     asterisk_sample_dir,
@@ -69,6 +68,7 @@ from sipstack_agent.scratchdb import (
     pg_dsn,
     pg_hostport,
 )
+from sipstack_agent.sim.ddl import create_table_statements, freepbx_cdr_statements
 
 SAMPLE_DIR = asterisk_sample_dir()
 

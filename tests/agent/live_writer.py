@@ -14,7 +14,7 @@ first row happens at `start`:
 
 `replay(writer, writes)` commits them in real time through conftest's
 `PbxWriter` (one INSERT per row, as cdr_pgsql / cel_pgsql do), paced by
-`pbxsim.play`. The agent's own timers must be scaled the same way by the
+`sim.play.play`. The agent's own timers must be scaled the same way by the
 test (e.g. CALL_IDLE_TIMEOUT=3 at speed 10 stands for the default 30 s).
 """
 
@@ -29,7 +29,8 @@ from typing import Any
 
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
-from sipstack_agent.pbxsim import Write, play
+from sipstack_agent.sim.play import play
+from sipstack_agent.sim.timeline import Write
 
 Row = CelRow | CdrRow
 Track = tuple[float, Sequence[Row]]  # (offset in recorded seconds, rows)

@@ -31,8 +31,8 @@ from calls.live_sequences import LiveCall, assert_whole, attended_transfer, call
 from conftest import sample_cdr_rows, sample_cel_rows
 from live_writer import replay, schedule
 from sipstack_agent.calls import linkedid_sort_key
-from sipstack_agent.pbxsim import timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import timeline
 
 from .helpers import API_KEY, outbox_depth, runs, start_agent, wait_anchored, wait_until
 from .test_e2e import past_calls

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sipstack_agent.demo import AgentProcess, agent_env
-from sipstack_agent.pbxsim import SimCall, TrafficGenerator
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import SimCall
+from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.statefaults import DISK_FULL_PROBLEM
 
 from .helpers import (

@@ -14,9 +14,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sipstack_agent.amisim import AmiServer, cel_event
 from sipstack_agent.config import AmiSettings
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.sim.ami import AmiServer, cel_event
 from sipstack_agent.sources.cel_ami import (
     GAPS_POSITION,
     CelAmiSource,

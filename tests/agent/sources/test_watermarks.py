@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sipstack_agent.amisim import AmiServer
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.calls.settle import NOTHING_READ
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.sim.ami import AmiServer
 from sipstack_agent.sources.cel_ami import CelAmiSource
 from sipstack_agent.sources.cel_csv import CelCsvSource
 from sipstack_agent.sources.sql import SqlSource

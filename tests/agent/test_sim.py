@@ -1,4 +1,4 @@
-"""pbxsim: the traffic generator matches real Asterisk 20 rows; the writers round-trip."""
+"""sim: the traffic generator matches real Asterisk 20 rows; the writers round-trip."""
 
 from __future__ import annotations
 
@@ -11,18 +11,12 @@ from pathlib import Path
 
 import pytest
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS
-from sipstack_agent.pbxsim import (
-    SCENARIOS,
-    AsyncPbxWriter,
-    TrafficGenerator,
-    create_sqlite_pbx,
-    db_values,
-    insert_sql,
-    is_linkedid_end,
-    play,
-    timeline,
-    write_sqlite,
-)
+from sipstack_agent.sim.dialects import db_values, insert_sql
+from sipstack_agent.sim.play import play
+from sipstack_agent.sim.scenarios import SCENARIOS
+from sipstack_agent.sim.timeline import is_linkedid_end, timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import PbxWriter, create_sqlite_pbx, write_sqlite
 
 SAMPLE = Path("/work/shared/fixtures/asterisk20-sample/postgres")
 _here = Path(__file__).resolve()
@@ -150,7 +144,7 @@ def test_sqlite_writer_round_trip(tmp_path: Path) -> None:
 
 async def test_async_writer_and_play(tmp_path: Path) -> None:
     path = str(tmp_path / "pbx.db")
-    w = await AsyncPbxWriter.connect("sqlite", database=path)
+    w = await PbxWriter.connect("sqlite", database=path)
     await w.create_tables()
     await w.create_tables()
     start = datetime.now(UTC)
