@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kmock_emulator import Emulator
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (
     DEPLOYMENTS,
     NS,
     SECRETS,

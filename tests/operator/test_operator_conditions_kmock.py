@@ -17,9 +17,10 @@ import base64
 from typing import Any
 
 import pytest
-from fake_agent import FakeAgents
-from kmock_emulator import Emulator
-from test_operator_kmock import (
+
+from .fake_agent import FakeAgents
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (
     CONNECTORS,
     CR_PATH,
     DB_PASSWORD,

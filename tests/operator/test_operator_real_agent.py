@@ -19,8 +19,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from kmock_emulator import Emulator
-from operator_testlib import strip_for_draft4
 from sipstack_agent.demo import AgentProcess, agent_env
 from sipstack_agent.receiver import Receiver
 from sipstack_agent.sim.play import play
@@ -29,7 +27,10 @@ from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.sim.writers import PbxWriter
 from sipstack_operator import handlers
 from sipstack_operator.reconcile import OperatorConfig
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .operator_testlib import strip_for_draft4
+from .test_operator_kmock import (
     API_KEY,
     CONNECTORS,
     NS,

@@ -60,7 +60,7 @@ def runs(writes: Sequence[Write]) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 async def write_calls(writer: Any, calls: Iterable[SimCall], late_cdr_seconds: float = 0) -> int:
-    """Insert every row of `calls` in commit order through conftest's PbxWriter."""
+    """Insert every row of `calls` in commit order through the simulator's PbxWriter."""
     n = 0
     for kind, rows in runs(timeline(calls, late_cdr_seconds)):
         if kind == "cel":

@@ -34,7 +34,7 @@ from .helpers import (
 from .test_e2e import receiver
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import SmallFs
+    from ..support.smallfs import SmallFs
 
 pytestmark = pytest.mark.timeout(240)
 __all__ = ["receiver"]

@@ -28,7 +28,7 @@ from sipstack_agent.rules.api_urls import recording_url_for
 from sipstack_agent.shipping.client import AiohttpTransport, Response
 from sipstack_agent.state import StateStore
 
-from .conftest import (
+from .helpers import (
     CALL_A,
     REAL_WAV,
     FakeClock,

@@ -6,12 +6,13 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from shipping_fakes import sample_document
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.receiver import Receiver
 from sipstack_agent.shipping import AiohttpTransport, Shipper
 from sipstack_agent.state import StateStore
+
+from .shipping_fakes import sample_document
 
 API_KEY = "sk_" + "s" * 32
 

@@ -22,8 +22,9 @@ from sipstack_agent.sources.cel_csv import CelCsvSource
 from sipstack_agent.sources.sql import SqlSource
 from sipstack_agent.state import StateStore
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
-from test_cel_ami import call_events, fast, until
-from test_sql import FLAVOR, agent_settings
+
+from .test_cel_ami import call_events, fast, until
+from .test_sql import FLAVOR, agent_settings
 
 
 @pytest.fixture
