@@ -11,13 +11,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS
+from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CelRow
+from sipstack_agent.sim.celcsv import write_cel_csv
 from sipstack_agent.sim.dialects import db_values, insert_sql, placeholder, quote, row_values
 from sipstack_agent.sim.play import play
 from sipstack_agent.sim.scenarios import SCENARIOS
 from sipstack_agent.sim.timeline import is_linkedid_end, timeline
 from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.sim.writers import PbxWriter, create_sqlite_pbx, write_sqlite
+from sipstack_agent.sources.cel_csv import CelCsvParser
 
 from .support.pbxdb import PbxDb
 from .support.sample import SAMPLE_DIR
@@ -161,6 +163,19 @@ async def test_one_writer_for_simulated_and_recorded_rows(pbx_db: PbxDb) -> None
     async with writer.transaction() as tx:
         assert await tx.insert_cel([writes[0].row]) == [1]  # ids start at 1 again
     assert (await writer.fetch(count))[0][0] == 1
+
+
+def test_cel_csv_writer_reads_back_through_the_agents_parser(tmp_path: Path) -> None:
+    writes = timeline(TrafficGenerator(3, oddities=True).calls(10))
+    path = tmp_path / "Master.csv"
+    n = write_cel_csv(path, writes, tz="America/Toronto")
+    items = CelCsvParser(timezone="America/Toronto").parse_lines(path.read_bytes())
+    cels = [w.row for w in writes if w.kind == "cel"]
+    assert n == len(cels) == len(items)
+    assert all(isinstance(r, CelRow) for r in items)
+    fields = ("eventtype", "eventtime", "cid_name", "uniqueid", "linkedid", "extra")
+    got = [tuple(getattr(r, f) for f in fields) for r in items]
+    assert got == [tuple(c[f] for f in fields) for c in cels]
 
 
 def test_sqlite_writer_round_trip(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ running agent. One job per module:
   (`TrafficGenerator`) and the call scenarios it plays;
 - `dialects`: how each database takes a row (the dialect table, pure);
 - `drivers`, `writers`: the PBX writer (`PbxWriter`, `write_sqlite`, ...);
+- `celcsv`: the same rows as cel_custom's Master.csv lines;
 - `play`: real-time pacing of the writes;
 - `ami`: a simulated Asterisk Manager Interface server speaking CEL events.
 """
