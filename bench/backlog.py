@@ -48,7 +48,8 @@ sys.path.insert(0, str(HERE.parent / "agent"))
 
 from realrows import copies, load_sample  # noqa: E402
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS  # noqa: E402
-from sipstack_agent.shipping.client import CALLS_PATH, build_headers  # noqa: E402
+from sipstack_agent.rules.api_urls import CALLS_PATH  # noqa: E402
+from sipstack_agent.shipping.client import build_headers  # noqa: E402
 from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
 from throughput import API_KEY, PgBench, drain, free_port, start_receiver  # noqa: E402
 

@@ -41,7 +41,7 @@ from sipstack_agent.scratchdb import (  # noqa: E402
     StatementLog,
     log_every_statement,
 )
-from sipstack_agent.sources.sql import HOLE_TTL  # noqa: E402
+from sipstack_agent.sources.sql.idmode import HOLE_TTL  # noqa: E402
 from throughput import API_KEY, PgBench  # noqa: E402
 
 _TABLE = re.compile(r'\bFROM\s+"?(\w+)"?', re.I)

@@ -15,29 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
-import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 from . import __version__
-from .config import (
-    CDR_ONLY_WARNING,
-    ConfigError,
-    Settings,
-    api_key_format,
-    load_settings,
-)
+from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
-from .rules.redact import redact_key
+from .rules.checks import CheckResult
 from .statedir import StateDirError, drop_privileges, run_as_warning
-from .statedir import problem as state_dir_problem
 
 log = logging.getLogger("sipstack_agent.cli")
 
@@ -113,243 +105,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- check
 
 
-@dataclass(frozen=True)
-class CheckLine:
-    name: str
-    status: str  # OK | WARN | FAIL
-    detail: str
-    hint: str = ""
-
-    def render(self) -> str:
-        line = f"{self.status:<4} {self.name}: {self.detail}"
-        if self.hint and self.status != "OK":
-            line += f" -> {self.hint}"
-        return line
-
-
-def _from_tuple(item: Any) -> CheckLine:
-    """(name, ok, detail, hint) as the sources' check helpers return, or an object."""
-    if isinstance(item, CheckLine):
-        return item
-    if isinstance(item, tuple | list):
-        name, ok, detail, hint = [*item, "", "", "", ""][:4]
-        status = ok if isinstance(ok, str) else ("OK" if ok else "FAIL")
-        return CheckLine(str(name), status.upper(), str(detail), str(hint or ""))
-    name = getattr(item, "name", "check")
-    ok = getattr(item, "ok", getattr(item, "status", False))
-    status = ok if isinstance(ok, str) else ("OK" if ok else "FAIL")
-    if status == "FAIL" and getattr(item, "fatal", True) is False:
-        # The agent runs anyway (e.g. no LINKEDID_END: idle timeout; missing index: slower).
-        status = "WARN"
-    if getattr(item, "warning", False) and status == "OK":
-        status = "WARN"
-    return CheckLine(
-        str(name),
-        status.upper(),
-        str(getattr(item, "detail", getattr(item, "message", ""))),
-        str(getattr(item, "hint", getattr(item, "fix", "")) or ""),
-    )
-
-
-async def check_state_dir(path: str) -> CheckLine:
-    why = state_dir_problem(path)
-    if why is not None:
-        return CheckLine("state dir", "FAIL", why)
-    try:
-        st = os.statvfs(path)
-        free_mb = st.f_bavail * st.f_frsize / 1e6
-        if free_mb < 100:
-            return CheckLine(
-                "state dir",
-                "WARN",
-                f"{path} writable but only {free_mb:.0f} MB free",
-                "give STATE_DIR more space (the outbox grows while the API is unreachable)",
-            )
-        return CheckLine("state dir", "OK", f"{path} writable ({free_mb:.0f} MB free)")
-    except OSError as e:
-        return CheckLine(
-            "state dir",
-            "FAIL",
-            f"{path} not writable ({e.strerror or e})",
-            "set STATE_DIR to a writable directory (a persistent volume in containers)",
-        )
-
-
-async def check_api(settings: Settings, timeout: float = 10.0) -> list[CheckLine]:
-    """Reachability and key: POST an empty JSON object `{}` to the calls URL.
-
-    The probe carries no call data; a correct API refuses it with 400/422 after
-    authenticating, so: 401/403 = key rejected (FAIL); 400/422 = reachable and key
-    accepted (OK); 2xx = accepted (OK, unusual); 404/405 = wrong URL (FAIL); 408,
-    429, 5xx = reachable but unhealthy (WARN); no answer = unreachable (FAIL)."""
-    from .shipping import AiohttpTransport, TransportError, build_headers
-
-    api = settings.api
-    name = "api"
-    out: list[CheckLine] = []
-    fmt = api_key_format(api.api_key)
-    if fmt == "unknown":
-        out.append(
-            CheckLine(
-                "api key format",
-                "WARN",
-                f"{redact_key(api.api_key)} is not sk_ + 32 characters nor a tiered sk_t<0-4>_ key",
-                "copy the key again from the SIPSTACK portal",
-            )
-        )
-    else:
-        out.append(CheckLine("api key format", "OK", f"{redact_key(api.api_key)} ({fmt})"))
-    transport = AiohttpTransport(timeout=timeout, limit=1, user_agent_version=__version__)
-    headers = build_headers(
-        api.api_key,
-        version=__version__,
-        idempotency_key=f"{settings.identity.connector_id}:check:{int(time.time())}",
-    )
-    try:
-        resp = await transport.post_json(api.url, b"{}", headers)
-    except TransportError as e:
-        out.append(
-            CheckLine(
-                name,
-                "FAIL",
-                f"{api.url} unreachable ({e})",
-                "check DNS/firewall/proxy to the API host, REGION or API_URL",
-            )
-        )
-        return out
-    except Exception as e:  # defensive: never a traceback from check
-        out.append(CheckLine(name, "FAIL", f"{api.url}: {type(e).__name__}: {e}", ""))
-        return out
-    finally:
-        with contextlib.suppress(Exception):
-            await transport.close()
-    st = resp.status
-    if st in (401, 403):
-        out.append(
-            CheckLine(
-                name,
-                "FAIL",
-                f"{api.url} rejected the key {redact_key(api.api_key)} (HTTP {st})",
-                "set API_KEY (or API_KEY_FILE) to a valid key for this REGION",
-            )
-        )
-    elif st in (400, 422):
-        out.append(
-            CheckLine(
-                name, "OK", f"{api.url} reachable, key accepted (empty probe refused: HTTP {st})"
-            )
-        )
-    elif 200 <= st < 300:
-        out.append(CheckLine(name, "OK", f"{api.url} reachable, key accepted (HTTP {st})"))
-    elif st in (404, 405):
-        out.append(
-            CheckLine(
-                name,
-                "FAIL",
-                f"{api.url} answered HTTP {st}: not the calls endpoint",
-                "fix API_URL/API_ENDPOINT (…/v1/mqs/connectors/asterisk/calls) or REGION",
-            )
-        )
-    elif st in (408, 425, 429) or st >= 500:
-        out.append(
-            CheckLine(
-                name,
-                "WARN",
-                f"{api.url} reachable but answered HTTP {st}",
-                "the agent retries; if this persists contact SIPSTACK support",
-            )
-        )
-    else:
-        out.append(CheckLine(name, "WARN", f"{api.url} answered HTTP {st}", ""))
-    return out
-
-
-async def check_database(settings: Settings) -> list[CheckLine]:
-    """Reachable, tables/columns, read-only, indexes, LINKEDID_END (sources.sql.inspect)."""
-    from .sources.sql import inspect as sql_inspect
-
-    try:
-        report = await sql_inspect(
-            settings.database,
-            cel=settings.cel_mode == "db",
-            max_age=settings.calls.max_age,
-            settings=settings,
-        )
-    except Exception as e:
-        db = settings.database
-        return [
-            CheckLine(
-                "database",
-                "FAIL",
-                f"{db.type} {db.host}:{db.port or 'default'}/{db.name}: {type(e).__name__}: {e}",
-                "check DB_HOST/DB_PORT/DB_USER/DB_PASSWORD/DB_NAME and that the server is up",
-            )
-        ]
-    items = getattr(report, "checks", report)
-    return [_from_tuple(i) for i in items]
-
-
-async def check_cel_feed(settings: Settings) -> list[CheckLine]:
-    try:
-        if settings.cel_mode in ("csv", "ami"):
-            from .sources.sql import zone_line
-            from .sources.timezone import resolve_once
-
-            zone = await resolve_once(settings.database, settings.database_enabled)
-            lines = [] if settings.database_enabled else [_from_tuple(zone_line(zone))]
-        if settings.cel_mode == "csv":
-            from .sources.cel_csv import check_csv
-
-            found = await check_csv(settings.csv, zone.name, found=zone.found)
-            return lines + [_from_tuple(i) for i in found]
-        if settings.cel_mode == "ami":
-            from .sources.cel_ami import check_ami
-
-            return lines + [_from_tuple(i) for i in await check_ami(settings.ami, zone.name)]
-    except Exception as e:
-        return [CheckLine(f"cel {settings.cel_mode}", "FAIL", f"{type(e).__name__}: {e}", "")]
-    if settings.cel_mode == "none":
-        return [CheckLine("cel", "WARN", CDR_ONLY_WARNING)]
-    return []
-
-
-async def run_checks(settings: Settings, *, api: bool = True) -> list[CheckLine]:
-    lines: list[CheckLine] = [CheckLine("config", "OK", "all variables valid")]
-    for w in settings.warnings:
-        lines.append(CheckLine("config", "WARN", w))
-    if (run_as := run_as_warning(settings.run_as)) is not None:
-        lines.append(CheckLine("config", "WARN", run_as))
-    tasks: list[Any] = []
-    if settings.database_enabled:
-        tasks.append(check_database(settings))
-    tasks.append(check_cel_feed(settings))
-    if api:
-        tasks.append(check_api(settings))
-    results = await asyncio.gather(*tasks)
-    for r in results:
-        lines.extend(r)
-    lines.append(await check_state_dir(settings.state_dir))
-    return lines
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         settings = load_settings(env_file=_env_file(args.env_file))
     except ConfigError as e:
         for p in e.problems:
-            print(CheckLine("config", "FAIL", p, "fix the variable named").render(), file=out)
+            print(CheckResult.fail("config", p, "fix the variable named").render(), file=out)
         return EXIT_CONFIG
     setup_logging("ERROR" if not args.verbose else "DEBUG", "text")
     if not _become_run_as(settings):
         return EXIT_FAIL
+    from .admin.check import run_checks
+
     lines = asyncio.run(run_checks(settings, api=not args.no_api))
     if args.json:
-        print(json.dumps([ln.__dict__ for ln in lines], indent=2), file=out)
+        print(json.dumps([dataclasses.asdict(ln) for ln in lines], indent=2), file=out)
     else:
         for ln in lines:
             print(ln.render(), file=out)
-    failed = [ln for ln in lines if ln.status == "FAIL"]
+    failed = [ln for ln in lines if ln.failed]
     if not args.json:
         print(
             f"{len(failed)} check(s) failed" if failed else "all checks passed",
@@ -491,7 +266,6 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_resend(args: argparse.Namespace) -> int:
     """Read a window again from the PBX and queue its calls as new revisions (admin/resend.py)."""
-    import dataclasses
     from datetime import UTC, datetime
 
     from .admin import resend

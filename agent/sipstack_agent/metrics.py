@@ -31,7 +31,7 @@ OLD_NAMES = frozenset(
 )
 PREFIX = "sipstack_"
 # Dead-letter reasons that need no API answer, per outbox kind (shipping/outbox.py
-# ships kind "call", recordings/upload.py kind "recording"). `http_<status>` sets
+# ships kind "call", shipping/recordings.py kind "recording"). `http_<status>` sets
 # appear with their first dead letter; the chart's alert catches new series too.
 DEAD_LETTER_REASONS: Mapping[str, tuple[str, ...]] = {
     "call": ("invalid_payload", "retry_horizon"),

@@ -4,7 +4,8 @@ It holds the rows copied from the PBX (CEL and CDR, de-duplicated by
 `row.dedup_key`), the call groups (linkedid -> call key, merged when a
 uniqueid shows up under two linkedids), per-call evaluation state (dirty
 flag, timer, ship state, closed), the source read positions, the outbox of
-documents to deliver, dead letters and the recordings tied to calls.
+documents to deliver, dead letters, the recordings tied to calls and the
+recording files still being watched for stability (`recording_watch`).
 
 Every public method is one SQLite transaction run in aiosqlite's connection
 thread (one thread hop per call, not per statement), so a source's rows and
@@ -69,7 +70,7 @@ __all__ = [
     "stored_cel",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -198,12 +199,38 @@ def _reencode(conn: sqlite3.Connection, table: str, recode: Callable[[str], str]
         )
 
 
+_WATCH_POSITION = "recordings.watch"  # where v4 kept the watched recording files
+
+
+def _schema_v5(conn: sqlite3.Connection) -> None:
+    """v5: the recording files still being watched get their own table (they were one
+    JSON position, shown among the sources' checkpoints); the old position moves in."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS recording_watch ("
+        "real_path TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID"
+    )
+    row = conn.execute("SELECT value FROM positions WHERE name = ?", (_WATCH_POSITION,)).fetchone()
+    if row is not None:
+        items = [w for w in json.loads(row[0]).get("watched", []) if isinstance(w, dict)]
+        _replace_watch_sync(conn, items)
+        conn.execute("DELETE FROM positions WHERE name = ?", (_WATCH_POSITION,))
+
+
+def _replace_watch_sync(conn: sqlite3.Connection, items: Sequence[Mapping[str, Any]]) -> None:
+    conn.execute("DELETE FROM recording_watch")
+    conn.executemany(
+        "INSERT OR REPLACE INTO recording_watch (real_path, data) VALUES (?, ?)",
+        [(str(w.get("real_path", "")), _dumps(dict(w))) for w in items],
+    )
+
+
 # version -> what upgrades from version-1 (1 = create from nothing): a script or a function
 _MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     1: _SCHEMA_V1,
     2: _SCHEMA_V2,
     3: _SCHEMA_V3,
     4: _schema_v4,
+    5: _schema_v5,
 }
 
 _CHUNK = 400  # bound parameters per IN (...) query (SQLite's limit is 32766; keep plans small)
@@ -756,6 +783,17 @@ class StateStore:
     async def positions(self) -> dict[str, dict[str, Any]]:
         rows = await self._run(lambda c: c.execute("SELECT name, value FROM positions").fetchall())
         return {n: json.loads(v) for n, v in rows}
+
+    async def recording_watch(self) -> list[dict[str, Any]]:
+        """The recording files still being watched (recordings.manager.Watched as JSON)."""
+        rows = await self._run(
+            lambda c: c.execute("SELECT data FROM recording_watch ORDER BY real_path").fetchall()
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def set_recording_watch(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the watched recording files (one transaction)."""
+        await self._tx(_replace_watch_sync, list(items))
 
     @staticmethod
     def _set_positions_sync(

@@ -229,6 +229,23 @@ class KubeApi:
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("apps", "v1", "deployments", namespace, name)
 
+    @uses("apps", "deployments", "patch")
+    async def scale_deployment(
+        self, namespace: str, name: str, replicas: int, *, field_manager: str
+    ) -> None:
+        """Set spec.replicas (merge patch; the next apply with force takes it back)."""
+        try:
+            await self._call(
+                "PATCH",
+                _path("apps", "v1", "deployments", namespace, name),
+                body={"spec": {"replicas": replicas}},
+                query={"fieldManager": field_manager},
+                content_type=MERGE_CONTENT_TYPE,
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     @uses("monitoring.coreos.com", "servicemonitors", "get")
     async def get_service_monitor(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get("monitoring.coreos.com", "v1", "servicemonitors", namespace, name)

@@ -13,9 +13,11 @@
     sipstack-operator render -f cr.yaml [--secrets secrets.yaml] [--image IMAGE]
                              [--no-service-monitor-crd]
         Prints the children of every AsteriskConnector in cr.yaml as YAML.
-        Secret values come from the Secrets in secrets.yaml (data or
-        stringData); a key not found there is rendered as a placeholder and
-        named on stderr.
+        No secret value is ever printed: the agent reads the referenced Secrets
+        as mounted files. Without --secrets (the normal case) the config-hash
+        annotation is computed over placeholders and differs from the one the
+        operator writes; with --secrets (the Secrets' data or stringData) it is
+        the operator's, and a key not found there is named on stderr.
 
 Exit codes: 0 ok, 1 runtime error, 2 usage or invalid input.
 """
@@ -68,7 +70,11 @@ def render_documents(
     service_monitor_available: bool = True,
     warn: Any = None,
 ) -> list[dict[str, Any]]:
-    """The children of every AsteriskConnector in `crs` (placeholders for missing keys)."""
+    """The children of every AsteriskConnector in `crs`.
+
+    Secret values only feed the config hash (placeholders for the keys not
+    given); `warn` hears of a missing key only when some Secrets were given."""
+    secret_docs = list(secret_docs)
     values = secret_values(secret_docs)
     out: list[dict[str, Any]] = []
     for cr in crs:
@@ -80,8 +86,11 @@ def render_documents(
             value = values.get((spec.namespace, ref.name, ref.key))
             if value is None:
                 value = f"<{ref.name}/{ref.key}>"
-                if warn is not None:
-                    warn(f"{spec.namespace}/{spec.name}: {ref.describe()} not given; placeholder")
+                if warn is not None and secret_docs:
+                    warn(
+                        f"{spec.namespace}/{spec.name}: {ref.describe()} not given; "
+                        "the config hash differs from the operator's"
+                    )
             data[(ref.name, ref.key)] = value
         uid = (cr.get("metadata") or {}).get("uid")
         out.extend(
@@ -198,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rnd = sub.add_parser("render", help="print the children of AsteriskConnector(s) as YAML")
     rnd.add_argument("-f", "--file", required=True, help="YAML with AsteriskConnector(s)")
-    rnd.add_argument("--secrets", help="YAML with the referenced Secrets")
+    rnd.add_argument(
+        "--secrets",
+        help="YAML with the referenced Secrets (only for the operator's config hash; "
+        "no value is printed)",
+    )
     rnd.add_argument("--image", default=DEFAULT_AGENT_IMAGE, help="default agent image")
     rnd.add_argument(
         "--no-service-monitor-crd",

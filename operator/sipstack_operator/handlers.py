@@ -8,9 +8,11 @@
   Secrets): the status timer re-reads the Secrets a connector references by
   name and re-reconciles when what they hold changed, so a rotated password
   or API key rolls the agent (the config hash on the pod template changes)
-  within one SIPSTACK_STATUS_INTERVAL, and a deleted Secret turns
-  SecretsResolved False. A failed reconcile the timer started is marked
-  pending and retried with backoff until it succeeds.
+  within one SIPSTACK_STATUS_INTERVAL, and a deleted Secret (or key, or
+  opt-in label) stops a running agent: its Deployment is scaled to 0 with
+  SecretsResolved False reason SecretRevoked until the Secret is back
+  (revocation.py). A failed reconcile the timer started is marked pending
+  and retried with backoff until it succeeds.
 - delete -> `drain_connector`: the finalizer is held until the agent's
   backlog is 0 or spec.drain.timeoutSeconds passed (progress in status.drain
   and events); the state PVC stays unless spec.state.whenDeleted is Delete.

@@ -29,6 +29,7 @@ import aiohttp
 from kubernetes.client.exceptions import ApiException
 
 from sipstack_operator import drain as dr
+from sipstack_operator import revocation as rv
 from sipstack_operator import status as st
 from sipstack_operator.allowlist import AllowList
 from sipstack_operator.api import KubeApi
@@ -328,6 +329,10 @@ class Reconciler:
 
             secrets, problems, refused = await self.resolve_secrets(spec)
             self._secrets_seen[(ns, name)] = _secrets_digest(secrets, problems + refused)
+            if refused or problems:
+                missing = [(r.name, r.key) for r in spec.secret_refs()]
+                missing = [k for k in missing if k not in secrets]
+                await self._stop_if_revoked(body, spec, uid, missing, refused, problems)
             if refused:
                 await self._refuse(body, NotAllowedError(NOT_ALLOWED, refused), generation)
             if problems:
@@ -402,6 +407,36 @@ class Reconciler:
             generation=generation,
         )
         raise error
+
+    async def _stop_if_revoked(
+        self,
+        body: Mapping[str, Any],
+        spec: ConnectorSpec,
+        uid: str,
+        missing: list[tuple[str, str]],
+        refused: list[str],
+        problems: list[str],
+    ) -> None:
+        """A Secret key the running agent mounts is gone: scale it to 0, say
+        SecretRevoked, raise (revocation.py). Returns when nothing it uses is gone."""
+        name = Names.of(spec.name).deployment
+        deployment = await self.api.get_deployment(spec.namespace, name)
+        if not rv.revoked_keys(deployment, uid, missing):
+            return
+        everything = refused + problems
+        if deployment is not None and rv.needs_scale_down(deployment):
+            try:
+                await self.api.scale_deployment(
+                    spec.namespace, name, 0, field_manager=rv.FIELD_MANAGER
+                )
+            except ApiException as e:
+                raise ApplyError(f"stopping the agent failed: {_api_message(e)}") from None
+            logger.warning("%s/%s: %s", spec.namespace, spec.name, rv.message(spec, everything))
+        generation = self._ids(body)[3]
+        await self._write(body, rv.conditions(spec, everything), generation=generation)
+        if refused:  # kopf does not retry it; the status timer sees the label come back
+            raise NotAllowedError(NOT_ALLOWED, refused)
+        raise SecretsUnresolvedError(problems)
 
     def render(
         self,
@@ -534,7 +569,9 @@ class Reconciler:
             known = st.conditions_from_status(old)
             deployment = await self.api.get_deployment(ns, Names.of(name).deployment)
             doc = await self.agent_status(ns, name, deployment)
-            agent = st.agent_condition(deployment, paused=spec.paused, agent_doc=doc)
+            agent = rv.kept_agent_condition(known) or st.agent_condition(
+                deployment, paused=spec.paused, agent_doc=doc
+            )
             conds = {**known, agent.type: agent}
             ready = st.ready_condition(conds, paused=spec.paused)
             extra: dict[str, Any] = {"agent": _agent_block(spec, deployment, self.config)}

@@ -5,8 +5,14 @@ No kopf, no kubernetes client, no I/O: the same function serves the operator,
 
 Children (all in the connector's namespace, all labelled app.kubernetes.io/*):
 
-- Secret ``<name>-agent-env``: the agent's whole environment, secret values
-  included (consumed with envFrom).
+- Secret ``<name>-agent-env``: the agent's environment (consumed with envFrom),
+  without a single secret value: the API key and the passwords reach the agent
+  as files (``API_KEY_FILE``, ``DB_PASSWORD_FILE``, ``AMI_PASSWORD_FILE``) of a
+  read-only projected volume at /etc/sipstack/secrets that names the
+  referenced Secrets themselves (no copy of a credential in any child): a
+  pod (re)started after a Secret was deleted cannot mount it (fail closed).
+  The files are mode 0440, owned by root and the pod's fsGroup (the agent's
+  group 10001: Dockerfile.agent runs as 10001:10001).
 - ConfigMap ``<name>-agent-files``: only with tenant maps. Each map is a JSON
   file mounted read-only at /etc/sipstack/tenant-maps and named by
   ``DID_TENANT_MAP_FILE`` / ``ACCOUNTCODE_TENANT_MAP_FILE``: a map at the CRD's
@@ -19,11 +25,14 @@ Children (all in the connector's namespace, all labelled app.kubernetes.io/*):
 - Deployment ``<name>-agent``: one replica (0 when paused), strategy Recreate,
   restricted security context, probes on /healthz and /readyz, and the pod
   template annotation ``sipstack.com/config-hash`` = sha256 of what the pod
-  reads outside its template: the env Secret's data (secret values included)
-  and the CA bundle. Image, volumes, resources and probes are in the template
-  itself, so a change there rolls the pod without the hash; nothing else
-  does (a ServiceMonitor or label edit, an operator upgrade: the operator's
-  version label is on the children's metadata, never on the pod template).
+  reads outside its template: the env Secret's data, the tenant maps and the
+  value of every referenced Secret key (API key, passwords, CA bundle), so a
+  rotated key rolls the pod; the API key is always in it, so the hash cannot
+  be brute-forced for a weak password without knowing the key. Image,
+  volumes, resources and probes are in the template itself, so a change
+  there rolls the pod without the hash; nothing else does (a ServiceMonitor
+  or label edit, an operator upgrade: the operator's version label is on the
+  children's metadata, never on the pod template).
 - Service ``<name>-metrics``: port 8000 named ``metrics``.
 - ServiceMonitor ``<name>-agent`` (monitoring.coreos.com/v1): only when
   enabled *and* the caller says the CRD exists (``service_monitor_available``).
@@ -56,6 +65,15 @@ STATE_DIR = "/data"
 CA_MOUNT_DIR = "/etc/sipstack/db-ca"
 CA_FILE = "ca.crt"
 TENANT_MAP_DIR = "/etc/sipstack/tenant-maps"
+SECRETS_DIR = "/etc/sipstack/secrets"
+# root:fsGroup is how the kubelet owns projected files: group-readable for the agent.
+SECRETS_MODE = 0o440
+# Agent secret variable -> its file in the projected volume (read via <variable>_FILE).
+SECRET_FILES: dict[str, str] = {
+    "API_KEY": "api-key",
+    "DB_PASSWORD": "db-password",
+    "AMI_PASSWORD": "ami-password",
+}
 # Agent variable -> its file in the <name>-agent-files ConfigMap (read via <variable>_FILE).
 TENANT_MAP_FILES: dict[str, str] = {
     "DID_TENANT_MAP": "did-tenant-map.json",
@@ -150,11 +168,31 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
-    """The agent's environment (what goes into the env Secret), sorted by name."""
+def secret_file_refs(spec: ConnectorSpec) -> dict[str, SecretKeyRef]:
+    """Agent secret variable -> the Secret key the agent reads it from, as a file."""
+    refs: dict[str, SecretKeyRef] = {"API_KEY": spec.api_key}
+    if spec.database.password is not None:
+        refs["DB_PASSWORD"] = spec.database.password
+    if spec.cel.mode == "ami" and spec.cel.ami is not None:
+        refs["AMI_PASSWORD"] = spec.cel.ami.password
+    return refs
+
+
+def secret_file_env(spec: ConnectorSpec) -> dict[str, str]:
+    """`<VAR>_FILE` -> the mounted file, for every secret the agent needs (no values)."""
+    return {
+        f"{var}_FILE": posixpath.join(SECRETS_DIR, SECRET_FILES[var])
+        for var in secret_file_refs(spec)
+    }
+
+
+def agent_env(spec: ConnectorSpec) -> dict[str, str]:
+    """The agent's environment (what goes into the env Secret), sorted by name.
+
+    No secret values: those are files of the projected volume (`secrets_volume`)."""
     db = spec.database
     env: dict[str, str] = {
-        "API_KEY": _secret(secrets, spec.api_key),
+        **secret_file_env(spec),
         "CUSTOMER_ID": str(spec.customer_id),
         "HOST_HOSTNAME": spec.hostname or spec.name,
         "CONNECTOR_ID": f"{spec.namespace}/{spec.name}",
@@ -188,6 +226,7 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
     optional: dict[str, str] = {
         "REGION": spec.region,
         "API_URL": spec.api_url,
+        "API_ALLOW_INSECURE_HTTP": "true" if spec.api_allow_insecure_http else "",
         "TENANT": spec.tenant,
         "DB_TABLE_RECORDINGS": db.table_recordings if spec.recordings.enabled else "",
         "DB_SSLMODE": db.ssl_mode,
@@ -199,8 +238,6 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
     for var, file_name in TENANT_MAP_FILES.items():
         if file_name in files:
             env[f"{var}_FILE"] = posixpath.join(TENANT_MAP_DIR, file_name)
-    if db.password is not None:
-        env["DB_PASSWORD"] = _secret(secrets, db.password)
     if db.ca is not None:
         env["DB_SSLROOTCERT"] = posixpath.join(CA_MOUNT_DIR, CA_FILE)
     if spec.cel.mode == "csv":
@@ -210,7 +247,6 @@ def agent_env(spec: ConnectorSpec, secrets: SecretData) -> dict[str, str]:
         env["AMI_HOST"] = ami.host
         env["AMI_PORT"] = str(ami.port)
         env["AMI_USERNAME"] = ami.username
-        env["AMI_PASSWORD"] = _secret(secrets, ami.password)
         env["AMI_TLS"] = _flag(ami.tls)
     return dict(sorted(env.items()))
 
@@ -229,11 +265,23 @@ def agent_files(spec: ConnectorSpec) -> dict[str, str]:
     }
 
 
+def secrets_digest(spec: ConnectorSpec, secrets: SecretData) -> str:
+    """sha256 (hex) of every referenced Secret key's value (API key, passwords, CA):
+    part of the config hash, so a rotated value rolls the pod. Raises
+    `MissingSecretError` for a key without a value."""
+    values = {f"{ref.name}/{ref.key}": _secret(secrets, ref) for ref in spec.secret_refs()}
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def config_hash(spec: ConnectorSpec, env: Mapping[str, str], secrets: SecretData) -> str:
     """sha256 (hex) over the data the pod reads from Secrets and ConfigMaps: its env, the
-    CA bundle and the mounted files (tenant maps)."""
-    ca = _secret(secrets, spec.database.ca) if spec.database.ca is not None else ""
-    payload = {"env": dict(sorted(env.items())), "ca": ca, "files": agent_files(spec)}
+    mounted files (tenant maps) and the referenced Secret values (`secrets_digest`)."""
+    payload = {
+        "env": dict(sorted(env.items())),
+        "files": agent_files(spec),
+        "secrets": secrets_digest(spec, secrets),
+    }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -301,17 +349,36 @@ def _probe(path: str, *, period: int, failures: int, initial_delay: int = 0) -> 
     return probe
 
 
+def secrets_volume(spec: ConnectorSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mount, volume): the referenced Secret keys as read-only files in SECRETS_DIR.
+
+    A projected volume naming the user's Secrets (one source per Secret), not a
+    copy: rotation reaches the files, and a deleted Secret or key cannot be
+    mounted by a new pod. Not `optional`: the pod does not start without them.
+    """
+    by_secret: dict[str, list[dict[str, str]]] = {}
+    for var, ref in secret_file_refs(spec).items():
+        by_secret.setdefault(ref.name, []).append({"key": ref.key, "path": SECRET_FILES[var]})
+    sources = [{"secret": {"name": name, "items": items}} for name, items in by_secret.items()]
+    mount = {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}
+    volume = {"name": "secrets", "projected": {"defaultMode": SECRETS_MODE, "sources": sources}}
+    return mount, volume
+
+
 def render_deployment(
     spec: ConnectorSpec, digest: str, owner: Owner | None = None, *, default_image: str = ""
 ) -> Manifest:
     names = Names.of(spec.name)
+    secrets_mount, secrets_vol = secrets_volume(spec)
     mounts: list[dict[str, Any]] = [
         {"name": "state", "mountPath": STATE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the container's own emptyDir
+        secrets_mount,
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "state", "persistentVolumeClaim": {"claimName": names.pvc}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        secrets_vol,
     ]
     if spec.database.ca is not None:
         mounts.append({"name": "db-ca", "mountPath": CA_MOUNT_DIR, "readOnly": True})
@@ -466,7 +533,7 @@ def render(
     default_image: str = "",
 ) -> list[Manifest]:
     """All children, in apply order. Raises `MissingSecretError` for a missing key."""
-    env = agent_env(spec, secrets)
+    env = agent_env(spec)
     digest = config_hash(spec, env, secrets)
     files = agent_files(spec)
     children = [

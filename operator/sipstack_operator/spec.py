@@ -45,6 +45,43 @@ DEFAULT_DRAIN_TIMEOUT = 600
 MAX_NAME_LENGTH = 55
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
+# spec.apiUrl, as the agent's API_URL check (its config.py) accepts it: http(s)
+# (any case), a host without credentials (a name, or an IPv6 literal in
+# brackets), an optional port up to 65535, no whitespace. The CRD carries the
+# same two regular expressions (its `pattern` and a CEL rule; a test keeps the
+# three equal and checks them against the agent's loader on a table of URLs).
+# They may be stricter than the agent (ASCII only: punycode a host name,
+# percent-encode a path), never looser: a URL the API server takes must not stop the agent.
+_HEX = "[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(
+    [
+        f"({_HEX}:){{7}}{_HEX}",
+        f"({_HEX}:){{1,7}}:",
+        f"({_HEX}:){{1,6}}:{_HEX}",
+        f"({_HEX}:){{1,5}}(:{_HEX}){{1,2}}",
+        f"({_HEX}:){{1,4}}(:{_HEX}){{1,3}}",
+        f"({_HEX}:){{1,3}}(:{_HEX}){{1,4}}",
+        f"({_HEX}:){{1,2}}(:{_HEX}){{1,5}}",
+        f"{_HEX}:(:{_HEX}){{1,6}}",
+        f":((:{_HEX}){{1,7}}|:)",
+    ]
+)
+_REG_NAME = "[A-Za-z0-9._~%!$&()*+,;=-]"  # RFC 3986 reg-name characters (no ' or @)
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+API_URL_PATTERN = rf"^(?i:https?)://(\[({_IPV6})\]|{_REG_NAME}+)(:{_PORT}?)?([/?#][!-~]*)?$"
+# http:// only to a loopback host (the agent's rule: localhost, *.localhost, 127/8,
+# ::1 - the CRD accepts that one spelling), or with spec.apiAllowInsecureHttp.
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+API_URL_LOOPBACK_HTTP = (
+    rf"^(?i:http)://((?i:({_REG_NAME}*\.)?localhost)|127(\.{_OCTET}){{3}}|\[::1\])"
+    r"(:[0-9]*)?([/?#].*)?$"
+)
+CLEARTEXT_API_URL = (
+    "spec.apiUrl: http:// sends the API key and every call in cleartext; use https://, "
+    "an http:// URL to loopback (localhost, 127.0.0.1, [::1]), or set "
+    "spec.apiAllowInsecureHttp: true for a trusted network"
+)
+
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "50m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
@@ -163,6 +200,7 @@ class ConnectorSpec:
     database: DatabaseSpec
     region: str = ""
     api_url: str = ""
+    api_allow_insecure_http: bool = False  # API_ALLOW_INSECURE_HTTP
     tenant: str = ""
     hostname: str = ""
     cel: CelSpec = field(default_factory=CelSpec)
@@ -329,8 +367,15 @@ def parse_spec(
     api_url = _str(s, "apiUrl", p)
     if not region and not api_url:
         raise SpecError("set spec.region or spec.apiUrl")
-    if api_url and not re.match(r"^https?://[^/\s]+(/\S*)?$", api_url):
-        raise SpecError("spec.apiUrl must be an http(s) URL with a host")
+    allow_http = _bool(s, "apiAllowInsecureHttp", p, False)
+    if api_url and not re.match(API_URL_PATTERN, api_url):
+        raise SpecError(
+            "spec.apiUrl must be an http(s) URL with a host (no user or password, no "
+            "whitespace, a port up to 65535)"
+        )
+    cleartext = bool(api_url) and re.match(r"^(?i:http)://", api_url) is not None
+    if cleartext and not allow_http and not re.match(API_URL_LOOPBACK_HTTP, api_url):
+        raise SpecError(CLEARTEXT_API_URL)
     api_key = _secret_ref(s, "apiKeySecretRef", p, "api-key", required=True)
     assert api_key is not None
     if "customerId" not in s:
@@ -495,6 +540,7 @@ def parse_spec(
         namespace=namespace,
         region=region,
         api_url=api_url,
+        api_allow_insecure_http=allow_http,
         api_key=api_key,
         customer_id=customer_id,
         tenant=_str(s, "tenant", p),

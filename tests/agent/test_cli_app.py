@@ -1,4 +1,4 @@
-"""app.Agent in-process: wiring, supervision (a failing stage restarts), a call whose
+"""app.Agent in-process: wiring, supervision (a failing stage restarts, supervisor.py), a call whose
 evaluation raises is parked and the rest flows, status/readiness, graceful stop."""
 
 from __future__ import annotations
@@ -9,14 +9,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
-from sipstack_agent import app as app_mod
-from sipstack_agent.app import Agent, StageState
+from sipstack_agent import evaluator as evaluator_mod
+from sipstack_agent.app import Agent
 from sipstack_agent.config import load_settings
 from sipstack_agent.receiver import Receiver
 from sipstack_agent.sim.timeline import timeline
 from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.sim.writers import create_sqlite_pbx, write_sqlite
+from sipstack_agent.supervisor import StageState
 
 KEY = "sk_" + "e" * 32
 
@@ -88,14 +90,14 @@ async def test_failing_evaluation_is_parked_and_the_rest_flows(
 ) -> None:  # fmt: skip
     pbx, calls = make_pbx(tmp_path)
     bad = calls[3].expected.linkedid
-    real = app_mod.evaluate
+    real = evaluator_mod.evaluate
 
     def flaky(*args: Any, **kw: Any) -> Any:
         if kw["call_key"] == bad:
             raise RuntimeError("boom")
         return real(*args, **kw)
 
-    monkeypatch.setattr(app_mod, "evaluate", flaky)
+    monkeypatch.setattr(evaluator_mod, "evaluate", flaky)
     agent = Agent(settings_for(pbx, receiver.calls_url, tmp_path))
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
@@ -125,7 +127,7 @@ async def test_supervisor_restarts_a_failing_stage(caplog: pytest.LogCaptureFixt
 
     st = StageState("demo-stage")
     caplog.set_level(logging.ERROR)
-    task = asyncio.create_task(agent._supervise(st, stage, stop))
+    task = asyncio.create_task(agent.supervisor.supervise(st, stage, stop))
     assert await wait_for(lambda: runs == 2, 5)
     assert st.restarts == 1 and st.running and "first run fails" in (st.last_error or "")
     assert any("stage demo-stage failed" in r.message for r in caplog.records)
@@ -158,6 +160,49 @@ async def test_unreachable_database_keeps_running_not_ready(
         assert not task.done()
         ok, problems = await agent.ready()
         assert not ok and any("not connected" in p for p in problems), problems
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_recording_uploader_is_a_supervised_stage_in_status_and_readiness(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RECORDING_UPLOAD=true: the outbox's recording worker runs as a stage of its own;
+    its state is in /status, and a failing worker is restarted and makes the agent not
+    ready (it used to be a task of the recordings stage that nothing reported)."""
+    from sipstack_agent.shipping import RecordingShipper
+    from sipstack_agent.status_schema import AGENT_STATUS_SCHEMA
+
+    pbx, calls = make_pbx(tmp_path, n=4)
+    agent = Agent(settings_for(pbx, receiver.calls_url, tmp_path, RECORDING_UPLOAD="true"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        assert await wait_for(lambda: receiver.count_complete_calls() >= len(calls), 30)
+        status = await agent.status()
+        jsonschema.Draft202012Validator(AGENT_STATUS_SCHEMA).validate(status)
+        assert status["stages"]["recording_uploader"]["running"] is True
+        assert status["recording_uploader"]["url"] == receiver.recording_url
+        assert status["recording_uploader"]["auth_failed"] is False
+        assert not any(name.startswith("recordings") for name in status["checkpoints"])
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+    async def broken(self: RecordingShipper, stop: asyncio.Event) -> None:
+        raise OSError("uploader broke")
+
+    monkeypatch.setattr(RecordingShipper, "run", broken)
+    agent = Agent(settings_for(pbx, receiver.calls_url, tmp_path, RECORDING_UPLOAD="true"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        stage = "stage recording_uploader restarting: OSError: uploader broke"
+        assert await wait_for(lambda: stage in agent.report.readiness_problems(), 10)
+        ok, problems = await agent.ready()
+        assert not ok and stage in problems
+        assert (await agent.status())["stages"]["recording_uploader"]["restarts"] >= 1
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)

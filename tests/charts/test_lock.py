@@ -123,3 +123,13 @@ def test_the_sbom_lists_the_lock(image: str) -> None:
     want = {name: (v, sorted(h)) for name, (v, h) in read_lock(image).items()}
     assert listed == want, "sbom is stale: run tools/sbom.sh"
     assert all(c["purl"].startswith("pkg:pypi/") for c in bom["components"])
+
+
+def test_both_images_share_one_base_image() -> None:
+    """One base image for the agent and the operator: a bump changes both or the test fails."""
+    bases = {
+        name: re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", (ROOT / name).read_text(), re.M)
+        for name in sorted(IMAGES)
+    }
+    assert all(len(b) == 1 for b in bases.values()), bases
+    assert len({b[0] for b in bases.values()}) == 1, bases

@@ -38,6 +38,7 @@ EVERY_FIELD: dict[str, Any] = {
     "spec": {
         "region": "ca1",
         "apiUrl": "https://ingest.example.com/v1/mqs/connectors/asterisk/calls",
+        "apiAllowInsecureHttp": True,
         "apiKeySecretRef": {"name": "sipstack-api", "key": "api-key"},
         "customerId": 987654321,
         "tenant": "acme",
@@ -140,6 +141,24 @@ def _key_ref(sources: Sources, namespace: str, value_from: Mapping[str, Any]) ->
     raise AssertionError(f"valueFrom not resolvable here: {dict(value_from)}")
 
 
+def _write_volume(
+    sources: Sources, namespace: str, vol: Mapping[str, Any], target: pathlib.Path
+) -> None:
+    """The files the kubelet writes for a secret or configMap volume (or projected source)."""
+    for field, kind, keys in (
+        ("secret", "Secret", ("secretName", "name")),
+        ("configMap", "ConfigMap", ("name",)),
+    ):
+        if field not in vol:
+            continue
+        name = next(vol[field][k] for k in keys if k in vol[field])
+        data = sources.data(kind, namespace, name)
+        items = vol[field].get("items") or [{"key": k, "path": k} for k in data]
+        for it in items:
+            (target / it["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (target / it["path"]).write_text(data[it["key"]])
+
+
 def pods_of(name: str, tmp_path: pathlib.Path) -> Iterator[Pod]:
     yield from pods(CASES[name], tmp_path, **(VARIANTS[name][1] if name in VARIANTS else {}))
 
@@ -173,21 +192,14 @@ def pods(crs: list[dict[str, Any]], tmp_path: pathlib.Path, **options: Any) -> I
         volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
         for mount in container.get("volumeMounts") or []:
             vol = volumes[mount["name"]]
-            for field, kind, key in (
-                ("secret", "Secret", "secretName"),
-                ("configMap", "ConfigMap", "name"),
-            ):
-                if field not in vol:
-                    continue
-                data = sources.data(kind, ns, vol[field][key])
-                items = vol[field].get("items") or [{"key": k, "path": k} for k in data]
-                target = root / mount["mountPath"].lstrip("/")
-                for it in items:
-                    (target / it["path"]).parent.mkdir(parents=True, exist_ok=True)
-                    (target / it["path"]).write_text(data[it["key"]])
-                for var, value in env.items():
-                    if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
-                        env[var] = str(root) + value
+            # A projected volume is its sources written into one directory.
+            for source in vol["projected"]["sources"] if "projected" in vol else [vol]:
+                _write_volume(sources, ns, source, root / mount["mountPath"].lstrip("/"))
+            if "projected" not in vol and not {"secret", "configMap"} & set(vol):
+                continue
+            for var, value in env.items():
+                if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
+                    env[var] = str(root) + value
         yield Pod(cr, dep, env, root)
 
 
@@ -270,6 +282,7 @@ TABLE: list[Row] = [
         same,
         lambda cr: f"https://{REGION_HOSTS[region(cr)]}/v1/mqs/connectors/asterisk/calls",
     ),
+    Row("spec.apiAllowInsecureHttp", "api.allow_insecure_http", same, lambda cr: False),
     Row("spec.apiKeySecretRef", "api.api_key", lambda r, cr: secret_of(cr, r, "api-key")),
     Row("spec.database.type", "database.type", same),
     Row("spec.database.host", "database.host", same),
@@ -402,6 +415,7 @@ def test_the_rendered_environment_loads_and_every_field_lands(
     assert found, "no Deployment rendered"
     for pod in found:
         assert unknown_variables(pod.env) == [], "rendered variables the agent does not read"
+        assert not {"API_KEY", "DB_PASSWORD", "AMI_PASSWORD"} & set(pod.env), "files only"
         settings = load_settings(pod.env)  # raises ConfigError naming the variable
         assert settings.warnings == ()
         checked = 0

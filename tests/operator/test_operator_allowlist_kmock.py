@@ -104,4 +104,8 @@ async def test_labelling_the_secret_later_lets_the_connector_in(cluster: Emulato
         ) as resp:
             assert resp.status < 300
         await eventually(lambda: names(cluster, DEPLOYMENTS) == ["pbx-east-agent"], what="applied")
-        assert condition(cluster, "pbx-east", "Reconciled")["status"] == "True"
+        # The status is written after the last child is applied: wait for it too.
+        await eventually(
+            lambda: condition(cluster, "pbx-east", "Reconciled")["status"] == "True",
+            what="Reconciled True",
+        )

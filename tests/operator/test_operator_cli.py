@@ -30,8 +30,23 @@ def test_render_prints_the_golden_yaml(capsys: pytest.CaptureFixture[str]) -> No
     assert out.err == ""
 
 
-def test_render_without_secrets_uses_placeholders(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["render", "-f", str(EXAMPLES / "pbx-csv.yaml")]) == 0
+def test_render_needs_no_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --secrets (the default) the output is the operator's but for the hash."""
+    assert cli.main(["render", "-f", str(EXAMPLES / "pbx-east.yaml")]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    golden = (GOLDEN / "pbx-east.yaml").read_text().splitlines()
+    lines = out.out.splitlines()
+    differ = [(a, b) for a, b in zip(golden, lines, strict=True) if a != b]
+    assert [a.split(":")[0].strip() for a, _ in differ] == ["sipstack.com/config-hash"]
+
+
+def test_render_names_a_key_missing_from_the_given_secrets(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "secrets.yaml"
+    path.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: other}\nstringData: {a: b}\n")
+    assert cli.main(["render", "-f", str(EXAMPLES / "pbx-csv.yaml"), "--secrets", str(path)]) == 0
     out = capsys.readouterr()
     kinds = [d["kind"] for d in yaml.safe_load_all(out.out)]
     assert kinds == ["Secret", "PersistentVolumeClaim", "Deployment", "Service"]

@@ -82,7 +82,8 @@ def at_the_limit(crd: dict[str, Any]) -> dict[str, Any]:
     direction, recordings = node(s, "direction"), node(s, "recordings")
     tenants = node(s, "tenants")
     spec = {
-        "apiUrl": fill(node(s, "apiUrl"), "https://"),
+        # ASCII only (the agent's rule as the CRD writes it: percent-encode the rest).
+        "apiUrl": fill(node(s, "apiUrl"), "https://h/", filler="~"),
         "apiKeySecretRef": {"name": "pbx-limits", "key": "api-key"},
         "customerId": 2**31 - 1,
         "tenant": fill(node(s, "tenant")),
@@ -234,7 +235,8 @@ def materialize(
     children: list[dict[str, Any]], secrets: dict[tuple[str, str], str], root: Path
 ) -> dict[str, str]:
     """The agent container as the kubelet starts it: env from the env Secret (envFrom),
-    ConfigMap and Secret volumes written as files under `root`, paths moved there."""
+    ConfigMap, Secret and projected volumes written as files under `root`, paths
+    moved there."""
     kinds = {c["kind"]: c for c in children}
     env = {k: base64.b64decode(v).decode() for k, v in kinds["Secret"]["data"].items()}
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
@@ -247,6 +249,12 @@ def materialize(
         elif "secret" in volume:
             name = volume["secret"]["secretName"]
             files = {i["path"]: secrets[(name, i["key"])] for i in volume["secret"]["items"]}
+        elif "projected" in volume:  # the credentials: one source per referenced Secret
+            files = {
+                i["path"]: secrets[(src["secret"]["name"], i["key"])]
+                for src in volume["projected"]["sources"]
+                for i in src["secret"]["items"]
+            }
         else:
             continue
         target.mkdir(parents=True)

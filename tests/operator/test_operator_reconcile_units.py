@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import base64
 
+from sipstack_operator import revocation as rv
 from sipstack_operator.reconcile import OperatorConfig, _decode_secret
+from sipstack_operator.render import render
+from sipstack_operator.spec import parse_resource
+
+from .operator_testlib import EXAMPLES, load_docs
 
 
 def test_retry_delay_backs_off_to_a_cap() -> None:
@@ -28,3 +33,20 @@ def test_decode_secret() -> None:
         "stringData": {"b": "y"},
     }
     assert _decode_secret(obj) == {"a": "x", "bin": "", "b": "y"}
+
+
+def test_revocation_knows_the_keys_the_running_pod_mounts() -> None:
+    """revocation.py: the Deployment's secret volumes name what a revocation can hit."""
+    cr = load_docs(EXAMPLES / "pbx-ami.yaml")[0]
+    cr["spec"]["database"]["caSecretRef"] = {"name": "pbx-ca", "key": "ca.crt"}
+    spec = parse_resource(cr)
+    values = {(r.name, r.key): "v" for r in spec.secret_refs()}
+    (deployment,) = [c for c in render(spec, values) if c["kind"] == "Deployment"]
+    refs = {(r.name, r.key) for r in spec.secret_refs()}
+    assert ("pbx-ca", "ca.crt") in refs
+    assert rv.mounted_keys(deployment) == refs  # projected credentials and the DB CA
+    deployment["metadata"]["ownerReferences"] = [{"uid": "u-1"}]
+    (gone,) = sorted(refs)[:1]
+    assert rv.revoked_keys(deployment, "u-1", [gone, ("typo", "key")]) == {gone}
+    assert rv.revoked_keys(deployment, "u-2", [gone]) == set()  # not ours
+    assert rv.revoked_keys(None, "u-1", [gone]) == set()  # never ran

@@ -222,7 +222,7 @@ def test_deployment_shape() -> None:
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsUser"] == 10001
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts == {"/data": "state", "/tmp": "tmp"}
+    assert mounts == {"/data": "state", "/tmp": "tmp", "/etc/sipstack/secrets": "secrets"}
     assert container["resources"] == {
         "requests": {"cpu": "50m", "memory": "128Mi"},
         "limits": {"memory": "512Mi"},
@@ -267,9 +267,13 @@ def test_env_has_every_agent_variable() -> None:
         ("pbx-central-secrets", "db-password"): "dbpw",
         ("pbx-central-secrets", "ami-password"): "amipw",
     }
-    env = agent_env(spec, secrets)
+    env = agent_env(spec)
     assert env["CONNECTOR_ID"] == "telephony/pbx-central"
-    assert env["AMI_PASSWORD"] == "amipw"
+    assert env["API_KEY_FILE"] == "/etc/sipstack/secrets/api-key"
+    assert env["DB_PASSWORD_FILE"] == "/etc/sipstack/secrets/db-password"
+    assert env["AMI_PASSWORD_FILE"] == "/etc/sipstack/secrets/ami-password"
+    assert not {"API_KEY", "DB_PASSWORD", "AMI_PASSWORD"} & set(env)
+    assert secrets  # the values only reach the hash: test_secrets_are_mounted_files
     assert env["AMI_TLS"] == "true"
     assert env["AMI_PORT"] == "5039"
     assert env["DB_PORT"] == "5432"
@@ -314,7 +318,8 @@ def test_missing_secret_names_the_key_not_a_value() -> None:
     assert "sipstack-api" in str(err.value)
 
 
-def test_no_secret_value_outside_the_env_secret() -> None:
+def test_no_secret_value_in_any_child() -> None:
+    """The credentials stay in the user's Secrets: no child holds a copy."""
     children = render_documents(
         load_docs(EXAMPLES / "pbx-ami.yaml"), load_docs(EXAMPLES / "secrets.yaml")
     )
@@ -324,10 +329,58 @@ def test_no_secret_value_outside_the_env_secret() -> None:
         "example-central-ami-secret",
     ]
     for child in children:
-        text = yaml.safe_dump(child)
+        texts = [yaml.safe_dump(child)]
         if child["kind"] == "Secret":
-            decoded = {k: base64.b64decode(v).decode() for k, v in child["data"].items()}
-            assert set(values) <= set(decoded.values())
-            continue
+            texts += [base64.b64decode(v).decode() for v in child["data"].values()]
         for value in values:
-            assert value not in text, child["kind"]
+            assert all(value not in text for text in texts), child["kind"]
+
+
+def test_secrets_are_mounted_files() -> None:
+    """A read-only projected volume of the referenced keys (mode 0440: root:fsGroup),
+    the env naming only the files; the same Secret's keys share one source."""
+    spec = parse_resource(load_docs(EXAMPLES / "pbx-ami.yaml")[0])
+    pod = _by_kind(render(spec, AMI_SECRETS))["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets")
+    assert mount == {"name": "secrets", "mountPath": "/etc/sipstack/secrets", "readOnly": True}
+    volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
+    assert volume == {
+        "name": "secrets",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {
+                    "secret": {
+                        "name": "sipstack-api",
+                        "items": [{"key": "api-key", "path": "api-key"}],
+                    }
+                },
+                {
+                    "secret": {
+                        "name": "pbx-central-secrets",
+                        "items": [
+                            {"key": "db-password", "path": "db-password"},
+                            {"key": "ami-password", "path": "ami-password"},
+                        ],
+                    }
+                },
+            ],
+        },
+    }
+    assert pod["securityContext"]["fsGroup"] == 10001  # the group that reads mode 0440
+    assert "optional" not in json.dumps(volume)  # a pod without its Secret does not start
+
+
+def test_rotating_any_secret_value_rolls_the_pod() -> None:
+    spec = parse_resource(load_docs(EXAMPLES / "pbx-ami.yaml")[0])
+    base = _hash(spec, AMI_SECRETS)
+    for ref in AMI_SECRETS:
+        assert _hash(spec, {**AMI_SECRETS, ref: "rotated"}) != base, ref
+
+
+AMI_SECRETS = {
+    ("sipstack-api", "api-key"): "sk_x",
+    ("pbx-central-secrets", "db-password"): "dbpw",
+    ("pbx-central-secrets", "ami-password"): "amipw",
+}

@@ -103,7 +103,7 @@ def versions_text() -> str:
 def check_text(settings: Settings | None, *, api: bool) -> str:
     if settings is None:
         return "the configuration did not load: run `sipstack-agent check` for the problems\n"
-    from ..cli import run_checks
+    from .check import run_checks
 
     try:
         lines = asyncio.run(run_checks(settings, api=api))

@@ -34,7 +34,9 @@ from ..calls import evaluate
 from ..config import CallSettings, Identity, Settings
 from ..metrics import Metrics
 from ..model import CdrRow, CelRow
-from ..sources.sql import Db, TableInfo, connect, discover
+from ..sources.sql.discovery import discover
+from ..sources.sql.drivers import Db, connect
+from ..sources.sql.table import TableInfo
 from ..sources.timezone import ZoneResolver
 from ..sources.window import CsvWindow, read_between
 from ..state import StateStore, StoreError

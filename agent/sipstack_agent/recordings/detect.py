@@ -36,7 +36,7 @@ from sipstack_agent.recordings.paths import (
     name_matches_id,
     recordingfile_candidates,
 )
-from sipstack_agent.sources.sql import Db, connect
+from sipstack_agent.sources.sql.drivers import Db, connect
 from sipstack_agent.zones import tzinfo_of
 
 log = logging.getLogger(__name__)

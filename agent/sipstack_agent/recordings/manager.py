@@ -11,8 +11,10 @@ then, every RECORDING_POLL_INTERVAL seconds:
 4. checks every found file for stability; when it is stable and its call is
    complete, stores it on the call (`store.add_recordings` -> the call is
    re-evaluated and its next document carries `recording_files`) and, with
-   RECORDING_UPLOAD=true, queues the upload (outbox kind "recording");
-5. persists the files still being watched (a restart resumes them).
+   RECORDING_UPLOAD=true, queues the upload (outbox kind "recording", sent by
+   the outbox's recording worker, shipping.RecordingShipper);
+5. persists the files still being watched in the store's `recording_watch`
+   table (a restart resumes them).
 
 Files are de-duplicated by real path; every path is checked against
 RECORDING_PATHS (`paths.resolve_under_roots`), refusals are counted.
@@ -37,14 +39,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sipstack_agent.config import (
-    ApiSettings,
-    DatabaseSettings,
-    Identity,
-    RecordingSettings,
-)
+from sipstack_agent.config import DatabaseSettings, Identity, RecordingSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CdrRow, CelRow, RecordingFile
+from sipstack_agent.recording_queue import KIND, recording_key, upload_payload
 from sipstack_agent.recordings.detect import (
     SOURCE_FS,
     FsIndex,
@@ -64,24 +62,27 @@ from sipstack_agent.recordings.paths import (
     resolve_under_roots,
 )
 from sipstack_agent.recordings.stability import StabilityTracker
-from sipstack_agent.recordings.upload import KIND, RecordingUploader, upload_payload
+from sipstack_agent.state import StoreStats
 
 log = logging.getLogger("sipstack_agent.recordings")
 
-POSITION_NAME = "recordings.watch"  # state-store position holding the watched files
 MAX_WATCHED = 20_000
 
 
 class RecordingStore(Protocol):
-    async def add_recordings(self, linkedid: str, recordings: Sequence[RecordingFile]) -> Any: ...
+    """The part of `state.StateStore` the recordings use."""
+
+    async def add_recordings(self, linkedid: str, recordings: Sequence[RecordingFile]) -> int: ...
 
     async def enqueue(
         self, kind: str, idempotency_key: str, payload: Mapping[str, Any], call_key: str = ""
-    ) -> Any: ...
+    ) -> bool: ...
 
-    async def get_position(self, name: str) -> dict[str, Any] | None: ...
+    async def recording_watch(self) -> list[dict[str, Any]]: ...
 
-    async def set_position(self, name: str, value: Mapping[str, Any]) -> None: ...
+    async def set_recording_watch(self, items: Sequence[Mapping[str, Any]]) -> None: ...
+
+    async def stats(self, now: datetime) -> StoreStats: ...
 
 
 @dataclass(slots=True)
@@ -147,11 +148,10 @@ class RecordingManager:
         RecordingManager(settings.recordings, store, metrics,
                          identity=settings.identity,
                          database=settings.database,        # recordings table, DB_TIMEZONE
-                         api=settings.api, transport=transport,  # needed when upload=True
-                         poll_interval=settings.recordings.poll_interval)
+                         on_queued=recording_shipper.notify)  # with RECORDING_UPLOAD=true
     Then `await manager.on_call(...)` after each call evaluation and
-    `await manager.run(stop)` as one of the agent's tasks (it also runs the
-    uploader when RECORDING_UPLOAD=true).
+    `await manager.run(stop)` as one of the agent's stages; the uploads it
+    queues are sent by the outbox's recording worker, a stage of its own.
     """
 
     def __init__(
@@ -162,11 +162,9 @@ class RecordingManager:
         *,
         identity: Identity | None = None,
         database: DatabaseSettings | None = None,
-        api: ApiSettings | None = None,
-        transport: Any = None,
+        on_queued: Callable[[], None] | None = None,
         poll_interval: float | None = None,
         clock: Callable[[], float] = time.time,
-        uploader: RecordingUploader | None = None,
         table: RecordingsTable | None = None,
     ) -> None:
         self.settings = settings
@@ -192,18 +190,8 @@ class RecordingManager:
         self.table = table
         if self.table is None and database is not None and database.table_recordings:
             self.table = RecordingsTable(database, settings.columns)
-        self.uploader = uploader
-        if self.uploader is None and settings.upload:
-            if transport is None or api is None:
-                raise ValueError("RECORDING_UPLOAD=true needs the API settings and a transport")
-            self.uploader = RecordingUploader(
-                store,  # type: ignore[arg-type]
-                transport,
-                settings,
-                api,
-                self.identity,
-                metrics,
-            )
+        self.upload = settings.upload  # queue an upload for every stored recording
+        self.on_queued = on_queued
         self.calls: OrderedDict[str, KnownCall] = OrderedDict()  # least recently seen first
         self.max_calls = max(1, settings.known_call_max)
         self.watched: dict[str, Watched] = {}  # real path -> watched file
@@ -310,15 +298,12 @@ class RecordingManager:
     # ------------------------------------------------------------------ loop
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Detect until `stop` (and upload, when enabled). Never raises on I/O trouble."""
+        """Detect until `stop`. Never raises on I/O trouble."""
         await self.load()
-        upload_task: asyncio.Task[None] | None = None
-        if self.uploader is not None:
-            upload_task = asyncio.create_task(self.uploader.run(stop), name="recording-upload")
         log.info(
             "recordings: paths %s, upload %s, table %s",
             ",".join(self.paths) or "-",
-            "on" if self.uploader else "off",
+            "on" if self.upload else "off",
             self.table.table if self.table else "-",
         )
         try:
@@ -336,11 +321,6 @@ class RecordingManager:
                 await self.save()
             if self.table is not None:
                 await self.table.close()
-            if upload_task is not None:
-                if not stop.is_set():  # cancelled from outside: do not stop the whole agent
-                    upload_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await upload_task
 
     async def poll_once(self) -> int:
         """One detection pass; returns the number of recordings handed on."""
@@ -369,10 +349,10 @@ class RecordingManager:
     async def _update_pending(self) -> None:
         """sipstack_recordings_pending = files waiting to be stable + uploads queued."""
         queued = 0
-        stats = getattr(self.store, "stats", None)
-        if self.uploader is not None and stats is not None:
+        if self.upload:
             with contextlib.suppress(Exception):
-                queued = int((await stats(datetime.now(UTC))).outbox_by_kind.get(KIND, 0))
+                stats = await self.store.stats(datetime.now(UTC))
+                queued = int(stats.outbox_by_kind.get(KIND, 0))
         self.metrics.recordings_pending.set(len(self.watched) + queued)
 
     # ------------------------------------------------------------------ detection
@@ -580,13 +560,14 @@ class RecordingManager:
         kc = self.calls.get(w.call_key)
         info = dict(kc.info) if kc else {}  # before the await: the call may be resolved then
         await self.store.add_recordings(w.call_key, [rec])
-        if self.uploader is not None:
-            key = f"{self.identity.connector_id}:recording:{w.call_key}:{rec.filename}"
+        if self.upload:
+            key = recording_key(self.identity.connector_id, w.call_key, rec.filename)
             payload = upload_payload(
                 rec, linkedid=w.call_key, original_path=w.original, mtime_ns=mtime_ns, call=info
             )
             await self.store.enqueue(KIND, key, payload, w.call_key)
-            self.uploader.notify()
+            if self.on_queued is not None:
+                self.on_queued()
         log.info("recording ready for call %s: %s (%d bytes)", w.call_key, rec.filename, size)
 
     # ------------------------------------------------------------------ housekeeping
@@ -608,11 +589,11 @@ class RecordingManager:
         """Resume the files watched before a restart."""
         self._loaded = True
         try:
-            data = await self.store.get_position(POSITION_NAME)
+            items = await self.store.recording_watch()
         except Exception:
             log.exception("could not load watched recordings")
             return
-        for item in (data or {}).get("watched", []):
+        for item in items:
             try:
                 w = Watched(**item)
             except TypeError:
@@ -621,9 +602,7 @@ class RecordingManager:
 
     async def save(self) -> None:
         self._dirty = False
-        await self.store.set_position(
-            POSITION_NAME, {"watched": [asdict(w) for w in self.watched.values()]}
-        )
+        await self.store.set_recording_watch([asdict(w) for w in self.watched.values()])
 
     def status(self) -> dict[str, Any]:
         return {
@@ -633,20 +612,7 @@ class RecordingManager:
             "scan_passes": self.fs.passes,
             "table_errors": self.table_errors,
             "last_table_error": self.last_table_error,
-            "upload": self.uploader is not None,
-            **(
-                {
-                    "uploads_in_flight": self.uploader.inflight,
-                    "uploaded": self.uploader.uploaded_total,
-                    "upload_retries": self.uploader.retry_total,
-                    "upload_dead": self.uploader.dead_total,
-                    "deleted": self.uploader.deleted_total,
-                    "upload_auth_failed": self.uploader.auth_failed,
-                    "last_upload_error": self.uploader.last_error,
-                }
-                if self.uploader is not None
-                else {}
-            ),
+            "upload": self.upload,
         }
 
 

@@ -6,11 +6,13 @@ cel_custom CSV or AMI) returns `CheckResult`s; `cli` only renders them.
 The decision between FAIL and WARN lives here, once:
 - FAIL: the agent cannot do its job until this is fixed (it will not start,
   or it starts and ships nothing / loses data): unreachable database or API,
-  a table or column the reader needs is missing, a grant that lets it write,
-  an unreadable CSV file.
+  a table or column the reader needs is missing, an unreadable CSV file, rows
+  whose times prove the zone wrong.
 - WARN: the agent runs, but worse or with a caveat the operator should read:
   a missing index (slower), no LINKEDID_END (calls close by idle timeout), a
-  suspect time zone, no event seen on an idle PBX, a plaintext connection.
+  fixed-offset zone, no event seen on an idle PBX, a plaintext connection, a
+  database user that may write (the agent only SELECTs: least privilege, not a
+  blocker).
 - OK: checked and fine.
 """
 

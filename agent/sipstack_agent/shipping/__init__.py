@@ -1,4 +1,5 @@
-"""Delivery to the SIPSTACK API: the HTTP transport and the outbox shipper.
+"""Delivery to the SIPSTACK API: the HTTP transport and the outbox's two workers
+(`Shipper` for call documents, `RecordingShipper` for recording audio).
 
 Never imports sources; see docs/shipping.md.
 """
@@ -18,6 +19,7 @@ from sipstack_agent.shipping.outbox import (
     Shipper,
     classify,
 )
+from sipstack_agent.shipping.recordings import RecordingShipper
 from sipstack_agent.shipping.retry import Decision, RetryPolicy, decide, parse_retry_after
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "Decision",
     "OutboxStore",
     "Outcome",
+    "RecordingShipper",
     "Response",
     "RetryPolicy",
     "Shipper",

@@ -10,7 +10,8 @@ document per request with bounded concurrency and records the outcome:
   (`backoff_initial` doubling up to `backoff_cap`), or after `Retry-After`
   (clamped to `backoff_cap`) when the API sends one; dead-lettered (reason
   `retry_horizon`) by the rule of `shipping/retry.py`: old enough AND
-  retried often enough, so a wall-clock step alone never dead-letters.
+  retried often enough, so a wall-clock step alone never dead-letters; due
+  times run on `retry.StepFreeClock`, so a step back delays no retry.
 - 401/403: the key is rejected. The document is KEPT and retried with the
   same backoff (dead-lettering every call because of a wrong key would lose
   them all); `auth_failed` is raised (health + `sipstack_api_auth_failed`)
@@ -56,7 +57,7 @@ from sipstack_agent.shipping.client import (
     TransportError,
     build_headers,
 )
-from sipstack_agent.shipping.retry import RetryPolicy, decide
+from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, decide
 
 log = logging.getLogger("sipstack_agent.shipping")
 
@@ -163,6 +164,7 @@ class Shipper:
         self.kind = kind
         self._clock = clock
         self._mono = monotonic
+        self._queue_clock = StepFreeClock(clock, monotonic)  # due times and retry schedule
         self.policy = RetryPolicy.of(api)
         self._rng = rng or random.Random()
         self.concurrency = max(1, int(api.concurrency))
@@ -229,7 +231,7 @@ class Shipper:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                now = self._clock()
+                now = self._queue_clock()
                 sent = 0
                 try:
                     sent = await self.ship_once(now)
@@ -259,7 +261,7 @@ class Shipper:
 
     async def ship_once(self, now: datetime) -> int:
         """One pass: send the due items; returns the number of requests made."""
-        now = _aware(now)
+        now = max(_aware(now), self._queue_clock())  # a wall clock stepped back delays nothing
         if self._pause_left() > 0:
             return 0
         limit = 1 if self.consecutive_failures > 0 else self.batch_size
@@ -412,7 +414,7 @@ class Shipper:
         return result
 
     async def _retry(self, item: Any, result: _Result) -> None:
-        now = self._clock()
+        now = self._queue_clock()
         self._note_error(result.error, now)
         attempts = int(item.attempts or 0)
         age = (now - _aware(item.created_at)).total_seconds()

@@ -13,6 +13,13 @@ One policy, one function: `decide(policy, attempts=, age=, retry_after=)`.
   look old but adds no attempts, so nothing is dead-lettered by a clock step;
   a stream of short Retry-After answers adds attempts quickly but not age.
 
+Retry timing runs on `StepFreeClock`: the wall clock (next_attempt_at is stored
+as wall time, so a restart still finds it), except that a step back (more
+than STEP_TOLERANCE behind the monotonic time elapsed since the last reading)
+is not followed. A wall clock stepped back (NTP) thus delays no retry; one
+stepped forward only brings retries sooner and, by the rule above,
+dead-letters nothing.
+
 `parse_retry_after` reads the header: delta-seconds or an HTTP date; a value
 that is not a finite number or a date (`inf`, `nan`, `soon`) counts as absent.
 """
@@ -21,8 +28,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from sipstack_agent.config import ApiSettings
@@ -89,6 +97,39 @@ def decide(
     if retry_after is not None:
         return Decision(False, min(max(retry_after, 0.0), policy.cap))
     return Decision(False, rng.uniform(0.0, policy.ceiling(attempts)))
+
+
+STEP_TOLERANCE = 1.0  # seconds the wall clock may lag the monotonic one (slew, jitter)
+
+
+class StepFreeClock:
+    """The outbox's time: the wall clock, but a step back is not followed.
+
+    `expected` = last reading + monotonic time elapsed since. The reading is the wall
+    clock unless it is more than STEP_TOLERANCE behind `expected` (a step back): then
+    `expected`, so the clock carries on from where it was and a retry scheduled before
+    the step is due after its delay, not after the step too. A step forward is
+    followed (retries only come sooner, and the horizon also needs attempts). Within
+    the tolerance the wall clock wins, so NTP slewing does not accumulate.
+    """
+
+    def __init__(self, wall: Callable[[], datetime], monotonic: Callable[[], float]) -> None:
+        self._wall = wall
+        self._mono = monotonic
+        self._last: tuple[datetime, float] | None = None
+
+    def __call__(self) -> datetime:
+        wall = self._wall()
+        wall = wall if wall.tzinfo is not None else wall.replace(tzinfo=UTC)
+        mono = self._mono()
+        now = wall
+        if self._last is not None:
+            then, then_mono = self._last
+            expected = then + timedelta(seconds=max(0.0, mono - then_mono))
+            if (expected - wall).total_seconds() > STEP_TOLERANCE:
+                now = expected
+        self._last = (now, mono)
+        return now
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:

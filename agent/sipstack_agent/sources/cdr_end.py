@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Protocol
 from ..model import CdrRow
 
 if TYPE_CHECKING:
-    from .sql import Db, TableInfo
+    from .sql.drivers import Db
+    from .sql.table import TableInfo
 
 __all__ = ["CdrEndReader", "EndHost", "cdr_end"]
 

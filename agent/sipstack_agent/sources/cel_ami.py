@@ -43,7 +43,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
@@ -52,9 +52,11 @@ from ..config import AmiSettings
 from ..metrics import Metrics
 from ..model import CelRow
 from ..rules.backoff import reconnect_delay
+from ..rules.checks import CheckResult
 from ..watermarks import Watermarks
 from .ami_auth import CHALLENGE, login_action, plaintext_warning
-from .cel_csv import TimeParser
+from .celtime import TimeParser
+from .store import PositionStore, SourceStore
 from .timezone import ClockCheck
 
 __all__ = [
@@ -243,21 +245,6 @@ class Gap:
             datetime.fromisoformat(str(end)) if end else None,
             str(d.get("reason", "")),
         )
-
-
-class PositionStore(Protocol):
-    async def get_position(self, name: str) -> dict[str, Any] | None: ...
-
-    async def set_position(self, name: str, value: Mapping[str, Any]) -> None: ...
-
-
-class CelStore(PositionStore, Protocol):
-    async def ingest(
-        self,
-        cels: Sequence[CelRow] = ...,
-        cdrs: Sequence[Any] = ...,
-        positions: Mapping[str, Mapping[str, Any]] | None = ...,
-    ) -> Any: ...
 
 
 async def load_gaps(store: PositionStore) -> list[Gap]:
@@ -465,7 +452,7 @@ class CelAmiSource:
     def __init__(
         self,
         settings: AmiSettings,
-        store: CelStore,
+        store: SourceStore,
         metrics: Metrics,
         timezone: str = "UTC",
         *,
@@ -780,16 +767,13 @@ class CelAmiSource:
 # --------------------------------------------------------------------------- check
 
 
-CheckResult = tuple[str, bool, str, str]
-
-
 async def check_ami(
     settings: AmiSettings, timezone: str = "UTC", *, wait: float = 5.0
 ) -> list[CheckResult]:
-    """`sipstack-agent check` for CEL_MODE=ami: [(name, ok, detail, hint)].
+    """`sipstack-agent check` for CEL_MODE=ami.
 
     Logs in, then waits up to `wait` seconds for one CEL event. No event on an
-    idle PBX is not a failure (ok=True, said in the detail).
+    idle PBX is not a failure: WARN, said in the detail (rules/checks.py).
     """
     out: list[CheckResult] = []
     times = TimeParser(timezone)
@@ -810,9 +794,8 @@ async def check_ami(
         await session.open()
     except AmiAuthError as exc:
         out.append(
-            (
+            CheckResult.fail(
                 "ami login",
-                False,
                 str(exc),
                 "AMI_USERNAME/AMI_PASSWORD must match a manager.conf user (permit= must allow "
                 "this host)",
@@ -822,9 +805,8 @@ async def check_ami(
         return out
     except Exception as exc:  # refused, timeout, TLS, not an AMI...
         out.append(
-            (
+            CheckResult.fail(
                 "ami login",
-                False,
                 f"cannot connect to the AMI at {where}: {exc}",
                 "manager.conf [general] enabled=yes, bindaddr/port (TLS: tlsenable, 5039), "
                 "AMI_HOST/AMI_PORT/AMI_TLS",
@@ -833,7 +815,7 @@ async def check_ami(
         session.close()
         return out
     try:
-        out.append(("ami login", True, f"logged in at {where} ({session.version or '?'})", ""))
+        out.append(CheckResult.ok("ami login", f"logged in at {where} ({session.version or '?'})"))
         assert session.lost is not None
         waiter = asyncio.ensure_future(seen.wait())
         await asyncio.wait(
@@ -841,14 +823,13 @@ async def check_ami(
         )
         waiter.cancel()
         if got:
-            out.append(("ami cel events", True, f"CEL event received ({got[0].eventtype})", ""))
+            out.append(CheckResult.ok("ami cel events", f"CEL event received ({got[0].eventtype})"))
         elif errors:
-            out.append(("ami cel events", False, f"CEL event not usable: {errors[0]}", ""))
+            out.append(CheckResult.fail("ami cel events", f"CEL event not usable: {errors[0]}"))
         else:
             out.append(
-                (
+                CheckResult.warn(
                     "ami cel events",
-                    True,
                     f"no CEL event within {wait:g} s (fine on an idle PBX)",
                     "if calls are running: cel.conf [general] enable=yes and [manager] "
                     "enabled=yes, and the manager.conf user needs read=call",

@@ -2,7 +2,7 @@
 
 The dialects differ only in SQL text, placeholders, identifier quoting and how
 times come back; everything else (paging, checkpoints, de-duplication) lives
-in `sources/sql.py`. Every statement here is a SELECT: the agent never writes
+in `sources/sql/`. Every statement here is a SELECT: the agent never writes
 to the PBX database.
 """
 

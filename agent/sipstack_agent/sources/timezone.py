@@ -40,7 +40,7 @@ from ..zones import (
     zones_at_offset,
 )
 
-__all__ = ["ClockCheck", "ZoneResolver", "database_zone", "resolve_once", "start_time"]
+__all__ = ["ClockCheck", "ZoneResolver", "database_zone", "start_time"]
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +112,6 @@ def start_time(settings: Settings, zone: PbxZone) -> datetime | None:
         return None
     t = datetime.fromisoformat(sf)
     return t.astimezone(UTC) if t.tzinfo else zone.local(t)
-
-
-async def resolve_once(database: DatabaseSettings, database_enabled: bool = True) -> PbxZone:
-    """The zone for a one-off (`sipstack-agent check`): asks the database when needed."""
-    resolver = ZoneResolver(database, database_enabled=database_enabled)
-    if resolver.current is not None:
-        return resolver.current
-    from .sql import connect
-
-    db = await connect(database, 1)
-    try:
-        return await resolver.resolve(db, database.type)
-    finally:
-        await db.close()
 
 
 def _needs_database(database: DatabaseSettings, enabled: bool) -> bool:

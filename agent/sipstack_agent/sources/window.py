@@ -2,7 +2,7 @@
 
 Used by `sipstack-agent resend`: the same discovery, row builders, time
 parameters and SELECT (`Dialect.select_after_time`) as the live poller
-(sources/sql.py); a page of rows sharing one timestamp widens the page. Rows are
+(sources/sql/); a page of rows sharing one timestamp widens the page. Rows are
 yielded in pages of at most about `page_rows`; rows seen twice at a page's
 boundary second are the same rows (the state store de-duplicates them)."""
 
@@ -16,7 +16,9 @@ from typing import Any
 from ..config import CsvSettings
 from ..model import CdrRow, CelRow
 from .cel_csv import MAX_RECORD_BYTES, CelCsvParser
-from .sql import Db, TableInfo, db_param, row_builder, to_utc
+from .sql.convert import db_param, row_builder, to_utc
+from .sql.drivers import Db
+from .sql.table import TableInfo
 
 __all__ = ["CsvWindow", "read_between"]
 
@@ -60,7 +62,7 @@ async def read_between(
 
 class CsvWindow:
     """The CEL CSV file (CEL_MODE=csv) read again front to back, in time pages: the
-    same parser as the live tail (sources/cel_csv.py), one chunk at a time; rows
+    same parser as the live tail (sources/cel_csv/parser.py), one chunk at a time; rows
     read past the page's end wait for the next page (about one chunk held)."""
 
     def __init__(self, settings: CsvSettings, timezone: str, *, chunk: int = 1 << 20) -> None:

@@ -111,7 +111,7 @@ async def test_metrics_at_start_and_after_the_first_dead_letter(
 def test_the_pre_initialised_kinds_are_the_outbox_kinds() -> None:
     import inspect
 
-    from sipstack_agent.recordings.upload import KIND as RECORDING_KIND
+    from sipstack_agent.recording_queue import KIND as RECORDING_KIND
     from sipstack_agent.shipping.outbox import Shipper
 
     call_kind = inspect.signature(Shipper).parameters["kind"].default

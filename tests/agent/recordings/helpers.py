@@ -1,4 +1,5 @@
-"""Helpers of the recordings tests: the real fixture call, a clock, metric samples."""
+"""Helpers of the recordings tests: the real fixture call, a clock, the recording
+worker as the agent wires it, metric samples."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sipstack_agent.config import ApiSettings, load_settings
+from sipstack_agent.config import ApiSettings, Identity, RecordingSettings, load_settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CdrRow, CelRow
+from sipstack_agent.recordings import ConfinedFiles
 from sipstack_agent.scratchdb import asterisk_sample_dir
+from sipstack_agent.shipping import RecordingShipper, Transport
+from sipstack_agent.state import StateStore
 
 FIXTURES = asterisk_sample_dir()
 REAL_WAV = FIXTURES / "recordings" / "in-4155551000-4085551234-20261124-043920-1795495160.0.wav"
@@ -22,6 +27,20 @@ def api_settings(key: str, **env: str) -> ApiSettings:
     """The API settings config computes (URLs included) for these variables."""
     base = {"API_KEY": key, "DB_TYPE": "postgresql", "DB_NAME": "asterisk"}
     return load_settings({**base, **env}).api
+
+
+def recording_shipper(
+    store: StateStore,
+    transport: Transport,
+    settings: RecordingSettings,
+    api: ApiSettings,
+    identity: Identity,
+    metrics: Metrics,
+    **kw: Any,
+) -> RecordingShipper:
+    """The outbox's recording worker as the agent wires it (files confined to the paths)."""
+    files = ConfinedFiles(settings.paths)
+    return RecordingShipper(store, transport, settings, api, identity, metrics, files=files, **kw)
 
 
 def _ts(text: str) -> datetime:

@@ -12,9 +12,11 @@ from sipstack_agent.config import ApiSettings, Identity, RecordingSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import RecordingFile
 from sipstack_agent.receiver.server import Receiver
-from sipstack_agent.recordings.upload import KIND, RecordingUploader, upload_payload
+from sipstack_agent.recording_queue import KIND, upload_payload
 from sipstack_agent.shipping.client import AiohttpTransport
 from sipstack_agent.state import StateStore
+
+from .helpers import recording_shipper
 
 SIZE = 200 * 1024 * 1024
 KEY = "sk_" + "m" * 32
@@ -62,7 +64,7 @@ async def test_200mb_sparse_recording_uploads_with_bounded_rss(
     sampler = asyncio.create_task(sample_rss())
     try:
         metrics = Metrics()
-        up = RecordingUploader(
+        up = recording_shipper(
             store,
             transport,
             RecordingSettings(paths=(str(root),), upload=True, delete_after_upload=True),

@@ -12,7 +12,7 @@ import pytest
 from sipstack_agent.config import RecordingSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CelRow, RecordingFile, ShipState
-from sipstack_agent.recordings.manager import POSITION_NAME, RecordingManager
+from sipstack_agent.recordings.manager import RecordingManager
 from sipstack_agent.state import StateStore
 
 from .helpers import (
@@ -23,6 +23,7 @@ from .helpers import (
     copy_real_wav,
     fixture_cdrs,
     fixture_cels,
+    recording_shipper,
     sample,
 )
 
@@ -226,14 +227,15 @@ async def test_watched_files_survive_a_restart(
     await first.on_call(CALL_A, cels, cdrs, complete=True)
     await first.poll_once()  # found, not yet stable
     assert first.watched
-    saved = await store.get_position(POSITION_NAME)
-    assert saved and saved["watched"][0]["real_path"] == os.path.realpath(wav)
+    saved = await store.recording_watch()
+    assert [w["real_path"] for w in saved] == [os.path.realpath(wav)]
+    assert await store.positions() == {}  # not a source checkpoint (/status `checkpoints`)
     # a new process: the call is closed and never evaluated again
     second = RecordingManager(_settings(root), store, Metrics(), clock=clock)
     assert await _passes(second, clock) == 1
     rec = await store.load_call(CALL_A)
     assert rec is not None and [r.filename for r in rec.recordings] == [wav.name]
-    assert (await store.get_position(POSITION_NAME)) == {"watched": []}
+    assert await store.recording_watch() == []
 
 
 async def test_recordings_already_stored_are_not_detected_again(
@@ -256,24 +258,15 @@ async def test_upload_enabled_queues_a_durable_item(
     root = tmp_path / "monitor"
     wav = copy_real_wav(root)
 
-    class NoTransport:
-        async def post_json(self, *a: Any, **k: Any) -> Any:
-            raise AssertionError("not used")
-
-        async def post_multipart(self, *a: Any, **k: Any) -> Any:
-            raise AssertionError("not used")
-
+    woken: list[bool] = []
     mgr = RecordingManager(
         _settings(root, upload=True),
         store,
         metrics,
         clock=clock,
         identity=Identity(connector_id="pbx-a", version="0.14.0"),
-        api=api_settings("sk_" + "a" * 32, REGION="ca1"),
-        transport=NoTransport(),
+        on_queued=lambda: woken.append(True),  # the recording worker's notify
     )
-    assert mgr.uploader is not None
-    assert mgr.uploader.url == "https://api-ca1.sipstack.com/v1/mqs/recording"
     doc = {
         "src_number": "4085551234",
         "dst_number": "4155551000",
@@ -293,6 +286,7 @@ async def test_upload_enabled_queues_a_durable_item(
     assert it.payload["file_size"] == 240364
     assert it.payload["direction"] == "i" and it.payload["tenant_name"] == "acme"
     assert it.payload["original_file_path"] == str(root / wav.name)
+    assert woken == [True]
 
 
 @pytest.mark.parametrize("bad", [[], ["linkedid"], ["", "", "filename"]])
@@ -353,22 +347,16 @@ async def test_run_loop_end_to_end_with_the_receiver(tmp_path: Path, store: Stat
     await receiver.start()
     transport = AiohttpTransport(timeout=10)
     metrics = Metrics()
+    rset = _settings(root, upload=True, stability_check_interval=0.02, poll_interval=0.02)
+    identity = Identity(connector_id="e2e")
+    api = api_settings(key, API_URL=receiver.calls_url)
+    up = recording_shipper(store, transport, rset, api, identity, metrics, idle_interval=0.02)
     mgr = RecordingManager(
-        _settings(
-            root,
-            upload=True,
-            stability_check_interval=0.02,
-            poll_interval=0.02,
-        ),
-        store,
-        metrics,
-        identity=Identity(connector_id="e2e"),
-        api=api_settings(key, API_URL=receiver.calls_url),
-        transport=transport,
-        clock=time.time,
+        rset, store, metrics, identity=identity, on_queued=up.notify, clock=time.time
     )
     stop = asyncio.Event()
     task = asyncio.create_task(mgr.run(stop))
+    upload_task = asyncio.create_task(up.run(stop))
     try:
         # the call is known only by its rows (no MixMonitor row): filesystem detection
         cels = [c for c in fixture_cels() if c.appname != "MixMonitor"]
@@ -391,6 +379,7 @@ async def test_run_loop_end_to_end_with_the_receiver(tmp_path: Path, store: Stat
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(upload_task, 20)
         await transport.close()
         await receiver.stop()
     assert sample(metrics, "sipstack_recordings_uploaded_total") == 1
@@ -445,3 +434,34 @@ async def test_a_running_call_with_a_stored_recording_is_kept(
     mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
     await mgr.on_call(CALL_A, fixture_cels(), fixture_cdrs(), [stored], complete=False)
     assert CALL_A in mgr.calls  # more legs may still record
+
+
+async def test_a_v4_watch_position_moves_into_its_table(tmp_path: Path, clock: FakeClock) -> None:
+    """State schema v5: the watched files leave the positions (/status `checkpoints`) for
+    the `recording_watch` table; what a v4 agent saved is resumed."""
+    import json
+    import sqlite3
+
+    from sipstack_agent.state import _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3
+
+    root = tmp_path / "monitor"
+    wav = copy_real_wav(root)
+    path = tmp_path / "state.db"
+    watched = {"real_path": os.path.realpath(wav), "call_key": CALL_A, "source": "filesystem"}
+    with sqlite3.connect(path) as c:
+        c.executescript(_SCHEMA_V1 + _SCHEMA_V2 + _SCHEMA_V3)  # v4 re-encoded rows only
+        c.execute("PRAGMA user_version = 4")
+        c.execute(
+            "INSERT INTO positions (name, value, updated_at) VALUES (?, ?, 0), (?, ?, 0)",
+            ("recordings.watch", json.dumps({"watched": [watched]}), "sql:cdr:cdr", '{"id": 7}'),
+        )
+    c.close()
+    store = await StateStore.open(path)
+    try:
+        assert await store.positions() == {"sql:cdr:cdr": {"id": 7}}
+        assert [w["real_path"] for w in await store.recording_watch()] == [watched["real_path"]]
+        mgr = RecordingManager(_settings(root), store, Metrics(), clock=clock)
+        await mgr.load()
+        assert list(mgr.watched) == [os.path.realpath(wav)]
+    finally:
+        await store.close()

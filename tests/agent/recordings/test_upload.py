@@ -18,13 +18,10 @@ from sipstack_agent.config import ApiSettings, Identity, RecordingSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import RecordingFile
 from sipstack_agent.receiver.server import Receiver
+from sipstack_agent.recording_queue import KIND, upload_payload
 from sipstack_agent.recordings.manager import RecordingManager
-from sipstack_agent.recordings.upload import (
-    KIND,
-    RecordingUploader,
-    upload_payload,
-)
 from sipstack_agent.rules.api_urls import recording_url_for
+from sipstack_agent.shipping import RecordingShipper
 from sipstack_agent.shipping.client import AiohttpTransport, Response
 from sipstack_agent.state import StateStore
 
@@ -36,6 +33,7 @@ from .helpers import (
     copy_real_wav,
     fixture_cdrs,
     fixture_cels,
+    recording_shipper,
     sample,
 )
 
@@ -105,7 +103,7 @@ async def _enqueue(store: StateStore, path: Path, linkedid: str = CALL_A) -> Non
     await store.enqueue(KIND, f"pbx-test:recording:{linkedid}:{path.name}", payload, linkedid)
 
 
-async def _drive(up: RecordingUploader, clock: ShiftClock, rounds: int = 12) -> None:
+async def _drive(up: RecordingShipper, clock: ShiftClock, rounds: int = 12) -> None:
     """Run the queue to completion, moving the retry clock forward between rounds."""
     for _ in range(rounds):
         await up.drain()
@@ -141,17 +139,12 @@ async def test_manager_detects_and_uploads_the_real_wav_to_the_receiver(
     wav = copy_real_wav(root)
     metrics = Metrics()
     fclock = FakeClock()
+    api = _api(receiver.calls_url)
+    up = recording_shipper(store, transport, _rset(root), api, IDENTITY, metrics)
     mgr = RecordingManager(
-        _rset(root),
-        store,
-        metrics,
-        identity=IDENTITY,
-        api=_api(receiver.calls_url),
-        transport=transport,
-        clock=fclock,
+        _rset(root), store, metrics, identity=IDENTITY, on_queued=up.notify, clock=fclock
     )
-    assert mgr.uploader is not None
-    assert mgr.uploader.url == receiver.recording_url
+    assert up.url == receiver.recording_url
     doc = {
         "src_number": "4085551234",
         "dst_number": "4155551000",
@@ -164,7 +157,7 @@ async def test_manager_detects_and_uploads_the_real_wav_to_the_receiver(
     for _ in range(3):
         await mgr.poll_once()
         fclock.advance(1.0)
-    await mgr.uploader.drain()
+    await up.drain()
 
     got = receiver.recordings()
     assert len(got) == 1
@@ -214,7 +207,7 @@ async def test_fields_in_contract_order_with_audio_last(tmp_path: Path, store: S
             return Response(201)
 
     await _enqueue(store, wav)
-    up = RecordingUploader(
+    up = recording_shipper(
         store, Capture(), _rset(root), api_settings(KEY, REGION="ca1"), IDENTITY, Metrics()
     )
     await up.drain()
@@ -251,7 +244,7 @@ async def test_delete_after_upload_only_after_2xx_and_only_inside(
     await _enqueue(store, ok)
     await _enqueue(store, outside, linkedid="1795495160.5")  # a poisoned queue item
     metrics = Metrics()
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root, delete_after_upload=True),
@@ -279,7 +272,7 @@ async def test_permanent_4xx_goes_to_dead_letter_and_keeps_the_file(
     await _enqueue(store, wav)
     receiver.set_faults(fail_status=413, fail_count=1, fail_path="recording", body="too big")
     metrics = Metrics()
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root, delete_after_upload=True),
@@ -307,7 +300,7 @@ async def test_5xx_and_429_are_retried_with_backoff_then_delivered(
     receiver.set_faults(fail_status=503, fail_count=2, fail_path="recording")
     metrics = Metrics()
     clock = ShiftClock()
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root),
@@ -355,7 +348,7 @@ async def test_receiver_down_then_restarted_on_the_same_port(
     url = f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls"
     metrics = Metrics()
     clock = ShiftClock()
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root),
@@ -402,7 +395,7 @@ async def test_retry_horizon_dead_letters_after_age_and_attempts(
     receiver.set_faults(fail_status=500, fail_path="recording")
     clock = ShiftClock()
     api = _api(receiver.calls_url, retry_horizon=60.0, backoff_initial=0.5, backoff_cap=30.0)
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root),
@@ -426,6 +419,30 @@ async def test_retry_horizon_dead_letters_after_age_and_attempts(
     assert [d["reason"] for d in await store.dead_letters()] == ["retry_horizon"]
 
 
+@pytest.mark.parametrize("step", [-48 * 3600, -3600, 0, 72 * 3600])
+async def test_a_wall_clock_step_neither_delays_nor_gives_up_an_upload(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport, step: int
+) -> None:
+    """The call shipper's rule (shipping/retry.py): the retry is due after its backoff of
+    monotonic time, whatever the wall clock did meanwhile."""
+    root = tmp_path / "monitor"
+    await _enqueue(store, copy_real_wav(root))
+    receiver.set_faults(fail_status=503, fail_count=1, fail_path="recording")
+    clock = ShiftClock()
+    api = _api(receiver.calls_url, backoff_initial=1.0, backoff_cap=2.0)
+    up = recording_shipper(
+        store, transport, _rset(root), api, IDENTITY, Metrics(), clock=clock,
+        monotonic=clock.monotonic,
+    )  # fmt: skip
+    await up.drain()
+    assert receiver.recordings() == []
+    clock.step(step)
+    clock.advance(1.0)  # the first backoff ceiling
+    await up.drain()
+    assert len(receiver.recordings()) == 1
+    assert not await store.dead_letters()
+
+
 @pytest.mark.parametrize("retry_after", ["172800", "inf", "1e12", "86400000", "soon"])
 async def test_a_huge_or_garbage_retry_after_neither_gives_up_nor_parks_the_upload(
     tmp_path: Path,
@@ -441,7 +458,7 @@ async def test_a_huge_or_garbage_retry_after_neither_gives_up_nor_parks_the_uplo
     )
     clock = ShiftClock()
     api = _api(receiver.calls_url, backoff_cap=30.0)
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root),
@@ -476,7 +493,7 @@ async def test_file_changed_during_upload_is_not_deleted(tmp_path: Path, store: 
                 fh.write(b"late bytes")
             return Response(202)
 
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         Appender(),
         _rset(root, delete_after_upload=True),
@@ -494,7 +511,7 @@ async def test_vanished_file_is_dead_lettered(tmp_path: Path, store: StateStore)
     await _enqueue(store, wav)
     wav.unlink()
     metrics = Metrics()
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         object(),
         _rset(root),
@@ -530,7 +547,7 @@ async def test_run_respects_concurrency_and_stops(tmp_path: Path, store: StateSt
                 done.set()
             return Response(200)
 
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         Slow(),
         _rset(root, upload_concurrency=2),
@@ -547,11 +564,6 @@ async def test_run_respects_concurrency_and_stops(tmp_path: Path, store: StateSt
     assert sent == 6 and peak == 2
 
 
-def test_upload_without_transport_is_a_configuration_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="RECORDING_UPLOAD"):
-        RecordingManager(_rset(tmp_path), object(), Metrics())  # type: ignore[arg-type]
-
-
 async def test_rejected_key_keeps_the_upload_queued(
     tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
 ) -> None:
@@ -560,7 +572,7 @@ async def test_rejected_key_keeps_the_upload_queued(
     metrics = Metrics()
     clock = ShiftClock()
     wrong = _api(receiver.calls_url, api_key="sk_" + "w" * 32)
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root),
@@ -576,7 +588,7 @@ async def test_rejected_key_keeps_the_upload_queued(
     assert len(await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)) == 1
     assert sample(metrics, "sipstack_recording_upload_failures_total", {"reason": "auth"}) == 1
     # the key is fixed (new settings, same queue): delivered
-    up2 = RecordingUploader(
+    up2 = recording_shipper(
         store,
         transport,
         _rset(root),
@@ -610,7 +622,7 @@ async def test_one_uploads_failure_is_logged_and_does_not_stop_the_others(
 
     store.outbox_delivered = broken_for_first  # type: ignore[method-assign]
     clock = ShiftClock()
-    up = RecordingUploader(
+    up = recording_shipper(
         store,
         transport,
         _rset(root),

@@ -35,7 +35,7 @@ def test_reconnect_delay_is_half_to_whole_ceiling(unit: float, want: float) -> N
 def test_same_schedule_as_the_copies_it_replaced(attempt: int) -> None:
     # sources/sql.py: min(60, 1 * 2**min(failures - 1, 16)) * (0.5 + u / 2), failures = attempt + 1
     assert reconnect_delay(1.0, 60.0, attempt, 0.3) == min(60.0, 2.0 ** min(attempt, 16)) * 0.65
-    # sources/cel_csv.py: min(interval * 2**min(failures, 6), 60)
+    # sources/cel_csv/source.py: min(interval * 2**min(failures, 6), 60)
     assert ceiling(2.0, min(60.0, 2.0 * 64), attempt) == min(2.0 * 2 ** min(attempt, 6), 60.0)
     # shipping/retry.py: the API's full-jitter ceiling is the same formula
     assert RetryPolicy(initial=0.5, cap=300.0).ceiling(attempt) == ceiling(0.5, 300.0, attempt)

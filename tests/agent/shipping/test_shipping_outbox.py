@@ -21,7 +21,7 @@ from sipstack_agent.shipping.outbox import (
     Outcome,
     classify,
 )
-from sipstack_agent.shipping.retry import RetryPolicy, parse_retry_after
+from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, parse_retry_after
 
 from .shipping_fakes import (
     T0,
@@ -319,6 +319,51 @@ async def test_wall_clock_step_of_72h_dead_letters_nothing():
     assert [store.items[i.id].state for i in items] == ["pending"] * 5
     assert [store.items[i.id].attempts for i in items] == [2] * 5
     assert dead(metrics, "retry_horizon") == 0
+
+
+@pytest.mark.parametrize(
+    ("step", "why"),
+    [
+        (-48 * 3600, "NTP steps the clock two days back (a VM restored from a snapshot)"),
+        (-3600, "a step back of one hour (a wrong zone corrected)"),
+        (-30, "a small step back"),
+        (0, "no step"),
+        (30, "a small step forward"),
+        (72 * 3600, "three days forward (a VM resumed)"),
+    ],
+)
+async def test_a_wall_clock_step_neither_delays_a_retry_nor_dead_letters(step, why):
+    """Decided (issue 14): retry timing is the monotonic time elapsed, in either direction;
+    the retry is sent once its backoff has passed, whatever the wall clock did meanwhile."""
+    transport = FakeTransport(statuses(503, 202))
+    shipper, store, _, clock, metrics = make(transport=transport, concurrency=1)
+    item = store.add(sample_document(), created_at=T0)
+    await shipper.ship_once(clock())
+    wait = (store.items[item.id].next_attempt_at - T0).total_seconds()
+    assert store.items[item.id].attempts == 1 and wait == 1.0  # TopRandom: the first ceiling
+    clock.step(step)
+    clock.advance(max(wait, shipper._pause_left()))
+    assert await shipper.ship_once(clock()) == 1, why
+    assert store.items[item.id].state == "delivered"
+    assert dead(metrics, "retry_horizon") == 0
+
+
+@pytest.mark.parametrize(
+    ("wall_moves", "mono_moves", "reads"),
+    [
+        (10.0, 10.0, 10.0),  # no step: the wall clock
+        (9.5, 10.0, 9.5),  # slewed half a second (within the tolerance): the wall clock
+        (-3590.0, 10.0, 10.0),  # stepped an hour back: carries on from the last reading
+        (3610.0, 10.0, 3610.0),  # stepped an hour forward: the wall clock
+    ],
+)
+def test_step_free_clock_table(wall_moves, mono_moves, reads):
+    wall, mono = [T0], [0.0]
+    clock = StepFreeClock(lambda: wall[0], lambda: mono[0])
+    assert clock() == T0
+    wall[0] += timedelta(seconds=wall_moves)
+    mono[0] += mono_moves
+    assert clock() == T0 + timedelta(seconds=reads)
 
 
 async def test_connection_errors_until_the_horizon_then_dead_letter():

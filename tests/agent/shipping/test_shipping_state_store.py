@@ -86,6 +86,7 @@ async def test_retry_state_is_persisted_in_the_store(store):
         Identity(),
         Metrics(),
         clock=lambda: now,
+        monotonic=lambda: 0.0,  # time stands still on both clocks
     )
     assert await shipper.ship_once(now) == 1
     assert await store.outbox_due(now + timedelta(seconds=59), 10, kind="call") == []

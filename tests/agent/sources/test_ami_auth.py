@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sipstack_agent.config import ConfigError, load_settings
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.rules.checks import Status
 from sipstack_agent.sim.ami import AmiServer
 from sipstack_agent.sources.cel_ami import CelAmiSource, check_ami
 from sipstack_agent.state import StateStore
@@ -108,7 +109,7 @@ async def test_a_secret_login_over_tls_is_not_warned_about(
     await srv.start(ssl=ctx)
     try:
         res = await check_ami(fast(srv.port, tls=True, tls_ca_file=str(cert)), wait=0.1)
-        assert res[0][1], res
+        assert res[0].status is Status.OK, res
         assert sent_secret(srv)
     finally:
         await srv.stop()

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sipstack_agent.config import AmiSettings
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.rules.checks import Status
 from sipstack_agent.sim.ami import AmiServer, cel_event
 from sipstack_agent.sources.cel_ami import (
     GAPS_POSITION,
@@ -26,7 +27,7 @@ from sipstack_agent.sources.cel_ami import (
     load_gaps,
     overlaps_gap,
 )
-from sipstack_agent.sources.cel_csv import TimeParser
+from sipstack_agent.sources.celtime import TimeParser
 from sipstack_agent.state import StateStore, stored_cel
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, 510110, tzinfo=UTC)
@@ -332,8 +333,12 @@ async def test_unreachable_server_backs_off_and_reports(store):
 async def test_check_ami():
     async with AmiServer() as srv:
         res = await check_ami(fast(srv.port), wait=0.2)
-        assert [r[:2] for r in res] == [("ami login", True), ("ami cel events", True)]
-        assert "no CEL event" in res[1][2]
+        # an idle PBX: WARN, not FAIL (rules/checks.py)
+        assert [(r.name, r.status) for r in res] == [
+            ("ami login", Status.OK),
+            ("ami cel events", Status.WARN),
+        ]
+        assert "no CEL event" in res[1].detail
 
         async def feed() -> None:
             await srv.wait_logins(srv.logins + 1)
@@ -342,13 +347,13 @@ async def test_check_ami():
         feeder = asyncio.create_task(feed())
         res = await check_ami(fast(srv.port), wait=10)
         await feeder
-        assert res[1][1] and "CHAN_START" in res[1][2]
+        assert res[1].status is Status.OK and "CHAN_START" in res[1].detail
 
         res = await check_ami(fast(srv.port, password="nope"), wait=0.2)
-        assert res[0][1] is False and "Authentication failed" in res[0][2] and res[0][3]
+        assert res[0].failed and "Authentication failed" in res[0].detail and res[0].hint
         port = srv.port
     res = await check_ami(fast(port), wait=0.2)
-    assert res[0][1] is False and "cannot connect" in res[0][2]
+    assert res[0].failed and "cannot connect" in res[0].detail
 
 
 async def test_event_mask_without_call_gets_no_cel(store):
@@ -394,12 +399,12 @@ async def test_tls(tmp_path, store):
     try:
         ok = fast(srv.port, tls=True, tls_ca_file=str(cert))
         res = await check_ami(ok, wait=0.1)
-        assert res[0][1], res
+        assert res[0].status is Status.OK, res
         # an untrusted certificate is refused unless verification is turned off
         res = await check_ami(fast(srv.port, tls=True), wait=0.1)
-        assert res[0][1] is False
+        assert res[0].failed
         res = await check_ami(fast(srv.port, tls=True, tls_verify=False), wait=0.1)
-        assert res[0][1], res
+        assert res[0].status is Status.OK, res
         src = CelAmiSource(ok, store, Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(src.run(stop))

@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.model import CEL_COLUMNS, CelRow
+from sipstack_agent.rules.checks import Status
 from sipstack_agent.sources.cel_csv import (
     MAX_RECORD_BYTES,
     CelCsvParser,
     Quarantine,
-    TimeParser,
     check_csv,
     resolve_columns,
 )
+from sipstack_agent.sources.celtime import TimeParser
 
 FIXTURE_FIELDS = [c for c in CEL_COLUMNS if c != "eventtime"]
 
@@ -298,23 +299,58 @@ def test_check_csv(tmp_path, asterisk_sample):
     path = tmp_path / "Master.csv"
     path.write_bytes((asterisk_sample.dir / "csv" / "cel_custom_Master.csv").read_bytes())
     res = asyncio.run(check_csv(CsvSettings(path=str(path))))
-    assert [r[0] for r in res][:3] == [
-        "cel_csv file",
-        "cel_csv recent lines",
-        "cel_csv column count",
+    assert [(r.name, r.status) for r in res] == [
+        ("cel_csv file", Status.OK),
+        ("cel_csv recent lines", Status.OK),
+        ("cel_csv column count", Status.OK),
+        ("cel_csv linkedid_end", Status.OK),
     ]
-    assert all(ok for _, ok, _, _ in res[:3]), res
-    by = {r[0]: r for r in res}
-    assert by["cel_csv linkedid_end"][2] == "LINKEDID_END events present"  # events=ALL
+    assert res[3].detail == "LINKEDID_END events present"  # events=ALL
     # wrong column configuration
     res = asyncio.run(
         check_csv(CsvSettings(path=str(path), columns=("eventtype", "eventtime", "uniqueid")))
     )
-    by = {r[0]: r for r in res}
-    assert not by["cel_csv column count"][1] and "19" in by["cel_csv column count"][2]
-    # missing file
-    res = asyncio.run(check_csv(CsvSettings(path=str(tmp_path / "nope.csv"))))
-    assert res[0][1] is False and res[0][3]
+    by = {r.name: r for r in res}
+    assert by["cel_csv column count"].failed and "19" in by["cel_csv column count"].detail
+
+
+def _future() -> str:
+    return (datetime.now(UTC) + timedelta(hours=9)).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# The FAIL / WARN decision of the csv check (rules/checks.py): what the file holds ->
+# the status of each line. Decided here: no LINKEDID_END is WARN (it was OK with its
+# hint hidden, while the SQL check warned), an empty file is WARN (nothing to judge,
+# as the AMI check on an idle PBX).
+CHECK_TABLE = [
+    ("events with LINKEDID_END", record() + b"\n" + record("LINKEDID_END") + b"\n", {},
+     {"file": Status.OK, "recent lines": Status.OK, "column count": Status.OK,
+      "linkedid_end": Status.OK}),
+    ("no LINKEDID_END", record() + b"\n", {},
+     {"file": Status.OK, "recent lines": Status.OK, "column count": Status.OK,
+      "linkedid_end": Status.WARN}),
+    ("empty file", b"", {}, {"file": Status.OK, "recent lines": Status.WARN}),
+    ("another column count", b'"CHAN_START","2026-11-24 04:39:20","1.1"\n', {},
+     {"file": Status.OK, "recent lines": Status.FAIL, "column count": Status.FAIL}),
+    ("events in the future", record("LINKEDID_END", _future()) + b"\n", {},
+     {"file": Status.OK, "recent lines": Status.OK, "column count": Status.OK,
+      "linkedid_end": Status.OK, "timezone": Status.FAIL}),
+    ("missing file", None, {}, {"file": Status.FAIL}),
+    ("CEL_CSV_COLUMNS without uniqueid", b"", {"columns": ("eventtype", "eventtime")},
+     {"columns": Status.FAIL}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "kw", "expected"), CHECK_TABLE, ids=[c[0] for c in CHECK_TABLE]
+)
+def test_check_csv_statuses(tmp_path, case, data, kw, expected):
+    path = tmp_path / "Master.csv"
+    if data is not None:
+        path.write_bytes(data)
+    res = asyncio.run(check_csv(CsvSettings(path=str(path), **kw)))
+    assert {r.name.removeprefix("cel_csv "): r.status for r in res} == expected, case
+    assert all(r.hint for r in res if r.status is not Status.OK), res
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
@@ -323,4 +359,20 @@ def test_check_csv_unreadable(tmp_path):
     path.write_bytes(record() + b"\n")
     path.chmod(0)
     res = asyncio.run(check_csv(CsvSettings(path=str(path))))
-    assert res[0][1] is False
+    assert res[0].failed and res[0].hint == "grant read access"
+
+
+async def test_check_shows_the_csv_lines_with_their_status(tmp_path):
+    from sipstack_agent.admin.check import check_cel_feed
+    from sipstack_agent.config import load_settings
+
+    path = tmp_path / "Master.csv"
+    path.write_bytes(record() + b"\n")
+    env = {"API_KEY": "sk_" + "a" * 32, "CEL_MODE": "csv", "CEL_CSV_PATH": str(path)}
+    lines = [
+        ln.render()
+        for ln in await check_cel_feed(load_settings(env | {"STATE_DIR": str(tmp_path)}))
+    ]
+    assert any(ln.startswith("OK   cel_csv file: ") for ln in lines), lines
+    assert any(ln.startswith("WARN cel_csv linkedid_end: ") and "-> add LINKEDID_END" in ln
+               for ln in lines), lines  # fmt: skip

@@ -491,8 +491,6 @@ async def test_a_fifo_at_cel_csv_path_is_refused_without_blocking(tmp_path, stor
     assert "CEL_CSV_PATH" in (src.last_error or "")
     stop.set()
     await asyncio.wait_for(task, 10)
-    [(name, ok, detail, hint)] = await asyncio.wait_for(
-        check_csv(CsvSettings(path=str(tmp_path / "Master.csv"))), 10
-    )
-    assert (name, ok) == ("cel_csv file", False) and "CEL_CSV_PATH" in hint
-    assert "not a regular file" in detail
+    [line] = await asyncio.wait_for(check_csv(CsvSettings(path=str(tmp_path / "Master.csv"))), 10)
+    assert (line.name, line.failed) == ("cel_csv file", True) and "CEL_CSV_PATH" in line.hint
+    assert "not a regular file" in line.detail

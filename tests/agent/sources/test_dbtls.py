@@ -26,7 +26,7 @@ import pytest
 from sipstack_agent.config import DatabaseSettings
 from sipstack_agent.recordings.detect import RecordingsTable
 from sipstack_agent.sources import dbtls
-from sipstack_agent.sources.sql import connect
+from sipstack_agent.sources.sql.drivers import connect
 
 # ----------------------------------------------------------------------------- certificates
 

@@ -18,7 +18,9 @@ import pytest
 from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CDR_OPTIONAL_COLUMNS, CdrRow
-from sipstack_agent.sources.sql import SqlSource, inspect
+from sipstack_agent.rules.checks import Status
+from sipstack_agent.sources.sql.check import inspect
+from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
 
 DIALECTS = ("postgresql", "mysql", "sqlite")
@@ -191,13 +193,13 @@ async def test_check_recognises_the_freepbx_layout_and_says_what_it_does(
     settings = Settings(database=pbx.settings, cdr_max_call_duration=7200, cel_mode="db")
     res = {r.name: r for r in await inspect(pbx.settings, settings=settings)}
     plan = res["cdr reading"]
-    assert plan.ok
+    assert plan.status is Status.OK
     assert "FreePBX/Issabel layout" in plan.detail and "no id column" in plan.detail
     assert "CDR_MAX_CALL_DURATION=7200 s" in plan.detail
     assert "uniqueid IN (...)" in plan.detail and "CDR_LOOKUP_WAIT=15 s" in plan.detail
     assert "recordingfile -> the recording under RECORDING_PATHS/YYYY/MM/DD/" in plan.detail
     assert "did -> dnid" in plan.detail and "cnum/cnam" in plan.detail
-    assert res["cdr indexes"].ok and "uniqueid" in res["cdr indexes"].detail
+    assert res["cdr indexes"].status is Status.OK and "uniqueid" in res["cdr indexes"].detail
     cdr_only = Settings(database=pbx.settings, cel_mode="none")
     res = {r.name: r for r in await inspect(pbx.settings, cel=False, settings=cdr_only)}
     assert "every poll" in res["cdr reading"].detail
@@ -210,7 +212,7 @@ async def test_check_on_an_id_less_table_without_a_uniqueid_index_warns(
     pbx = await make_pbx_db("mysql", with_id=False)  # calldate and linkedid indexed only
     res = {r.name: r for r in await inspect(pbx.settings)}
     idx = res["cdr indexes"]
-    assert not idx.ok and not idx.fatal and "uniqueid" in idx.detail
+    assert idx.status is Status.WARN and "uniqueid" in idx.detail
     assert f"CREATE INDEX {pbx.settings.table_cdr}_uniqueid_idx" in idx.hint
     assert "FreePBX" not in res["cdr reading"].detail
 

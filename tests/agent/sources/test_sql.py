@@ -13,7 +13,9 @@ import pytest
 from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CdrRow, CelRow
-from sipstack_agent.sources.sql import SchemaError, SqlSource, decode_text, to_utc
+from sipstack_agent.sources.sql.convert import decode_text, to_utc
+from sipstack_agent.sources.sql.poller import SqlSource
+from sipstack_agent.sources.sql.table import SchemaError
 from sipstack_agent.state import StateStore
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, tzinfo=UTC)
@@ -548,7 +550,7 @@ async def test_time_mode_gets_past_a_second_with_more_rows_than_a_poll(
 async def test_ids_that_never_appear_are_counted_and_logged_when_given_up(
     pbx_db: Any, store: StateStore, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
-    from sipstack_agent.sources import sql
+    from sipstack_agent.sources.sql import idmode
 
     settings, writer = pbx_db
     await writer.insert_cel([replace(cel(i), row_id=i) for i in (*range(1, 9), 10)])
@@ -565,7 +567,7 @@ async def test_ids_that_never_appear_are_counted_and_logged_when_given_up(
     await writer.insert_cel([replace(cel(400), row_id=400)])
     await drain(src)  # 9 is now below the 200-id overlap window; 201..399 are watched
     assert dropped("window") == 1
-    monkeypatch.setattr(sql, "HOLE_TTL", 0.0)  # as if a minute had passed
+    monkeypatch.setattr(idmode, "HOLE_TTL", 0.0)  # as if a minute had passed
     await drain(src)
     assert dropped("timeout") == 199
     lines = [r.getMessage() for r in caplog.records if "never appeared" in r.getMessage()]

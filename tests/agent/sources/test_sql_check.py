@@ -1,4 +1,4 @@
-"""sources.sql.inspect(): the database part of `sipstack-agent check`."""
+"""sources.sql.check.inspect(): the database part of `sipstack-agent check`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from sipstack_agent.config import DatabaseSettings
-from sipstack_agent.sources.sql import CheckResult, inspect
+from sipstack_agent.rules.checks import CheckResult, Status
+from sipstack_agent.sources.sql.check import inspect
 
 
 def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
@@ -32,7 +33,7 @@ async def test_a_well_set_up_pbx_passes_every_check(pbx_db: Any) -> None:
         "cel indexes",
         "LINKEDID_END in CEL",
     }
-    bad = [r for r in res.values() if not r.ok]
+    bad = [r for r in res.values() if r.status is not Status.OK]
     assert bad == []
     assert "5 in the newest 76 rows" in res["LINKEDID_END in CEL"].detail
     assert "id column 'id'" in res["cel table and columns"].detail
@@ -62,21 +63,27 @@ async def test_privileged_user_missing_indexes_and_no_linkedid_end(
     )
     user = admin_db_settings(settings)
     res = by_name(await inspect(user, live_wait=0))
-    assert res["cel table and columns"].ok and "no id column" in res["cel table and columns"].detail
+    assert (
+        res["cel table and columns"].status is Status.OK
+        and "no id column" in res["cel table and columns"].detail
+    )
     idx = res["cel indexes"]
-    assert not idx.ok and "linkedid" in idx.detail and "eventtime" in idx.detail
+    assert idx.status is Status.WARN and "linkedid" in idx.detail and "eventtime" in idx.detail
     assert "CREATE INDEX" in idx.hint
     # id-less CDR rows are looked up by uniqueid, which this table does not index
-    assert not res["cdr indexes"].ok and "uniqueid" in res["cdr indexes"].detail
+    assert res["cdr indexes"].status is Status.WARN and "uniqueid" in res["cdr indexes"].detail
     end = res["LINKEDID_END in CEL"]
-    assert not end.ok and "CALL_IDLE_TIMEOUT" in end.detail and "cel.conf" in end.hint
+    assert (
+        end.status is Status.WARN and "CALL_IDLE_TIMEOUT" in end.detail and "cel.conf" in end.hint
+    )
     ro = res["cel read-only user"]
     if dialect == "sqlite":
-        assert ro.ok  # the file is opened read-only whoever runs the agent
+        assert ro.status is Status.OK  # the file is opened read-only whoever runs the agent
     else:
-        assert not ro.ok and ro.hint
+        assert ro.status is Status.WARN and ro.hint  # may write: WARN (rules/checks.py)
         assert "INSERT" in ro.detail.upper() or "ALL PRIVILEGES" in ro.detail.upper()
-    assert not any(r.fatal for r in res.values())
+    others = [r for r in res.values() if "read-only" not in r.name]
+    assert not any(r.failed for r in others)  # missing indexes, no LINKEDID_END: WARN
 
 
 @pytest.fixture(params=["postgresql", "mysql", "sqlite"])
@@ -93,10 +100,10 @@ async def test_missing_table_and_columns_are_fatal_and_named(
     await writer.execute(f"CREATE TABLE {q(broken)} (calldate VARCHAR(30), src VARCHAR(80))")
     res = by_name(await inspect(replace(settings, table_cdr=broken, table_cel="nope_cel")))
     cdr, cel = res["cdr table and columns"], res["cel table and columns"]
-    assert cdr.fatal and not cdr.ok
+    assert cdr.failed
     assert broken in cdr.detail and "uniqueid" in cdr.detail and "linkedid" in cdr.detail
     assert "DB_TABLE_CDR" in cdr.hint
-    assert cel.fatal and "nope_cel" in cel.detail and "DB_TABLE_CEL" in cel.hint
+    assert cel.failed and "nope_cel" in cel.detail and "DB_TABLE_CEL" in cel.hint
 
 
 async def test_unreachable_database_is_one_fatal_line() -> None:
@@ -107,10 +114,10 @@ async def test_unreachable_database_is_one_fatal_line() -> None:
     )
     assert len(res) == 1
     (r,) = res
-    assert r.name == "database reachable" and not r.ok and r.fatal and "DB_HOST" in r.hint
+    assert r.name == "database reachable" and r.failed and "DB_HOST" in r.hint
 
 
 async def test_sqlite_file_missing_is_unreachable(tmp_path: Any) -> None:
     (r,) = await inspect(DatabaseSettings(type="sqlite", name=str(tmp_path / "absent.db")))
-    assert not r.ok and r.fatal
+    assert r.failed
     assert not (tmp_path / "absent.db").exists()  # read-only: never created

@@ -20,8 +20,9 @@ import pytest
 from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import CelRow
-from sipstack_agent.sources import sql as sqlmod
-from sipstack_agent.sources.sql import SqlSource, connect
+from sipstack_agent.sources.sql import poller as sqlmod
+from sipstack_agent.sources.sql.drivers import connect
+from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
 
 T0 = datetime(2026, 11, 24, 4, 39, 20, tzinfo=UTC)
@@ -151,7 +152,7 @@ _CHILD = textwrap.dedent(
     import asyncio, json, sys
     from sipstack_agent.config import DatabaseSettings, Settings
     from sipstack_agent.metrics import Metrics
-    from sipstack_agent.sources.sql import SqlSource
+    from sipstack_agent.sources.sql.poller import SqlSource
     from sipstack_agent.state import StateStore
 
     async def main():
@@ -243,7 +244,9 @@ async def test_database_restart_mid_run_loses_nothing(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-    msgs = [r.getMessage() for r in caplog.records if r.name == "sipstack_agent.sources.sql"]
+    msgs = [
+        r.getMessage() for r in caplog.records if r.name.startswith("sipstack_agent.sources.sql.")
+    ]
     assert sum("database unavailable" in x for x in msgs) == 1  # logged once per outage
     assert sum("reachable again" in x for x in msgs) == 1
 

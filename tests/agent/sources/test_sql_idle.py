@@ -18,7 +18,7 @@ import pytest
 from sipstack_agent.config import Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.scratchdb import LoggedStatement, StatementLog
-from sipstack_agent.sources.sql import SqlSource
+from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
 
 POLLS = 5

@@ -21,8 +21,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.rules.checks import Status
 from sipstack_agent.sources.dialects import dialect_for
-from sipstack_agent.sources.sql import SqlSource, _MyDb, inspect
+from sipstack_agent.sources.sql.check import inspect
+from sipstack_agent.sources.sql.drivers import _MyDb
+from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.sources.timezone import ZoneResolver, database_zone, start_time
 from sipstack_agent.state import StateStore
 from sipstack_agent.zones import PbxZone, offset_at
@@ -323,8 +326,14 @@ async def test_check_names_the_zone_and_how_it_was_found(
     async with pg_zone(pg_database, "America/Los_Angeles"):
         res = {r.name: r for r in await inspect(auto(pbx.settings), cdr=False, live_wait=0)}
     zone = res["pbx time zone"]
-    assert zone.ok and zone.detail == "America/Los_Angeles (database: PostgreSQL TimeZone)"
-    assert res["cel times"].ok and "s ago), read in America/Los_Angeles" in res["cel times"].detail
+    assert (
+        zone.status is Status.OK
+        and zone.detail == "America/Los_Angeles (database: PostgreSQL TimeZone)"
+    )
+    assert (
+        res["cel times"].status is Status.OK
+        and "s ago), read in America/Los_Angeles" in res["cel times"].detail
+    )
 
 
 async def test_check_fails_on_rows_in_the_future_with_the_fix(
@@ -334,7 +343,7 @@ async def test_check_fails_on_rows_in_the_future_with_the_fix(
     await pbx.writer.insert_cel(now_rows(3))
     res = {r.name: r for r in await inspect(auto(pbx.settings), cdr=False, live_wait=0)}
     times = res["cel times"]
-    assert not times.ok and times.fatal
+    assert times.failed
     assert "in the future read in UTC (database" in times.detail
     assert times.hint.startswith("set DB_TIMEZONE=Europe/") and "+01:00" in times.hint
 
@@ -355,10 +364,12 @@ async def test_check_fails_when_rows_written_during_it_look_hours_old(
     res = {r.name: r for r in await inspect(auto(pbx.settings), cdr=False, live_wait=2.0)}
     await writer
     times = res["cel times"]
-    assert not times.ok and "8.0 h old" in times.detail
+    assert times.failed and "8.0 h old" in times.detail
     assert times.hint.startswith("set DB_TIMEZONE=America/Los_Angeles")
     idle = {r.name: r for r in await inspect(auto(pbx.settings), cdr=False, live_wait=0)}
-    assert idle["cel times"].ok  # without live rows an old newest row is not an error
+    assert (
+        idle["cel times"].status is Status.OK
+    )  # without live rows an old newest row is not an error
 
 
 async def test_resolver_waiters_get_the_zone_the_source_found(
@@ -407,10 +418,9 @@ async def test_csv_check_names_the_zone_for_events_in_the_future(tmp_path: Path)
                                           "uniqueid": "1.1", "linkedid": "1.1"}  # fmt: skip
     master = tmp_path / "Master.csv"
     master.write_text(",".join(f'"{row[c]}"' for c in CEL_COLUMNS) + "\n")
-    res = {n: (ok, detail, hint) for n, ok, detail, hint in
-           await check_csv(CsvSettings(path=str(master)), "UTC", found="host")}  # fmt: skip
-    ok, detail, hint = res["cel_csv timezone"]
-    assert not ok and "9.0 h in the future read in UTC (host)" in detail
-    assert hint.startswith("set DB_TIMEZONE=Asia/Tokyo")
-    res = {n: ok for n, ok, _, _ in await check_csv(CsvSettings(path=str(master)), "Asia/Tokyo")}
-    assert "cel_csv timezone" not in res and res["cel_csv recent lines"]
+    res = {r.name: r for r in await check_csv(CsvSettings(path=str(master)), "UTC", found="host")}
+    line = res["cel_csv timezone"]
+    assert line.failed and "9.0 h in the future read in UTC (host)" in line.detail
+    assert line.hint.startswith("set DB_TIMEZONE=Asia/Tokyo")
+    res = {r.name: r for r in await check_csv(CsvSettings(path=str(master)), "Asia/Tokyo")}
+    assert "cel_csv timezone" not in res and not res["cel_csv recent lines"].failed

@@ -19,7 +19,7 @@ from sipstack_agent.metrics import Metrics
 from sipstack_agent.sim.ami import AmiServer
 from sipstack_agent.sources.cel_ami import CelAmiSource
 from sipstack_agent.sources.cel_csv import CelCsvSource
-from sipstack_agent.sources.sql import SqlSource
+from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
 

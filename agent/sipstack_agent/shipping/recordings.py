@@ -1,22 +1,27 @@
-"""Upload of recording audio from the durable queue (outbox kind "recording").
+"""The outbox's second worker: recording audio (outbox kind "recording").
 
-`RecordingManager` enqueues one item per ready recording (payload: see
-`upload_payload`); `RecordingUploader.run(stop)` sends them:
+`recordings.RecordingManager` queues one item per ready recording
+(`recording_queue.upload_payload`); `RecordingShipper.run(stop)`, a stage the
+agent supervises like the call `Shipper`, sends them:
 
-- multipart POST to the recording endpoint of the region (ca1 -> api-ca1,
-  never dev unless REGION=dev), text fields first, the audio last in field
-  `audio`, streamed from disk by the transport;
+- multipart POST to the recording endpoint config computed (`api.recording_url`),
+  text fields first in contract order, the audio last in field `audio`,
+  streamed from disk by the transport;
 - at most RECORDING_UPLOAD_CONCURRENCY requests at a time;
-- the classification of the call shipper (`shipping.outbox.classify`) and
-  its retry / dead-letter decision (`shipping.retry.decide`: backoff with
+- the call shipper's classification (`outbox.classify`) and the one retry /
+  dead-letter decision (`retry.decide`, on `retry.StepFreeClock`): backoff with
   full jitter, Retry-After clamped to the backoff cap, API_RETRY_HORIZON
-  counted in age AND attempts so a clock step never gives up an upload);
-  a Retry-After pauses the whole uploader, on the monotonic clock;
-- permanent 4xx -> dead letter; a file that left the tree or vanished -> dead letter;
+  counted in age AND attempts, so a clock step neither gives up nor delays an
+  upload; a Retry-After pauses the whole worker, on the monotonic clock;
+- permanent 4xx -> dead letter; a file that left RECORDING_PATHS or vanished
+  -> dead letter (the file side is `recording_queue.FileAccess`,
+  recordings.files.ConfinedFiles in the agent);
 - after a 2xx: the RecordingFile is stored again with uploaded=True (the
   call's next document says so) and, with DELETE_RECORDINGS_AFTER_UPLOAD,
-  the file is deleted if it is still the same regular file inside
-  RECORDING_PATHS.
+  the file is deleted if it is still the same regular file.
+
+Its state is in /status `recording_uploader`; a rejected key is a readiness
+problem.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -35,29 +40,43 @@ from typing import Any, Protocol
 from sipstack_agent.config import ApiSettings, Identity, RecordingSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.model import RecordingFile
-from sipstack_agent.recordings.paths import (
-    content_type_for,
-    real_roots,
-    resolve_under_roots,
-)
+from sipstack_agent.recording_queue import KIND, FileAccess, LocatedFile, recording_from_payload
 from sipstack_agent.rules.redact import redact_text
-from sipstack_agent.shipping.client import (
-    Transport,
-    TransportError,
-    build_headers,
-)
+from sipstack_agent.shipping.client import Transport, TransportError, build_headers
 from sipstack_agent.shipping.outbox import Outcome, classify
-from sipstack_agent.shipping.retry import RetryPolicy, decide
+from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, decide
 
 log = logging.getLogger("sipstack_agent.recordings")
 
-KIND = "recording"
+
+class QueuedItem(Protocol):
+    """An outbox item as the worker reads it (state.OutboxItem)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def call_key(self) -> str: ...
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def payload(self) -> Mapping[str, Any]: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
 
 
-class UploadStore(Protocol):
+class RecordingOutbox(Protocol):
+    """The part of `state.StateStore` the recording worker uses."""
+
     async def outbox_due(
-        self, now: datetime, limit: int = 100, kind: str | None = None, **kw: Any
-    ) -> Sequence[Any]: ...
+        self,
+        now: datetime,
+        limit: int = ...,
+        kind: str | None = ...,
+        *,
+        exclude: Iterable[int] = ...,
+    ) -> Sequence[QueuedItem]: ...
 
     async def outbox_delivered(self, item_id: int) -> None: ...
 
@@ -65,37 +84,9 @@ class UploadStore(Protocol):
 
     async def outbox_dead(
         self, item_id: int, status: int | None, body: str, reason: str
-    ) -> Any: ...
+    ) -> bool: ...
 
-    async def add_recordings(self, linkedid: str, recordings: Sequence[RecordingFile]) -> Any: ...
-
-
-def upload_payload(
-    rec: RecordingFile,
-    *,
-    linkedid: str,
-    original_path: str,
-    mtime_ns: int,
-    call: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The queued item: everything the upload needs, so it survives restarts alone."""
-    return {
-        "file_path": rec.file_path,
-        "filename": rec.filename,
-        "file_size": rec.file_size or 0,
-        "mtime_ns": mtime_ns,
-        "source": rec.source,
-        "started_at": rec.started_at.isoformat() if rec.started_at else "",
-        "uniqueid": rec.uniqueid,
-        "linkedid": linkedid,
-        "original_file_path": original_path or rec.file_path,
-        "src_number": str(call.get("src_number") or ""),
-        "dst_number": str(call.get("dst_number") or ""),
-        "direction": str(call.get("direction") or ""),
-        "duration": int(call.get("duration") or 0),
-        "start_time": str(call.get("start_time") or ""),
-        "tenant_name": str(call.get("tenant_name") or ""),
-    }
+    async def add_recordings(self, linkedid: str, recordings: Sequence[RecordingFile]) -> int: ...
 
 
 def multipart_fields(payload: Mapping[str, Any], file_size: int) -> list[tuple[str, str]]:
@@ -119,59 +110,50 @@ def multipart_fields(payload: Mapping[str, Any], file_size: int) -> list[tuple[s
     ]
 
 
-def recording_from_payload(payload: Mapping[str, Any], *, uploaded: bool) -> RecordingFile:
-    started = payload.get("started_at") or ""
-    return RecordingFile(
-        filename=str(payload.get("filename") or ""),
-        file_path=str(payload.get("file_path") or ""),
-        source=str(payload.get("source") or ""),
-        file_size=int(payload.get("file_size") or 0),
-        started_at=datetime.fromisoformat(started) if started else None,
-        uploaded=uploaded,
-        uniqueid=str(payload.get("uniqueid") or ""),
-    )
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class RecordingUploader:
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+class RecordingShipper:
     """Sends queued recordings. Construct once per agent; `await run(stop)`.
 
-    `store`: the StateStore; `transport`: shipping.client.Transport (the
-    AiohttpTransport shared with the shipper is fine); `settings`:
-    RecordingSettings (concurrency, delete, paths); `api`: ApiSettings (key,
-    region/URL, backoff, horizon); `identity`: for the User-Agent version.
+    `store`: the StateStore; `transport`: the Transport shared with the call
+    shipper; `files`: the file side (recordings.files.ConfinedFiles);
+    `settings`: RecordingSettings (concurrency, delete); `api`: ApiSettings
+    (key, recording_url, backoff, horizon); `identity`: the User-Agent version.
     """
 
     def __init__(
         self,
-        store: UploadStore,
+        store: RecordingOutbox,
         transport: Transport,
         settings: RecordingSettings,
         api: ApiSettings,
         identity: Identity,
         metrics: Metrics,
         *,
+        files: FileAccess,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         idle_interval: float = 1.0,
-        lease: float | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
+        self.files = files
         self.settings = settings
         self.api = api
         self.identity = identity
         self.metrics = metrics
         self.url = api.recording_url  # computed once by config (rules.api_urls)
-        self.roots = real_roots(settings.paths)
         self.concurrency = max(1, int(settings.upload_concurrency))
         self.idle_interval = idle_interval
-        self.lease = lease  # optional store lease; in-flight ids are excluded anyway
         self._clock = clock
+        self._queue_clock = StepFreeClock(clock, monotonic)  # due times and retry schedule
         self._mono = monotonic
         self.policy = RetryPolicy.of(api)
         self._rng = rng or random.Random()
@@ -183,9 +165,11 @@ class RecordingUploader:
         self.retry_total = 0
         self.deleted_total = 0
         self.last_error: str | None = None
+        self.last_success_at: datetime | None = None
         self.auth_failed = False  # the API rejects the key (401/403); uploads are kept
 
     def notify(self) -> None:
+        """Wake the worker now (called after an upload was queued)."""
         self._wake.set()
 
     @property
@@ -203,6 +187,32 @@ class RecordingUploader:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    # ------------------------------------------------------------------ health
+
+    def readiness_problems(self) -> list[str]:
+        if self.auth_failed:
+            url = redact_text(self.url, self.api.api_key)
+            return [f"recording uploads: api key rejected (HTTP 401/403) by {url}"]
+        return []
+
+    def status(self) -> dict[str, Any]:
+        """/status `recording_uploader`."""
+        paused = self.paused_until
+        return {
+            "url": redact_text(self.url, self.api.api_key),
+            "in_flight": self.inflight,
+            "uploaded": self.uploaded_total,
+            "retried": self.retry_total,
+            "dead_lettered": self.dead_total,
+            "deleted": self.deleted_total,
+            "auth_failed": self.auth_failed,
+            "paused_until": paused.isoformat() if paused else None,
+            "last_success_at": self.last_success_at.isoformat() if self.last_success_at else None,
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------------ loop
 
     async def run(self, stop: asyncio.Event) -> None:
         """Upload until `stop`; an upload cut short stays queued (Idempotency-Key)."""
@@ -247,7 +257,7 @@ class RecordingUploader:
 
     async def fill(self) -> int:
         """Start uploads for due items up to the concurrency; returns how many started."""
-        now = self._clock()
+        now = self._queue_clock()
         if self._pause_left() > 0:
             return 0
         self._resume_mono = None
@@ -257,9 +267,7 @@ class RecordingUploader:
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             return 0
-        items = await self.store.outbox_due(
-            now, free, kind=KIND, lease=self.lease, exclude=list(self._inflight)
-        )
+        items = await self.store.outbox_due(now, free, kind=KIND, exclude=list(self._inflight))
         for item in items:
             task = asyncio.create_task(self.upload_item(item))
             self._inflight[item.id] = task
@@ -270,7 +278,7 @@ class RecordingUploader:
         def done(task: asyncio.Task[str]) -> None:
             self._inflight.pop(item_id, None)
             if not task.cancelled() and (exc := task.exception()) is not None:
-                # one upload's failure is not the uploader's: logged, the item stays queued
+                # one upload's failure is not the worker's: logged, the item stays queued
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("recording upload of outbox item %d failed: %s", item_id, exc)
 
@@ -287,32 +295,26 @@ class RecordingUploader:
 
     # ------------------------------------------------------------------ one item
 
-    async def upload_item(self, item: Any) -> str:
+    async def upload_item(self, item: QueuedItem) -> str:
         """Send one queued recording; returns the outcome ('delivered', 'retry', 'dead')."""
-        payload: Mapping[str, Any] = item.payload
-        path = str(payload.get("file_path") or "")
-        res = resolve_under_roots(path, self.roots)
-        if res.refused is not None:
+        payload = item.payload
+        f = await asyncio.to_thread(self.files.locate, str(payload.get("file_path") or ""))
+        if f.refused is not None:
             self.metrics.recording_paths_refused.inc()
-            return await self._dead(item, None, "", "path_refused", res.refused)
-        if not res.exists or res.real_path is None:
-            return await self._dead(item, None, "", "file_missing", "file not found")
-        real = res.real_path
-        try:
-            before = await asyncio.to_thread(os.stat, real)
-        except OSError as exc:
-            return await self._dead(item, None, "", "file_missing", str(exc))
+            return await self._dead(item, None, "", "path_refused", f.refused)
+        if f.missing is not None or f.real_path is None:
+            return await self._dead(item, None, "", "file_missing", f.missing or "")
         headers = build_headers(
             self.api.api_key,
             version=self.identity.version,
             idempotency_key=item.idempotency_key,
             content_type=None,
         )
-        fields = multipart_fields(payload, before.st_size)
+        fields = multipart_fields(payload, f.size)
         started = time.monotonic()
         try:
             resp = await self.transport.post_multipart(
-                self.url, fields, real, "audio", content_type_for(real), headers
+                self.url, fields, f.real_path, "audio", f.content_type, headers
             )
         except TransportError as exc:
             self._observe(started, exc.reason)
@@ -324,7 +326,7 @@ class RecordingUploader:
         self._observe(started, outcome.value)
         if outcome is Outcome.DELIVERED:
             self.auth_failed = False
-            await self._delivered(item, payload, real, before)
+            await self._delivered(item, f)
             return "delivered"
         if outcome is Outcome.DEAD:
             return await self._dead(item, resp.status, resp.text, f"http_{resp.status}", "")
@@ -338,57 +340,29 @@ class RecordingUploader:
             time.monotonic() - started
         )
 
-    async def _delivered(
-        self, item: Any, payload: Mapping[str, Any], real: str, before: os.stat_result
-    ) -> None:
+    async def _delivered(self, item: QueuedItem, f: LocatedFile) -> None:
         await self.store.outbox_delivered(item.id)
         self.uploaded_total += 1
+        self.last_success_at = self._clock()
         self.metrics.recordings_uploaded.inc()
-        self.metrics.recording_upload_bytes.inc(before.st_size)
-        rec = replace(recording_from_payload(payload, uploaded=True), file_size=before.st_size)
-        await self.store.add_recordings(item.call_key or str(payload.get("linkedid")), [rec])
-        log.info("recording uploaded: %s (%d bytes)", os.path.basename(real), before.st_size)
-        if self.settings.delete_after_upload:
-            await asyncio.to_thread(self._delete, real, before)
-
-    def _delete(self, real: str, before: os.stat_result) -> bool:
-        """Delete an uploaded file: only inside RECORDING_PATHS, only the bytes we sent."""
-        res = resolve_under_roots(real, self.roots)
-        if res.refused is not None or res.real_path != real:
-            log.warning("not deleting %s: outside RECORDING_PATHS", real)
-            return False
-        try:
-            st = os.lstat(real)
-        except OSError:
-            return False
-        import stat as _stat
-
-        if not _stat.S_ISREG(st.st_mode):
-            return False
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (
-            before.st_size,
-            before.st_mtime_ns,
-            before.st_ino,
+        self.metrics.recording_upload_bytes.inc(f.size)
+        rec = replace(recording_from_payload(item.payload, uploaded=True), file_size=f.size)
+        linkedid = item.call_key or str(item.payload.get("linkedid"))
+        await self.store.add_recordings(linkedid, [rec])
+        log.info("recording uploaded: %s (%d bytes)", os.path.basename(f.path), f.size)
+        if self.settings.delete_after_upload and await asyncio.to_thread(
+            self.files.delete_uploaded, f
         ):
-            log.warning("not deleting %s: it changed during the upload", real)
-            return False
-        try:
-            os.unlink(real)
-        except OSError as exc:
-            log.warning("could not delete %s: %s", real, exc)
-            return False
-        self.deleted_total += 1
-        return True
+            self.deleted_total += 1
 
-    async def _retry(self, item: Any, reason: str, error: str, retry_after: float | None) -> str:
-        now = self._clock()
-        created = item.created_at
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=UTC)
+    async def _retry(
+        self, item: QueuedItem, reason: str, error: str, retry_after: float | None
+    ) -> str:
+        now = self._queue_clock()
         decision = decide(
             self.policy,
             attempts=int(item.attempts),
-            age=(now - created).total_seconds(),
+            age=(now - _aware(item.created_at)).total_seconds(),
             retry_after=retry_after,
             rng=self._rng,
         )
@@ -400,12 +374,12 @@ class RecordingUploader:
         self.retry_total += 1
         self.last_error = error
         await self.store.outbox_retry(item.id, next_at, redact_text(error, self.api.api_key))
-        if retry_after is not None:  # 429/503 with Retry-After: the whole uploader waits
+        if retry_after is not None:  # 429/503 with Retry-After: the whole worker waits
             self._resume_mono = self._mono() + decision.delay
         return "retry"
 
     async def _dead(
-        self, item: Any, status: int | None, body: str, reason: str, detail: str
+        self, item: QueuedItem, status: int | None, body: str, reason: str, detail: str
     ) -> str:
         await self.store.outbox_dead(item.id, status, redact_text(body, self.api.api_key), reason)
         self.dead_total += 1
