@@ -60,6 +60,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/state_store.py
 	$(BIN)/python bench/double_write.py
+	$(BIN)/python bench/evaluator.py
+	$(BIN)/python bench/transport.py
 	$(BIN)/python bench/csv_throughput.py
 	$(BIN)/python bench/ami_throughput.py
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)

@@ -62,6 +62,7 @@ class Figures:
     agent_calls_s: float
     bare_posts_s: float
     peak_rss_mb: float
+    cpu_ms_per_call: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -219,6 +220,13 @@ async def run_source(source: str, args: argparse.Namespace) -> Figures:
             f"peak RSS {r.peak_rss_mb:.0f} MB",
         )
         print(
+            f"[{source}] from the first row stored: {r.done / r.hot_s:,.0f} calls/s; agent CPU "
+            f"{r.cpu_ms_per_call:.2f} ms per call (= {1000 / r.cpu_ms_per_call:,.0f} calls/s "
+            f"per core)"
+            if r.cpu_ms_per_call
+            else f"[{source}] (agent CPU not measured: pip install psutil)",
+        )
+        print(
             f"[{source}] bare aiohttp POST of a {len(body)}-byte agent document, "
             f"{args.concurrency} in flight: {bare:,.0f}/s; agent/bare = {agent_rate / bare:.0%} "
             f"(load average {os.getloadavg()[0]:.1f})",
@@ -228,7 +236,7 @@ async def run_source(source: str, args: argparse.Namespace) -> Figures:
             spy.wait(args.py_spy + 30)
             if prof.exists():
                 print_profile(prof)
-        return Figures(source, n_calls, rows, agent_rate, bare, r.peak_rss_mb)
+        return Figures(source, n_calls, rows, agent_rate, bare, r.peak_rss_mb, r.cpu_ms_per_call)
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
@@ -260,11 +268,14 @@ async def main() -> int:
     sources = ("real", "sim") if args.source == "both" else (args.source,)
     results = [await run_source(s, args) for s in sources]
     print()
-    print(f"{'source':<8} {'calls':>7} {'rows':>8} {'agent calls/s':>14} {'bare POST/s':>12} ratio")
+    print(
+        f"{'source':<8} {'calls':>7} {'rows':>8} {'agent calls/s':>14} {'bare POST/s':>12} "
+        f"ratio  {'CPU ms/call':>11}"
+    )
     for f in results:
         print(
             f"{f.source:<8} {f.calls:>7} {f.rows:>8} {f.agent_calls_s:>14,.0f} "
-            f"{f.bare_posts_s:>12,.0f} {f.ratio:6.0%}"
+            f"{f.bare_posts_s:>12,.0f} {f.ratio:6.0%} {f.cpu_ms_per_call:>12.2f}"
         )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"CPUs: {os.cpu_count()}, load average {load}  (target: agent >= 50 % of bare)")

@@ -8,10 +8,39 @@ document of the ingest contract.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+_C = TypeVar("_C", bound=type)
+
+
+def _slot_init(cls: _C) -> _C:
+    """Give a frozen slots dataclass an `__init__` that writes each slot through its
+    descriptor: the one dataclasses generates calls `object.__setattr__` per field, which
+    costs about twice as much, and rows are built by the hundred thousand. Same signature,
+    same defaults (immutable ones only), no __post_init__; the class stays frozen."""
+    fields = dataclasses.fields(cls)
+    ns: dict[str, Any] = {}
+    params = []
+    for f in fields:
+        if f.default_factory is not dataclasses.MISSING or not f.init or f.kw_only:
+            raise TypeError(f"{cls.__name__}.{f.name}: not supported by _slot_init")
+        ns[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            ns[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{f.name}(self, {f.name})\n" for f in fields)
+    exec(f"def __init__(self, {', '.join(params)}):\n{body}", ns)  # noqa: S102 - our own text
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
 
 # Column names as Asterisk writes them (cel_pgsql / cel_odbc / cel_custom).
 CEL_COLUMNS: tuple[str, ...] = (
@@ -80,6 +109,7 @@ def _digest(parts: tuple[object, ...]) -> str:
     return h.hexdigest()
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class CelRow:
     """One CEL event. `eventtime` is an aware datetime in UTC.
@@ -145,6 +175,7 @@ class CelRow:
         return f"{self.source}:h:" + _digest(parts)
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class CdrRow:
     """One CDR row (one leg). `calldate` is an aware datetime in UTC."""
@@ -206,6 +237,16 @@ class CdrRow:
 
 
 Row = CelRow | CdrRow
+
+
+def row_layout(cls: type[CelRow] | type[CdrRow]) -> tuple[dict[str, int], list[Any]]:
+    """(field -> position, the defaults in field order) of a row class, for building rows
+    positionally; a required field's default is "" (the builder always sets it)."""
+    fields = dataclasses.fields(cls)
+    return (
+        {f.name: k for k, f in enumerate(fields)},
+        ["" if f.default is dataclasses.MISSING else f.default for f in fields],
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 
-from .calls.document import as_revision, resend_revision, revision_key
+from .calls.document import as_revision, outbox_rows, resend_revision, revision_key
 from .model import SHIP_MERGED_FROM, SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
 from .rules.ids import group_pairs, linkedid_sort_key
 
@@ -1214,9 +1214,10 @@ class StateStore:
             if loaded is not None and loaded[1] != epoch:
                 continue  # merged meanwhile: stale view of the call
             still_dirty = 1 if (loaded is not None and loaded[0] != gen) else 0
-            for doc in ev.documents:
+            texts = outbox_rows(ev.documents, getattr(ev, "outbox_texts", None))
+            for doc, text in zip(ev.documents, texts, strict=True):
                 ikey = revision_key(self.connector_id, doc["linkedid"], int(doc["revision"]))
-                outbox.append(("call", call_key, ikey, _dumps(doc), now, now))
+                outbox.append(("call", call_key, ikey, text, now, now))
             if ev.closed:
                 if not was_closed or ev.documents or closed_at is None:
                     closed_at = now

@@ -35,7 +35,12 @@ from typing import Any
 import yaml
 
 from sipstack_operator import __version__
-from sipstack_operator.render import DEFAULT_AGENT_IMAGE, Owner, render
+from sipstack_operator.render import (
+    CONTROL_TOKEN_PLACEHOLDER,
+    DEFAULT_AGENT_IMAGE,
+    Owner,
+    render,
+)
 from sipstack_operator.spec import API_VERSION, KIND, SpecError, parse_resource
 
 
@@ -69,11 +74,13 @@ def render_documents(
     default_image: str = DEFAULT_AGENT_IMAGE,
     service_monitor_available: bool = True,
     warn: Any = None,
+    control_token: str = CONTROL_TOKEN_PLACEHOLDER,
 ) -> list[dict[str, Any]]:
     """The children of every AsteriskConnector in `crs`.
 
     Secret values only feed the config hash (placeholders for the keys not
-    given); `warn` hears of a missing key only when some Secrets were given."""
+    given); `warn` hears of a missing key only when some Secrets were given. The
+    control token is the operator's to generate: a placeholder the agent refuses."""
     secret_docs = list(secret_docs)
     values = secret_values(secret_docs)
     out: list[dict[str, Any]] = []
@@ -100,6 +107,7 @@ def render_documents(
                 owner=Owner(name=spec.name, uid=str(uid)) if uid else None,
                 service_monitor_available=service_monitor_available,
                 default_image=default_image,
+                control_token=control_token,
             )
         )
     return out

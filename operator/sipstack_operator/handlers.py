@@ -13,6 +13,9 @@
   SecretsResolved False reason SecretRevoked until the Secret is back
   (revocation.py). A failed reconcile the timer started is marked pending
   and retried with backoff until it succeeds.
+- a `kubectl sipstack` request (annotation control.sipstack.com/request) -> relay.py:
+  relayed to the agent's control endpoint once per id, outcome in
+  status.lastRequest and an event.
 - delete -> `drain_connector`: the finalizer is held until the agent's
   backlog is 0 or spec.drain.timeoutSeconds passed (progress in status.drain
   and events); the state PVC stays unless spec.state.whenDeleted is Delete.
@@ -40,8 +43,9 @@ from wsgiref.simple_server import WSGIServer
 import aiohttp
 import kopf
 
-from sipstack_operator import kopfsettings, metrics
+from sipstack_operator import kopfsettings, metrics, relay
 from sipstack_operator.api import KubeApi, load_client_configuration
+from sipstack_operator.controlreq import REQUEST_ANNOTATION
 from sipstack_operator.reconcile import (
     NOT_ALLOWED,
     NotAllowedError,
@@ -175,6 +179,18 @@ async def reconcile_connector(body: kopf.Body, retry: int, **_: Any) -> None:
         raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
     except ReconcileError as e:
         raise kopf.TemporaryError(str(e), delay=CONFIG.retry_delay(retry)) from None
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, annotations={REQUEST_ANNOTATION: kopf.PRESENT})
+@kopf.on.create(GROUP, VERSION, PLURAL, annotations={REQUEST_ANNOTATION: kopf.PRESENT})
+@kopf.on.update(GROUP, VERSION, PLURAL, annotations={REQUEST_ANNOTATION: kopf.PRESENT})
+async def relay_request(body: kopf.Body, **_: Any) -> None:
+    """A request of `kubectl sipstack` (relay.py): once per id, outcome in status.lastRequest.
+
+    Not kopf.on.field: the diff-base keeps digests (diffbase.py), so kopf cannot
+    tell which annotation changed; relay.py compares the request's id with
+    status.lastRequest instead (which also makes it idempotent across restarts)."""
+    await relay.handle(_reconciler(), _plain(body))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

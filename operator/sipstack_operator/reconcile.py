@@ -1,5 +1,7 @@
 """Reconcile one AsteriskConnector: resolve its Secrets, apply its children by
-server-side apply, and write conditions (Reconciled: the apply's outcome);
+server-side apply (the control token Secret <name>-control read back first, so
+its token is made once and kept: `control_token`), and write conditions
+(Reconciled: the apply's outcome);
 refresh its status on a timer; on delete, drain its agent (drain.py decides).
 
 Used by handlers.py (kopf wiring) and by the bench. It does not import kopf:
@@ -19,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets as random_tokens
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from sipstack_operator.api import KubeApi
 from sipstack_operator.metrics import OperatorMetrics
 from sipstack_operator.render import (
     CONNECTOR_LABEL,
+    CONTROL_TOKEN_KEY,
     DEFAULT_AGENT_IMAGE,
     Names,
     Owner,
@@ -56,6 +60,9 @@ class OperatorConfig:
     status_interval: float = 30.0  # seconds between two status refreshes per connector
     agent_status_url: str = "http://{service}.{namespace}.svc:8000/status"
     agent_status_timeout: float = 3.0
+    # The agent's control endpoint (relay.py); {action}: resend, dead-letters/retry, ...
+    agent_control_url: str = "http://{service}.{namespace}.svc:8000/control/{action}"
+    agent_control_timeout: float = 10.0
     retry_base: float = 10.0  # first retry after a missing Secret / failed apply
     retry_cap: float = 300.0
     metrics_port: int = 9090  # /metrics (sipstack_operator/metrics.py); 0 = off
@@ -75,6 +82,10 @@ class OperatorConfig:
             agent_status_url=env.get("SIPSTACK_AGENT_STATUS_URL") or d.agent_status_url,
             agent_status_timeout=float(
                 env.get("SIPSTACK_AGENT_STATUS_TIMEOUT") or d.agent_status_timeout
+            ),
+            agent_control_url=env.get("SIPSTACK_AGENT_CONTROL_URL") or d.agent_control_url,
+            agent_control_timeout=float(
+                env.get("SIPSTACK_AGENT_CONTROL_TIMEOUT") or d.agent_control_timeout
             ),
             retry_base=float(env.get("SIPSTACK_RETRY_BASE") or d.retry_base),
             retry_cap=float(env.get("SIPSTACK_RETRY_CAP") or d.retry_cap),
@@ -100,6 +111,7 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+CONTROL_TOKEN_MIN = 16  # the agent's minimum (CONTROL_TOKEN)
 NOT_ALLOWED = "NotAllowed"  # condition reason: the install's allow-list refused the CR
 NOT_OWNED = "NotOwned"  # condition reason: a child's name is taken by an object not ours
 
@@ -237,6 +249,16 @@ class Reconciler:
         cached = self._written.get((ns, name, uid))
         return dict(cached) if cached is not None else dict(body.get("status") or {})
 
+    def current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The connector's status as last written by this process, else as in `body`."""
+        return self._old_status(body)
+
+    async def write_fields(self, body: Mapping[str, Any], fields: Mapping[str, Any]) -> None:
+        """Write top-level status fields (no condition changes), e.g. lastRequest."""
+        ns, name, _uid, _ = self._ids(body)
+        async with self._lock(ns, name):
+            await self._write(body, [], fields)
+
     async def _write(
         self,
         body: Mapping[str, Any],
@@ -358,9 +380,12 @@ class Reconciler:
                 if spec.service_monitor.enabled
                 else False
             )
-            children = self.render(spec, secrets, uid=uid, sm_available=sm_available)
             live: list[dict[str, Any]] = []
             try:
+                token = await self.control_token(spec, uid)
+                children = self.render(
+                    spec, secrets, uid=uid, sm_available=sm_available, control_token=token
+                )
                 foreign = await self._foreign_children(spec, children, uid)
                 if foreign:
                     await self._refuse(body, NotAllowedError(NOT_OWNED, foreign), generation)
@@ -445,6 +470,7 @@ class Reconciler:
         *,
         uid: str,
         sm_available: bool,
+        control_token: str,
     ) -> list[dict[str, Any]]:
         return render(
             spec,
@@ -452,7 +478,20 @@ class Reconciler:
             owner=Owner(name=spec.name, uid=uid) if uid else None,
             service_monitor_available=sm_available,
             default_image=self.config.default_image,
+            control_token=control_token,
         )
+
+    async def control_token(self, spec: ConnectorSpec, uid: str) -> str:
+        """The connector's control token: the one in its <name>-control Secret, else a
+        new random one (32 bytes), applied with the other children. Created once and
+        kept; a Secret of that name this connector does not own is refused with the
+        other foreign children (its token is never read into a new Secret)."""
+        existing = await self.api.get_secret(spec.namespace, Names.of(spec.name).control_secret)
+        if existing is not None and _owned_by(existing, spec.name, uid):
+            token = _decode_secret(existing).get(CONTROL_TOKEN_KEY, "")
+            if len(token) >= CONTROL_TOKEN_MIN and token.isprintable() and " " not in token:
+                return token
+        return random_tokens.token_urlsafe(32)
 
     async def _foreign_children(
         self, spec: ConnectorSpec, children: list[dict[str, Any]], uid: str

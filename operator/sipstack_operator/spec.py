@@ -26,7 +26,7 @@ KIND = "AsteriskConnector"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 # region -> API host: a copy, as data, of the agent's REGION_HOSTS
-# (the agent's config.py; a test keeps the two equal). The operator's
+# (the agent's config package; a test keeps the two equal). The operator's
 # default allow-list of API hosts (allowlist.py) is these hosts.
 REGION_HOSTS: Mapping[str, str] = {
     "ca1": "api-ca1.sipstack.com",
@@ -45,7 +45,7 @@ DEFAULT_DRAIN_TIMEOUT = 600
 MAX_NAME_LENGTH = 55
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
-# spec.apiUrl, as the agent's API_URL check (its config.py) accepts it: http(s)
+# spec.apiUrl, as the agent's API_URL check (its config package) accepts it: http(s)
 # (any case), a host without credentials (a name, or an IPv6 literal in
 # brackets), an optional port up to 65535, no whitespace. The CRD carries the
 # same two regular expressions (its `pattern` and a CEL rule; a test keeps the

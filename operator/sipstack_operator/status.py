@@ -238,10 +238,16 @@ AGENT_STATUS_VERSION: int = int(agent_status_schema()["properties"]["schema_vers
 
 
 def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The agent's /status -> backlog, lastShippedAt, lastError (only keys present).
+    """The agent's /status -> the CR status fields the fleet reads (only keys present).
 
-    backlog = backlog.outbox_depth, lastShippedAt = shipper.last_success_at and
-    lastError = shipper.last_error (scrubbed; "" when there is none). A document of
+    backlog = backlog.outbox_depth, deadLetters = backlog.dead_letters,
+    deadLettersByReason = backlog.dead_letters_by_reason, lastShippedAt =
+    shipper.last_success_at, lastError = shipper.last_error (scrubbed; "" when
+    there is none), agentVersion = version, newestRowAt = the oldest of the
+    sources' newest_row_at (the source furthest behind: its age is the
+    connector's lag, as the agent's `status` shows it; a time, not a number of
+    seconds, so the status is not rewritten on every refresh), resend = the
+    progress of the agent's last resend (checkpoints.resend). A document of
     another schema_version, or a field of the wrong type, gives nothing.
     """
     if not doc or doc.get("schema_version") != AGENT_STATUS_VERSION:
@@ -249,8 +255,30 @@ def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     backlog = _object(doc.get("backlog"))
     depth = backlog.get("outbox_depth")
-    if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:
+    if _count(depth):
         out["backlog"] = depth
+    dead = backlog.get("dead_letters")
+    if _count(dead):
+        out["deadLetters"] = dead
+    by_reason = _object(backlog.get("dead_letters_by_reason"))
+    if "dead_letters_by_reason" in backlog:
+        out["deadLettersByReason"] = {
+            str(k)[:63]: v for k, v in sorted(by_reason.items())[:32] if _count(v)
+        }
+    version = doc.get("version")
+    if isinstance(version, str) and version:
+        out["agentVersion"] = version[:64]
+    newest = [
+        when
+        for src in _object(doc.get("sources")).values()
+        if isinstance(t := _object(src).get("newest_row_at"), str)
+        and (when := _normalize_time(t)) is not None
+    ]
+    if newest:
+        out["newestRowAt"] = min(newest)  # same format: text order is time order
+    resend = resend_progress(_object(doc.get("checkpoints")).get("resend"))
+    if resend is not None:
+        out["resend"] = resend
     shipper = _object(doc.get("shipper"))
     shipped = shipper.get("last_success_at")
     if isinstance(shipped, str) and (when := _normalize_time(shipped)) is not None:
@@ -259,6 +287,33 @@ def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
         err = shipper.get("last_error")
         out["lastError"] = scrub(str(err)) if err else ""
     return out
+
+
+def resend_progress(cursor: Any) -> dict[str, Any] | None:
+    """The agent's resend cursor (checkpoints.resend) -> status.resend
+    {since, until, readThrough, sent, done}; None when there is none or it is odd."""
+    cur = _object(cursor)
+    try:
+        since, until, _linkedids = json.loads(str(cur.get("window")))
+    except (TypeError, ValueError):
+        return None
+    sent, done = cur.get("sent"), cur.get("done")
+    times = [_normalize_time(t) if isinstance(t, str) else None for t in (since, until)]
+    through = cur.get("read_through")
+    read_through = _normalize_time(through) if isinstance(through, str) else None
+    if None in times or read_through is None or not _count(sent) or not isinstance(done, bool):
+        return None
+    return {
+        "since": times[0],
+        "until": times[1],
+        "readThrough": read_through,
+        "sent": sent,
+        "done": done,
+    }
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _object(value: Any) -> Mapping[str, Any]:

@@ -14,8 +14,8 @@ from sipstack_agent.config import (
     ConfigError,
     Settings,
     load_settings,
-    parse_env_file,
 )
+from sipstack_agent.envfile import parse_env_file
 from sipstack_agent.rules.api_urls import REGION_HOSTS
 from sipstack_agent.rules.redact import redact_key
 

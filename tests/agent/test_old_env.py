@@ -25,9 +25,8 @@ from sipstack_agent.config import (
     ConfigError,
     Settings,
     load_settings,
-    parse_env_file,
 )
-from sipstack_agent.envfile import strip_inline_comment
+from sipstack_agent.envfile import parse_env_file, strip_inline_comment
 from sipstack_agent.oldvars import UNUSED
 
 DATA = Path(__file__).parent / "data"

@@ -30,6 +30,7 @@ from .test_operator_render import MINIMAL, VARIANTS
 
 SECRET_DOCS = load_docs(EXAMPLES / "secrets.yaml")
 EXAMPLE_SECRETS = secret_values(SECRET_DOCS)
+CONTROL_TOKEN = "the-operators-control-token-0123456789"  # the operator generates one
 
 # Every agent-relevant field set, none to its default.
 EVERY_FIELD: dict[str, Any] = {
@@ -164,7 +165,7 @@ def pods_of(name: str, tmp_path: pathlib.Path) -> Iterator[Pod]:
 
 
 def pods(crs: list[dict[str, Any]], tmp_path: pathlib.Path, **options: Any) -> Iterator[Pod]:
-    children = render_documents(crs, SECRET_DOCS, **options)
+    children = render_documents(crs, SECRET_DOCS, control_token=CONTROL_TOKEN, **options)
     sources = Sources(children)
     for dep in (c for c in children if c["kind"] == "Deployment"):
         ns = dep["metadata"]["namespace"]

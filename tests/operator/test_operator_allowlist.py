@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sipstack_agent.config import REGION_HOSTS as AGENT_REGION_HOSTS
+from sipstack_agent.rules.api_urls import REGION_HOSTS as AGENT_REGION_HOSTS
 from sipstack_operator.allowlist import AllowList, AllowListError, image_repository
 from sipstack_operator.reconcile import OperatorConfig
 from sipstack_operator.spec import REGION_HOSTS, parse_spec

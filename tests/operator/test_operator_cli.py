@@ -49,7 +49,7 @@ def test_render_names_a_key_missing_from_the_given_secrets(
     assert cli.main(["render", "-f", str(EXAMPLES / "pbx-csv.yaml"), "--secrets", str(path)]) == 0
     out = capsys.readouterr()
     kinds = [d["kind"] for d in yaml.safe_load_all(out.out)]
-    assert kinds == ["Secret", "PersistentVolumeClaim", "Deployment", "Service"]
+    assert kinds == ["Secret", "Secret", "PersistentVolumeClaim", "Deployment", "Service"]
     assert "key 'api-key' of Secret 'sipstack-api' not given" in out.err
 
 

@@ -107,7 +107,19 @@ def test_crd_names_and_version(crd: dict[str, Any]) -> None:
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Region", "DB", "CEL", "Ready", "Reason", "Backlog", "Last-Shipped", "Age"]
+    assert columns == [
+        "Region",
+        "DB",
+        "CEL",
+        "Ready",
+        "Reason",
+        "Backlog",
+        "Last-Shipped",
+        "Dead-Letters",
+        "Lag",
+        "Agent",
+        "Age",
+    ]
 
 
 def test_schema_is_structural_and_documented(crd_schema: dict[str, Any]) -> None:

@@ -238,7 +238,9 @@ def materialize(
     ConfigMap, Secret and projected volumes written as files under `root`, paths
     moved there."""
     kinds = {c["kind"]: c for c in children}
-    env = {k: base64.b64decode(v).decode() for k, v in kinds["Secret"]["data"].items()}
+    by_name = {c["metadata"]["name"]: c for c in children}
+    env_secret = next(c for c in children if c["metadata"]["name"].endswith("-agent-env"))
+    env = {k: base64.b64decode(v).decode() for k, v in env_secret["data"].items()}
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     moved: dict[str, str] = {}
@@ -248,7 +250,13 @@ def materialize(
             files = kinds["ConfigMap"]["data"]
         elif "secret" in volume:
             name = volume["secret"]["secretName"]
-            files = {i["path"]: secrets[(name, i["key"])] for i in volume["secret"]["items"]}
+            child = (by_name.get(name) or {}).get("data") or {}  # a Secret the operator renders
+            files = {
+                i["path"]: base64.b64decode(child[i["key"]]).decode()
+                if i["key"] in child
+                else secrets[(name, i["key"])]
+                for i in volume["secret"]["items"]
+            }
         elif "projected" in volume:  # the credentials: one source per referenced Secret
             files = {
                 i["path"]: secrets[(src["secret"]["name"], i["key"])]
@@ -284,7 +292,8 @@ def test_the_agent_gets_maps_at_the_limit_whole(crd: dict[str, Any], tmp_path: P
         for d in load_docs(EXAMPLES / "secrets.yaml")
         for k, v in (d.get("stringData") or {}).items()
     }
-    env = materialize(render(parse_resource(cr), secrets), secrets, tmp_path)
+    children = render(parse_resource(cr), secrets, control_token="a-control-token-0123456789")
+    env = materialize(children, secrets, tmp_path)
     assert not [v for v in env.values() if v.startswith(TENANT_MAP_DIR)]
     settings = load_settings(env)
     assert dict(settings.calls.tenants.did_map) == did_map

@@ -44,7 +44,8 @@ def test_revocation_knows_the_keys_the_running_pod_mounts() -> None:
     (deployment,) = [c for c in render(spec, values) if c["kind"] == "Deployment"]
     refs = {(r.name, r.key) for r in spec.secret_refs()}
     assert ("pbx-ca", "ca.crt") in refs
-    assert rv.mounted_keys(deployment) == refs  # projected credentials and the DB CA
+    control = (f"{spec.name}-control", "token")  # the operator's own Secret, re-made if gone
+    assert rv.mounted_keys(deployment) == refs | {control}  # credentials, the DB CA, control
     deployment["metadata"]["ownerReferences"] = [{"uid": "u-1"}]
     (gone,) = sorted(refs)[:1]
     assert rv.revoked_keys(deployment, "u-1", [gone, ("typo", "key")]) == {gone}

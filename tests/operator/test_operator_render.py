@@ -170,13 +170,13 @@ def _by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_children_names_labels_and_owner() -> None:
     children = render(_spec(), SECRETS, owner=Owner(name="minimal", uid="u-1"))
     kinds = _by_kind(children)
-    assert [c["kind"] for c in children] == [
-        "Secret",
-        "PersistentVolumeClaim",
-        "Deployment",
-        "Service",
+    assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
+        ("Secret", "minimal-agent-env"),
+        ("Secret", "minimal-control"),
+        ("PersistentVolumeClaim", "minimal-state"),
+        ("Deployment", "minimal-agent"),
+        ("Service", "minimal-metrics"),
     ]
-    assert kinds["Secret"]["metadata"]["name"] == "minimal-agent-env"
     assert kinds["Deployment"]["metadata"]["name"] == "minimal-agent"
     assert kinds["PersistentVolumeClaim"]["metadata"]["name"] == "minimal-state"
     assert kinds["Service"]["metadata"]["name"] == "minimal-metrics"
@@ -222,12 +222,46 @@ def test_deployment_shape() -> None:
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsUser"] == 10001
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts == {"/data": "state", "/tmp": "tmp", "/etc/sipstack/secrets": "secrets"}
+    assert mounts == {
+        "/data": "state",
+        "/tmp": "tmp",
+        "/etc/sipstack/secrets": "secrets",
+        "/etc/sipstack/control": "control-token",
+    }
     assert container["resources"] == {
         "requests": {"cpu": "50m", "memory": "128Mi"},
         "limits": {"memory": "512Mi"},
     }
     assert len(spec["template"]["metadata"]["annotations"][HASH_ANNOTATION]) == 64
+
+
+def test_control_token_is_a_mounted_file_of_its_own_secret() -> None:
+    """The token is passed in, lands only in <name>-control, and reaches the agent as
+    the file CONTROL_TOKEN_FILE names (never as an environment value)."""
+    token = "t0ken-of-the-operator-0123456789abcdef"
+    children = render(_spec(), SECRETS, owner=Owner(name="minimal", uid="u-1"), control_token=token)
+    by_name = {c["metadata"]["name"]: c for c in children}
+    control = by_name["minimal-control"]
+    assert base64.b64decode(control["data"]["token"]).decode() == token
+    assert control["metadata"]["ownerReferences"][0]["uid"] == "u-1"  # collected with the CR
+    env = {k: base64.b64decode(v).decode() for k, v in by_name["minimal-agent-env"]["data"].items()}
+    assert env["CONTROL_TOKEN_FILE"] == "/etc/sipstack/control/token"
+    assert "CONTROL_TOKEN" not in env and token not in json.dumps(by_name["minimal-agent"])
+    pod = by_name["minimal-agent"]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "control-token")
+    assert volume["secret"] == {
+        "secretName": "minimal-control",
+        "items": [{"key": "token", "path": "token"}],
+        "defaultMode": 0o440,
+    }
+    # A new token (the Secret was deleted and re-created) rolls the pod.
+    other = render(_spec(), SECRETS, control_token=token + "x")
+    assert (
+        _by_kind(other)["Deployment"]["spec"]["template"]["metadata"]["annotations"][
+            HASH_ANNOTATION
+        ]
+        != by_name["minimal-agent"]["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]
+    )
 
 
 def test_paused_scales_to_zero() -> None:

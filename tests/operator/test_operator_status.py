@@ -138,15 +138,60 @@ def test_agent_fields_read_the_schema_shape() -> None:
     assert fields["lastError"].endswith("sk_…cdef")
 
 
+def test_agent_fields_for_the_fleet_table() -> None:
+    """Dead letters, the agent's version and the newest row of the source furthest behind."""
+    doc = agent_status_doc(
+        version="0.15.0",
+        backlog={"dead_letters": 4, "dead_letters_by_reason": {"http_400": 3, "http_422": 1}},
+        sources={
+            "sql:cdr": {"connected": True, "newest_row_at": "2026-11-25T21:00:05+00:00"},
+            "sql:cel": {"connected": True, "newest_row_at": "2026-11-25T15:59:58-05:00"},
+            "cel_ami": {"connected": None, "newest_row_at": None},
+        },
+    )
+    fields = st.agent_fields(doc)
+    assert fields["deadLetters"] == 4
+    assert fields["deadLettersByReason"] == {"http_400": 3, "http_422": 1}
+    assert fields["agentVersion"] == "0.15.0"
+    assert fields["newestRowAt"] == "2026-11-25T20:59:58Z"  # the CEL source lags most
+    assert "resend" not in fields  # no resend yet
+
+
+def test_the_resend_progress_comes_from_the_agents_cursor() -> None:
+    cursor = {
+        "window": json.dumps(["2026-11-24T00:00:00+00:00", "2026-11-25T00:00:00-05:00", []]),
+        "run": 2,
+        "read_through": "2026-11-24T09:15:00+00:00",
+        "sent": 1412,
+        "done": False,
+    }
+    fields = st.agent_fields(agent_status_doc(checkpoints={"resend": cursor}))
+    assert fields["resend"] == {
+        "since": "2026-11-24T00:00:00Z",
+        "until": "2026-11-25T05:00:00Z",
+        "readThrough": "2026-11-24T09:15:00Z",
+        "sent": 1412,
+        "done": False,
+    }
+    for odd in ({**cursor, "window": "x"}, {**cursor, "sent": "9"}, {**cursor, "done": None}):
+        assert "resend" not in st.agent_fields(agent_status_doc(checkpoints={"resend": odd}))
+
+
 def test_agent_fields_before_the_first_delivery() -> None:
     doc = agent_status_doc(shipper={"last_success_at": None, "last_error": None})
-    assert st.agent_fields(doc) == {"backlog": 0, "lastError": ""}
+    assert st.agent_fields(doc) == {
+        "backlog": 0,
+        "deadLetters": 0,
+        "deadLettersByReason": {},
+        "agentVersion": "x",
+        "lastError": "",
+    }
 
 
 def test_agent_fields_while_the_store_is_not_open() -> None:
     doc = agent_status_doc()
     del doc["backlog"], doc["shipper"], doc["checkpoints"]
-    assert st.agent_fields(doc) == {}
+    assert st.agent_fields(doc) == {"agentVersion": "x"}
 
 
 def test_agent_fields_ignore_other_versions_and_garbage() -> None:
@@ -158,7 +203,11 @@ def test_agent_fields_ignore_other_versions_and_garbage() -> None:
     odd = agent_status_doc()
     odd["backlog"]["outbox_depth"] = True
     odd["shipper"]["last_success_at"] = "yesterday"
-    assert st.agent_fields(odd) == {"lastError": "x"}
+    odd["backlog"]["dead_letters"] = -1
+    odd["backlog"]["dead_letters_by_reason"] = {"http_400": "3"}
+    odd["version"] = 15
+    odd["sources"] = {"sql:cdr": {"connected": True, "newest_row_at": "noon"}}
+    assert st.agent_fields(odd) == {"deadLettersByReason": {}, "lastError": "x"}
 
 
 def test_the_operator_reads_the_version_its_schema_copy_declares() -> None:

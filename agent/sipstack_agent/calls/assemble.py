@@ -91,7 +91,8 @@ def _completion(
         if now >= deadline:
             return True, "cdr_idle_timeout", None
         return False, "", deadline
-    ended_lids = {r.call_linkedid for r in cels if r.eventtype.strip().upper() == "LINKEDID_END"}
+    event = _derive.event_name
+    ended_lids = {r.call_linkedid for r in cels if event(r.eventtype) == "LINKEDID_END"}
     all_lid_end = bool(linkedids) and all(lid in ended_lids for lid in linkedids)
     if all_lid_end and channels and all(c.chan_end for c in channels):
         return True, "linkedid_end", None

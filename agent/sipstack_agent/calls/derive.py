@@ -50,9 +50,26 @@ _CLID = re.compile(r'^\s*"?(?P<name>[^"<]*?)"?\s*<(?P<num>[^>]*)>\s*$')
 
 def utc(dt: datetime) -> datetime:
     """Aware UTC datetime (a naive one is taken as UTC)."""
-    if dt.tzinfo is None:
+    tz = dt.tzinfo
+    if tz is UTC:  # what the sources give: the same object astimezone would return
+        return dt
+    if tz is None:
         return dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
+
+
+_EVENT_NAMES: dict[str, str] = {}
+_EVENT_NAMES_MAX = 512  # distinct spellings remembered (Asterisk has about 30 event types)
+
+
+def event_name(eventtype: str) -> str:
+    """A CEL eventtype as the rules compare it (stripped, upper case); remembered."""
+    name = _EVENT_NAMES.get(eventtype)
+    if name is None:
+        name = eventtype.strip().upper()
+        if len(_EVENT_NAMES) < _EVENT_NAMES_MAX:
+            _EVENT_NAMES[eventtype] = name
+    return name
 
 
 def _secs(delta: timedelta) -> int:
@@ -169,15 +186,16 @@ def _channels_from_cels(cels: Sequence[CelRow], settings: DirectionSettings) -> 
             ch["linkedids"].append(lid)
         if not ch["name"] and row.channame:
             ch["name"] = row.channame
-        for f, v in (
-            ("cid_num", row.cid_num),
-            ("cid_name", row.cid_name),
-            ("dnid", row.cid_dnid),
-            ("accountcode", row.accountcode),
-        ):
-            if not ch[f] and v:
-                ch[f] = v
-        et = row.eventtype.strip().upper()
+        # the first non-empty value of each (written out: this runs for every row)
+        if not ch["cid_num"] and row.cid_num:
+            ch["cid_num"] = row.cid_num
+        if not ch["cid_name"] and row.cid_name:
+            ch["cid_name"] = row.cid_name
+        if not ch["dnid"] and row.cid_dnid:
+            ch["dnid"] = row.cid_dnid
+        if not ch["accountcode"] and row.accountcode:
+            ch["accountcode"] = row.accountcode
+        et = event_name(row.eventtype)
         if et == "CHAN_START" and "started_at" not in ch:
             ch["started_at"] = t
             ch["exten"] = row.exten or ch["exten"]
@@ -346,7 +364,7 @@ def recordings_from_rows(
     """MixMonitor APP_START rows and the FreePBX `recordingfile` CDR column."""
     out: list[RecordingFile] = []
     for row in cels:
-        if row.eventtype.strip().upper() == "APP_START" and row.appname.lower() == "mixmonitor":
+        if event_name(row.eventtype) == "APP_START" and row.appname.lower() == "mixmonitor":
             rec = recording_from_appdata(row.appdata, utc(row.eventtime), row.uniqueid, monitor_dir)
             if rec is not None:
                 out.append(rec)
@@ -416,7 +434,7 @@ def _disposition(
 def _transfers(cels: Sequence[CelRow]) -> tuple[Transfer, ...]:
     out: list[Transfer] = []
     for row in cels:
-        et = row.eventtype.strip().upper()
+        et = event_name(row.eventtype)
         if et not in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             continue
         extra = parse_extra(row.extra) or {}
@@ -446,7 +464,7 @@ def _queue(
         (
             r
             for r in cels
-            if r.eventtype.strip().upper() == "APP_START" and r.appname.lower() == "queue"
+            if event_name(r.eventtype) == "APP_START" and r.appname.lower() == "queue"
         ),
         None,
     )
@@ -471,7 +489,7 @@ def _queue(
         (
             utc(r.eventtime)
             for r in cels
-            if r.eventtype.strip().upper() == "APP_END"
+            if event_name(r.eventtype) == "APP_END"
             and r.appname.lower() == "queue"
             and r.uniqueid == start_row.uniqueid
             and utc(r.eventtime) >= entered
@@ -484,7 +502,7 @@ def _queue(
 def _dtmf(cels: Sequence[CelRow]) -> str:
     digits: list[str] = []
     for row in cels:
-        et = row.eventtype.strip().upper()
+        et = event_name(row.eventtype)
         if et != "DTMF" and row.userdeftype.strip().upper() != "DTMF":
             continue
         extra = parse_extra(row.extra) or {}
@@ -528,9 +546,7 @@ def derive(
     if cels:
         if channels and all(c.hung_up for c in channels):
             ends = [c.ended_at for c in channels if c.ended_at is not None]
-            ends += [
-                utc(r.eventtime) for r in cels if r.eventtype.strip().upper() == "LINKEDID_END"
-            ]
+            ends += [utc(r.eventtime) for r in cels if event_name(r.eventtype) == "LINKEDID_END"]
             end = max(ends) if ends else last_event
     elif cdrs:
         end = max(cdr_ends)
@@ -568,7 +584,7 @@ def derive(
             (
                 r.exten
                 for r in cels
-                if r.eventtype.strip().upper() == "CHAN_START" and numbers.is_dialable(r.exten)
+                if event_name(r.eventtype) == "CHAN_START" and numbers.is_dialable(r.exten)
             ),
             "",
         )

@@ -4,6 +4,16 @@ Required keys are always present; optional keys are omitted rather than sent
 as null or "". Times are ISO-8601 UTC with offset. `call_threads` holds one
 item per CDR row and per selected CEL event, sorted by real time, then by the
 source row id.
+
+A document is encoded once (`encode_document`, orjson): the one pass over its
+content (sorted keys, the volatile keys left out) is the strict-JSON check, the
+input of its fingerprint and, behind the volatile keys, its outbox row. Where
+orjson's bytes could differ from what the standard library wrote before (a
+non-finite float, which orjson writes as null; non-ASCII text, DEL or a float
+in exponent form for the fingerprint; a type orjson refuses) the standard
+library's encoding decides, so the strict check fails where it always failed
+and a fingerprint stays `json.dumps(sort_keys=True, ensure_ascii=True)` byte for
+byte (stored ship states compare it).
 """
 
 from __future__ import annotations
@@ -12,10 +22,14 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sipstack_agent.calls.derive import parse_extra, utc
+import orjson
+
+from sipstack_agent.calls.derive import event_name, parse_extra, utc
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import Identity
 from sipstack_agent.model import CdrRow, CelRow
@@ -48,6 +62,17 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 # Keys that change on every document without the call changing.
 VOLATILE_KEYS = frozenset({"revision", "ship_phase", "shipped_at"})
 
+# orjson: datetimes, dataclasses and subclasses of str/int/dict/list go to `default`
+# (which refuses them) instead of orjson's own encoding, as json.dumps would refuse them.
+_ORJSON_PLAIN = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_ORJSON_SORTED = _ORJSON_PLAIN | orjson.OPT_SORT_KEYS
+_MANTISSA = frozenset(b"0123456789.")
+_BEFORE_VALUE = frozenset(b":,[")
+
 
 def iso(dt: datetime, *, seconds: bool = False) -> str:
     """ISO-8601 in UTC with offset (`+00:00`)."""
@@ -56,14 +81,14 @@ def iso(dt: datetime, *, seconds: bool = False) -> str:
 
 
 def cel_thread_selected(row: CelRow) -> bool:
-    et = row.eventtype.strip().upper()
+    et = event_name(row.eventtype)
     if et in THREAD_CEL_EVENTS:
         return True
     return et in ("APP_START", "APP_END") and row.appname.strip().lower() in THREAD_APPS
 
 
 def _cel_item(row: CelRow) -> dict[str, Any]:
-    et = row.eventtype.strip().upper()
+    et = event_name(row.eventtype)
     item: dict[str, Any] = {
         "time": iso(row.eventtime),
         "event": et,
@@ -121,7 +146,7 @@ def _put(doc: dict[str, Any], key: str, value: object) -> None:
     doc[key] = value
 
 
-def build_document(
+def _document(
     call: Call,
     *,
     phase: str,
@@ -129,7 +154,6 @@ def build_document(
     identity: Identity,
     shipped_at: datetime,
 ) -> dict[str, Any]:
-    """The ingest document of `call` for one phase and revision."""
     if phase not in PHASES:
         raise ValueError(f"unknown ship phase {phase!r}")
     d = call.derived
@@ -194,13 +218,151 @@ def build_document(
         _put(doc, "completion_reason", call.completion_reason)
         if call.forced:
             doc["force_completed"] = True
-    try:  # fast path: already strict, UTF-8-encodable JSON
-        json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        result = _sanitize(doc)
-        assert isinstance(result, dict)
-        return result
     return doc
+
+
+def build_document(
+    call: Call,
+    *,
+    phase: str,
+    revision: int,
+    identity: Identity,
+    shipped_at: datetime,
+) -> dict[str, Any]:
+    """The ingest document of `call` for one phase and revision."""
+    return encode_document(
+        call, phase=phase, revision=revision, identity=identity, shipped_at=shipped_at
+    ).doc
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedDocument:
+    """A document, its fingerprint and its outbox row (UTF-8 JSON text), from one encoding."""
+
+    doc: dict[str, Any]
+    fingerprint: str
+    text: str
+
+
+def encode_document(
+    call: Call,
+    *,
+    phase: str,
+    revision: int,
+    identity: Identity,
+    shipped_at: datetime,
+) -> EncodedDocument:
+    """`build_document`, encoded once (see the module doc)."""
+    doc = _document(call, phase=phase, revision=revision, identity=identity, shipped_at=shipped_at)
+    content = _content(doc)
+    if content is None:  # orjson cannot vouch for it: the standard library's strict check
+        try:
+            json.dumps(doc, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            result = _sanitize(doc)
+            assert isinstance(result, dict)
+            doc = result
+            content = _content(doc)
+    return _encoded(doc, content)
+
+
+def encode(doc: dict[str, Any]) -> EncodedDocument:
+    """The fingerprint and outbox row of a document that is already strict JSON."""
+    return _encoded(doc, _content(doc))
+
+
+def _encoded(doc: dict[str, Any], content: bytes | None) -> EncodedDocument:
+    if content is None:
+        return EncodedDocument(doc, fingerprint(doc), _stdlib_text(doc))
+    fp = _content_fingerprint(content)
+    return EncodedDocument(doc, fp or fingerprint(doc), _outbox_text(doc, content))
+
+
+def outbox_text(doc: dict[str, Any]) -> str:
+    """The outbox row of a call document: its volatile keys first, then the content, UTF-8."""
+    content = _content(doc)
+    return _stdlib_text(doc) if content is None else _outbox_text(doc, content)
+
+
+def outbox_rows(documents: Sequence[Mapping[str, Any]], texts: Sequence[str] | None) -> list[str]:
+    """The outbox rows of an evaluation's documents: the texts encoded with them
+    (`Evaluation.outbox_texts`), else each document encoded now (stand-ins)."""
+    if texts is not None and len(texts) == len(documents):
+        return list(texts)
+    return [outbox_text(dict(d)) for d in documents]
+
+
+def _no_default(value: object) -> Any:
+    raise TypeError(f"not a JSON type: {type(value).__name__}")
+
+
+def json_bytes(value: object, *, sort_keys: bool = False) -> bytes | None:
+    """orjson's compact UTF-8 encoding of `value`, or None where it may differ from
+    json.dumps(ensure_ascii=False)'s: a type orjson refuses (lone surrogates, ints over
+    64 bits, non-str keys, datetimes, ...) or any `null`, which is also how orjson writes
+    NaN and infinities (json.dumps writes NaN, or refuses them with allow_nan=False)."""
+    try:
+        raw = orjson.dumps(
+            value, default=_no_default, option=_ORJSON_SORTED if sort_keys else _ORJSON_PLAIN
+        )
+    except TypeError:  # orjson.JSONEncodeError
+        return None
+    return None if b"null" in raw else raw
+
+
+def _content(doc: dict[str, Any]) -> bytes | None:
+    """The document without its volatile keys, sorted keys (`json_bytes`)."""
+    return json_bytes({k: v for k, v in doc.items() if k not in VOLATILE_KEYS}, sort_keys=True)
+
+
+def _content_fingerprint(content: bytes) -> str | None:
+    """`fingerprint` from orjson's bytes when they equal json.dumps(sort_keys, ensure_ascii)'s:
+    ASCII without DEL (escaped by ensure_ascii) and no float orjson may spell differently."""
+    if not content.isascii() or b"\x7f" in content:
+        return None
+    if _float_spelling(content):
+        return None
+    return hashlib.blake2b(content, digest_size=16).hexdigest()
+
+
+def _float_spelling(content: bytes) -> bool:
+    """A number in exponent form (orjson always signs the exponent) or 0.0000...: where
+    orjson and json.dumps may spell a float differently. Text inside strings that looks
+    like one (a UUID's `8e-`) answers True too, which only costs the slow path."""
+    if b"e-" not in content and b"e+" not in content and b"0.0000" not in content:
+        return False
+    for needle in (b"e-", b"e+", b"0.0000"):
+        i = content.find(needle)
+        while i >= 0:
+            j = i - 1
+            if needle[0] == 0x65:  # e: back over the mantissa
+                while j >= 0 and content[j] in _MANTISSA:
+                    j -= 1
+                if j == i - 1:
+                    i = content.find(needle, i + 1)
+                    continue
+            if j >= 0 and content[j] == 0x2D:  # -
+                j -= 1
+            if j >= 0 and content[j] in _BEFORE_VALUE:
+                return True
+            i = content.find(needle, i + 1)
+    return False
+
+
+def _outbox_text(doc: dict[str, Any], content: bytes) -> str:
+    h = json_bytes({k: doc[k] for k in sorted(VOLATILE_KEYS) if k in doc})
+    if h is None:
+        return _stdlib_text(doc)
+    if h == b"{}":
+        return content.decode("utf-8")
+    if content == b"{}":
+        return h.decode("utf-8")
+    return (h[:-1] + b"," + content[1:]).decode("utf-8")
+
+
+def _stdlib_text(doc: dict[str, Any]) -> str:
+    # ensure_ascii: lone surrogates stay \udcxx escapes, storable and restored exactly
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _sanitize(value: Any) -> Any:

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sipstack_agent.calls import settle as _settle
 from sipstack_agent.calls.assemble import assemble
 from sipstack_agent.calls.derive import utc
-from sipstack_agent.calls.document import build_document, fingerprint
+from sipstack_agent.calls.document import EncodedDocument, encode_document
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import CallSettings, Identity
 from sipstack_agent.model import SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
@@ -49,6 +49,8 @@ class Evaluation:
     next_check_at: datetime | None  # re-evaluate then even if no row arrives
     closed: bool  # complete and its complete document emitted (now or before)
     wait_mark: datetime | None = None  # evaluate again when the sources' low watermark reaches it
+    # The outbox row of each document (document.encode_document: encoded once, with it)
+    outbox_texts: list[str] = field(default_factory=list)
 
 
 def rows_signature(
@@ -151,16 +153,19 @@ def evaluate(
     last_at = ship.last_enqueued_at
     last_fp = ship.last_fingerprint
     documents: list[dict[str, Any]] = []
+    texts: list[str] = []
 
-    def make(phase: str) -> tuple[dict[str, Any], str]:
-        doc = build_document(
+    def make(phase: str) -> tuple[EncodedDocument, str]:
+        enc = encode_document(
             call, phase=phase, revision=revision + 1, identity=identity, shipped_at=now
         )
-        return doc, fingerprint(doc)
+        return enc, enc.fingerprint
 
-    def emit(doc: dict[str, Any], fp: str) -> None:
+    def emit(enc: EncodedDocument, fp: str) -> None:
         nonlocal revision, last_phase, last_at, last_fp
+        doc = enc.doc
         documents.append(doc)
+        texts.append(enc.text)
         revision = int(doc["revision"])
         last_phase = str(doc["ship_phase"])
         last_at = now
@@ -169,9 +174,9 @@ def evaluate(
     candidates: list[datetime] = []
     wait_mark = call.wait_mark
     if call.is_complete:
-        doc, fp = make("complete")
+        enc, fp = make("complete")
         if not was_complete or fp != ship.last_fingerprint:
-            emit(doc, fp)
+            emit(enc, fp)
         extra[EXTRA_COMPLETION_REASON] = call.completion_reason
         next_check: datetime | None = None
     else:
@@ -182,21 +187,21 @@ def evaluate(
             if revision == 0:
                 emit(*make("initial"))
             else:
-                doc, fp = make("update")
+                enc, fp = make("update")
                 if fp != ship.last_fingerprint:
                     wait = timedelta(seconds=max(0.0, settings.ship_update_min_interval))
                     due = last_at + wait if last_at is not None else now
                     if now >= due:
-                        emit(doc, fp)
+                        emit(enc, fp)
                     else:
                         candidates.append(due)
         elif settings.long_call_update_interval > 0 and not call.held:
             every = timedelta(seconds=settings.long_call_update_interval)
             due = (last_at or call.derived.start) + every
             if _settle.present(now, watermark) >= due:
-                doc, fp = make("update")
+                enc, fp = make("update")
                 if revision == 0 or fp != ship.last_fingerprint:
-                    emit(doc, fp)
+                    emit(enc, fp)
                 candidates.append(now + every)
             elif due > now:
                 candidates.append(due)
@@ -218,4 +223,5 @@ def evaluate(
         next_check_at=next_check,
         closed=call.is_complete,
         wait_mark=wait_mark,
+        outbox_texts=texts,
     )

@@ -1,6 +1,6 @@
 """SIPSTACK API URLs: region -> host, the two endpoints, overrides.
 
-config.py computes `ApiSettings.url` and `ApiSettings.recording_url` once
+config/api.py computes `ApiSettings.url` and `ApiSettings.recording_url` once
 with these; the shipper and the recording uploader post to what it computed.
 """
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import os
 import urllib.request
 import zlib
@@ -315,7 +316,11 @@ class _StaleConnection(Exception):
 
 def _charset(resp: aiohttp.ClientResponse) -> str:
     """The charset the answer declares, else UTF-8 (what the API sends)."""
-    name = resp.charset or "utf-8"
+    return _codec(resp.charset or "utf-8")
+
+
+@functools.lru_cache(maxsize=32)
+def _codec(name: str) -> str:
     try:
         return codecs.lookup(name).name
     except LookupError:
@@ -357,6 +362,7 @@ class _Proxies:
         self._env = env
         self._proxies = proxies
         self._cache: dict[tuple[str, str], dict[str, Any]] = {}
+        self._by_url: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_env(cls) -> _Proxies:
@@ -364,6 +370,15 @@ class _Proxies:
 
     def for_url(self, url: str) -> dict[str, Any]:
         """`proxy=` / `proxy_headers=` keywords of a request to `url` ({} = direct)."""
+        known = self._by_url.get(url)
+        if known is not None:  # the shipper posts to one URL: no urlsplit per request
+            return known
+        kw = self._for_host(url)
+        if len(self._by_url) < 64:
+            self._by_url[url] = kw
+        return kw
+
+    def _for_host(self, url: str) -> dict[str, Any]:
         parts = urlsplit(url)
         key = (parts.scheme, parts.hostname or "")
         if key not in self._cache:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from ...calls.derive import cdr_end
-from ...model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
+from ...model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow, row_layout
 from .table import TableInfo
 
 __all__ = ["db_param", "decode_text", "iso", "parse_iso", "row_builder", "to_utc", "written_at"]
@@ -63,8 +63,12 @@ def to_utc(v: Any, tz: tzinfo) -> datetime | None:
     if v is None:
         return None
     if isinstance(v, datetime):
-        dt: datetime = v if v.tzinfo is not None else v.replace(tzinfo=tz)
-        return dt.astimezone(UTC)
+        vz = v.tzinfo
+        if vz is None:
+            if tz is UTC:  # (astimezone(UTC) of a UTC time is the time itself)
+                return v.replace(tzinfo=UTC)
+            return v.replace(tzinfo=tz).astimezone(UTC)
+        return v if vz is UTC else v.astimezone(UTC)
     if isinstance(v, int | float):
         return datetime.fromtimestamp(float(v), UTC)
     s = decode_text(v).strip()
@@ -102,25 +106,35 @@ def parse_iso(s: Any) -> datetime | None:
 # --------------------------------------------------------------------------- row builders
 
 
+# Rows are built positionally (a dataclass's keyword call costs twice as much): a copy
+# of the model's defaults with the selected columns written over it (model.row_layout).
+_CEL_POS, _CEL_DEFAULTS = row_layout(CelRow)
+_CDR_POS, _CDR_DEFAULTS = row_layout(CdrRow)
+
+
 def _cel_builder(
     info: TableInfo, tz: tzinfo, source: Callable[[], str]
 ) -> Callable[[tuple[Any, ...]], CelRow | None]:
     idx = {name: i for i, name in enumerate(info.wanted)}
     i_id = idx.get("id")
     i_time = idx["eventtime"]
-    text_fields = [(c, idx[c]) for c in CEL_COLUMNS if c != "eventtime" and c in idx]
+    text_fields = [(_CEL_POS[c], idx[c]) for c in CEL_COLUMNS if c != "eventtime" and c in idx]
+    template = _CEL_DEFAULTS
+    p_time, p_id, p_source = _CEL_POS["eventtime"], _CEL_POS["row_id"], _CEL_POS["source"]
 
     def build(r: tuple[Any, ...]) -> CelRow | None:
         t = to_utc(r[i_time], tz)
         if t is None:
             return None
-        kw = {c: (v if (v := r[i]).__class__ is str else decode_text(v)) for c, i in text_fields}
-        return CelRow(
-            eventtime=t,
-            row_id=int(r[i_id]) if i_id is not None else None,
-            source=source(),
-            **kw,
-        )
+        a = template.copy()
+        for p, i in text_fields:
+            v = r[i]
+            a[p] = v if v.__class__ is str else "" if v is None else decode_text(v)
+        a[p_time] = t
+        if i_id is not None:
+            a[p_id] = int(r[i_id])
+        a[p_source] = source()
+        return CelRow(*a)
 
     return build
 
@@ -132,28 +146,37 @@ def _cdr_builder(
     i_id = idx.get("id")
     i_time = idx["calldate"]
     i_seq = idx.get("sequence")
-    fields = [
-        (c, idx[c], c in _CDR_INT)
+    text_fields = [
+        (_CDR_POS[c], idx[c])
         for c in CDR_COLUMNS
-        if c not in ("calldate", "sequence") and c in idx
+        if c not in ("calldate", "sequence") and c not in _CDR_INT and c in idx
     ]
+    int_fields = [(_CDR_POS[c], idx[c]) for c in CDR_COLUMNS if c in _CDR_INT and c in idx]
     opt = [(c, idx[c]) for c in info.optional]
+    template = _CDR_DEFAULTS
+    p_time, p_seq, p_extras = _CDR_POS["calldate"], _CDR_POS["sequence"], _CDR_POS["extras"]
+    p_id, p_source = _CDR_POS["row_id"], _CDR_POS["source"]
 
     def build(r: tuple[Any, ...]) -> CdrRow | None:
         t = to_utc(r[i_time], tz)
         if t is None:
             return None
-        kw: dict[str, Any] = {
-            c: (_to_int(r[i]) if is_int else decode_text(r[i])) for c, i, is_int in fields
-        }
-        return CdrRow(
-            calldate=t,
-            sequence=_to_opt_int(r[i_seq]) if i_seq is not None else None,
-            extras=tuple((c, decode_text(r[i])) for c, i in opt),
-            row_id=int(r[i_id]) if i_id is not None else None,
-            source=source(),
-            **kw,
-        )
+        a = template.copy()
+        for p, i in text_fields:
+            v = r[i]
+            a[p] = v if v.__class__ is str else "" if v is None else decode_text(v)
+        for p, i in int_fields:
+            v = r[i]
+            a[p] = v if v.__class__ is int else _to_int(v)
+        a[p_time] = t
+        if i_seq is not None:
+            a[p_seq] = _to_opt_int(r[i_seq])
+        if opt:
+            a[p_extras] = tuple((c, decode_text(r[i])) for c, i in opt)
+        if i_id is not None:
+            a[p_id] = int(r[i_id])
+        a[p_source] = source()
+        return CdrRow(*a)
 
     return build
 

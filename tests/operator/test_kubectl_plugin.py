@@ -1,0 +1,194 @@
+"""`kubectl sipstack status` (sipstack_operator.kubectl) against kmock: the fleet
+table from the AsteriskConnectors' status as the operator writes it, -n / -A /
+the context's namespace, exit codes 0 (all ready), 1 (one not), 2 (no cluster);
+every `kubectl sipstack` command the docs show parses."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import shlex
+import socket
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sipstack_operator.kubectl import main as plugin
+from sipstack_operator.kubectl import table
+
+from .kmock_emulator import Emulator
+from .operator_testlib import ROOT
+from .test_operator_kmock import NS, cluster, connector
+
+pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(60)]
+__all__ = ["cluster"]  # the fixture, imported for pytest
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def ago(seconds: int) -> str:
+    return (NOW - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ready(status: str, reason: str, message: str) -> list[dict[str, Any]]:
+    return [{"type": "Ready", "status": status, "reason": reason, "message": message}]
+
+
+def with_status(name: str, namespace: str, status: dict[str, Any]) -> dict[str, Any]:
+    body = connector(name)
+    body["metadata"]["namespace"] = namespace
+    body["status"] = status
+    return body
+
+
+FLEET = [
+    with_status(
+        "pbx-east",
+        NS,
+        {
+            "conditions": ready("True", "AgentReady", "the agent is running"),
+            "backlog": 0,
+            "newestRowAt": ago(4),
+            "lastShippedAt": ago(30),
+            "deadLetters": 0,
+            "agentVersion": "0.14.0",
+        },
+    ),
+    with_status(
+        "pbx-west",
+        NS,
+        {
+            "conditions": ready("False", "SecretNotFound", "Secret 'west-api' not found"),
+            "backlog": 1250,
+            "newestRowAt": ago(7260),
+            "lastShippedAt": ago(3 * 86400),
+            "deadLetters": 3,
+            "agentVersion": "0.13.2",
+        },
+    ),
+    with_status("pbx-lab", "lab", {}),
+]
+
+
+async def put(cluster: Emulator, body: dict[str, Any]) -> None:
+    ns = body["metadata"]["namespace"]
+    path = f"/apis/sipstack.com/v1alpha1/namespaces/{ns}/asteriskconnectors"
+    async with cluster.post(path, json=body) as resp:
+        assert resp.status < 300, await resp.text()
+
+
+async def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await asyncio.to_thread(plugin.main, list(argv), out)
+    return code, out.getvalue()
+
+
+def set_context_namespace(namespace: str) -> None:
+    path = Path(os.environ["KUBECONFIG"])
+    config = yaml.safe_load(path.read_text())
+    config["contexts"][0]["context"]["namespace"] = namespace
+    path.write_text(yaml.safe_dump(config))
+
+
+async def test_status_prints_the_fleet_from_the_crs(cluster: Emulator) -> None:
+    for body in FLEET:
+        await put(cluster, body)
+
+    code, text = await run("status", "-n", NS)
+    assert code == 1  # pbx-west is not ready
+    lines = text.splitlines()
+    assert lines[0].split() == ["NAME", "READY", "BACKLOG", "LAG", "LAST", "SHIPPED", "DEAD",
+                                "LETTERS", "VERSION"]  # fmt: skip
+    east = lines[1].split()
+    assert east[:3] == ["pbx-east", "True", "0"] and east[-2:] == ["0", "0.14.0"]
+    assert east[3].endswith("s") and east[4:6] == [east[4], "ago"]
+    west = lines[2].split()
+    assert west[:4] == ["pbx-west", "False", "(SecretNotFound)", "1250"]
+    assert west[4] == "2h1m" and west[5:7] == ["3d", "ago"] and west[-2:] == ["3", "0.13.2"]
+    assert "pbx-west: Secret 'west-api' not found" in lines
+    assert "pbx-lab" not in text
+
+    # -A: every namespace, with a NAMESPACE column; an unreconciled connector shows "-".
+    code, text = await run("status", "-A")
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[0].split()[:2] == ["NAMESPACE", "NAME"]
+    lab = next(line for line in lines if line.startswith("lab "))
+    assert lab.split()[:3] == ["lab", "pbx-lab", "Unknown"] and lab.split()[-5:] == ["-"] * 5
+    assert "lab/pbx-lab: no status yet" in lines
+
+    # No -n: the context's namespace (lab: not reconciled, so not ready), then an empty one.
+    set_context_namespace("lab")
+    code, text = await run("status")
+    assert code == 1 and "pbx-lab" in text and "pbx-east" not in text
+    set_context_namespace("empty")
+    code, text = await run("status")
+    assert (code, text) == (0, "No AsteriskConnectors found in namespace empty.\n")
+
+
+async def test_status_exits_0_when_every_connector_is_ready(cluster: Emulator) -> None:
+    await put(cluster, FLEET[0])
+    code, text = await run("status", "-n", NS)
+    assert code == 0, text
+    assert len(text.splitlines()) == 2  # header and pbx-east, no reasons below
+
+
+async def test_status_exits_2_without_a_cluster(tmp_path: Path) -> None:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "gone", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}],
+        "current-context": "gone",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    code, _ = await run("status", "--kubeconfig", str(path), "-n", NS)
+    assert code == 2
+    code, _ = await run("status", "--kubeconfig", str(tmp_path / "missing"))
+    assert code == 2
+
+
+def test_ages_read_like_kubectl() -> None:
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    assert table.age("2026-12-01T11:59:55Z", now) == "5s"
+    assert table.age("2026-12-01T11:57:00Z", now) == "3m"
+    assert table.age("2026-12-01T10:00:00Z", now) == "2h"
+    assert table.age("2026-12-01T09:55:00+00:00", now) == "2h5m"
+    assert table.age("2026-11-27T12:00:00Z", now) == "4d"
+    assert table.age(None, now) == "-"
+    assert table.age("noon", now) == "?"
+
+
+def documented_commands() -> list[str]:
+    """`kubectl sipstack ...` lines of the ```sh blocks and `$ ` lines of the docs."""
+    out: list[str] = []
+    for doc in ("README.md", "docs/operations.md", "docs/operator.md"):
+        text = (ROOT / doc).read_text()
+        for lang, block in re.findall(r"```(sh)?\n(.*?)```", text, re.S):
+            for line in block.splitlines():
+                if not lang and not line.startswith("$ "):
+                    continue
+                m = re.search(r"kubectl sipstack ((?:status|resend|dead-letters)[^|<>#]*)", line)
+                if m:
+                    out.append(m.group(1).strip())
+    return out
+
+
+def test_the_docs_show_every_command() -> None:
+    assert {c.split()[0] for c in documented_commands()} == {"status", "resend", "dead-letters"}
+
+
+@pytest.mark.parametrize("line", documented_commands())
+def test_documented_command_parses(line: str) -> None:
+    args = plugin.build_parser().parse_args(shlex.split(line))
+    assert args.func.__name__.startswith("cmd_")
