@@ -117,12 +117,28 @@ async def raw_read(port: int, events: int) -> float:
     return dt
 
 
-async def source_read(port: int, events: int, work: Path) -> tuple[int, float]:
+async def source_read(
+    port: int, events: int, work: Path, batch: int | None = None
+) -> tuple[int, float, int]:
+    """(rows stored, seconds, ingest calls) of the agent's CelAmiSource into a StateStore."""
     from sipstack_agent.state import StateStore
 
     store = await StateStore.open(work / "state.db")
+    ingests = 0
+    real_ingest = store.ingest
+
+    async def counted(cels=(), cdrs=(), positions=None):  # type: ignore[no-untyped-def]
+        nonlocal ingests
+        ingests += 1
+        return await real_ingest(cels, cdrs, positions)
+
+    store.ingest = counted  # type: ignore[method-assign]
+    kw = {"batch_max": batch} if batch else {}
     src = CelAmiSource(
-        AmiSettings(host="127.0.0.1", port=port, username=USER, password=SECRET), store, Metrics()
+        AmiSettings(host="127.0.0.1", port=port, username=USER, password=SECRET),
+        store,
+        Metrics(),
+        **kw,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(src.run(stop))
@@ -135,7 +151,7 @@ async def source_read(port: int, events: int, work: Path) -> tuple[int, float]:
             if task.done():
                 break
         dt = time.perf_counter() - t0
-        return src.events_stored, dt
+        return src.events_stored, dt, ingests
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -151,6 +167,7 @@ def start_server(events: int, port_file: Path) -> subprocess.Popen[bytes]:
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, help="the source's batch_max (rows per ingest)")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -169,11 +186,12 @@ async def main() -> int:
             raw_s = await raw_read(port, args.events)
             raw = args.events / raw_s
             print(f"raw socket read : {args.events:,} CEL events in {raw_s:.2f}s = {raw:,.0f}/s")
-            n, src_s = await source_read(port, args.events, Path(tmp))
+            n, src_s, ingests = await source_read(port, args.events, Path(tmp), args.batch)
             rate = n / src_s
             print(
                 f"CelAmiSource   : {n:,} rows stored in {src_s:.2f}s = {rate:,.0f} rows/s "
-                f"({rate / raw:.1%} of the raw read)"
+                f"({rate / raw:.1%} of the raw read), {ingests:,} ingest commits "
+                f"({n / max(ingests, 1):,.0f} rows each)"
             )
             return 0 if n >= args.events else 1
         finally:

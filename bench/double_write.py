@@ -82,16 +82,12 @@ from sipstack_agent.shipping import Shipper  # noqa: E402
 from sipstack_agent.shipping.client import AiohttpTransport  # noqa: E402
 from sipstack_agent.sim.timeline import timeline  # noqa: E402
 from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
-from sipstack_agent.sources.sql import SqlSource  # noqa: E402
-from sipstack_agent.state import (  # noqa: E402
-    IngestResult,
-    StateStore,
-    _cel_decode,
-    _cel_encode,
-    _select_in,
-    _ship_from_json,
-    _ts,
-)
+from sipstack_agent.sources.sql.poller import SqlSource  # noqa: E402
+from sipstack_agent.state import IngestResult, StateStore  # noqa: E402
+from sipstack_agent.state.codec import cel_decode, cel_encode, ship_from_json, ts  # noqa: E402
+from sipstack_agent.state.grouping import mark_dirty  # noqa: E402
+from sipstack_agent.state.positions import set_positions  # noqa: E402
+from sipstack_agent.state.query import select_in  # noqa: E402
 from throughput import API_KEY, PgBench, free_port, start_receiver  # noqa: E402
 
 _T = TypeVar("_T")
@@ -249,13 +245,13 @@ async def low_watermark(
     """Rows grouped in memory; call rows, outbox and checkpoint still in SQLite."""
     with st.time("group rows in memory"):
         groups = group_in_memory(cap)
-    now_ts = _ts(now)
+    now_ts = ts(now)
 
     def upsert_calls(conn: sqlite3.Connection, keys: list[str]) -> list[tuple[str, ShipState]]:
-        StateStore._mark_dirty_sync(conn, keys, now_ts)  # the call row that holds the ship state
+        mark_dirty(conn, keys, now_ts)  # the call row that holds the ship state
         return [
-            (k, _ship_from_json(s))
-            for k, s in _select_in(
+            (k, ship_from_json(s))
+            for k, s in select_in(
                 conn, "SELECT call_key, ship FROM calls WHERE call_key IN ({in})", keys
             )
         ]
@@ -276,7 +272,7 @@ async def low_watermark(
             "save_evaluations (outbox, ship state)", store.save_evaluations(results, now=now)
         )
     for _, _, pos in cap.pages:  # the checkpoint still commits (one per page read)
-        await st.run("checkpoint", store._tx(StateStore._set_positions_sync, pos, now_ts))
+        await st.run("checkpoint", store._tx(set_positions, pos, now_ts))
     return len(groups)
 
 
@@ -293,7 +289,7 @@ async def write_through(
 
     def ships(conn: sqlite3.Connection, keys: list[str]) -> list[tuple[str, ShipState]]:
         sql = "SELECT call_key, ship FROM calls WHERE call_key IN ({in})"
-        return [(k, _ship_from_json(s)) for k, s in _select_in(conn, sql, keys)]
+        return [(k, ship_from_json(s)) for k, s in select_in(conn, sql, keys)]
 
     for i in range(0, len(groups), BATCH):
         batch = groups[i : i + BATCH]
@@ -446,10 +442,10 @@ def simulate(writes: Sequence[Any], lag_rows: int, keep_after: float | None) -> 
 
 def bytes_per_row(cels: Sequence[CelRow]) -> float:
     """Heap bytes of a CelRow as the store decodes it (its strings and datetime included)."""
-    sample = [_cel_encode(r) for r in cels[:20000]]
+    sample = [cel_encode(r) for r in cels[:20000]]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    rows = [_cel_decode(s) for s in sample]
+    rows = [cel_decode(s) for s in sample]
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return (after - before) / max(1, len(rows))

@@ -1,4 +1,4 @@
-"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | support-bundle |
+"""`sipstack-agent`: run | check | healthcheck | status | dead-letters | resend | support-bundle |
 receive | demo.
 
 Exit codes: 0 fine; 1 a check failed / the demo lost calls / a runtime failure;
@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import json
 import logging
 import os
-import signal
 import sys
-import urllib.request
 from collections.abc import Sequence
 from typing import TextIO
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
-from .rules.checks import CheckResult
-from .statedir import StateDirError, drop_privileges, run_as_warning
+from .statedir import StateDirError, become_run_as, run_as_warning
 
 log = logging.getLogger("sipstack_agent.cli")
 
@@ -61,16 +56,9 @@ def _load(args: argparse.Namespace, out: TextIO) -> Settings | None:
 
 
 def _become_run_as(settings: Settings) -> bool:
-    """PUID/PGID when started as root (statedir.drop_privileges); False on failure."""
-    try:
-        drop_privileges(settings.state_dir, settings.run_as)
-    except OSError as e:
-        uid, gid = settings.run_as or (0, 0)
-        log.error(
-            "cannot start: PUID=%d PGID=%d: %s (as root the agent needs CHOWN, SETUID and "
-            "SETGID to hand STATE_DIR over; or run as --user %d:%d)",
-            uid, gid, e, uid, gid,
-        )  # fmt: skip
+    """PUID/PGID when started as root (statedir.become_run_as); False on failure."""
+    if (why := become_run_as(settings.state_dir, settings.run_as)) is not None:
+        log.error("%s", why)
         return False
     if (w := run_as_warning(settings.run_as)) is not None:
         log.warning("%s", w)
@@ -106,31 +94,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    out = sys.stdout
+    from .admin.check import config_errors, render, run_check
+
     try:
         settings = load_settings(env_file=_env_file(args.env_file))
     except ConfigError as e:
-        for p in e.problems:
-            print(CheckResult.fail("config", p, "fix the variable named").render(), file=out)
+        sys.stdout.write(render(config_errors(e.problems), verdict=False))
         return EXIT_CONFIG
     setup_logging("ERROR" if not args.verbose else "DEBUG", "text")
     if not _become_run_as(settings):
         return EXIT_FAIL
-    from .admin.check import run_checks
-
-    lines = asyncio.run(run_checks(settings, api=not args.no_api))
-    if args.json:
-        print(json.dumps([dataclasses.asdict(ln) for ln in lines], indent=2), file=out)
-    else:
-        for ln in lines:
-            print(ln.render(), file=out)
-    failed = [ln for ln in lines if ln.failed]
-    if not args.json:
-        print(
-            f"{len(failed)} check(s) failed" if failed else "all checks passed",
-            file=out,
-        )
-    return EXIT_FAIL if failed else EXIT_OK
+    return run_check(settings, api=not args.no_api, as_json=args.json, out=sys.stdout)
 
 
 # ---------------------------------------------------------------------------- healthcheck
@@ -138,84 +112,38 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """The container's health check: GET /healthz where MONITORING_PORT says."""
+    from .admin.healthcheck import run_healthcheck
+
     try:
         settings = load_settings(env_file=_env_file(args.env_file))
     except ConfigError:
         print("unhealthy: configuration errors (run sipstack-agent check)", file=sys.stderr)
         return EXIT_FAIL
-    if settings.monitoring_port == 0:
-        print("healthy: monitoring endpoint disabled (MONITORING_PORT=0)")
-        return EXIT_OK
-    from .admin.agentclient import monitoring_url
-
-    url = monitoring_url(settings.monitoring_host, settings.monitoring_port, "/healthz") or ""
-    try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:  # noqa: S310 - http://
-            status = int(resp.status)
-    except (OSError, ValueError) as e:
-        print(f"unhealthy: {url}: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    if status != 200:
-        print(f"unhealthy: {url}: HTTP {status}", file=sys.stderr)
-        return EXIT_FAIL
-    print(f"healthy: {url}")
-    return EXIT_OK
+    return run_healthcheck(
+        settings.monitoring_host,
+        settings.monitoring_port,
+        timeout=args.timeout,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 # ---------------------------------------------------------------------------- receive
 
 
-RECEIVER_KEY_ENV = "RECEIVER_API_KEY"
-
-
-def _receiver_key(args: argparse.Namespace) -> str | None:
-    """--api-key-file, else $RECEIVER_API_KEY, else the old --api-key (visible in `ps`)."""
-    if args.api_key_file:
-        with open(args.api_key_file, encoding="utf-8") as fh:
-            return fh.read().strip() or None
-    if os.environ.get(RECEIVER_KEY_ENV, "").strip():
-        return os.environ[RECEIVER_KEY_ENV].strip()
-    if args.api_key:
-        print(
-            f"receive: --api-key shows the key to every user of this machine (ps); "
-            f"use {RECEIVER_KEY_ENV} or --api-key-file",
-            file=sys.stderr,
-        )
-    return str(args.api_key) if args.api_key else None
-
-
 def cmd_receive(args: argparse.Namespace) -> int:
-    setup_logging(args.log_level, "text")
-    from .receiver import serve
+    from .receiver.command import receiver_key, run_receive
 
+    setup_logging(args.log_level, "text")
     try:
-        api_key = _receiver_key(args)
+        api_key = receiver_key(args.api_key_file, args.api_key, os.environ, sys.stderr)
     except OSError as e:
         print(f"receive: --api-key-file {args.api_key_file}: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAIL
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-
-        def ready(url: str) -> None:
-            print(f"receiver listening on {url}", flush=True)
-
-        await serve(
-            args.host,
-            args.port,
-            args.db,
-            api_key,
-            stop,
-            validate=not args.no_validate,
-            on_ready=ready,
-        )
-
     try:
-        asyncio.run(main())
+        run_receive(
+            args.host, args.port, args.db, api_key, validate=not args.no_validate, out=sys.stdout
+        )
     except OSError as e:
         print(f"receive: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return EXIT_FAIL
@@ -364,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument(
         "--api-key-file",
         default=None,
-        help=f"require the Bearer key in this file (or set {RECEIVER_KEY_ENV}; default: any)",
+        # RECEIVER_API_KEY: receiver.command.RECEIVER_KEY_ENV, not imported here (the
+        # receiver package imports aiohttp, which would slow down every command)
+        help="require the Bearer key in this file (or set RECEIVER_API_KEY; default: any)",
     )
     rv.add_argument("--api-key", default=None, help=argparse.SUPPRESS)  # visible in ps: warned
     rv.add_argument("--no-validate", action="store_true", help="store documents unvalidated")

@@ -5,6 +5,7 @@
   and its own files there to PUID:PGID and goes on as that uid (what gosu or
   setpriv do, without one in the image). Started as any other uid, it runs as is:
   the image's /data is mode 1777, so `docker run --user 1000:1000` works too.
+  `become_run_as()` is it with the one line saying why it failed (`run`, `check`).
 - `problem()`: None when the agent can create and write its files in the
   directory, else one line naming the uid, the directory and the fix.
 """
@@ -116,6 +117,19 @@ def drop_privileges(path: str, run_as: tuple[int, int] | None) -> bool:
     os.setgid(gid)
     os.setuid(uid)
     return True
+
+
+def become_run_as(path: str, run_as: tuple[int, int] | None) -> str | None:
+    """`drop_privileges`, or the one line saying why it failed (None: done or not asked)."""
+    try:
+        drop_privileges(path, run_as)
+    except OSError as e:
+        uid, gid = run_as or (0, 0)
+        return (
+            f"cannot start: PUID={uid} PGID={gid}: {e} (as root the agent needs CHOWN, SETUID "
+            f"and SETGID to hand STATE_DIR over; or run as --user {uid}:{gid})"
+        )
+    return None
 
 
 def run_as_warning(run_as: tuple[int, int] | None) -> str | None:

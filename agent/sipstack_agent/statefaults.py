@@ -9,8 +9,10 @@
 - Corrupt file: `StateStore.open(..., quarantine_corrupt=True)` moves it aside
   and starts a fresh store; `recovery_settings` re-reads the PBX tables from
   STATE_RECOVERY_LOOKBACK before now (documents of calls the API already has
-  repeat their Idempotency-Keys, which the API drops). docs/operations.md,
-  "The state file is corrupt".
+  repeat their Idempotency-Keys, which the API drops). A page that breaks
+  while the agent runs stops the process instead (`state.StateCorruptExit`,
+  exit code 1, the file marked): the restart quarantines it the same way.
+  docs/operations.md, "The state file is corrupt".
 """
 
 from __future__ import annotations

@@ -13,7 +13,11 @@ values) decides, once at startup, what a connector may point at:
   `spec.recordings.volume` may use; default: persistentVolumeClaim,
   configMap, emptyDir, csi, ephemeral (no hostPath, no nfs);
 - `SIPSTACK_SECRET_LABEL`: `key=value` every referenced Secret must carry;
-  default `sipstack.com/connector-secret=true`.
+  default `sipstack.com/connector-secret=true`;
+- `SIPSTACK_ALLOW_INSECURE_HTTP`: `true` lets a connector set
+  `spec.apiAllowInsecureHttp` (plaintext http:// to a non-loopback API host:
+  the API key and every call in cleartext); default `false`, such a connector
+  is refused.
 
 Each list is comma-separated; `*` allows anything. `spec.database.host` is not
 restricted (PBXs live anywhere): see docs/security.md.
@@ -56,6 +60,7 @@ class AllowList:
     image_repositories: tuple[str, ...]
     volume_types: frozenset[str]
     secret_label: tuple[str, str] | None  # None: any Secret of the namespace
+    insecure_http: bool = False  # a connector may set spec.apiAllowInsecureHttp
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, default_image: str) -> AllowList:
@@ -86,6 +91,7 @@ class AllowList:
             image_repositories=tuple(repos),
             volume_types=frozenset(volumes),
             secret_label=_label(env, "SIPSTACK_SECRET_LABEL"),
+            insecure_http=_flag(env, "SIPSTACK_ALLOW_INSECURE_HTTP"),
         )
 
     def check_spec(self, spec: ConnectorSpec) -> list[str]:
@@ -97,6 +103,11 @@ class AllowList:
             problems.append(
                 f"API host {host!r} is not allowed (SIPSTACK_ALLOWED_API_HOSTS: "
                 f"{', '.join(sorted(self.api_hosts))})"
+            )
+        if spec.api_allow_insecure_http and not self.insecure_http:
+            problems.append(
+                "spec.apiAllowInsecureHttp: plaintext http:// to the API is not allowed by "
+                "this install (SIPSTACK_ALLOW_INSECURE_HTTP: false); use https://"
             )
         if spec.image and not self._image_allowed(spec.image):
             problems.append(
@@ -151,6 +162,13 @@ def _api_host(spec: ConnectorSpec) -> tuple[str, int | None]:
 
 def _list(env: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in (env.get(name) or "").split(",") if item.strip()]
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip()
+    if raw.lower() not in ("", "true", "false"):
+        raise AllowListError(f"{name} must be true or false, got {raw!r}")
+    return raw.lower() == "true"
 
 
 def _label(env: Mapping[str, str], name: str) -> tuple[str, str] | None:

@@ -163,7 +163,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from sipstack_operator.kopfsettings import SettingsError
 
     clusterwide, namespaces = _namespaces(args)
-    from sipstack_operator.reconcile import OperatorConfig
+    from sipstack_operator.config import OperatorConfig
 
     try:
         OperatorConfig.from_env()

@@ -45,14 +45,10 @@ import kopf
 
 from sipstack_operator import kopfsettings, metrics, relay
 from sipstack_operator.api import KubeApi, load_client_configuration
+from sipstack_operator.config import OperatorConfig
 from sipstack_operator.controlreq import REQUEST_ANNOTATION
-from sipstack_operator.reconcile import (
-    NOT_ALLOWED,
-    NotAllowedError,
-    OperatorConfig,
-    ReconcileError,
-    Reconciler,
-)
+from sipstack_operator.errors import NOT_ALLOWED, NotAllowedError, ReconcileError
+from sipstack_operator.reconcile import Reconciler
 from sipstack_operator.spec import GROUP, PLURAL, VERSION, SpecError
 
 CONFIG = OperatorConfig.from_env()

@@ -3,7 +3,7 @@ to its agent's control endpoint, and record the outcome.
 
 - The agent is called through its Service (OperatorConfig.agent_control_url)
   with ``Authorization: Bearer <token>``, the token read from the connector's
-  own ``<name>-control`` Secret (owned by it; reconcile.py made it); one
+  own ``<name>-control`` Secret (owned by it; secretrefs.py made it and reads it); one
   attempt, a timeout (SIPSTACK_AGENT_CONTROL_TIMEOUT) and a bounded answer
   (MAX_ANSWER_BYTES): a failure is an outcome, not a retry loop.
 - Each request id is handled once, across operator restarts: before the call
@@ -17,8 +17,6 @@ to its agent's control endpoint, and record the outcome.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Mapping
@@ -28,7 +26,8 @@ import aiohttp
 
 from sipstack_operator import controlreq as cr
 from sipstack_operator.reconcile import Reconciler
-from sipstack_operator.render import CONTROL_TOKEN_KEY, Names
+from sipstack_operator.render import Names
+from sipstack_operator.secretrefs import own_control_token
 
 logger = logging.getLogger("sipstack_operator.relay")
 
@@ -88,7 +87,7 @@ async def _relay(
         str(meta.get("uid") or ""),
     )
     secret_name = Names.of(name).control_secret
-    token = token_of(await reconciler.api.get_secret(ns, secret_name), uid)
+    token = own_control_token(await reconciler.api.get_secret(ns, secret_name), name, uid)
     if token is None:
         return cr.Outcome(
             cr.FAILED,
@@ -109,21 +108,6 @@ async def _relay(
     except AgentUnreachableError as e:
         return cr.Outcome(cr.FAILED, f"cannot reach the agent: {e}")
     return cr.outcome(request, status, answer)
-
-
-def token_of(secret: Mapping[str, Any] | None, uid: str) -> str | None:
-    """The token in the connector's own <name>-control Secret."""
-    if secret is None:
-        return None
-    owners = (secret.get("metadata") or {}).get("ownerReferences") or []
-    if uid and not any(o.get("uid") == uid for o in owners):
-        return None
-    raw = (secret.get("data") or {}).get(CONTROL_TOKEN_KEY)
-    try:
-        token = base64.b64decode(str(raw), validate=True).decode().strip() if raw else ""
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return token or None
 
 
 async def call_agent(

@@ -36,7 +36,7 @@ Children (all in the connector's namespace, all labelled app.kubernetes.io/*):
 - Service ``<name>-metrics``: port 8000 named ``metrics``.
 - Secret ``<name>-control``: the bearer token of the agent's /control/*
   endpoints (re-send, dead-letter retry: relay.py). The token is generated
-  once by the operator (reconcile.py) and passed in here; it is mounted as the
+  once by the operator (secretrefs.py) and passed in here; it is mounted as the
   file /etc/sipstack/control/token named by ``CONTROL_TOKEN_FILE`` (never an
   environment value). Without a token (``sipstack-operator render``) the
   Secret carries a placeholder with spaces, which the agent refuses.
@@ -594,7 +594,7 @@ def render(
 ) -> list[Manifest]:
     """All children, in apply order. Raises `MissingSecretError` for a missing key.
 
-    `control_token`: the connector's control token (reconcile.py generates it
+    `control_token`: the connector's control token (secretrefs.py generates it
     once and reads it back from <name>-control afterwards)."""
     env = agent_env(spec)
     digest = config_hash(spec, env, secrets, control_token)

@@ -235,6 +235,48 @@ async def test_receive_command(tmp_path: Path, how: str) -> None:
     assert ("RECEIVER_API_KEY or --api-key-file" in err) == (how == "flag")
 
 
+# ------------------------------------------------------------------ healthcheck
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_healthcheck_command(pbx: Path, tmp_path: Path) -> None:
+    """GET /healthz of the agent's real monitoring server where MONITORING_PORT says."""
+    from sipstack_agent.health import HealthServer
+    from sipstack_agent.metrics import Metrics
+
+    port = free_port()
+    env = agent_env(pbx, "http://127.0.0.1:9/v1", tmp_path, MONITORING_HOST="0.0.0.0")
+    async with HealthServer(Metrics()) as hs:
+        await hs.start("127.0.0.1", port)
+        rc, out = await run_cli(
+            "healthcheck", env={**env, "MONITORING_PORT": str(port)}, cwd=tmp_path
+        )
+    assert (rc, out.strip()) == (0, f"healthy: http://127.0.0.1:{port}/healthz")
+    # nothing listens there any more
+    rc, out = await run_cli("healthcheck", env={**env, "MONITORING_PORT": str(port)}, cwd=tmp_path)
+    assert rc == 1 and out.startswith(f"unhealthy: http://127.0.0.1:{port}/healthz: "), out
+    rc, out = await run_cli("healthcheck", env={**env, "MONITORING_PORT": "0"}, cwd=tmp_path)
+    assert (rc, out.strip()) == (0, "healthy: monitoring endpoint disabled (MONITORING_PORT=0)")
+    rc, out = await run_cli("healthcheck", env={**env, "API_KEY": ""}, cwd=tmp_path)
+    assert (rc, out.strip()) == (1, "unhealthy: configuration errors (run sipstack-agent check)")
+
+
+def test_receive_help_names_the_key_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    """cli.py spells the variable in its help without importing the receiver (aiohttp)."""
+    from sipstack_agent.receiver.command import RECEIVER_KEY_ENV
+
+    with pytest.raises(SystemExit):
+        cli.main(["receive", "--help"])
+    assert RECEIVER_KEY_ENV in capsys.readouterr().out
+
+
 async def test_demo_command_exits_0(tmp_path: Path) -> None:
     rc, out = await run_cli(
         "demo", "--calls", "30", "--rate", "30", "--timeout", "40",

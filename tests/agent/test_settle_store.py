@@ -19,7 +19,8 @@ from typing import Any
 from sipstack_agent.app import Agent
 from sipstack_agent.config import CallSettings, Identity, Settings
 from sipstack_agent.model import CdrRow, CelRow
-from sipstack_agent.state import _SCHEMA_V1, SCHEMA_VERSION, StateStore
+from sipstack_agent.state import SCHEMA_VERSION, StateStore
+from sipstack_agent.state.schema import SCHEMA_V1
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
 
 from .calls.helpers import Seq
@@ -144,7 +145,7 @@ async def test_revisions_stay_per_linkedid_when_both_calls_had_shipped(tmp_path:
 async def test_a_v1_state_file_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with closing(sqlite3.connect(path)) as c:
-        for stmt in _SCHEMA_V1.split(";"):
+        for stmt in SCHEMA_V1.split(";"):
             if stmt.strip():
                 c.execute(stmt)
         c.execute(

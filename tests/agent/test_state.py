@@ -134,6 +134,21 @@ async def test_dedup_and_overlap_rereads_do_not_redirty(store: StateStore) -> No
     assert len((await store.load_call("1.1")).cels) == 6  # type: ignore[union-attr]
 
 
+async def test_a_mixed_batch_groups_only_its_new_rows(store: StateStore) -> None:
+    """Stored rows in a batch are told apart from new ones (by seq past the batch's start),
+    interleaved: only the calls of new rows are marked dirty."""
+    a = [cel("CHAN_START", "1.1", "1.1", row_id=i) for i in (1, 2)]
+    await store.ingest(a, [])
+    rec = await store.load_call("1.1")
+    assert rec is not None and await store.save_evaluation("1.1", Ev(ship=ShipState()))
+    b = [cel("CHAN_START", "2.1", "2.1", row_id=i) for i in (3, 4)]
+    res = await store.ingest([b[0], a[0], b[1], a[1]], [])
+    assert (res.new_cels, res.duplicates, res.dirty_calls) == (2, 2, 1)
+    assert await store.due_calls(T0, 10) == ["2.1"]
+    rec = await store.load_call("2.1")
+    assert rec is not None and rec.cels == b
+
+
 async def test_positions(store: StateStore) -> None:
     assert await store.get_position("x") is None
     await store.set_position("x", {"id": 5, "epoch": 0})

@@ -300,7 +300,7 @@ def test_the_served_operator_port_is_the_one_the_chart_scrapes(
     helm: Helm, served: dict[str, set[str]]
 ):
     """The operator's default port (OperatorConfig) is the chart's metricsPort."""
-    from sipstack_operator.reconcile import OperatorConfig
+    from sipstack_operator.config import OperatorConfig
 
     _, deployment, _ = _operator_objects(single(helm))
     (container,) = deployment["spec"]["template"]["spec"]["containers"]

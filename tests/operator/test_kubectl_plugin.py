@@ -1,12 +1,13 @@
 """`kubectl sipstack status` (sipstack_operator.kubectl) against kmock: the fleet
 table from the AsteriskConnectors' status as the operator writes it, -n / -A /
-the context's namespace, exit codes 0 (all ready), 1 (one not), 2 (no cluster);
-every `kubectl sipstack` command the docs show parses."""
+the context's namespace, -o json / wide, exit codes 0 (all ready), 1 (one not),
+2 (no cluster); every `kubectl sipstack` command the docs show parses."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import shlex
@@ -57,6 +58,7 @@ FLEET = [
             "lastShippedAt": ago(30),
             "deadLetters": 0,
             "agentVersion": "0.14.0",
+            "agent": {"image": "sipstack/connector-asterisk:0.14.0", "readyReplicas": 1},
         },
     ),
     with_status(
@@ -136,6 +138,67 @@ async def test_status_exits_0_when_every_connector_is_ready(cluster: Emulator) -
     code, text = await run("status", "-n", NS)
     assert code == 0, text
     assert len(text.splitlines()) == 2  # header and pbx-east, no reasons below
+
+
+async def test_status_json_gives_scripts_the_table_as_objects(cluster: Emulator) -> None:
+    for body in FLEET:
+        await put(cluster, body)
+
+    code, text = await run("status", "-A", "-o", "json")
+    assert code == 1  # the same exit code as the table
+    rows = json.loads(text)
+    assert [(r["namespace"], r["name"]) for r in rows] == sorted(
+        [("lab", "pbx-lab"), (NS, "pbx-east"), (NS, "pbx-west")]
+    )
+    by_name = {r["name"]: r for r in rows}
+    east, west, lab = by_name["pbx-east"], by_name["pbx-west"], by_name["pbx-lab"]
+    assert east == {
+        "namespace": NS,
+        "name": "pbx-east",
+        "ready": True,
+        "readyStatus": "True",
+        "readyReason": "AgentReady",
+        "message": "",
+        "backlog": 0,
+        "newestRowAt": ago(4),
+        "lagSeconds": east["lagSeconds"],
+        "lastShippedAt": ago(30),
+        "lastShippedSecondsAgo": east["lastShippedSecondsAgo"],
+        "deadLetters": 0,
+        "agentVersion": "0.14.0",
+        "image": "sipstack/connector-asterisk:0.14.0",
+    }
+    assert east["lagSeconds"] >= 4 and east["lastShippedSecondsAgo"] >= 30
+    assert (west["ready"], west["readyReason"], west["message"]) == (
+        False,
+        "SecretNotFound",
+        "Secret 'west-api' not found",
+    )
+    assert (west["backlog"], west["deadLetters"], west["agentVersion"]) == (1250, 3, "0.13.2")
+    assert west["lagSeconds"] >= 7260 and west["lastShippedSecondsAgo"] >= 3 * 86400
+    # Not reconciled yet: null where the table shows "-".
+    assert (lab["ready"], lab["readyStatus"], lab["message"]) == (False, "Unknown", "no status yet")
+    assert [lab[k] for k in ("backlog", "lagSeconds", "lastShippedAt", "deadLetters")] == [None] * 4
+    assert (lab["agentVersion"], lab["image"]) == (None, None)
+
+    # -n: the same objects, that namespace only; an empty namespace is an empty list.
+    code, text = await run("status", "-n", NS, "-o", "json")
+    assert code == 1 and [r["name"] for r in json.loads(text)] == ["pbx-east", "pbx-west"]
+    code, text = await run("status", "-n", "empty", "-o", "json")
+    assert (code, text) == (0, "[]\n")
+
+
+async def test_status_wide_adds_image_and_message(cluster: Emulator) -> None:
+    for body in FLEET[:2]:
+        await put(cluster, body)
+    code, text = await run("status", "-n", NS, "-o", "wide")
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[0].split()[-2:] == ["IMAGE", "MESSAGE"]
+    assert len(lines) == 3  # the messages are in the MESSAGE column, not below
+    cells = [re.split(r"\s{3,}", line) for line in lines[1:]]  # columns: 3 spaces apart
+    assert cells[0][-2:] == ["sipstack/connector-asterisk:0.14.0", "-"]
+    assert cells[1][-2:] == ["-", "Secret 'west-api' not found"]
 
 
 async def test_status_exits_2_without_a_cluster(tmp_path: Path) -> None:

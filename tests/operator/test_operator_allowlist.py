@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sipstack_agent.rules.api_urls import REGION_HOSTS as AGENT_REGION_HOSTS
 from sipstack_operator.allowlist import AllowList, AllowListError, image_repository
-from sipstack_operator.reconcile import OperatorConfig
+from sipstack_operator.config import OperatorConfig
 from sipstack_operator.spec import REGION_HOSTS, parse_spec
 
 BASE = {
@@ -51,6 +51,7 @@ def test_image_repository(image: str, repository: str) -> None:
         ),
         ({"SIPSTACK_ALLOWED_VOLUME_TYPES": "host-path"}, "SIPSTACK_ALLOWED_VOLUME_TYPES"),
         ({"SIPSTACK_SECRET_LABEL": "just-a-key"}, "SIPSTACK_SECRET_LABEL"),
+        ({"SIPSTACK_ALLOW_INSECURE_HTTP": "yes"}, "SIPSTACK_ALLOW_INSECURE_HTTP"),
     ],
 )
 def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:
@@ -87,3 +88,38 @@ def test_rules_and_wildcards() -> None:
     region_only = parse_spec("a", "ns", BASE)
     (problem,) = allow.check_spec(region_only)  # us1's host is not in this list
     assert "api-us1.sipstack.com" in problem
+
+
+PLAINTEXT = {
+    **BASE,
+    "apiUrl": "http://collector.internal:8080/v1/calls",
+    "apiAllowInsecureHttp": True,
+}
+PLAINTEXT_HOST = {"SIPSTACK_ALLOWED_API_HOSTS": "collector.internal:8080"}
+
+
+@pytest.mark.parametrize(
+    ("env", "refused"),
+    [
+        ({}, True),  # the default: refused
+        ({"SIPSTACK_ALLOW_INSECURE_HTTP": "false"}, True),
+        ({"SIPSTACK_ALLOW_INSECURE_HTTP": "true"}, False),
+        ({"SIPSTACK_ALLOW_INSECURE_HTTP": "True"}, False),
+    ],
+)
+def test_api_allow_insecure_http_needs_the_install(env: dict[str, str], refused: bool) -> None:
+    allow = OperatorConfig.from_env({**PLAINTEXT_HOST, **env}).allow
+    problems = allow.check_spec(parse_spec("a", "ns", PLAINTEXT))
+    if refused:
+        (problem,) = problems
+        assert problem.startswith("spec.apiAllowInsecureHttp: ")
+        assert "SIPSTACK_ALLOW_INSECURE_HTTP" in problem
+    else:
+        assert problems == []
+
+
+def test_https_and_loopback_http_need_no_insecure_setting() -> None:
+    allow = OperatorConfig.from_env({"SIPSTACK_ALLOWED_API_HOSTS": "*"}).allow
+    assert allow.insecure_http is False
+    for url in ("https://collector.internal/v1/calls", "http://127.0.0.1:8080/v1/calls"):
+        assert allow.check_spec(parse_spec("a", "ns", {**BASE, "apiUrl": url})) == []

@@ -5,9 +5,13 @@ kmock (kmock_emulator.py)."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from typing import Any
 
 import pytest
+from sipstack_operator import handlers
+from sipstack_operator.config import OperatorConfig
 
 from .kmock_emulator import Emulator
 from .test_operator_kmock import (
@@ -20,6 +24,7 @@ from .test_operator_kmock import (
     create,
     eventually,
     names,
+    obj,
     operator,
     secret,
     seed,
@@ -50,6 +55,11 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
             }
         },
         "spec.recordings.volume: volume type 'hostPath' is not allowed",
+    ),
+    (
+        "plaintext http:// to a non-loopback API host",
+        {"apiUrl": "http://api-us1.sipstack.com/v1/calls", "apiAllowInsecureHttp": True},
+        "spec.apiAllowInsecureHttp: plaintext http:// to the API is not allowed by this install",
     ),
     (
         "service-account token as the API key",
@@ -109,3 +119,24 @@ async def test_labelling_the_secret_later_lets_the_connector_in(cluster: Emulato
             lambda: condition(cluster, "pbx-east", "Reconciled")["status"] == "True",
             what="Reconciled True",
         )
+
+
+async def test_an_install_that_allows_insecure_http_applies_it(
+    cluster: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """operator.allow.insecureHttp (SIPSTACK_ALLOW_INSECURE_HTTP=true): the agent gets
+    the plaintext URL and API_ALLOW_INSECURE_HTTP."""
+    allowed = OperatorConfig.from_env({"SIPSTACK_ALLOW_INSECURE_HTTP": "true"}).allow
+    monkeypatch.setattr(handlers, "CONFIG", dataclasses.replace(handlers.CONFIG, allow=allowed))
+    await seed(cluster)
+    url = "http://api-us1.sipstack.com/v1/calls"
+    await create(cluster, connector(apiUrl=url, apiAllowInsecureHttp=True))
+    async with operator():
+        await eventually(lambda: names(cluster, DEPLOYMENTS) == ["pbx-east-agent"], what="applied")
+        await eventually(
+            lambda: condition(cluster, "pbx-east", "Reconciled")["status"] == "True",
+            what="Reconciled True",
+        )
+    data = obj(cluster, SECRETS, "pbx-east-agent-env")["data"]
+    env = {k: base64.b64decode(data[k]).decode() for k in ("API_URL", "API_ALLOW_INSECURE_HTTP")}
+    assert env == {"API_URL": url, "API_ALLOW_INSECURE_HTTP": "true"}

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 from sipstack_operator import handlers
-from sipstack_operator.reconcile import OperatorConfig
+from sipstack_operator.config import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
 
 from .kmock_emulator import Emulator

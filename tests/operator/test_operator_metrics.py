@@ -19,13 +19,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sipstack_operator import __version__, handlers
+from sipstack_operator.config import OperatorConfig
+from sipstack_operator.errors import ApplyError, SecretsUnresolvedError, failure_reason
 from sipstack_operator.metrics import FAILURE_REASONS, OperatorMetrics
-from sipstack_operator.reconcile import (
-    ApplyError,
-    OperatorConfig,
-    SecretsUnresolvedError,
-    failure_reason,
-)
 from sipstack_operator.spec import SpecError
 
 from .fake_agent import FakeAgents

@@ -26,7 +26,7 @@ from sipstack_agent.sim.timeline import SimCall, timeline
 from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.sim.writers import PbxWriter
 from sipstack_operator import handlers
-from sipstack_operator.reconcile import OperatorConfig
+from sipstack_operator.config import OperatorConfig
 
 from .kmock_emulator import Emulator
 from .operator_testlib import strip_for_draft4

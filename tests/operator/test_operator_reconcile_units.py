@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 
 from sipstack_operator import revocation as rv
-from sipstack_operator.reconcile import OperatorConfig, _decode_secret
+from sipstack_operator.config import OperatorConfig
 from sipstack_operator.render import render
+from sipstack_operator.secretrefs import decode_secret
 from sipstack_operator.spec import parse_resource
 
 from .operator_testlib import EXAMPLES, load_docs
@@ -32,7 +33,7 @@ def test_decode_secret() -> None:
         "data": {"a": base64.b64encode(b"x").decode(), "bin": base64.b64encode(b"\xff").decode()},
         "stringData": {"b": "y"},
     }
-    assert _decode_secret(obj) == {"a": "x", "bin": "", "b": "y"}
+    assert decode_secret(obj) == {"a": "x", "bin": "", "b": "y"}
 
 
 def test_revocation_knows_the_keys_the_running_pod_mounts() -> None:

@@ -21,7 +21,7 @@ import pytest
 from sipstack_operator import handlers
 from sipstack_operator import render as render_module
 from sipstack_operator.cli import render_documents
-from sipstack_operator.reconcile import OperatorConfig
+from sipstack_operator.config import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
 
 from .kmock_emulator import Emulator

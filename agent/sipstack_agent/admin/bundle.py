@@ -103,13 +103,13 @@ def versions_text() -> str:
 def check_text(settings: Settings | None, *, api: bool) -> str:
     if settings is None:
         return "the configuration did not load: run `sipstack-agent check` for the problems\n"
-    from .check import run_checks
+    from .check import render, run_checks
 
     try:
         lines = asyncio.run(run_checks(settings, api=api))
     except Exception as e:  # a check that cannot run is a finding, not a lost bundle
         return f"checks did not run: {type(e).__name__}: {e}\n"
-    return "".join(ln.render() + "\n" for ln in lines)
+    return render(lines)
 
 
 def last_lines(source: Iterable[str], n: int) -> str:

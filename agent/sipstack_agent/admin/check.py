@@ -1,17 +1,20 @@
 """`sipstack-agent check` (and the bundle's check.txt): every preflight check, run once.
 
 Configuration, PBX database (sources/sql/check.py), CEL feed (CSV or AMI), API
-and state dir, each a list of `rules.checks.CheckResult`; cli.py only renders
-them. Where FAIL ends and WARN begins is decided in rules/checks.py."""
+and state dir, each a list of `rules.checks.CheckResult`, and their text (`render`:
+one line each, then the verdict; or JSON). Where FAIL ends and WARN begins is
+decided in rules/checks.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TextIO
 
 from .. import __version__
 from ..config import CDR_ONLY_WARNING, DatabaseSettings, Settings, api_key_format
@@ -21,7 +24,16 @@ from ..statedir import problem as state_dir_problem
 from ..statedir import run_as_warning
 from ..zones import PbxZone
 
-__all__ = ["check_api", "check_cel_feed", "check_database", "check_state_dir", "run_checks"]
+__all__ = [
+    "check_api",
+    "check_cel_feed",
+    "check_database",
+    "check_state_dir",
+    "config_errors",
+    "render",
+    "run_check",
+    "run_checks",
+]
 
 
 async def check_state_dir(path: str) -> CheckResult:
@@ -198,3 +210,27 @@ async def run_checks(settings: Settings, *, api: bool = True) -> list[CheckResul
         lines.extend(found)
     lines.append(await check_state_dir(settings.state_dir))
     return lines
+
+
+def config_errors(problems: Sequence[str]) -> list[CheckResult]:
+    """A configuration that did not load, as check lines (one per problem)."""
+    return [CheckResult.fail("config", p, "fix the variable named") for p in problems]
+
+
+def render(lines: Sequence[CheckResult], *, as_json: bool = False, verdict: bool = True) -> str:
+    """What `check` prints (and the bundle's check.txt): a line per result, then
+    `N check(s) failed` / `all checks passed`; with `as_json` a JSON list instead."""
+    if as_json:
+        return json.dumps([dataclasses.asdict(ln) for ln in lines], indent=2) + "\n"
+    text = "".join(ln.render() + "\n" for ln in lines)
+    if verdict:
+        failed = sum(1 for ln in lines if ln.failed)
+        text += f"{failed} check(s) failed\n" if failed else "all checks passed\n"
+    return text
+
+
+def run_check(settings: Settings, *, api: bool, as_json: bool, out: TextIO) -> int:
+    """`sipstack-agent check`: 0 when no check failed, 1 otherwise."""
+    lines = asyncio.run(run_checks(settings, api=api))
+    out.write(render(lines, as_json=as_json))
+    return 1 if any(ln.failed for ln in lines) else 0

@@ -1,6 +1,10 @@
-"""The local stand-in for the SIPSTACK API (tests, demo, bench); see docs/shipping.md."""
+"""The local stand-in for the SIPSTACK API (tests, demo, bench); see docs/shipping.md.
 
-from sipstack_agent.receiver.server import FaultPlan, Receiver, serve
-from sipstack_agent.rules.api_urls import CALLS_PATH, RECORDING_PATH
+`server` the aiohttp application (`Receiver`, `FaultPlan`), `db` its SQLite,
+`schema` the document validator, `command` the `sipstack-agent receive` process.
+"""
 
-__all__ = ["CALLS_PATH", "RECORDING_PATH", "FaultPlan", "Receiver", "serve"]
+from sipstack_agent.receiver.command import serve
+from sipstack_agent.receiver.server import FaultPlan, Receiver
+
+__all__ = ["FaultPlan", "Receiver", "serve"]

@@ -87,12 +87,6 @@ class ReceiverDB:
         )
         return cur.rowcount == 1
 
-    def has_call_key(self, idempotency_key: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM calls WHERE idempotency_key = ?", (idempotency_key,)
-        ).fetchone()
-        return row is not None
-
     def call_body(self, idempotency_key: str) -> str | None:
         """The body first stored under this Idempotency-Key (None when unseen)."""
         row = self.conn.execute(

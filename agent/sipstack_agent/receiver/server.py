@@ -557,30 +557,6 @@ async def _drain(request: web.Request) -> None:
             pass
 
 
-async def serve(
-    host: str,
-    port: int,
-    db_path: str | Path | None,
-    api_key: str | None = None,
-    stop: asyncio.Event | None = None,
-    *,
-    validate: bool = True,
-    on_ready: Callable[[str], None] | None = None,
-) -> None:
-    """Run a receiver until `stop` is set (forever without one). For `sipstack-agent receive`."""
-    receiver = Receiver(db_path, api_key=api_key, validate=validate)
-    url = await receiver.start(host, port)
-    if on_ready is not None:
-        on_ready(url)
-    try:
-        if stop is None:
-            await asyncio.Event().wait()
-        else:
-            await stop.wait()
-    finally:
-        await receiver.stop()
-
-
 def _content(doc: dict[str, Any]) -> dict[str, Any]:
     """A document without its send stamp (`shipped_at`, new on every retry)."""
     return {k: v for k, v in doc.items() if k != "shipped_at"}

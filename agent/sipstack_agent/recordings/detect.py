@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 SOURCE_CEL = "cel_mixmonitor"
 SOURCE_DB = "database"
 SOURCE_FS = "filesystem"
-SOURCES = (SOURCE_CEL, SOURCE_DB, SOURCE_FS)
 
 
 @dataclass(frozen=True, slots=True)

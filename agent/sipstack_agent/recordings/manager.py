@@ -19,11 +19,10 @@ then, every RECORDING_POLL_INTERVAL seconds:
 Files are de-duplicated by real path; every path is checked against
 RECORDING_PATHS (`paths.resolve_under_roots`), refusals are counted.
 
-Memory is bounded: a call is forgotten once it is complete and its
-recordings are stored (nothing left to look for), after
-RECORDING_KNOWN_CALL_WINDOW, or, beyond RECORDING_KNOWN_CALL_MAX calls, the
-least recently evaluated ones first (a backlog evaluates calls much faster
-than the window's wall-clock time passes).
+Which call a file belongs to is `known.KnownCalls` (the calls it was told
+about, their ids and hints, bounded by RECORDING_KNOWN_CALL_WINDOW and
+RECORDING_KNOWN_CALL_MAX); a file found is watched under that call's key
+(`Watched.call_key`, persisted) until it is stored on it.
 """
 
 from __future__ import annotations
@@ -33,9 +32,8 @@ import contextlib
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -52,6 +50,7 @@ from sipstack_agent.recordings.detect import (
     cel_hints,
     table_row_hint,
 )
+from sipstack_agent.recordings.known import KnownCall, KnownCalls
 from sipstack_agent.recordings.paths import (
     REFUSED_TRAVERSAL,
     Resolved,
@@ -86,23 +85,6 @@ class RecordingStore(Protocol):
 
 
 @dataclass(slots=True)
-class KnownCall:
-    call_key: str
-    linkedids: set[str] = field(default_factory=set)
-    uniqueids: set[str] = field(default_factory=set)
-    complete: bool = False
-    seen_at: float = 0.0
-    completed_at: float | None = None
-    started_at: datetime | None = None
-    info: dict[str, Any] = field(default_factory=dict)  # fields for the upload form
-    hints: list[Hint] = field(default_factory=list)  # candidates not found yet
-
-    @property
-    def ids(self) -> set[str]:
-        return self.linkedids | self.uniqueids
-
-
-@dataclass(slots=True)
 class Watched:
     """A recording file found for a call, waiting to be stable (JSON-persisted)."""
 
@@ -114,31 +96,6 @@ class Watched:
     started_at: str = ""  # ISO
     complete: bool = False  # the call's completion as last known
     found_at: float = 0.0
-
-
-def call_info_from(document: Mapping[str, Any] | None, cdrs: Sequence[CdrRow]) -> dict[str, Any]:
-    """Fields of the upload form from the call's latest document, else its CDR rows."""
-    info: dict[str, Any] = {}
-    if document:
-        info = {
-            "src_number": document.get("src_number", ""),
-            "dst_number": document.get("dst_number", ""),
-            "direction": document.get("direction", ""),
-            "duration": document.get("duration_seconds", 0),
-            "start_time": document.get("call_time", ""),
-            "tenant_name": document.get("tenant", ""),
-        }
-    elif cdrs:
-        first = min(cdrs, key=lambda r: (r.calldate, r.row_id or 0))
-        info = {
-            "src_number": first.src,
-            "dst_number": first.dst,
-            "direction": "",
-            "duration": max(r.duration for r in cdrs),
-            "start_time": first.calldate.astimezone(UTC).isoformat(),
-            "tenant_name": "",
-        }
-    return info
 
 
 class RecordingManager:
@@ -192,10 +149,8 @@ class RecordingManager:
             self.table = RecordingsTable(database, settings.columns)
         self.upload = settings.upload  # queue an upload for every stored recording
         self.on_queued = on_queued
-        self.calls: OrderedDict[str, KnownCall] = OrderedDict()  # least recently seen first
-        self.max_calls = max(1, settings.known_call_max)
+        self.known = KnownCalls(settings.known_call_max, settings.known_call_window, clock)
         self.watched: dict[str, Watched] = {}  # real path -> watched file
-        self.done: dict[str, str] = {}  # real path -> call key (stored on the call)
         self._refused_seen: set[str] = set()
         self._full_warned = False
         self._dirty = False
@@ -221,44 +176,16 @@ class RecordingManager:
         `complete`: Evaluation.call.is_complete; `document`: the newest document
         dict if one was produced (fields for the upload form).
         """
-        now = self.clock()
-        kc = self.calls.get(call_key)
-        if kc is None:
-            kc = self.calls[call_key] = KnownCall(call_key)
-        else:
-            self.calls.move_to_end(call_key)
-        kc.seen_at = now
-        if complete and not kc.complete:
-            kc.completed_at = now
-        kc.complete = complete
-        for r in cels:
-            kc.linkedids.add(r.call_linkedid)
-            if r.uniqueid:
-                kc.uniqueids.add(r.uniqueid)
-        for c in cdrs:
-            kc.linkedids.add(c.call_linkedid)
-            if c.uniqueid:
-                kc.uniqueids.add(c.uniqueid)
-        kc.linkedids.add(call_key)
-        starts = [r.eventtime for r in cels] + [c.calldate for c in cdrs]
-        if starts:
-            kc.started_at = min(starts)
-        if document or not kc.info:  # a document's fields win over the CDR fallback
-            info = call_info_from(document, cdrs)
-            if info:
-                kc.info = info
-        for rec in recordings:
-            self.done[rec.file_path] = call_key  # stored paths are real paths already
-        hints = cel_hints(cels, self.paths, self.extensions) + cdr_hints(
-            cdrs, self.paths, self.extensions, self.timezone
+        kc = self.known.see(call_key, cels, cdrs, recordings, complete=complete, document=document)
+        kc.add_hints(
+            cel_hints(cels, self.paths, self.extensions)
+            + cdr_hints(cdrs, self.paths, self.extensions, self.timezone)
         )
-        known = {(h.source, h.candidates) for h in kc.hints}
-        for h in hints:
-            if (h.source, h.candidates) not in known:
-                kc.hints.append(h)
-                known.add((h.source, h.candidates))
         watching = False
         for w in self.watched.values():
+            if w.call_key != call_key and w.call_key in kc.linkedids:
+                w.call_key = call_key  # found for a call merged into this one since
+                self._dirty = True
             if w.call_key == call_key:
                 watching = True
                 if w.complete != complete:
@@ -267,33 +194,13 @@ class RecordingManager:
         if complete and recordings and not watching:
             # resolved: ended, its recordings stored, no file of it still being watched
             # (its rows' hints were probed when they first came, before it ended)
-            self._forget([call_key])
+            self.known.forget([call_key])
             return
         if kc.started_at is not None:
             self.fs.prioritize(
                 d for root in self.paths for d in freepbx_day_dirs(root, local_dates(kc.started_at))
             )
-        if len(self.calls) > self.max_calls:
-            self._evict()
-
-    def forget_call(self, call_key: str) -> None:
-        self._forget([call_key])
-
-    def _forget(self, keys: Iterable[str]) -> None:
-        """Drop calls and the stored-file entries that were theirs."""
-        gone = {k for k in keys if self.calls.pop(k, None) is not None}
-        if gone:
-            for p in [p for p, k in self.done.items() if k in gone]:
-                del self.done[p]
-
-    def _evict(self) -> None:
-        """Beyond RECORDING_KNOWN_CALL_MAX: forget the least recently evaluated calls
-        (down to 90 % of the cap, so the sweep over `done` is not paid per call)."""
-        target = self.max_calls - self.max_calls // 10
-        excess = len(self.calls) - target
-        oldest = [k for k, _ in zip(self.calls, range(excess), strict=False)]
-        self._forget(oldest)
-        log.debug("recordings: %d calls known, forgot the %d least recent", target, len(oldest))
+        self.known.evict()
 
     # ------------------------------------------------------------------ loop
 
@@ -326,12 +233,12 @@ class RecordingManager:
         """One detection pass; returns the number of recordings handed on."""
         if not self._loaded:
             await self.load()
-        self._expire()
+        self.known.expire()
         await asyncio.to_thread(self.fs.scan)
         if self.table is not None:
             await self._poll_table()
         # named files first (CEL, cdr.recordingfile, table), then name matching
-        batch = [(kc, list(kc.hints)) for kc in self.calls.values() if kc.hints]
+        batch = [(kc, list(kc.hints)) for kc in self.known if kc.hints]
         if batch:
             flat = [h for _, hints in batch for h in hints]
             results = await asyncio.to_thread(self._probe, flat)  # one thread hop per pass
@@ -367,14 +274,14 @@ class RecordingManager:
         original: str = "",
         started_at: datetime | None = None,
     ) -> bool:
-        if real in self.watched or real in self.done:
+        if real in self.watched or real in self.known.stored:
             return False
         if len(self.watched) >= MAX_WATCHED:
             if not self._full_warned:
                 log.warning("recordings: %d files watched already; not watching more", MAX_WATCHED)
                 self._full_warned = True
             return False
-        kc = self.calls.get(call_key)
+        kc = self.known.get(call_key)
         self.watched[real] = Watched(
             real_path=real,
             call_key=call_key,
@@ -456,10 +363,7 @@ class RecordingManager:
         kc.hints = [h for h in kc.hints if id(h) not in settled]
 
     def _match_fs(self) -> None:
-        ids: dict[str, str] = {}
-        for kc in self.calls.values():
-            for i in kc.ids:
-                ids.setdefault(i, kc.call_key)
+        ids = self.known.owners()
         if not ids:
             return
         for cid, paths in self.fs.find(ids).items():
@@ -469,7 +373,8 @@ class RecordingManager:
                     self._refuse(p, res.refused)
                     continue
                 if res.ok and res.real_path:
-                    kc = self.calls[ids[cid]]
+                    kc = self.known.get(ids[cid])
+                    assert kc is not None  # owners() names known calls only
                     self._track(
                         res.real_path,
                         kc.call_key,
@@ -480,11 +385,7 @@ class RecordingManager:
 
     async def _poll_table(self) -> None:
         assert self.table is not None
-        lids: list[str] = []
-        uids: list[str] = []
-        for kc in self.calls.values():
-            lids.extend(sorted(kc.linkedids))
-            uids.extend(sorted(kc.uniqueids))
+        lids, uids = self.known.ids()
         if not lids and not uids:
             return
         try:
@@ -495,10 +396,7 @@ class RecordingManager:
             self.metrics.db_reconnects.labels("recordings").inc()
             log.warning("recordings table: %s", self.last_table_error)
             return
-        owner: dict[str, str] = {}
-        for kc in self.calls.values():
-            for i in kc.ids:
-                owner.setdefault(i, kc.call_key)
+        owner = self.known.owners()
         for row in rows:
             h = table_row_hint(row, self.paths, self.extensions, self.timezone)
             if h is None:
@@ -506,16 +404,16 @@ class RecordingManager:
             key = owner.get(h.linkedid) or owner.get(h.uniqueid)
             if key is None:
                 continue
-            kc = self.calls[key]
-            if all((x.source, x.candidates) != (h.source, h.candidates) for x in kc.hints):
-                kc.hints.append(h)
+            kc = self.known.get(key)
+            if kc is not None:
+                kc.add_hints([h])
 
     # ------------------------------------------------------------------ stability
 
     def _complete(self, w: Watched) -> bool:
         """The call's completion; a call no longer known (restart, expiry) counts as
         complete once the file has been watched for RECORDING_KNOWN_CALL_WINDOW."""
-        kc = self.calls.get(w.call_key)
+        kc = self.known.get(w.call_key)
         if kc is not None:
             return kc.complete
         return w.complete or self.clock() - w.found_at > self.settings.known_call_window
@@ -542,7 +440,7 @@ class RecordingManager:
                     continue
                 self.stability.forget(p)
                 del self.watched[p]
-                self.done[p] = w.call_key
+                self.known.stored[p] = w.call_key
                 self._dirty = True
                 handed += 1
         return handed
@@ -557,7 +455,7 @@ class RecordingManager:
             uploaded=False,
             uniqueid=w.uniqueid,
         )
-        kc = self.calls.get(w.call_key)
+        kc = self.known.get(w.call_key)
         info = dict(kc.info) if kc else {}  # before the await: the call may be resolved then
         await self.store.add_recordings(w.call_key, [rec])
         if self.upload:
@@ -571,19 +469,6 @@ class RecordingManager:
         log.info("recording ready for call %s: %s (%d bytes)", w.call_key, rec.filename, size)
 
     # ------------------------------------------------------------------ housekeeping
-
-    def _expire(self) -> None:
-        """Forget calls complete for longer than RECORDING_KNOWN_CALL_WINDOW."""
-        now = self.clock()
-        window = self.settings.known_call_window
-        expired = []
-        for key, kc in self.calls.items():
-            ref = kc.completed_at if kc.complete and kc.completed_at else None
-            if (ref is not None and now - ref > window) or now - kc.seen_at > max(
-                window, 6 * 3600.0
-            ):
-                expired.append(key)
-        self._forget(expired)
 
     async def load(self) -> None:
         """Resume the files watched before a restart."""
@@ -606,7 +491,7 @@ class RecordingManager:
 
     def status(self) -> dict[str, Any]:
         return {
-            "known_calls": len(self.calls),
+            "known_calls": len(self.known),
             "watched": len(self.watched),
             "indexed_files": self.fs.indexed_files,
             "scan_passes": self.fs.passes,

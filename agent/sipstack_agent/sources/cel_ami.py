@@ -5,7 +5,10 @@ asks only for the event class CEL is raised in (`Events: call`: cel_manager.c
 raises CEL with EVENT_FLAG_CALL; configurable with AmiSettings.events), keeps
 the connection alive with Ping, and reconnects with exponential backoff and
 jitter. A failed login is a clear error and a health condition
-(`state == "auth_failed"`, `last_error`).
+(`state == "auth_failed"`, `last_error`). The CEL events themselves, the bulk of
+the stream, are split off the socket by `ami_events.cel_headers` (the same
+reading as panoramisk's, without its per-message objects) and mapped a socket
+read at a time; everything else goes through panoramisk.
 
 AMI has no replay, so every `Event: CEL` is mapped to a `CelRow` and written to
 the state store (`store.ingest`) as soon as possible; nothing else acknowledges
@@ -38,15 +41,11 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from panoramisk import Manager
-from panoramisk.ami_protocol import AMIProtocol
 
 from ..config import AmiSettings
 from ..metrics import Metrics
@@ -54,7 +53,8 @@ from ..model import CelRow
 from ..rules.backoff import reconnect_delay
 from ..rules.checks import CheckResult
 from ..watermarks import Watermarks
-from .ami_auth import CHALLENGE, login_action, plaintext_warning
+from .ami_events import Headers, event_to_row, headers_to_row
+from .ami_session import AmiAuthError, AmiSession, ami_port
 from .celtime import TimeParser
 from .store import PositionStore, SourceStore
 from .timezone import ClockCheck
@@ -76,147 +76,8 @@ log = logging.getLogger(__name__)
 POSITION = "ami"
 GAPS_POSITION = "ami:gaps"
 MAX_GAPS = 500
-MAX_AMI_MESSAGE = 64 * 1024  # bytes of one AMI message (headers up to the blank line)
 MAX_BUFFERED_EVENTS = 10_000  # events held in memory before reading pauses
 GAP_KEEP_SECONDS = 30 * 86400.0
-
-# AMI CEL header (lower case) -> CelRow field.
-AMI_FIELDS: dict[str, str] = {
-    "eventname": "eventtype",
-    "calleridnum": "cid_num",
-    "calleridname": "cid_name",
-    "calleridani": "cid_ani",
-    "calleridrdnis": "cid_rdnis",
-    "calleriddnid": "cid_dnid",
-    "exten": "exten",
-    "context": "context",
-    "channel": "channame",
-    "application": "appname",
-    "appdata": "appdata",
-    "amaflags": "amaflags",
-    "accountcode": "accountcode",
-    "uniqueid": "uniqueid",
-    "linkedid": "linkedid",
-    "peer": "peer",
-    "extra": "extra",
-    "peeraccount": "peeraccount",
-    "userdeftype": "userdeftype",
-}
-# AMI names the AMA flags; the cel table stores their numbers (AST_AMA_*).
-AMA_FLAGS: dict[str, str] = {"OMIT": "1", "BILLING": "2", "DOCUMENTATION": "3"}
-# The CEL event types Asterisk defines: any other EventName is a user-defined event.
-CEL_EVENT_TYPES = frozenset(
-    {
-        "CHAN_START",
-        "CHAN_END",
-        "ANSWER",
-        "HANGUP",
-        "APP_START",
-        "APP_END",
-        "PARK_START",
-        "PARK_END",
-        "USER_DEFINED",
-        "BRIDGE_ENTER",
-        "BRIDGE_EXIT",
-        "BRIDGE_START",
-        "BRIDGE_END",
-        "BRIDGE_UPDATE",
-        "BLINDTRANSFER",
-        "ATTENDEDTRANSFER",
-        "PICKUP",
-        "FORWARD",
-        "LINKEDID_END",
-        "LOCAL_OPTIMIZE",
-        "LOCAL_OPTIMIZE_BEGIN",
-        "STREAM_BEGIN",
-        "STREAM_END",
-        "DTMF",
-        "CONF_START",
-        "CONF_END",
-        "CONF_ENTER",
-        "CONF_EXIT",
-        "3WAY_START",
-        "3WAY_END",
-        "HOOKFLASH",
-        "TRANSFER",
-    }
-)
-
-
-class AmiAuthError(Exception):
-    """The AMI rejected the login (wrong AMI_USERNAME / AMI_PASSWORD, or permit/deny)."""
-
-
-class AmiProtocolError(Exception):
-    """The AMI peer did not answer like an Asterisk manager."""
-
-
-# --------------------------------------------------------------------------- mapping
-
-
-def _text(value: Any) -> str:
-    """Header value -> text. The connection decodes latin-1 (lossless); undo that for UTF-8."""
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        value = value[-1] if value else ""
-    s = str(value)
-    if s.isascii():
-        return s
-    try:
-        return s.encode("latin-1").decode("utf-8")
-    except (UnicodeDecodeError, UnicodeEncodeError):
-        return s
-
-
-def event_to_row(event: Mapping[str, Any], times: TimeParser, source_pos: str = "") -> CelRow:
-    """Map one `Event: CEL` (headers, any case) to a CelRow. Raises ValueError when unusable."""
-    h = {str(k).lower(): v for k, v in event.items()}
-    values: dict[str, str] = {}
-    for key, name in AMI_FIELDS.items():
-        if key in h:
-            values[name] = _text(h[key])
-    eventtype = values.get("eventtype", "")
-    if not eventtype:
-        raise ValueError("CEL event without EventName")
-    if not values.get("uniqueid"):
-        raise ValueError("CEL event without UniqueID")
-    userdef = values.get("userdeftype", "")
-    if eventtype == "USER_DEFINED" and userdef:
-        values["eventtype"] = userdef  # as the cel table stores it (eventtype = the user type)
-    elif eventtype not in CEL_EVENT_TYPES and not userdef:
-        values["userdeftype"] = eventtype  # show_user_defined=no: EventName is the user type
-    ama = values.get("amaflags", "")
-    if ama:
-        values["amaflags"] = AMA_FLAGS.get(ama.upper(), ama)
-    eventtime = _event_time(h, times)
-    kwargs: dict[str, Any] = dict(values)
-    return CelRow(eventtime=eventtime, source="ami", source_pos=source_pos, **kwargs)
-
-
-def _event_time(h: Mapping[str, Any], times: TimeParser) -> datetime:
-    raw = _text(h.get("eventtime", "")).strip()
-    stamp = _text(h.get("timestamp", "")).strip()
-    parsed: datetime | None = None
-    if raw:
-        try:
-            parsed = times(raw)
-        except ValueError:
-            parsed = None
-    if stamp:
-        try:
-            precise = times(stamp)
-        except ValueError:
-            precise = None
-        # Timestamp (timestampevents=yes) is when the manager event was queued: the same
-        # instant with microseconds. Use it when it agrees with EventTime (same zone etc.).
-        if precise is not None and (
-            parsed is None or abs((precise - parsed).total_seconds()) < 2.0
-        ):
-            return precise
-    if parsed is None:
-        raise ValueError(f"CEL event with an unreadable EventTime {raw[:40]!r}")
-    return parsed
 
 
 # --------------------------------------------------------------------------- gaps
@@ -274,165 +135,6 @@ def overlaps_gap(
         if first_event <= g_end and end >= g.start:
             return g
     return None
-
-
-# --------------------------------------------------------------------------- panoramisk glue
-
-
-class _BoundedProtocol(AMIProtocol):  # type: ignore[misc]
-    """panoramisk's protocol with a bound on one message (it would buffer without end)."""
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        pending = self.queue[0] if self.queue else ""
-        if len(pending) > MAX_AMI_MESSAGE and not self.closed:
-            self.queue.clear()
-            log.error(
-                "AMI peer sent more than %d bytes without ending the message; "
-                "closing the connection (not an Asterisk manager?)",
-                MAX_AMI_MESSAGE,
-            )
-            self.transport.abort()
-
-
-class _Manager(Manager):  # type: ignore[misc]
-    """panoramisk Manager whose connection lifecycle belongs to CelAmiSource.
-
-    panoramisk reconnects on its own with a fixed delay and pings without
-    checking the answer; here a lost connection only resolves `lost` and the
-    source decides when to reconnect (backoff + jitter) and pings itself.
-    """
-
-    pinger: Any = None
-
-    def __init__(self, lost: asyncio.Future[Any], **config: Any) -> None:
-        super().__init__(**config)
-        self._lost = lost
-
-    def connection_made(self, f: asyncio.Future[Any]) -> None:
-        if f.cancelled() or f.exception() is not None:
-            return  # the awaiting coroutine sees the failure; no automatic reconnect
-        super().connection_made(f)
-
-    def connection_lost(self, exc: Any) -> None:
-        self._connected = False
-        if self.pinger:
-            self.pinger.cancel()
-            self.pinger = None
-        if not self._lost.done():
-            self._lost.set_result(exc)
-
-    def ping(self) -> None:  # our own keepalive checks the Pong
-        self.pinger = None
-
-
-async def _first(fut: asyncio.Future[Any], lost: asyncio.Future[Any], timeout: float) -> Any:
-    """Await `fut`, failing fast if the connection is lost or `timeout` passes."""
-    done, _ = await asyncio.wait({fut, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    if fut in done:
-        return fut.result()
-    if lost in done:
-        raise ConnectionError("AMI connection closed")
-    raise TimeoutError("no answer from the AMI")
-
-
-def _latin1(s: str) -> str:
-    """Text to send over the latin-1 connection so that its bytes are UTF-8."""
-    return s.encode("utf-8").decode("latin-1")
-
-
-def _ssl_context(settings: AmiSettings) -> ssl.SSLContext | bool:
-    if not settings.tls:
-        return False
-    ctx = ssl.create_default_context(cafile=settings.tls_ca_file or None)
-    if not settings.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def _port(settings: AmiSettings) -> int:
-    if settings.tls and settings.port == 5038:
-        return 5039  # AMI over TLS listens on 5039 (manager.conf tlsbindport) by default
-    return settings.port
-
-
-class _Session:
-    """One connected, logged-in AMI connection."""
-
-    def __init__(self, settings: AmiSettings, on_event: Any) -> None:
-        self.settings = settings
-        self.on_event = on_event
-        self.lost: asyncio.Future[Any] | None = None
-        self.manager: _Manager | None = None
-        self.version = ""
-
-    async def open(self) -> None:
-        s = self.settings
-        loop = asyncio.get_running_loop()
-        self.lost = loop.create_future()
-        mgr = _Manager(
-            self.lost,
-            host=s.host,
-            port=_port(s),
-            ssl=_ssl_context(s),
-            protocol_factory=_BoundedProtocol,
-            encoding="latin-1",
-            ping_delay=10**9,
-            ping_interval=10**9,
-            reconnect_timeout=10**9,
-            loop=loop,
-            log=logging.getLogger("panoramisk.manager"),
-        )
-        self.manager = mgr
-        mgr.register_event("CEL", self.on_event)
-        task = mgr.connect()
-        try:
-            await asyncio.wait_for(task, s.connect_timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"AMI {s.host}:{_port(s)}: no connection within {s.connect_timeout:g} s"
-            ) from None
-        challenge = await self._challenge(mgr) if s.auth != "plain" else None
-        if challenge is None and s.auth == "md5":
-            raise AmiAuthError(
-                f"AMI {s.host}:{_port(s)} offers no MD5 challenge login and AMI_AUTH=md5"
-            )
-        resp = await _first(
-            mgr.send_action(login_action(s, challenge, _latin1)), self.lost, s.connect_timeout
-        )
-        self.version = str(getattr(mgr.protocol, "version", "") or "")
-        if isinstance(resp, list):
-            resp = resp[0] if resp else None
-        if resp is None or not getattr(resp, "success", False):
-            message = _text(resp.get("message", "")) if resp is not None else ""
-            raise AmiAuthError(
-                f"AMI login as {s.username!r} at {s.host}:{_port(s)} failed: "
-                f"{message or 'no success response'}"
-            )
-        if warning := plaintext_warning(s, challenge):
-            log.warning(warning)
-
-    async def _challenge(self, mgr: _Manager) -> str | None:
-        """The server's MD5 challenge, or None when it offers none."""
-        assert self.lost is not None
-        resp = await _first(
-            mgr.send_action(dict(CHALLENGE)), self.lost, self.settings.connect_timeout
-        )
-        if isinstance(resp, list):
-            resp = resp[0] if resp else None
-        if resp is None or not getattr(resp, "success", False):
-            return None
-        return _text(resp.get("challenge", "")) or None
-
-    async def ping(self, timeout: float) -> None:
-        assert self.manager is not None and self.lost is not None
-        await _first(self.manager.send_action({"Action": "Ping"}), self.lost, timeout)
-
-    def close(self) -> None:
-        if self.manager is not None:
-            with contextlib.suppress(Exception):
-                self.manager.close()
 
 
 # --------------------------------------------------------------------------- the source
@@ -511,22 +213,46 @@ class CelAmiSource:
 
     # -- events ---------------------------------------------------------------
 
-    def _on_event(self, _manager: Any, message: Mapping[str, Any]) -> None:
+    def _on_event(self, manager: Any, message: Mapping[str, Any]) -> None:
+        """One CEL event parsed by panoramisk (headers in any case)."""
         self.events_received += 1
         self._last_alive = self._clock()
         self._seq += 1
         try:
             row = event_to_row(message, self.times, f"{self._session_id}:{self._seq}")
         except (ValueError, TypeError) as exc:
-            self.metrics.rows_discarded.labels(reason="ami_bad_event").inc()
-            if not self._bad_logged:
-                self._bad_logged = True
-                log.warning("AMI CEL event not usable (%s): %r", exc, dict(message))
-            return
-        self._buf.append(row)
+            self._unusable(exc, message)
+        else:
+            self._buf.append(row)
+        self._buffered(manager)
+
+    def _on_cels(self, manager: Any, items: list[Headers]) -> None:
+        """The CEL events of one read from the socket (`ami_events.cel_headers`)."""
+        self.events_received += len(items)
+        self._last_alive = self._clock()
+        times, buf = self.times, self._buf
+        prefix = self._session_id + ":"
+        seq = self._seq
+        for h in items:
+            seq += 1
+            try:
+                buf.append(headers_to_row(h, times, prefix + str(seq)))
+            except (ValueError, TypeError) as exc:
+                self._unusable(exc, h)
+        self._seq = seq
+        self._buffered(manager)
+
+    def _unusable(self, exc: Exception, message: Mapping[str, Any]) -> None:
+        self.metrics.rows_discarded.labels(reason="ami_bad_event").inc()
+        if not self._bad_logged:
+            self._bad_logged = True
+            log.warning("AMI CEL event not usable (%s): %r", exc, dict(message))
+
+    def _buffered(self, manager: Any) -> None:
+        """Wake the writer; pause reading the socket while the buffer is full."""
         self._wake.set()
         if len(self._buf) >= self.buffer_max and self._paused is None:
-            transport = getattr(getattr(_manager, "protocol", None), "transport", None)
+            transport = getattr(getattr(manager, "protocol", None), "transport", None)
             if transport is not None:
                 transport.pause_reading()
                 self._paused = transport
@@ -665,7 +391,7 @@ class CelAmiSource:
             while not stop.is_set():
                 logged_in = False
                 self._set_state("connecting", self.last_error)
-                session = _Session(s, self._on_event)
+                session = AmiSession(s, self._on_event, self._on_cels)
                 try:
                     self.metrics.db_reconnects.labels(source="ami").inc()
                     await session.open()
@@ -688,7 +414,7 @@ class CelAmiSource:
                 except Exception as exc:
                     err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     self._set_state("disconnected", err)
-                    log.warning("AMI %s:%d: %s", s.host, _port(s), err)
+                    log.warning("AMI %s:%d: %s", s.host, ami_port(s), err)
                 finally:
                     session.close()
                     if logged_in:
@@ -715,7 +441,7 @@ class CelAmiSource:
                 await self.store.set_position(POSITION, self._position() | {"connected": False})
             self._set_state("stopped", self.last_error)
 
-    async def _connected(self, session: _Session) -> None:
+    async def _connected(self, session: AmiSession) -> None:
         self.connects += 1
         self._paused = None  # that transport is gone; a new one reads
         self.version = session.version
@@ -726,7 +452,7 @@ class CelAmiSource:
         log.info(
             "AMI connected to %s:%d (%s), CEL events subscribed",
             self.settings.host,
-            _port(self.settings),
+            ami_port(self.settings),
             self.version or "unknown version",
         )
         await self._close_gap(now)
@@ -743,7 +469,7 @@ class CelAmiSource:
         except Exception as exc:
             log.error("cannot record the AMI gap: %s", exc)
 
-    async def _serve(self, session: _Session, stop: asyncio.Event) -> None:
+    async def _serve(self, session: AmiSession, stop: asyncio.Event) -> None:
         assert session.lost is not None
         interval = max(self.settings.ping_interval, 0.05)
         stopper = asyncio.ensure_future(stop.wait())
@@ -788,8 +514,8 @@ async def check_ami(
             errors.append(str(exc))
         seen.set()
 
-    session = _Session(settings, on_event)
-    where = f"{settings.host}:{_port(settings)}"
+    session = AmiSession(settings, on_event)
+    where = f"{settings.host}:{ami_port(settings)}"
     try:
         await session.open()
     except AmiAuthError as exc:

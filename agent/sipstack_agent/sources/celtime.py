@@ -29,19 +29,29 @@ class TimeParser:
     def __init__(self, timezone: str = "UTC") -> None:
         self.timezone = timezone or "UTC"
         self._tz = None if self.timezone.upper() in ("UTC", "Z", "ETC/UTC") else tzinfo_of(timezone)
-        self._cache: dict[str, datetime] = {}
+        self._cache: dict[str, datetime] = {}  # validated "%F %T" -> its UTC instant
+        self._epochs: dict[str, datetime] = {}  # validated epoch seconds -> their instant
 
     def __call__(self, text: str) -> datetime:
         # Fast path: a second seen before (the cache only holds validated prefixes).
         base = self._cache.get(text[:19])
+        n = len(text)
         if base is not None:
-            n = len(text)
             if n == 26 and text[19] == ".":
                 frac = text[20:]
                 if frac.isdigit() and frac.isascii():
                     return base.replace(microsecond=int(frac))
             elif n == 19:
                 return base
+        else:
+            # Fast path: AMI's Timestamp (`%ld.%06lu`, epoch) of a second seen before.
+            dot = text.find(".")
+            if dot > 0 and n - dot == 7:
+                base = self._epochs.get(text[:dot])
+                if base is not None:
+                    frac = text[dot + 1 :]
+                    if frac.isdigit() and frac.isascii():
+                        return base.replace(microsecond=int(frac))
         return self._parse(text)
 
     def _parse(self, text: str) -> datetime:
@@ -93,16 +103,15 @@ class TimeParser:
             raise ValueError(f"not a CEL time: {s[:40]!r}")
         if dot and not (frac.isascii() and frac.isdigit() and len(frac) <= 9):
             raise ValueError(f"not a CEL time: {s[:40]!r}")
-        key = "@" + sec
-        base = self._cache.get(key)
+        base = self._epochs.get(sec)
         if base is None:
             try:
                 base = datetime.fromtimestamp(int(sec), UTC)
             except (OverflowError, OSError) as exc:
                 raise ValueError(f"not a CEL time: {s[:40]!r}") from exc
-            if len(self._cache) >= self._CACHE_MAX:
-                self._cache.clear()
-            self._cache[key] = base
+            if len(self._epochs) >= self._CACHE_MAX:
+                self._epochs.clear()
+            self._epochs[sec] = base
         if frac:
             return base.replace(microsecond=int((frac + "00000")[:6]))
         return base

@@ -132,6 +132,9 @@ Every template that needs the fleet reads this one definition.
 {{- if not $spec.apiKeySecretRef -}}
 {{- fail (printf "connectors[%d] (%s): set existingSecret, createSecret or apiKeySecretRef (the API key is only read from a Secret)" $i $name) -}}
 {{- end -}}
+{{- if and $spec.apiAllowInsecureHttp $root.Values.operator.enabled (not $root.Values.operator.allow.insecureHttp) -}}
+{{- fail (printf "connectors[%d] (%s): apiAllowInsecureHttp is true while operator.allow.insecureHttp is false: the operator would refuse it (NotAllowed); use https:// or allow it for this install" $i $name) -}}
+{{- end -}}
 {{- $mode := $root.Values.serviceMonitor.agents.mode -}}
 {{- $mon := default (dict) $spec.monitoring -}}
 {{- $sm := default (dict) $mon.serviceMonitor -}}

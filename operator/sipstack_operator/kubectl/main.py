@@ -1,10 +1,10 @@
 """`kubectl sipstack ...` (console script kubectl-sipstack; kubectl finds it on PATH).
 
-    kubectl sipstack status [-n NS | -A]
+    kubectl sipstack status [-n NS | -A] [-o json|wide]
     kubectl sipstack resend NAME --since T [--until T] [--linkedid X ...]
     kubectl sipstack dead-letters NAME [list [--reason R] | retry [ID ...] [--reason R] [--all]]
 
-`status` exits 0 when every connector is Ready, 1 when one is not, 2 when the
+`status` (whatever -o) exits 0 when every connector is Ready, 1 when one is not, 2 when the
 cluster cannot be reached (or refused the list). `resend` and `dead-letters`
 write the request annotation (controlreq.py) and wait for the operator's answer
 in status.lastRequest: 0 Succeeded, 1 Failed or Invalid (or no such connector),
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="the fleet as a table")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["json", "wide"],
+        help="json: the rows as a list of objects (for scripts); wide: IMAGE and MESSAGE too",
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -91,12 +97,14 @@ def cmd_status(args: argparse.Namespace, out: TextIO, session: Login, api: Conne
         return EXIT_CLUSTER
     namespace = None if args.all_namespaces else (args.namespace or session.namespace)
     crs = api.list(namespace)
-    if not crs:
+    rows = table.rows(crs)
+    if args.output == "json":
+        out.write(table.render_json(rows))
+    elif not rows:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         out.write(f"No AsteriskConnectors found in {where}.\n")
-        return EXIT_OK
-    rows = table.rows(crs)
-    out.write(table.render(rows, namespaced=namespace is not None))
+    else:
+        out.write(table.render(rows, namespaced=namespace is not None, wide=args.output == "wide"))
     return EXIT_OK if all(r.ready for r in rows) else EXIT_NOT_READY
 
 

@@ -6,10 +6,16 @@ furthest behind is from now), LAST SHIPPED (age of status.lastShippedAt), DEAD
 LETTERS (status.deadLetters), VERSION (status.agentVersion). "-" where the
 operator has not read the agent yet. Below the table, one line per connector
 that is not ready: the Ready condition's message.
+
+`-o wide` adds IMAGE (status.agent.image) and MESSAGE (the Ready message, so
+no lines below); `-o json` prints the same fields as a list of objects, plain
+values for scripts (`as_json`: counts as numbers, ages in seconds next to the
+times they come from, null where the table shows "-").
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +24,7 @@ from typing import Any
 from sipstack_operator.status import READY, TRUE
 
 HEADERS = ("NAME", "READY", "BACKLOG", "LAG", "LAST SHIPPED", "DEAD LETTERS", "VERSION")
+WIDE_HEADERS = ("IMAGE", "MESSAGE")
 
 
 @dataclass(frozen=True)
@@ -32,8 +39,18 @@ class Row:
     last_shipped: str
     dead_letters: str
     version: str
+    image: str
+    # The plain values behind the cells (-o json).
+    ready_status: str = "Unknown"
+    ready_reason: str = ""
+    backlog_count: int | None = None
+    newest_row_at: str | None = None
+    lag_seconds: int | None = None
+    last_shipped_at: str | None = None
+    last_shipped_seconds: int | None = None
+    dead_letter_count: int | None = None
 
-    def cells(self, *, namespaced: bool) -> list[str]:
+    def cells(self, *, namespaced: bool, wide: bool = False) -> list[str]:
         cells = [
             self.name,
             self.ready_text,
@@ -43,20 +60,51 @@ class Row:
             self.dead_letters,
             self.version,
         ]
+        if wide:
+            cells += [self.image, self.why or "-"]
         return cells if namespaced else [self.namespace, *cells]
+
+    def as_json(self) -> dict[str, Any]:
+        """The row for scripts: the table's fields as plain values (null: not known)."""
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "ready": self.ready,
+            "readyStatus": self.ready_status,
+            "readyReason": self.ready_reason,
+            "message": self.why,
+            "backlog": self.backlog_count,
+            "newestRowAt": self.newest_row_at,
+            "lagSeconds": self.lag_seconds,
+            "lastShippedAt": self.last_shipped_at,
+            "lastShippedSecondsAgo": self.last_shipped_seconds,
+            "deadLetters": self.dead_letter_count,
+            "agentVersion": None if self.version == "-" else self.version,
+            "image": None if self.image == "-" else self.image,
+        }
+
+
+def seconds_since(text: Any, now: datetime) -> int | None:
+    """Whole seconds from an RFC 3339 time to `now` (0 if in the future); None when
+    there is none or it does not parse."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0, int((now - when).total_seconds()))
 
 
 def age(text: Any, now: datetime) -> str:
     """`5s`, `3m`, `2h5m`, `4d` from an RFC 3339 time; "-" when there is none."""
     if not isinstance(text, str) or not text:
         return "-"
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    seconds = seconds_since(text, now)
+    if seconds is None:
         return "?"
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    seconds = max(0, int((now - when).total_seconds()))
     if seconds < 120:
         return f"{seconds}s"
     if seconds < 3600:
@@ -67,8 +115,17 @@ def age(text: Any, now: datetime) -> str:
     return f"{seconds // 86400}d"
 
 
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _count(value: Any) -> str:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+    number = _number(value)
+    return "-" if number is None else str(number)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def row(cr: Mapping[str, Any], now: datetime) -> Row:
@@ -84,11 +141,16 @@ def row(cr: Mapping[str, Any], now: datetime) -> Row:
     )
     if ready is None:
         ready_text, is_ready, why = "Unknown (not reconciled yet)", False, "no status yet"
+        ready_status, reason = "Unknown", ""
     else:
         is_ready = ready.get("status") == TRUE
+        ready_status = str(ready.get("status"))
         reason = str(ready.get("reason") or "")
-        ready_text = str(ready.get("status")) + ("" if is_ready or not reason else f" ({reason})")
+        ready_text = ready_status + ("" if is_ready or not reason else f" ({reason})")
         why = "" if is_ready else str(ready.get("message") or reason)
+    agent_block = status.get("agent")
+    agent: Mapping[str, Any] = agent_block if isinstance(agent_block, Mapping) else {}
+    newest, shipped = _text(status.get("newestRowAt")), _text(status.get("lastShippedAt"))
     return Row(
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
@@ -101,6 +163,15 @@ def row(cr: Mapping[str, Any], now: datetime) -> Row:
         + (" ago" if status.get("lastShippedAt") else ""),
         dead_letters=_count(status.get("deadLetters")),
         version=str(status.get("agentVersion") or "-"),
+        image=str(agent.get("image") or "-"),
+        ready_status=ready_status,
+        ready_reason=reason,
+        backlog_count=_number(status.get("backlog")),
+        newest_row_at=newest,
+        lag_seconds=seconds_since(newest, now),
+        last_shipped_at=shipped,
+        last_shipped_seconds=seconds_since(shipped, now),
+        dead_letter_count=_number(status.get("deadLetters")),
     )
 
 
@@ -109,18 +180,25 @@ def rows(crs: Sequence[Mapping[str, Any]], now: datetime | None = None) -> list[
     return sorted((row(cr, now) for cr in crs), key=lambda r: (r.namespace, r.name))
 
 
-def render(table: Sequence[Row], *, namespaced: bool) -> str:
-    """The table as kubectl prints one (columns padded by 3 spaces), then the reasons."""
-    headers = list(HEADERS) if namespaced else ["NAMESPACE", *HEADERS]
-    lines = [headers, *(r.cells(namespaced=namespaced) for r in table)]
+def render(table: Sequence[Row], *, namespaced: bool, wide: bool = False) -> str:
+    """The table as kubectl prints one (columns padded by 3 spaces), then the reasons
+    (wide: in the MESSAGE column instead)."""
+    headers = [*HEADERS, *WIDE_HEADERS] if wide else list(HEADERS)
+    headers = headers if namespaced else ["NAMESPACE", *headers]
+    lines = [headers, *(r.cells(namespaced=namespaced, wide=wide) for r in table)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     out = [
         "   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     ]
-    not_ready = [r for r in table if not r.ready]
+    not_ready = [] if wide else [r for r in table if not r.ready]
     if not_ready:
         out.append("")
         for r in not_ready:
             who = r.name if namespaced else f"{r.namespace}/{r.name}"
             out.append(f"{who}: {r.why}")
     return "\n".join(out) + "\n"
+
+
+def render_json(table: Sequence[Row]) -> str:
+    """The rows as a JSON list of objects (`as_json`), one document, newline-terminated."""
+    return json.dumps([r.as_json() for r in table], indent=2) + "\n"

@@ -184,3 +184,58 @@ async def test_corrupt_state_file_is_quarantined_and_calls_are_read_again(
     # every call read again from the PBX repeats a key the API already has: dropped there
     assert receiver.stats().get("duplicates", 0) - dups_before >= len(first)
     assert_revisions_once(receiver)
+
+
+def garble_while_open(path: Path) -> None:
+    """Random bytes over the root page of the call groups (`links`) of a running agent's
+    state file (after a checkpoint, so no newer copy of it sits in the WAL), then one write
+    from this connection: the agent's next transaction drops its page cache and reads the
+    garbage, as it would read a page the disk lost. Every ingest of new rows reads that
+    page before it commits, so whichever source reads the next calls finds it."""
+    with sqlite3.connect(path, timeout=10) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+        sql = "SELECT rootpage FROM sqlite_master WHERE name = 'links'"
+        (root,) = c.execute(sql).fetchone()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(os.urandom(page))
+    with sqlite3.connect(path, timeout=10) as c:
+        c.execute("INSERT INTO positions (name, value, updated_at) VALUES ('e2e', '{}', 0)")
+
+
+async def test_a_page_that_breaks_at_runtime_stops_the_agent_and_the_restart_recovers(
+    make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
+) -> None:
+    """Not a stage restarting in a loop against the broken file: one CRITICAL line, exit
+    code 1 (the pod restarts), and the next start quarantines the file and reads the PBX
+    tables again: every call arrives."""
+    pbx = await make_pbx_db("postgresql")
+    first, second = calls_at(30, seed=71, hours_ago=3), calls_at(30, seed=72, hours_ago=2)
+    await write_calls(pbx.writer, first)
+    state, port = tmp_path / "state", free_port()
+    log = tmp_path / "agent.log"
+    proc = agent(pbx, receiver.calls_url, state, log, port)
+    try:
+        assert await wait_until(all_complete(receiver, first, state_dir=state), 90), proc.log_tail()
+        await asyncio.to_thread(garble_while_open, state / "state.db")
+        await write_calls(pbx.writer, second)  # the agent reads them into the broken file
+        assert await wait_until(lambda: not proc.alive(), 60), proc.log_tail()
+    finally:
+        rc = await asyncio.to_thread(proc.terminate, 15)
+    assert rc == 1, proc.log_tail()
+    text = log.read_text()
+    assert text.count("The agent stops (exit code 1)") == 1, text[-3000:]
+    assert "restarting in" not in text, text[-3000:]
+    assert (state / "state.db.corrupt").exists()
+
+    proc = agent(pbx, receiver.calls_url, state, tmp_path / "agent2.log", port)
+    try:
+        done = all_complete(receiver, first + second, state_dir=state)
+        assert await wait_until(done, 120), proc.log_tail()
+        assert metric(port, "sipstack_state_quarantined_total") == 1.0
+    finally:
+        assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
+    assert "state file corrupt: moved to" in (tmp_path / "agent2.log").read_text()
+    assert not (state / "state.db.corrupt").exists()
+    assert_revisions_once(receiver)

@@ -212,7 +212,7 @@ async def test_traversal_and_symlink_appdata_are_refused_and_counted(
     assert await _passes(mgr, clock) == 0
     assert not mgr.watched
     assert sample(metrics, "sipstack_recording_paths_refused_total") == 3
-    assert all(not kc.hints for kc in mgr.calls.values())  # not retried every pass
+    assert all(not kc.hints for kc in mgr.known)  # not retried every pass
     rec = await store.load_call("1.1")
     assert rec is None or rec.recordings == []
 
@@ -323,10 +323,10 @@ async def test_calls_are_forgotten_after_the_known_call_window(
     cel = CelRow("CHAN_START", datetime(2026, 11, 24, tzinfo=UTC), "1795495500.1", "1795495500.1")
     await mgr.on_call("1795495500.1", [cel], [], complete=True)
     await mgr.poll_once()
-    assert "1795495500.1" in mgr.calls
+    assert "1795495500.1" in mgr.known
     clock.advance(61)
     await mgr.poll_once()
-    assert mgr.calls == {}
+    assert len(mgr.known) == 0
     # a file appearing now is not matched: the call is no longer known
     copy_real_wav(root, "in-1-2-20261124-000000-1795495500.1.wav")
     assert await _passes(mgr, clock, 3) == 0 and not mgr.watched
@@ -398,11 +398,11 @@ async def test_known_calls_stay_at_the_cap_least_recently_evaluated_first(
         await mgr.on_call(key, [CelRow("CHAN_START", day, key, key)], [], complete=i % 2 == 0)
         if i % 10 == 0:  # the first call stays active: evaluated again and again
             await mgr.on_call(first, [CelRow("CHAN_START", day, first, first)], [], complete=False)
-        assert len(mgr.calls) <= 100
-    assert len(mgr.calls) >= 90
-    assert first in mgr.calls and "1795400999.999" in mgr.calls
-    assert "1795400001.1" not in mgr.calls  # an old call nobody evaluated again
-    assert mgr.status()["known_calls"] == len(mgr.calls)
+        assert len(mgr.known) <= 100
+    assert len(mgr.known) >= 90
+    assert first in mgr.known and "1795400999.999" in mgr.known
+    assert "1795400001.1" not in mgr.known  # an old call nobody evaluated again
+    assert mgr.status()["known_calls"] == len(mgr.known)
 
 
 async def test_a_complete_call_is_forgotten_once_its_recording_is_stored(
@@ -415,11 +415,11 @@ async def test_a_complete_call_is_forgotten_once_its_recording_is_stored(
     mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
     await mgr.on_call(key, cels, cdrs, complete=True)
     assert await _passes(mgr, clock) == 1
-    assert key in mgr.calls and mgr.done
+    assert key in mgr.known and mgr.known.stored
     rec = await store.load_call(key)  # the re-evaluation the stored recording causes
     assert rec is not None and len(rec.recordings) == 1
     await mgr.on_call(key, cels, cdrs, rec.recordings, complete=True)
-    assert key not in mgr.calls and not mgr.done and not mgr.watched
+    assert key not in mgr.known and not mgr.known.stored and not mgr.watched
     assert await _passes(mgr, clock, 3) == 0  # and the file is not found again
     rec = await store.load_call(key)
     assert rec is not None and len(rec.recordings) == 1
@@ -433,7 +433,7 @@ async def test_a_running_call_with_a_stored_recording_is_kept(
     stored = RecordingFile(wav.name, os.path.realpath(wav), "cel_mixmonitor", 1)
     mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
     await mgr.on_call(CALL_A, fixture_cels(), fixture_cdrs(), [stored], complete=False)
-    assert CALL_A in mgr.calls  # more legs may still record
+    assert CALL_A in mgr.known  # more legs may still record
 
 
 async def test_a_v4_watch_position_moves_into_its_table(tmp_path: Path, clock: FakeClock) -> None:
@@ -442,14 +442,14 @@ async def test_a_v4_watch_position_moves_into_its_table(tmp_path: Path, clock: F
     import json
     import sqlite3
 
-    from sipstack_agent.state import _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3
+    from sipstack_agent.state.schema import SCHEMA_V1, SCHEMA_V2, SCHEMA_V3
 
     root = tmp_path / "monitor"
     wav = copy_real_wav(root)
     path = tmp_path / "state.db"
     watched = {"real_path": os.path.realpath(wav), "call_key": CALL_A, "source": "filesystem"}
     with sqlite3.connect(path) as c:
-        c.executescript(_SCHEMA_V1 + _SCHEMA_V2 + _SCHEMA_V3)  # v4 re-encoded rows only
+        c.executescript(SCHEMA_V1 + SCHEMA_V2 + SCHEMA_V3)  # v4 re-encoded rows only
         c.execute("PRAGMA user_version = 4")
         c.execute(
             "INSERT INTO positions (name, value, updated_at) VALUES (?, ?, 0), (?, ?, 0)",
@@ -465,3 +465,54 @@ async def test_a_v4_watch_position_moves_into_its_table(tmp_path: Path, clock: F
         assert list(mgr.watched) == [os.path.realpath(wav)]
     finally:
         await store.close()
+
+
+OTHER = "1795495999.0"  # a second call the store later merges into CALL_A
+
+
+async def _two_calls_then_merged(
+    store: StateStore, mgr: RecordingManager, root: Path
+) -> tuple[Path, list[CelRow], list[Any]]:
+    """CALL_A and OTHER evaluated apart, a file named by OTHER found for OTHER, then a
+    row with both ids: the store merges OTHER into CALL_A. The merged call's rows."""
+    from dataclasses import replace
+
+    cels_a = fixture_cels()
+    cels_b = [replace(r, linkedid=OTHER, uniqueid=OTHER, row_id=9_000 + i)
+              for i, r in enumerate(cels_a[:2])]  # fmt: skip
+    await store.ingest(cels_a + cels_b, [], {})
+    assert await store.find_call(OTHER) == OTHER  # two calls so far
+    await mgr.on_call(CALL_A, cels_a, [], complete=False)
+    await mgr.on_call(OTHER, cels_b, [], complete=False)
+    wav = copy_real_wav(root, f"out-4085551234-4155551000-20261124-043920-{OTHER}.wav")
+    await mgr.poll_once()
+    assert [w.call_key for w in mgr.watched.values()] == [OTHER]
+    link = replace(cels_b[0], uniqueid=cels_a[0].uniqueid, row_id=9_100)  # one leg, both ids
+    await store.ingest([link], [], {})
+    assert await store.find_call(OTHER) == CALL_A
+    rec = await store.load_call(CALL_A)
+    assert rec is not None and {r.linkedid for r in rec.cels} == {CALL_A, OTHER}
+    return wav, rec.cels, rec.cdrs
+
+
+@pytest.mark.parametrize("restart", [False, True])
+async def test_a_call_merged_by_the_store_takes_over_the_merged_calls_files(
+    tmp_path: Path, store: StateStore, metrics: Metrics, clock: FakeClock, restart: bool
+) -> None:
+    """The survivor's next evaluation (also after a restart, from the persisted watch
+    list) forgets the merged-away key; a file found under it is watched and stored
+    under the survivor, without waiting for the merged-away call to expire."""
+    root = tmp_path / "monitor"
+    mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+    wav, cels, cdrs = await _two_calls_then_merged(store, mgr, root)
+    if restart:
+        mgr = RecordingManager(_settings(root), store, metrics, clock=clock)
+        await mgr.load()
+    await mgr.on_call(CALL_A, cels, cdrs, complete=True)
+    assert OTHER not in mgr.known and CALL_A in mgr.known
+    assert mgr.known.owners()[OTHER] == CALL_A
+    assert [w.call_key for w in mgr.watched.values()] == [CALL_A]
+    assert await _passes(mgr, clock) == 1
+    rec = await store.load_call(CALL_A)
+    assert rec is not None
+    assert [r.file_path for r in rec.recordings] == [os.path.realpath(wav)]

@@ -17,7 +17,7 @@ import pytest
 from sipstack_agent.config import AmiSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.rules.checks import Status
-from sipstack_agent.sim.ami import AmiServer, cel_event
+from sipstack_agent.sim.ami import AmiServer, cel_event, event_block
 from sipstack_agent.sources.cel_ami import (
     GAPS_POSITION,
     CelAmiSource,
@@ -487,3 +487,37 @@ async def test_a_slow_store_pauses_reading_instead_of_buffering_without_bound(st
         stop.set()
         await asyncio.wait_for(task, 10)
     assert src.connects == 1  # no event lost to a reconnect
+
+
+async def test_messages_cut_anywhere_and_mixed_with_other_traffic_arrive_in_order(store):
+    async with AmiServer() as srv:
+        # no pings here: the server would write a Pong in the middle of the cut message
+        src = CelAmiSource(fast(srv.port, ping_interval=30.0), store, Metrics(), "UTC")
+        stop = asyncio.Event()
+        task = asyncio.create_task(src.run(stop))
+        await until(lambda: src.state == "connected")
+        events = [
+            cel_event("CHAN_START", T0 + timedelta(seconds=i), f"9.{i}", "9.0", timestamp=True)
+            for i in range(12)
+        ]
+        blob = b"".join(
+            event_block(h) + (b"Event: Newchannel\r\nChannel: SIP/1\r\n\r\n" if i % 3 == 0 else b"")
+            for i, h in enumerate(events[:10])
+        )
+        for i in range(0, len(blob), 7):  # cut at every 7th byte, each piece read alone
+            srv.send_raw(blob[i : i + 7])
+            await asyncio.sleep(0)
+        # a CEL event with an ActionID goes through panoramisk's own parser, still stored
+        tagged = [*events[10][:2], ("ActionID", "x-1"), *events[10][2:]]
+        srv.send_raw(event_block(tagged))
+        srv.send_cel(events[11])
+        await until(lambda: len(stored(store.path)) == 12)
+        assert src.state == "connected"
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    rows = stored(store.path)
+    assert [r["uniqueid"] for r in rows] == [f"9.{i}" for i in range(12)]
+    assert [datetime.fromisoformat(r["eventtime"]) for r in rows] == [
+        T0 + timedelta(seconds=i) for i in range(12)
+    ]
+    assert src.connects == 1 and src.events_received == 12

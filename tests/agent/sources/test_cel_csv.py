@@ -376,3 +376,19 @@ async def test_check_shows_the_csv_lines_with_their_status(tmp_path):
     assert any(ln.startswith("OK   cel_csv file: ") for ln in lines), lines
     assert any(ln.startswith("WARN cel_csv linkedid_end: ") and "-> add LINKEDID_END" in ln
                for ln in lines), lines  # fmt: skip
+
+
+def test_epoch_timestamps_of_a_cached_second_are_still_validated():
+    """AMI's Timestamp (`%ld.%06lu`) has a fast path once its second is known."""
+    tp = TimeParser("America/Toronto")
+    base = datetime.fromtimestamp(1795495160, UTC)
+    assert tp("1795495160.510110") == base.replace(microsecond=510110)
+    assert tp("1795495160.000002") == base.replace(microsecond=2)  # the cached second
+    assert tp("1795495160.5") == base.replace(microsecond=500000)
+    assert tp(" 1795495160.000003 ") == base.replace(microsecond=3)
+    assert tp("-1.000000") == datetime.fromtimestamp(-1, UTC)
+    for bad in ("1795495160.51011x", "1795495160.５10110", "1795495160.-10110"):
+        with pytest.raises(ValueError):
+            tp(bad)
+    # a "%F %T" time is never taken for an epoch second, nor the other way round
+    assert tp("2026-11-24 04:39:20.510110") == datetime(2026, 11, 24, 9, 39, 20, 510110, UTC)

@@ -21,16 +21,14 @@ two rows while a re-read of the same record is still de-duplicated.
 """
 
 from .check import check_csv
-from .fileformat import DEFAULT_COLUMNS, MAX_RECORD_BYTES, resolve_columns
-from .parser import CelCsvParser, ChunkResult, Quarantine
+from .fileformat import MAX_RECORD_BYTES, resolve_columns
+from .parser import CelCsvParser, Quarantine
 from .source import CelCsvSource
 
 __all__ = [
-    "DEFAULT_COLUMNS",
     "MAX_RECORD_BYTES",
     "CelCsvParser",
     "CelCsvSource",
-    "ChunkResult",
     "Quarantine",
     "check_csv",
     "resolve_columns",

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from ...model import CEL_COLUMNS, CEL_REQUIRED_COLUMNS
 
 __all__ = [
-    "DEFAULT_COLUMNS",
     "JSON_ALIASES",
     "MAX_RECORD_BYTES",
     "MAX_RECORD_LINES",
@@ -17,9 +16,6 @@ __all__ = [
     "ROW_ORDER",
     "resolve_columns",
 ]
-
-# cel_custom default mapping = the cel table without its id (see docs/cel-sources.md).
-DEFAULT_COLUMNS: tuple[str, ...] = CEL_COLUMNS
 
 _REQUIRED = CEL_REQUIRED_COLUMNS
 # CelRow's positional field order after eventtime (eventtype, eventtime, uniqueid, linkedid, ...).
@@ -77,11 +73,12 @@ csv.field_size_limit(MAX_RECORD_BYTES * 2)
 
 
 def resolve_columns(columns: Sequence[str] | None) -> tuple[str, ...]:
-    """The column order to use: the configured one, or the cel_custom default.
+    """The column order to use: the configured one, or the cel_custom default (the cel
+    table's columns without its id, `model.CEL_COLUMNS`; see docs/cel-sources.md).
 
     Names that are not CEL columns ("id", "-", "_", anything else) are read and ignored.
     """
-    cols = tuple(c.strip().lower() for c in columns) if columns else DEFAULT_COLUMNS
+    cols = tuple(c.strip().lower() for c in columns) if columns else CEL_COLUMNS
     missing = [c for c in _REQUIRED if c not in cols]
     if missing:
         raise ValueError(f"CEL_CSV_COLUMNS must include {', '.join(missing)}")

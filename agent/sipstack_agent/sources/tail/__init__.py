@@ -9,17 +9,15 @@
 """
 
 from .checkpoint import Checkpoint, Checkpoints, Position, PositionStore
-from .identity import HEAD_BYTES, FileId, Head
+from .identity import FileId
 from .reader import Chunk, OpenFile
 from .tailer import RotationKind, StartAt, TailConsumer, Tailer
 
 __all__ = [
-    "HEAD_BYTES",
     "Checkpoint",
     "Checkpoints",
     "Chunk",
     "FileId",
-    "Head",
     "OpenFile",
     "Position",
     "PositionStore",

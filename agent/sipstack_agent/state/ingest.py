@@ -1,0 +1,98 @@
+"""Rows in: new CEL/CDR rows (by dedup_key) stored with their sources' positions, their
+calls grouped and marked dirty, in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ..model import CdrRow, CelRow
+from .base import StoreBase
+from .codec import cdr_encode, cel_encode, now_ts
+from .grouping import group, mark_dirty
+from .positions import Positions, set_positions
+from .tombstones import drop_delivered, has_tombstones
+from .values import IngestResult
+
+_Row = TypeVar("_Row", CelRow, CdrRow)
+
+
+def ingest_rows(
+    conn: sqlite3.Connection,
+    cels: Sequence[CelRow],
+    cdrs: Sequence[CdrRow],
+    positions: Positions,
+    now: float,
+) -> IngestResult:
+    cel_by_key: dict[str, CelRow] = {}
+    for c in cels:
+        cel_by_key.setdefault(c.dedup_key, c)
+    cdr_by_key: dict[str, CdrRow] = {}
+    for d in cdrs:
+        cdr_by_key.setdefault(d.dedup_key, d)
+    tombstones = has_tombstones(conn)
+    if tombstones:
+        drop_delivered(conn, cel_by_key)
+        drop_delivered(conn, cdr_by_key)
+    new_cels = _insert_new(conn, "cel", cel_by_key, cel_encode)
+    new_cdrs = _insert_new(conn, "cdr", cdr_by_key, cdr_encode)
+    duplicates = len(cels) + len(cdrs) - len(new_cels) - len(new_cdrs)
+
+    dirty: set[str] = set()
+    merges = 0
+    if new_cels or new_cdrs:
+        pairs: set[tuple[str, str]] = {(r.call_linkedid, r.uniqueid) for r in new_cels}
+        pairs.update((r.call_linkedid, r.uniqueid) for r in new_cdrs)
+        dirty, merges = group(conn, pairs, now)
+        mark_dirty(conn, dirty, now, tombstones=tombstones)
+    set_positions(conn, positions, now)
+    return IngestResult(len(new_cels), len(new_cdrs), duplicates, len(dirty), merges)
+
+
+def _insert_new(
+    conn: sqlite3.Connection, table: str, by_key: dict[str, _Row], encode: Callable[[_Row], str]
+) -> list[_Row]:
+    """Insert the rows not stored yet (one executemany); returns them in batch order.
+
+    Rows already stored are ignored by the UNIQUE dedup_key. When some were, the new
+    ones are the rows past the largest `seq` before the insert (rowids only grow, and
+    this transaction is the only writer).
+    """
+    if not by_key:
+        return []
+    top = conn.execute(f"SELECT max(seq) FROM {table}").fetchone()[0]
+    before = conn.total_changes
+    conn.executemany(
+        f"INSERT OR IGNORE INTO {table} (dedup_key, linkedid, data) VALUES (?, ?, ?)",
+        [(k, r.call_linkedid, encode(r)) for k, r in by_key.items()],
+    )
+    if conn.total_changes - before == len(by_key):
+        return list(by_key.values())
+    fresh = {
+        k
+        for (k,) in conn.execute(
+            f"SELECT dedup_key FROM {table} WHERE seq > ?", (-1 if top is None else top,)
+        )
+    }
+    return [r for k, r in by_key.items() if k in fresh]
+
+
+class IngestMethods(StoreBase):
+    async def ingest(
+        self,
+        cels: Sequence[CelRow] = (),
+        cdrs: Sequence[CdrRow] = (),
+        positions: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> IngestResult:
+        """Store new rows (by dedup_key), mark their calls dirty, save positions: one commit."""
+        return await self._tx(ingest_rows, cels, cdrs, positions or {}, now_ts())
+
+    async def find_call(self, linkedid: str) -> str | None:
+        """The call key a linkedid currently belongs to (None when unknown)."""
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT call_key FROM links WHERE linkedid = ?", (linkedid,)
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
