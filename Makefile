@@ -8,6 +8,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYPATH := PYTHONPATH=agent:operator
+# pytest-xdist workers for `make test` (one test file per worker at a time: the e2e tests
+# mostly wait on real databases and processes, so 3 workers fit 2 cores); 0 = in-process
+TEST_WORKERS ?= 3
 
 .PHONY: all venv lint test test-fast demo bench helm clean format
 
@@ -37,7 +40,7 @@ test: $(STAMP)
 	tools/ensure-chromium.sh
 	$(MAKE) --no-print-directory lint
 	rm -f .coverage .coverage.*
-	$(PYPATH) $(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(PYPATH) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report= $(PYTEST_ARGS)
 	$(BIN)/coverage combine -q 2>/dev/null || true
 	@echo "== coverage: pure core (floor 85%) =="
 	$(BIN)/coverage report --include='*/sipstack_agent/model.py,*/sipstack_agent/calls/*,*/sipstack_operator/render.py' --fail-under=85 --skip-covered

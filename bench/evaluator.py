@@ -100,8 +100,12 @@ def main() -> None:
     tz = UTC
     cel_info: Any = SimpleNamespace(wanted=("id", *CEL_COLUMNS), optional=())
     cdr_info: Any = SimpleNamespace(wanted=("id", *CDR_COLUMNS), optional=())
-    build_cel = sql._cel_builder(cel_info, tz, lambda: "db")
-    build_cdr = sql._cdr_builder(cdr_info, tz, lambda: "db")
+    try:  # the builders' home since sources/sql became a package
+        from sipstack_agent.sources.sql import convert as builders
+    except ImportError:
+        builders = sql  # type: ignore[assignment]
+    build_cel = builders._cel_builder(cel_info, tz, lambda: "db")
+    build_cdr = builders._cdr_builder(cdr_info, tz, lambda: "db")
 
     cels: list[CelRow] = []
     cdrs: list[CdrRow] = []

@@ -194,7 +194,10 @@ class Agent:
         if store.quarantined is not None:
             self.metrics.state_quarantined.inc()
             self.settings = self.report.settings = s = recovery_settings(s, self.clock())
-            log.warning("%s", quarantine_warning(store.quarantined, s, s.start_from_time))
+            warning = quarantine_warning(
+                store.quarantined, s, s.start_from_time, store.revision_floor
+            )
+            log.warning("%s", warning)
         tasks: list[asyncio.Task[None]] = []
         try:
             self._wire(store)

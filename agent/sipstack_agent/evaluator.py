@@ -170,6 +170,7 @@ class Evaluator:
                     identity=self.settings.identity,
                     gaps=gaps,
                     watermark=watermark,
+                    revision_floor=rec.revision_floor,
                 )
             except Exception:
                 self.evaluation_errors += 1

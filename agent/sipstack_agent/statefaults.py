@@ -8,8 +8,10 @@
   readiness reports "state disk full" meanwhile.
 - Corrupt file: `StateStore.open(..., quarantine_corrupt=True)` moves it aside
   and starts a fresh store; `recovery_settings` re-reads the PBX tables from
-  STATE_RECOVERY_LOOKBACK before now (documents of calls the API already has
-  repeat their Idempotency-Keys, which the API drops). A page that breaks
+  STATE_RECOVERY_LOOKBACK before now. The fresh store's revisions lie above a
+  floor above any the old file issued (state/floor.py), so a re-read call arrives
+  under a new Idempotency-Key (full content where the API had a partial document;
+  the same content again otherwise). A page that breaks
   while the agent runs stops the process instead (`state.StateCorruptExit`,
   exit code 1, the file marked): the restart quarantines it the same way.
   docs/operations.md, "The state file is corrupt".
@@ -100,12 +102,15 @@ def recovery_settings(settings: Settings, now: datetime) -> Settings:
     return replace(settings, start_from=start.isoformat(), start_from_time=start)
 
 
-def quarantine_warning(moved: Path, settings: Settings, start: datetime | None) -> str:
+def quarantine_warning(
+    moved: Path, settings: Settings, start: datetime | None, revision_floor: int = 0
+) -> str:
     where = start.isoformat() if start is not None else "the beginning (START_FROM=beginning)"
     return (
         f"state file corrupt: moved to {moved} and started a fresh store; the PBX tables are "
         f"re-read from {where} (STATE_RECOVERY_LOOKBACK={settings.state_recovery_lookback:g} s), "
-        "documents the API already has repeat their Idempotency-Keys. CSV/AMI events older "
+        f"their calls are sent again as new revisions above {revision_floor} (new "
+        "Idempotency-Keys: none the old file may have used). CSV/AMI events older "
         "than the feed's current file or connection are not re-read. "
         "See docs/operations.md, 'The state file is corrupt'."
     )

@@ -156,7 +156,7 @@ async def test_a_v1_state_file_is_migrated(tmp_path: Path) -> None:
         c.commit()
     store = await StateStore.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 5
+        assert await store.schema_version() == SCHEMA_VERSION == 6
         assert await store.due_calls(committed_at(pickup(Seq()).cels[0]), 10, watermark=None) == []
     finally:
         await store.close()

@@ -29,11 +29,12 @@ from .test_operator_kmock import NS, cluster, connector
 pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(60)]
 __all__ = ["cluster"]  # the fixture, imported for pytest
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-
 
 def ago(seconds: int) -> str:
-    return (NOW - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A time `seconds` before now (taken when the CRs are built, not at import: under
+    pytest-xdist a module is imported minutes before its tests run)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return (now - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def ready(status: str, reason: str, message: str) -> list[dict[str, Any]]:
@@ -47,34 +48,35 @@ def with_status(name: str, namespace: str, status: dict[str, Any]) -> dict[str, 
     return body
 
 
-FLEET = [
-    with_status(
-        "pbx-east",
-        NS,
-        {
-            "conditions": ready("True", "AgentReady", "the agent is running"),
-            "backlog": 0,
-            "newestRowAt": ago(4),
-            "lastShippedAt": ago(30),
-            "deadLetters": 0,
-            "agentVersion": "0.14.0",
-            "agent": {"image": "sipstack/connector-asterisk:0.14.0", "readyReplicas": 1},
-        },
-    ),
-    with_status(
-        "pbx-west",
-        NS,
-        {
-            "conditions": ready("False", "SecretNotFound", "Secret 'west-api' not found"),
-            "backlog": 1250,
-            "newestRowAt": ago(7260),
-            "lastShippedAt": ago(3 * 86400),
-            "deadLetters": 3,
-            "agentVersion": "0.13.2",
-        },
-    ),
-    with_status("pbx-lab", "lab", {}),
-]
+def fleet() -> list[dict[str, Any]]:
+    return [
+        with_status(
+            "pbx-east",
+            NS,
+            {
+                "conditions": ready("True", "AgentReady", "the agent is running"),
+                "backlog": 0,
+                "newestRowAt": ago(4),
+                "lastShippedAt": ago(30),
+                "deadLetters": 0,
+                "agentVersion": "0.14.0",
+                "agent": {"image": "sipstack/connector-asterisk:0.14.0", "readyReplicas": 1},
+            },
+        ),
+        with_status(
+            "pbx-west",
+            NS,
+            {
+                "conditions": ready("False", "SecretNotFound", "Secret 'west-api' not found"),
+                "backlog": 1250,
+                "newestRowAt": ago(7290),  # 2h1m30s: "2h1m" for 30 s
+                "lastShippedAt": ago(3 * 86400),
+                "deadLetters": 3,
+                "agentVersion": "0.13.2",
+            },
+        ),
+        with_status("pbx-lab", "lab", {}),
+    ]
 
 
 async def put(cluster: Emulator, body: dict[str, Any]) -> None:
@@ -98,7 +100,7 @@ def set_context_namespace(namespace: str) -> None:
 
 
 async def test_status_prints_the_fleet_from_the_crs(cluster: Emulator) -> None:
-    for body in FLEET:
+    for body in fleet():
         await put(cluster, body)
 
     code, text = await run("status", "-n", NS)
@@ -134,14 +136,14 @@ async def test_status_prints_the_fleet_from_the_crs(cluster: Emulator) -> None:
 
 
 async def test_status_exits_0_when_every_connector_is_ready(cluster: Emulator) -> None:
-    await put(cluster, FLEET[0])
+    await put(cluster, fleet()[0])
     code, text = await run("status", "-n", NS)
     assert code == 0, text
     assert len(text.splitlines()) == 2  # header and pbx-east, no reasons below
 
 
 async def test_status_json_gives_scripts_the_table_as_objects(cluster: Emulator) -> None:
-    for body in FLEET:
+    for body in fleet():
         await put(cluster, body)
 
     code, text = await run("status", "-A", "-o", "json")
@@ -189,7 +191,7 @@ async def test_status_json_gives_scripts_the_table_as_objects(cluster: Emulator)
 
 
 async def test_status_wide_adds_image_and_message(cluster: Emulator) -> None:
-    for body in FLEET[:2]:
+    for body in fleet()[:2]:
         await put(cluster, body)
     code, text = await run("status", "-n", NS, "-o", "wide")
     assert code == 1

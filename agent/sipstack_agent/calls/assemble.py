@@ -83,6 +83,7 @@ def _completion(
     activity: datetime,
     now: datetime,
     settings: CallSettings,
+    names: Sequence[str],
 ) -> tuple[bool, str, datetime | None]:
     """(complete, reason, idle_deadline) before the max-age rule."""
     idle = timedelta(seconds=max(0.0, settings.idle_timeout))
@@ -91,8 +92,9 @@ def _completion(
         if now >= deadline:
             return True, "cdr_idle_timeout", None
         return False, "", deadline
-    event = _derive.event_name
-    ended_lids = {r.call_linkedid for r in cels if event(r.eventtype) == "LINKEDID_END"}
+    ended_lids = {
+        r.call_linkedid for r, et in zip(cels, names, strict=True) if et == "LINKEDID_END"
+    }
     all_lid_end = bool(linkedids) and all(lid in ended_lids for lid in linkedids)
     if all_lid_end and channels and all(c.chan_end for c in channels):
         return True, "linkedid_end", None
@@ -137,8 +139,9 @@ def assemble(
     linkedids = tuple(sorted(lids, key=linkedid_sort_key))
     key = call_key or smallest_linkedid(linkedids)
 
-    channels = _derive.build_channels(scels, scdrs, settings.direction)
-    d = _derive.derive(scels, scdrs, channels, linkedids, settings.direction)
+    names = _derive.event_names(scels)  # once per call: every rule below takes them
+    channels = _derive.build_channels(scels, scdrs, settings.direction, names)
+    d = _derive.derive(scels, scdrs, channels, linkedids, settings.direction, names)
 
     activity = d.last_event
     if rows_changed_at is not None:
@@ -151,14 +154,14 @@ def assemble(
         # CEL rows may be missing: only the CDR rows (written when legs end) can close it.
         if scdrs:
             complete, reason, idle_deadline = _completion(
-                scels, True, channels, linkedids, activity, now, settings
+                scels, True, channels, linkedids, activity, now, settings, names
             )
             reason = "gap_cdr_idle_timeout" if complete else reason
         else:
             complete, reason, idle_deadline = False, "", None
     else:
         complete, reason, idle_deadline = _completion(
-            scels, cdr_mode, channels, linkedids, activity, now, settings
+            scels, cdr_mode, channels, linkedids, activity, now, settings, names
         )
     awaiting_cdr = False
     if complete and not cdr_mode and not scdrs and settings.cdr_wait > 0:
@@ -197,27 +200,31 @@ def assemble(
     )
     direction, direction_reason = _direction.decide(src_party, dst_party, settings.direction)
 
-    # Tenant.
-    tenant, tenant_source = _tenants.detect_tenant(
-        settings.tenants,
-        fixed=identity_tenant,
-        dids=[d.dnid, d.dst_number, *(_derive.cdr_extra(c, "did") for c in scdrs)],
-        accountcodes=[*(r.accountcode for r in scels), *(c.accountcode for c in scdrs)],
-        names=[
-            *(r.context for r in scels),
-            *(c.dcontext for c in scdrs),
-            *(ch.name for ch in channels),
-        ],
-    )
+    # Tenant (the candidates collected only when a map or pattern will read them).
+    if _tenants.reads_candidates(settings.tenants, fixed=identity_tenant):
+        tenant, tenant_source = _tenants.detect_tenant(
+            settings.tenants,
+            fixed=identity_tenant,
+            dids=[d.dnid, d.dst_number, *(_derive.cdr_extra(c, "did") for c in scdrs)],
+            accountcodes=[*(r.accountcode for r in scels), *(c.accountcode for c in scdrs)],
+            names=[
+                *(r.context for r in scels),
+                *(c.dcontext for c in scdrs),
+                *(ch.name for ch in channels),
+            ],
+        )
+    else:
+        tenant, tenant_source = _tenants.detect_tenant(settings.tenants, fixed=identity_tenant)
 
     recs = _derive.merge_recordings(
         recordings,
-        _derive.recordings_from_rows(scels, scdrs, settings.timezone, settings.monitor_dir),
+        _derive.recordings_from_rows(scels, scdrs, settings.timezone, settings.monitor_dir, names),
     )
     return Call(
         call_key=key,
         linkedids=linkedids,
         cels=scels,
+        cel_events=names,
         cdrs=scdrs,
         recordings=recs,
         channels=channels,

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
+
 from sipstack_agent.calls import numbers
 from sipstack_agent.calls.direction import classify_channel, party_label
 from sipstack_agent.calls.types import Channel, Derived, QueueInfo, Transfer
@@ -72,6 +74,12 @@ def event_name(eventtype: str) -> str:
     return name
 
 
+def event_names(cels: Sequence[CelRow]) -> tuple[str, ...]:
+    """Each row's `event_name`, once per call: the rules below take them with the rows
+    (`names`, in the same order) instead of deriving them again in every scan."""
+    return tuple([event_name(r.eventtype) for r in cels])
+
+
 def _secs(delta: timedelta) -> int:
     return max(0, round(delta.total_seconds()))
 
@@ -104,10 +112,26 @@ def sort_cdrs(cdrs: Iterable[CdrRow]) -> tuple[CdrRow, ...]:
     return tuple(r for _, r in indexed)
 
 
+# Values orjson reads exactly as json.loads does (its integers are exact up to 64 bits;
+# beyond that it gives a float, without an error).
+_EXACT_TYPES = frozenset({str, int, bool, type(None)})
+
+
 def parse_extra(text: str) -> dict[str, Any] | None:
-    """The CEL extra column as a JSON object, None when empty or not an object."""
+    """The CEL extra column as a JSON object, None when empty or not an object.
+
+    orjson for the usual flat object of strings and integers; json.loads (the reference)
+    for anything else: what orjson refuses (NaN, Infinity, lone surrogates, ...) and any
+    float or nested value (a float may be an integer over 64 bits orjson turned into one)."""
     if not text or not text.strip().startswith("{"):
         return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if type(value) is dict and all(type(v) in _EXACT_TYPES for v in value.values()):
+            return value
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
@@ -154,14 +178,18 @@ def build_channels(
     cels: Sequence[CelRow],
     cdrs: Sequence[CdrRow],
     settings: DirectionSettings,
+    names: Sequence[str] | None = None,
 ) -> tuple[Channel, ...]:
-    """Channels by uniqueid from sorted CEL rows; from CDR rows when there is no CEL."""
+    """Channels by uniqueid from sorted CEL rows; from CDR rows when there is no CEL.
+    `names`: the rows' event_names (event_names(cels)), computed here when not given."""
     if cels:
-        return _channels_from_cels(cels, settings)
+        return _channels_from_cels(cels, settings, event_names(cels) if names is None else names)
     return _channels_from_cdrs(cdrs, settings)
 
 
-def _channels_from_cels(cels: Sequence[CelRow], settings: DirectionSettings) -> tuple[Channel, ...]:
+def _channels_from_cels(
+    cels: Sequence[CelRow], settings: DirectionSettings, names: Sequence[str]
+) -> tuple[Channel, ...]:
     acc: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(cels):
         key = row.uniqueid or row.channame or f"row{i}"
@@ -195,7 +223,7 @@ def _channels_from_cels(cels: Sequence[CelRow], settings: DirectionSettings) -> 
             ch["dnid"] = row.cid_dnid
         if not ch["accountcode"] and row.accountcode:
             ch["accountcode"] = row.accountcode
-        et = event_name(row.eventtype)
+        et = names[i]
         if et == "CHAN_START" and "started_at" not in ch:
             ch["started_at"] = t
             ch["exten"] = row.exten or ch["exten"]
@@ -360,11 +388,12 @@ def recordings_from_rows(
     cdrs: Sequence[CdrRow],
     timezone: str = "UTC",
     monitor_dir: str = MONITOR_DIR,
+    names: Sequence[str] | None = None,
 ) -> list[RecordingFile]:
     """MixMonitor APP_START rows and the FreePBX `recordingfile` CDR column."""
     out: list[RecordingFile] = []
-    for row in cels:
-        if event_name(row.eventtype) == "APP_START" and row.appname.lower() == "mixmonitor":
+    for row, et in zip(cels, event_names(cels) if names is None else names, strict=True):
+        if et == "APP_START" and row.appname.lower() == "mixmonitor":
             rec = recording_from_appdata(row.appdata, utc(row.eventtime), row.uniqueid, monitor_dir)
             if rec is not None:
                 out.append(rec)
@@ -431,10 +460,9 @@ def _disposition(
     return "NO ANSWER"
 
 
-def _transfers(cels: Sequence[CelRow]) -> tuple[Transfer, ...]:
+def _transfers(cels: Sequence[CelRow], names: Sequence[str]) -> tuple[Transfer, ...]:
     out: list[Transfer] = []
-    for row in cels:
-        et = event_name(row.eventtype)
+    for row, et in zip(cels, names, strict=True):
         if et not in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             continue
         extra = parse_extra(row.extra) or {}
@@ -458,13 +486,17 @@ def _transfers(cels: Sequence[CelRow]) -> tuple[Transfer, ...]:
 
 
 def _queue(
-    cels: Sequence[CelRow], channels: Sequence[Channel], origin: Channel | None, end: datetime
+    cels: Sequence[CelRow],
+    names: Sequence[str],
+    channels: Sequence[Channel],
+    origin: Channel | None,
+    end: datetime,
 ) -> QueueInfo | None:
     start_row = next(
         (
             r
-            for r in cels
-            if event_name(r.eventtype) == "APP_START" and r.appname.lower() == "queue"
+            for r, et in zip(cels, names, strict=True)
+            if et == "APP_START" and r.appname.lower() == "queue"
         ),
         None,
     )
@@ -488,8 +520,8 @@ def _queue(
     left = next(
         (
             utc(r.eventtime)
-            for r in cels
-            if event_name(r.eventtype) == "APP_END"
+            for r, et in zip(cels, names, strict=True)
+            if et == "APP_END"
             and r.appname.lower() == "queue"
             and r.uniqueid == start_row.uniqueid
             and utc(r.eventtime) >= entered
@@ -499,10 +531,9 @@ def _queue(
     return QueueInfo(name, entered, _secs(left - entered))
 
 
-def _dtmf(cels: Sequence[CelRow]) -> str:
+def _dtmf(cels: Sequence[CelRow], names: Sequence[str]) -> str:
     digits: list[str] = []
-    for row in cels:
-        et = event_name(row.eventtype)
+    for row, et in zip(cels, names, strict=True):
         if et != "DTMF" and row.userdeftype.strip().upper() != "DTMF":
             continue
         extra = parse_extra(row.extra) or {}
@@ -525,8 +556,12 @@ def derive(
     channels: Sequence[Channel],
     linkedids: Sequence[str],
     settings: DirectionSettings,
+    names: Sequence[str] | None = None,
 ) -> Derived:
-    """All derived facts of one call. `cels` and `cdrs` are sorted (sort_cels/sort_cdrs)."""
+    """All derived facts of one call. `cels` and `cdrs` are sorted (sort_cels/sort_cdrs);
+    `names` are the rows' event_names (event_names(cels)), computed here when not given."""
+    if names is None:
+        names = event_names(cels)
     times = [utc(r.eventtime) for r in cels]
     cdr_times = [utc(c.calldate) for c in cdrs]
     cdr_ends = [cdr_end(c) for c in cdrs]
@@ -546,7 +581,9 @@ def derive(
     if cels:
         if channels and all(c.hung_up for c in channels):
             ends = [c.ended_at for c in channels if c.ended_at is not None]
-            ends += [utc(r.eventtime) for r in cels if event_name(r.eventtype) == "LINKEDID_END"]
+            ends += [
+                utc(r.eventtime) for r, et in zip(cels, names, strict=True) if et == "LINKEDID_END"
+            ]
             end = max(ends) if ends else last_event
     elif cdrs:
         end = max(cdr_ends)
@@ -583,8 +620,8 @@ def derive(
         dnid = next(
             (
                 r.exten
-                for r in cels
-                if event_name(r.eventtype) == "CHAN_START" and numbers.is_dialable(r.exten)
+                for r, et in zip(cels, names, strict=True)
+                if et == "CHAN_START" and numbers.is_dialable(r.exten)
             ),
             "",
         )
@@ -652,9 +689,9 @@ def derive(
         dst_name=dst_name,
         dst_extension_name=dst_extension_name,
         answered_by=answered_by,
-        transfers=_transfers(cels),
-        queue=_queue(cels, channels, origin, stop),
-        dtmf=_dtmf(cels),
+        transfers=_transfers(cels, names),
+        queue=_queue(cels, names, channels, origin, stop),
+        dtmf=_dtmf(cels, names),
         hangup_cause=hangup_cause,
         origin=origin,
         destination=dest,

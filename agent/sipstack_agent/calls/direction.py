@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sipstack_agent.calls import numbers
 from sipstack_agent.config import DirectionSettings
@@ -43,6 +44,7 @@ class ChannelName:
     context: str = ""  # Local/ only: the context after '@'
 
 
+@lru_cache(maxsize=2048)  # a call's rules parse each of its channel names 3-4 times
 def parse_channel(name: str) -> ChannelName:
     """`SIP/pstn-in-00000000` -> (SIP, pstn-in); `Local/104@internal-0001;2` -> (Local, 104)."""
     name = (name or "").strip()

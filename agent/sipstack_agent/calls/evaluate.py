@@ -30,7 +30,7 @@ from typing import Any
 from sipstack_agent.calls import settle as _settle
 from sipstack_agent.calls.assemble import assemble
 from sipstack_agent.calls.derive import utc
-from sipstack_agent.calls.document import EncodedDocument, encode_document
+from sipstack_agent.calls.document import EncodedDocument, encode_document, next_revision
 from sipstack_agent.calls.types import Call
 from sipstack_agent.config import CallSettings, Identity
 from sipstack_agent.model import SHIP_SUPERSEDED, CdrRow, CelRow, RecordingFile, ShipState
@@ -58,12 +58,13 @@ def rows_signature(
 ) -> str:
     """Changes whenever a row or a recording is added or changed."""
     h = hashlib.blake2b(digest_size=12)
-    for key in sorted(r.dedup_key for r in cels):
-        h.update(key.encode("utf-8", "surrogatepass") + b"\x1e")
-    h.update(b"\x1d")
-    for key in sorted(r.dedup_key for r in cdrs):
-        h.update(key.encode("utf-8", "surrogatepass") + b"\x1e")
-    h.update(b"\x1d")
+    # each key followed by \x1e, hashed as one text (the same bytes as key by key)
+    for rows in (cels, cdrs):
+        keys = sorted([r.dedup_key for r in rows])
+        if keys:
+            keys.append("")
+            h.update("\x1e".join(keys).encode("utf-8", "surrogatepass"))
+        h.update(b"\x1d")
     for rec in recordings:
         h.update(repr(rec).encode("utf-8", "surrogatepass") + b"\x1e")
     return h.hexdigest()
@@ -113,11 +114,14 @@ def evaluate(
     identity: Identity,
     gaps: Sequence[tuple[datetime, datetime | None]] = (),
     watermark: datetime | None = None,
+    revision_floor: int = 0,
 ) -> Evaluation:
     """Assemble the call and decide which documents to emit now (see module doc).
 
     `watermark`: the lowest watermark of the sources (settle.low_watermark), or
     None when the caller does not track sources (no hold for them).
+    `revision_floor`: the state store's (`CallRecord.revision_floor`); a call's first
+    document is revision `revision_floor + 1` (document.next_revision).
     """
     now = utc(now)
     extra: dict[str, Any] = dict(ship.extra)
@@ -157,7 +161,11 @@ def evaluate(
 
     def make(phase: str) -> tuple[EncodedDocument, str]:
         enc = encode_document(
-            call, phase=phase, revision=revision + 1, identity=identity, shipped_at=now
+            call,
+            phase=phase,
+            revision=next_revision(revision, revision_floor),
+            identity=identity,
+            shipped_at=now,
         )
         return enc, enc.fingerprint
 

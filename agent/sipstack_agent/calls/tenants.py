@@ -87,6 +87,14 @@ def _did_matches(did: str, candidates: Iterable[str]) -> bool:
     return False
 
 
+def reads_candidates(settings: TenantSettings, *, fixed: str = "") -> bool:
+    """Whether `detect_tenant` reads its dids/accountcodes/names at all: no fixed tenant,
+    and a DID map, an accountcode map or a context pattern to match them against."""
+    if settings.tenant or fixed:
+        return False
+    return bool(settings.did_map or settings.accountcode_map or settings.context_pattern)
+
+
 def detect_tenant(
     settings: TenantSettings,
     *,
@@ -100,14 +108,17 @@ def detect_tenant(
         return settings.tenant, "fixed"
     if fixed:
         return fixed, "fixed"
-    did_list = [numbers.clean(d) for d in dids if d]
-    for did, tenant in settings.did_map:
-        if tenant and _did_matches(did, did_list):
-            return tenant, "did"
-    codes = {c.strip() for c in accountcodes if c and c.strip()}
-    for code, tenant in settings.accountcode_map:
-        if tenant and code.strip() in codes:
-            return tenant, "accountcode"
+    # the candidates are only collected for a map that could use them
+    if settings.did_map:
+        did_list = [numbers.clean(d) for d in dids if d]
+        for did, tenant in settings.did_map:
+            if tenant and _did_matches(did, did_list):
+                return tenant, "did"
+    if settings.accountcode_map:
+        codes = {c.strip() for c in accountcodes if c and c.strip()}
+        for code, tenant in settings.accountcode_map:
+            if tenant and code.strip() in codes:
+                return tenant, "accountcode"
     if settings.context_pattern:
         rx = _compile(settings.context_pattern)
         if rx is not None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sipstack_agent.model import CdrRow, CelRow, RecordingFile
+from sipstack_agent.model import CdrRow, CelRow, RecordingFile, _slot_init
 
 
+@_slot_init  # built once or more per evaluated call (model._slot_init)
 @dataclass(frozen=True, slots=True)
 class Channel:
     """One channel (one uniqueid) of a call, as seen in CEL (or CDR) rows."""
@@ -54,6 +55,7 @@ class QueueInfo:
     answered_by: str = ""
 
 
+@_slot_init  # built once or more per evaluated call (model._slot_init)
 @dataclass(frozen=True, slots=True)
 class Derived:
     """Facts derived from the rows (derive.py)."""
@@ -86,6 +88,7 @@ class Derived:
     destination: Channel | None = None
 
 
+@_slot_init  # built once or more per evaluated call (model._slot_init)
 @dataclass(frozen=True, slots=True)
 class Call:
     """One assembled call: its rows, channels, completion state and derived facts."""
@@ -116,3 +119,4 @@ class Call:
     wait_mark: datetime | None = None  # held until the sources' low watermark reaches it
     supersedes: tuple[tuple[str, int], ...] = ()  # (linkedid, revision) shipped before a merge
     awaiting_cdr: bool = False  # CEL says it ended; waiting (CallSettings.cdr_wait) for CDR rows
+    cel_events: tuple[str, ...] = ()  # derive.event_names(cels), computed once by assemble

@@ -331,7 +331,7 @@ class Shipper:
         async with self._sem:
             sent_at = self._clock()
             try:
-                doc, body = _encode(item.payload, sent_at)
+                doc, body = _encode(_row(item), sent_at)
             except (TypeError, ValueError) as exc:
                 # A document we cannot even serialize will never succeed: set it aside.
                 reason = "invalid_payload"
@@ -537,6 +537,13 @@ class Shipper:
 # The head of an outbox row written by calls.document.encode_document: the volatile keys
 # first, so a row handed over as text gets its shipped_at without a parse.
 _ROW_HEAD = re.compile(r'\{"revision":(-?\d+),"ship_phase":"([a-z]*)","shipped_at":"([^"\\]*)"')
+
+
+def _row(item: Any) -> Any:
+    """What the store handed out: the row's text (state.OutboxItem.payload_text, spliced
+    without a parse), else the parsed document (stores that keep no text)."""
+    text = getattr(item, "payload_text", None)
+    return item.payload if text is None else text
 
 
 def _encode(payload: Any, sent_at: datetime) -> tuple[dict[str, Any], bytes]:

@@ -346,8 +346,9 @@ class RecordingShipper:
         self.last_success_at = self._clock()
         self.metrics.recordings_uploaded.inc()
         self.metrics.recording_upload_bytes.inc(f.size)
-        rec = replace(recording_from_payload(item.payload, uploaded=True), file_size=f.size)
-        linkedid = item.call_key or str(item.payload.get("linkedid"))
+        payload = item.payload  # state.OutboxItem parses its text on every access
+        rec = replace(recording_from_payload(payload, uploaded=True), file_size=f.size)
+        linkedid = item.call_key or str(payload.get("linkedid"))
         await self.store.add_recordings(linkedid, [rec])
         log.info("recording uploaded: %s (%d bytes)", os.path.basename(f.path), f.size)
         if self.settings.delete_after_upload and await asyncio.to_thread(

@@ -26,7 +26,9 @@ the default for the AMI source, whose events cannot be read again).
 
 Faults: a full filesystem raises `StateDiskFull` (the transaction rolled back,
 nothing half-stored); a file failing `PRAGMA quick_check` at open raises
-`StateCorrupt`, or is quarantined with `open(..., quarantine_corrupt=True)`.
+`StateCorrupt`, or is quarantined with `open(..., quarantine_corrupt=True)`; the
+fresh store then issues revisions above a floor above any the old file issued
+(floor.py: never an Idempotency-Key the API may hold with other content).
 A page found corrupt later, while the store is in use, raises `StateCorruptExit` (a
 SystemExit: the process stops with exit code 1 instead of restarting a stage against
 the broken file) and leaves `state.db.corrupt` so the next open quarantines the file.
@@ -37,8 +39,8 @@ The package, one file per concern behind the `StateStore` facade (store.py):
 base (connection, open/close, one thread hop, one transaction), schema (layout and
 migrations), codec (values <-> columns), positions, ingest, grouping (call groups
 and merges), recordings, calls (due, load, save evaluations), outbox, deadletters,
-tombstones, prune, stats, watch (the watched recording files); values (the types
-handed out) and errors.
+tombstones, prune, stats, watch (the watched recording files), floor (the revision
+floor of a rebuilt store); values (the types handed out) and errors.
 """
 
 from .codec import stored_cel

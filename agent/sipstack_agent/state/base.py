@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 import aiosqlite
 
+from ..calls.document import rebuild_floor
 from .errors import (
     StateCorrupt,
     StateCorruptExit,
@@ -24,6 +27,7 @@ from .errors import (
     classify,
     corrupt_marker,
 )
+from .floor import apply_floor, read_floor_file, write_floor_file
 from .schema import SCHEMA_VERSION, migrate
 from .values import Loaded
 
@@ -104,6 +108,9 @@ class StoreBase:
         # that stops the process (StateCorruptExit), one found by open is StateCorrupt.
         self._opened = False
         self.corrupt: StateCorrupt | None = None
+        # Every revision this store issues lies above it: 0, or the floor taken when it was
+        # rebuilt after a quarantine (state/floor.py, calls.document.rebuild_floor).
+        self.revision_floor = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -121,7 +128,8 @@ class StoreBase:
         An existing file is checked with `PRAGMA quick_check` first; a corrupt one
         raises StateCorrupt, or with `quarantine_corrupt` is renamed beside itself
         (`state.db.corrupt-<UTC time>`, 0600) and a fresh store is created in its
-        place (`store.quarantined` is then the moved file).
+        place (`store.quarantined` is then the moved file) whose revisions lie above
+        any the old file may have issued (`store.revision_floor`, state/floor.py).
         """
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS:
@@ -132,6 +140,13 @@ class StoreBase:
         except StateCorrupt:
             if not quarantine_corrupt or p == ":memory:":
                 raise
+        # Before the old file goes: the floor of the next rebuild is above this one.
+        try:
+            write_floor_file(p, rebuild_floor(time.time(), read_floor_file(p)))
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise StateDiskFull(f"state disk full: {e}") from e
+            raise StoreError(f"{p}: cannot write the revision floor beside it: {e}") from e
         moved = quarantine(p)
         store = await cls._open_rw(p, connector_id, sync)
         store.quarantined = moved
@@ -217,6 +232,7 @@ class StoreBase:
             )
         if version < SCHEMA_VERSION:
             migrate(conn, version)
+        self.revision_floor = apply_floor(conn, self.path)
 
     async def schema_version(self) -> int:
         rows = await self._run(lambda c: c.execute("PRAGMA user_version").fetchone())

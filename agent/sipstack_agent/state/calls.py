@@ -211,12 +211,15 @@ class CallMethods(StoreBase):
 
         A key merged away meanwhile resolves to its surviving call.
         """
-        recs = await self._run(load_calls, [call_key], self._loaded)
+        recs = await self.load_calls([call_key])
         return recs[0] if recs else None
 
     async def load_calls(self, call_keys: Sequence[str]) -> list[CallRecord]:
         """Batch form of load_call (one thread hop); unknown keys are skipped."""
-        return await self._run(load_calls, list(call_keys), self._loaded)
+        recs = await self._run(load_calls, list(call_keys), self._loaded)
+        for rec in recs:
+            rec.revision_floor = self.revision_floor
+        return recs
 
     async def save_evaluation(
         self, call_key: str, ev: EvaluationLike, *, now: datetime | None = None

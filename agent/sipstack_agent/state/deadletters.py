@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ..calls.document import as_revision, revision_key
+from ..calls.document import as_revision, next_revision, revision_key
 from .base import StoreBase
 from .codec import dt, dt_or_none, dumps, loads_object, now_ts, ship_from_json, ship_to_json, ts
 from .query import SqlValue
@@ -57,7 +57,9 @@ def move_to_dead(
     return cur.rowcount == 1
 
 
-def requeue(conn: sqlite3.Connection, dead_id: int, now: float, connector_id: str) -> str | None:
+def requeue(
+    conn: sqlite3.Connection, dead_id: int, now: float, connector_id: str, floor: int = 0
+) -> str | None:
     """The new key; "" when superseded (dropped); None when the dead letter is gone."""
     r = conn.execute(
         "SELECT kind, call_key, idempotency_key, payload FROM dead_letters WHERE id = ?",
@@ -77,7 +79,7 @@ def requeue(conn: sqlite3.Connection, dead_id: int, now: float, connector_id: st
         if mine < latest:
             conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
             return ""
-        revision = latest + 1
+        revision = next_revision(latest, floor)
         payload = as_revision(payload, revision, dt(now))
         key = revision_key(connector_id, payload["linkedid"], revision)
         if row is not None:
@@ -146,7 +148,9 @@ class DeadLetterMethods(StoreBase):
         t = ts(now) if now else now_ts()
         done: list[tuple[int, str | None]] = []
         for row in await self.dead_letters_where(ids=ids, reason=reason):
-            outcome = await self._tx(requeue, int(row["id"]), t, self.connector_id)
+            outcome = await self._tx(
+                requeue, int(row["id"]), t, self.connector_id, self.revision_floor
+            )
             if outcome is not None:
                 done.append((int(row["id"]), outcome or None))
         return done

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..calls.document import as_revision, resend_revision, revision_key
 from .base import StoreBase
-from .codec import dt, dumps, loads_object, now_ts, ship_from_json, ship_to_json, ts
+from .codec import dt, dumps, now_ts, ship_from_json, ship_to_json, ts
 from .positions import Positions, set_positions
 from .query import SqlValue
 from .values import OutboxItem
@@ -45,7 +45,7 @@ def outbox_due(
                 kind=r[1],
                 call_key=r[2],
                 idempotency_key=r[3],
-                payload=loads_object(r[4]),
+                payload_text=r[4],
                 attempts=r[5],
                 created_at=dt(r[6]),
                 next_attempt_at=dt(r[7]),
@@ -63,14 +63,19 @@ def outbox_due(
 
 
 def resend_one(
-    conn: sqlite3.Connection, doc: dict[str, Any], run: int, now: float, connector_id: str
+    conn: sqlite3.Connection,
+    doc: dict[str, Any],
+    run: int,
+    now: float,
+    connector_id: str,
+    floor: int = 0,
 ) -> str:
     linkedid = str(doc["linkedid"])
     link = conn.execute("SELECT call_key FROM links WHERE linkedid = ?", (linkedid,)).fetchone()
     call_key = str(link[0]) if link else linkedid
     row = conn.execute("SELECT ship FROM calls WHERE call_key = ?", (call_key,)).fetchone()
     ship = ship_from_json(row[0] if row else None)
-    revision = resend_revision(ship.revision if row else None, run)
+    revision = resend_revision(ship.revision if row else None, run, floor)
     payload = as_revision(doc, revision, dt(now))
     key = revision_key(connector_id, linkedid, revision)
     if row is not None:  # an evaluation in flight is discarded (epoch) and done again
@@ -156,10 +161,10 @@ class OutboxMethods(StoreBase):
         its own Idempotency-Key, the call's ship state moved to it; `positions` (the
         resend cursor) saved with them. Returns the new keys."""
         t = ts(now) if now else now_ts()
-        cid = self.connector_id
+        cid, floor = self.connector_id, self.revision_floor
 
         def body(conn: sqlite3.Connection) -> list[str]:
-            keys = [resend_one(conn, dict(d), run, t, cid) for d in docs]
+            keys = [resend_one(conn, dict(d), run, t, cid, floor) for d in docs]
             set_positions(conn, positions, t)
             return keys
 

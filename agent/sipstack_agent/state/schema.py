@@ -8,7 +8,7 @@ from collections.abc import Callable
 from .codec import cdr_encode, cdr_from_object, cel_encode, cel_from_object, loads_object
 from .watch import WATCH_POSITION, replace_watch
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -151,6 +151,16 @@ def _schema_v5(conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM positions WHERE name = ?", (WATCH_POSITION,))
 
 
+# v6: the store's own facts (name -> value): `revision_floor` of a store rebuilt after a
+# quarantine (state/floor.py)
+SCHEMA_V6 = """
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
 # version -> what upgrades from version-1 (1 = create from nothing): a script or a function
 MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     1: SCHEMA_V1,
@@ -158,6 +168,7 @@ MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     3: SCHEMA_V3,
     4: _schema_v4,
     5: _schema_v5,
+    6: SCHEMA_V6,
 }
 
 

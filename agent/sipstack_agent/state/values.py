@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,7 @@ class CallRecord:
     next_check_at: datetime | None = None
     gen: int = 0
     epoch: int = 0
+    revision_floor: int = 0  # the store's: its revisions lie above it (state/floor.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +52,17 @@ class OutboxItem:
     kind: str
     call_key: str
     idempotency_key: str
-    payload: dict[str, Any]
+    payload_text: str  # the row as stored (JSON text): the shipper splices shipped_at into it
     attempts: int
     created_at: datetime
     next_attempt_at: datetime
     last_error: str = ""
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The stored document, parsed (a new dict on every access)."""
+        doc: dict[str, Any] = json.loads(self.payload_text)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,3 +156,76 @@ def test_outbox_rows_of_a_stand_in_without_texts() -> None:
     assert outbox_rows([doc], None) == [encode(doc).text]
     assert outbox_rows([doc], ["x"]) == ["x"]
     assert outbox_rows([doc, doc], ["x"]) == [encode(doc).text] * 2
+
+
+# CEL extra texts where orjson's reading differs from json.loads' or refuses it.
+EXTRAS = [
+    '{"hangupcause":16,"hangupsource":"PJSIP/100-00000001","dialstatus":"ANSWER"}',
+    '{"a":123456789012345678901234567890}',  # over 64 bits: orjson would give a float
+    '{"a":-9223372036854775809,"b":18446744073709551615}',
+    '{"a":NaN,"b":Infinity,"c":-Infinity,"d":1e400}',  # orjson refuses them
+    '{"a":"\\ud800x"}',  # a lone surrogate escape
+    '{"a":1,"b":2,"a":3}',  # a repeated key: the last value, the first position
+    '{"a":0.1,"b":1.0000000000000002,"c":5e-324,"d":-0.0,"e":1E5}',
+    '{"a":{"b":12345678901234567890123},"c":[1e400, 18446744073709551616]}',  # nested
+    '{"a":"x\x01y"}',  # a raw control character: not JSON for either
+    '{"a":' * 3000 + "1" + "}" * 3000,  # too deep for both
+    '["not", "an", "object"]',
+    "  {}",
+    "{broken",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", EXTRAS, ids=range(len(EXTRAS)))
+def test_parse_extra_reads_as_the_standard_library(text: str) -> None:
+    from sipstack_agent.calls.derive import parse_extra
+
+    try:
+        want = json.loads(text)
+    except (ValueError, RecursionError):
+        want = None
+    want = want if isinstance(want, dict) else None
+    got = parse_extra(text)
+    assert repr(got) == repr(want)  # repr: NaN == NaN, int vs float, key order
+
+
+def test_iso_is_isoformat_of_the_utc_time() -> None:
+    import random
+    from datetime import UTC, datetime, timezone
+
+    from sipstack_agent.calls.document import iso
+
+    rnd = random.Random(7)
+    lo, hi = (
+        datetime(1, 1, 1, tzinfo=UTC).timestamp(),
+        datetime(9999, 12, 31, tzinfo=UTC).timestamp(),
+    )
+    times = [datetime.fromtimestamp(rnd.uniform(lo, hi), UTC) for _ in range(2000)]
+    times += [t.replace(microsecond=0) for t in times[:500]]
+    times += [t.replace(microsecond=rnd.choice([1, 10, 999_999])) for t in times[:500]]
+    times += [
+        datetime(2026, 11, 1, 12, 0, 0, 5),
+        datetime(2026, 11, 1, 7, tzinfo=timezone(-timedelta(hours=5))),
+    ]
+    for t in times:
+        want = (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)).isoformat()
+        assert iso(t) == want
+        assert iso(t, seconds=True) == want[:19] + "+00:00"
+
+
+def test_rows_signature_is_the_one_stored_ship_states_hold() -> None:
+    """Stored ship states compare it: the values of the key-by-key hash (before 4th round)."""
+    from datetime import UTC, datetime
+
+    from sipstack_agent.calls.evaluate import rows_signature
+    from sipstack_agent.model import CdrRow, CelRow
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    cels = [
+        CelRow("ANSWER", t, f"u{i}", "l", row_id=i if i % 2 else None, extra="\udcff" * (i == 3))
+        for i in range(4)
+    ]
+    cdrs = [CdrRow(t, "u", "l", src="é")]
+    assert rows_signature(cels, cdrs, []) == "9de4d0cff2fd26a10c921600"
+    assert rows_signature([], [], []) == "bee91011979f63209a28f65c"

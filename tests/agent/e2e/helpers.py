@@ -187,5 +187,25 @@ def assert_revisions_once(receiver: Receiver) -> None:
         assert sorted(revs) == list(range(1, len(revs) + 1)), (lid, revs)
 
 
+def assert_keys_across_rebuild(receiver: Receiver, floor: int) -> None:
+    """A store rebuilt after a quarantine (`floor`: STATE_DIR/state.db.floor): every key
+    stored once and never sent with other content (`key_conflicts`); per linkedid, the
+    old file's revisions are 1..n and the rebuilt store's floor+1..floor+m."""
+    assert floor > 0
+    assert receiver.key_conflicts == [], receiver.key_conflicts[:5]
+    before: dict[str, list[int]] = {}
+    after: dict[str, list[int]] = {}
+    keys: set[str] = set()
+    for r in receiver.receipts():
+        side = after if r["revision"] > floor else before
+        side.setdefault(r["linkedid"], []).append(r["revision"])
+        assert r["idempotency_key"] not in keys, r
+        keys.add(r["idempotency_key"])
+    for lid, revs in before.items():
+        assert sorted(revs) == list(range(1, len(revs) + 1)), (lid, revs)
+    for lid, revs in after.items():
+        assert sorted(revs) == list(range(floor + 1, floor + len(revs) + 1)), (lid, revs)
+
+
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")

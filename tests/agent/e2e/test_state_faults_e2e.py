@@ -18,16 +18,18 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sipstack_agent.demo import AgentProcess, agent_env
 from sipstack_agent.receiver import Receiver
-from sipstack_agent.sim.timeline import SimCall
+from sipstack_agent.sim.timeline import SimCall, timeline
 from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.statefaults import DISK_FULL_PROBLEM
 
 from .helpers import (
     API_KEY,
     all_complete,
+    assert_keys_across_rebuild,
     assert_revisions_once,
     db_env,
     free_port,
+    runs,
     wait_until,
     write_calls,
 )
@@ -46,14 +48,14 @@ def calls_at(n: int, seed: int, hours_ago: float) -> list[SimCall]:
     return gen.calls(n, rate=5.0, start=start)
 
 
-def agent(pbx: Any, url: str, state: Path, log: Path, port: int) -> AgentProcess:
+def agent(pbx: Any, url: str, state: Path, log: Path, port: int, **extra: str) -> AgentProcess:
     env = agent_env(
         api_url=url,
         state_dir=str(state),
         db=db_env(pbx.settings),
         api_key=API_KEY,
         extra={"CONNECTOR_ID": "e2e", "CDR_POLL_INTERVAL": "0.3", "LOG_LEVEL": "INFO",
-               "MONITORING_PORT": str(port), "MONITORING_HOST": "127.0.0.1"},
+               "MONITORING_PORT": str(port), "MONITORING_HOST": "127.0.0.1", **extra},
     )  # fmt: skip
     proc = AgentProcess(env, log)  # the log outside STATE_DIR: it must not fill up too
     proc.start()
@@ -166,7 +168,6 @@ async def test_corrupt_state_file_is_quarantined_and_calls_are_read_again(
         assert await wait_until(all_complete(receiver, first, state_dir=state), 90), proc.log_tail()
     finally:
         assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
-    dups_before = receiver.stats().get("duplicates", 0)
     garble(state / "state.db")
     await write_calls(pbx.writer, second)  # written while the agent is down
 
@@ -181,9 +182,62 @@ async def test_corrupt_state_file_is_quarantined_and_calls_are_read_again(
     assert "state file corrupt: moved to" in log_text, log_text[-3000:]
     moved = [p for p in state.iterdir() if p.name.startswith("state.db.corrupt-")]
     assert moved and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in moved)
-    # every call read again from the PBX repeats a key the API already has: dropped there
-    assert receiver.stats().get("duplicates", 0) - dups_before >= len(first)
+    # every call read again from the PBX arrives again under a key above the rebuilt
+    # store's floor: none the old file may have used
+    floor = rebuilt_floor(state)
+    assert {r["linkedid"] for r in receiver.receipts() if r["revision"] > floor} >= {
+        c.expected.linkedid for c in first
+    }
+    assert_keys_across_rebuild(receiver, floor)
+
+
+def rebuilt_floor(state: Path) -> int:
+    """The revision floor the rebuild took (state/floor.py), beside the state file."""
+    return int((state / "state.db.floor").read_text())
+
+
+async def write_rows(writer: Any, calls: list[SimCall], kind: str) -> None:
+    """Only the CDR (or only the CEL) rows of `calls`, in commit order."""
+    for k, rows in runs(timeline(calls)):
+        if k == kind:
+            await (writer.insert_cel(rows) if kind == "cel" else writer.insert_cdr(rows))
+
+
+async def test_a_partial_revision_1_is_not_kept_after_a_rebuild(
+    make_pbx_db: Callable[..., Awaitable[Any]], receiver: Receiver, tmp_path: Path
+) -> None:
+    """Revision 1 of every call was delivered with CDR rows only (the CEL table written
+    later); the file breaks, the restart rebuilds and reads both tables again: the full
+    document arrives under a new key, not as a replay of revision 1 (which the API would
+    drop, keeping the partial one), and no key is ever sent with two contents."""
+    pbx = await make_pbx_db("postgresql")
+    calls = calls_at(25, seed=81, hours_ago=2)
+    await write_rows(pbx.writer, calls, "cdr")
+    state, port = tmp_path / "state", free_port()
+    proc = agent(pbx, receiver.calls_url, state, tmp_path / "agent.log", port, CEL_MODE="none")
+    try:
+        partial = all_complete(receiver, calls, cel=False, state_dir=state)
+        assert await wait_until(partial, 90), proc.log_tail()
+    finally:
+        assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
+    docs = receiver.latest_complete_all()
+    assert all(
+        t["event"] == "CDR" for c in calls for t in docs[c.expected.linkedid]["call_threads"]
+    )
     assert_revisions_once(receiver)
+    await write_rows(pbx.writer, calls, "cel")
+    garble(state / "state.db")
+
+    proc = agent(pbx, receiver.calls_url, state, tmp_path / "agent2.log", port)
+    try:
+        done = all_complete(receiver, calls, state_dir=state)  # with their CEL events
+        assert await wait_until(done, 120), proc.log_tail()
+    finally:
+        assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
+    floor = rebuilt_floor(state)
+    latest = receiver.latest_complete_all()
+    assert all(latest[c.expected.linkedid]["revision"] > floor for c in calls)
+    assert_keys_across_rebuild(receiver, floor)
 
 
 def garble_while_open(path: Path) -> None:
@@ -238,4 +292,4 @@ async def test_a_page_that_breaks_at_runtime_stops_the_agent_and_the_restart_rec
         assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
     assert "state file corrupt: moved to" in (tmp_path / "agent2.log").read_text()
     assert not (state / "state.db.corrupt").exists()
-    assert_revisions_once(receiver)
+    assert_keys_across_rebuild(receiver, rebuilt_floor(state))

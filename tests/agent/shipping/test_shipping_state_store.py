@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -93,3 +94,39 @@ async def test_retry_state_is_persisted_in_the_store(store):
     [item] = await store.outbox_due(now + timedelta(seconds=60), 10, kind="call")
     assert item.attempts == 1
     assert "503" in item.last_error
+
+
+async def test_a_stored_row_is_shipped_as_its_text_with_shipped_at_spliced(store, monkeypatch):
+    from sipstack_agent.shipping import outbox
+
+    from .shipping_fakes import FakeTransport
+
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    content = sample_document("42.1", revision=3)
+    # the evaluator's row form: the volatile keys first (calls.document.outbox_text)
+    doc = {k: content.pop(k) for k in ("revision", "ship_phase", "shipped_at")} | content
+    doc["src_name"] = "José"
+    await store.enqueue("call", "pbx1:42.1:3", doc, "42.1", now=now)
+    [item] = await store.outbox_due(now, 10, kind="call")
+    assert item.payload == doc  # parsed on demand
+    row = item.payload_text
+
+    def no_parse(*a, **kw):
+        raise AssertionError("the shipper parsed a row it can splice")
+
+    monkeypatch.setattr(outbox.json, "loads", no_parse)
+    transport = FakeTransport()
+    shipper = Shipper(
+        store,
+        transport,
+        ApiSettings(url="http://unused.invalid/calls", api_key=API_KEY),
+        Identity(connector_id="pbx1"),
+        Metrics(),
+        clock=lambda: now,
+    )
+    assert await shipper.ship_once(now) == 1
+    [req] = transport.sent
+    old = '"shipped_at":' + json.dumps(doc["shipped_at"])
+    assert row.count(old) == 1
+    assert req.body == row.replace(old, '"shipped_at":"2026-12-01T09:00:00+00:00"').encode()
+    assert (await store.stats(now)).outbox_depth == 0
