@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ami_throughput.py [--events 200000]
 
-A simulated Asterisk Manager Interface (sipstack_agent.amisim.AmiServer, in
+A simulated Asterisk Manager Interface (sipstack_agent.sim.ami.AmiServer, in
 another process) sends --events `Event: CEL` messages, made from the real
 Asterisk 20 sample rows (bench/realrows.py copies: shifted ids and times), as
 fast as the socket takes them, to each client that logs in:
@@ -32,10 +32,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "agent"))
 
 from realrows import copies, load_sample  # noqa: E402
-from sipstack_agent.amisim import AmiServer, cel_event, event_block  # noqa: E402
 from sipstack_agent.config import AmiSettings  # noqa: E402
 from sipstack_agent.metrics import Metrics  # noqa: E402
 from sipstack_agent.model import CEL_COLUMNS  # noqa: E402
+from sipstack_agent.sim.ami import AmiServer, cel_event, event_block  # noqa: E402
 from sipstack_agent.sources.cel_ami import CelAmiSource  # noqa: E402
 
 USER, SECRET = "sipstack", "bench-secret"

@@ -1,12 +1,12 @@
-"""Backlog drain vs the bare POST ceiling, on real Asterisk rows and on pbxsim traffic.
+"""Backlog drain vs the bare POST ceiling, on real Asterisk rows and on simulated calls.
 
     .venv/bin/python bench/backlog.py [--copies 1000] [--calls 20000] [--source both]
                                       [--concurrency 16] [--bare-posts 10000] [--py-spy 25]
 
 For each source (`real`: the recorded Asterisk 20 scenarios of the fixture
 sample, --copies times with shifted ids, uniqueids/linkedids and times, see
-bench/realrows.py; `pbxsim`: --calls simulated calls of
-sipstack_agent.pbxsim), in a throwaway PostgreSQL database read by a
+bench/realrows.py; `sim`: --calls calls of
+sipstack_agent.sim.traffic), in a throwaway PostgreSQL database read by a
 SELECT-only role:
 
 1. the real agent (`sipstack-agent run`, START_FROM=beginning,
@@ -48,9 +48,9 @@ sys.path.insert(0, str(HERE.parent / "agent"))
 
 from realrows import copies, load_sample  # noqa: E402
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS  # noqa: E402
-from sipstack_agent.pbxsim import TrafficGenerator  # noqa: E402
 from sipstack_agent.rules.api_urls import CALLS_PATH  # noqa: E402
 from sipstack_agent.shipping.client import build_headers  # noqa: E402
+from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
 from throughput import API_KEY, PgBench, drain, free_port, start_receiver  # noqa: E402
 
 
@@ -183,7 +183,7 @@ async def run_source(source: str, args: argparse.Namespace) -> Figures:
             calls = gen.calls(args.calls, rate=50.0, start=start)
             n_cel, n_cdr = await pg.preload(calls)
             n_calls = len(calls)
-            what = f"{n_calls} pbxsim calls"
+            what = f"{n_calls} simulated calls"
         rows = n_cel + n_cdr
         print(
             f"[{source}] loaded {what}: {n_cel} CEL + {n_cdr} CDR rows "
@@ -252,9 +252,9 @@ async def run_source(source: str, args: argparse.Namespace) -> Figures:
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--source", choices=("real", "pbxsim", "both"), default="both")
+    ap.add_argument("--source", choices=("real", "sim", "both"), default="both")
     ap.add_argument("--copies", type=int, default=1000, help="copies of the real sample")
-    ap.add_argument("--calls", type=int, default=20000, help="pbxsim calls")
+    ap.add_argument("--calls", type=int, default=20000, help="simulated calls")
     ap.add_argument("--concurrency", type=int, default=16, help="API_CONCURRENCY = bare in flight")
     ap.add_argument("--bare-posts", type=int, default=10000, help="POSTs of the bare client")
     ap.add_argument("--py-spy", type=float, default=0, metavar="SECONDS")
@@ -265,7 +265,7 @@ async def main() -> int:
         default=os.environ.get("SIPSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     args = ap.parse_args()
-    sources = ("real", "pbxsim") if args.source == "both" else (args.source,)
+    sources = ("real", "sim") if args.source == "both" else (args.source,)
     results = [await run_source(s, args) for s in sources]
     print()
     print(

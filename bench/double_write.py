@@ -30,7 +30,7 @@ this process, aiosqlite's worker thread included) and `time.perf_counter()`:
 3b. **write-through**: rows still stored on arrival (`ingest`, as built), but
    evaluated from memory (a cache of the open calls' rows filled at ingest): no
    `load_calls`; ship states read per batch.
-4. **what the low watermark costs** (pure simulation over pbxsim traffic,
+4. **what the low watermark costs** (pure simulation over sipstack_agent.sim traffic,
    `--sim-calls` calls at 50 calls/s plus a few long calls): peak rows held
    for open calls, how far back a checkpoint pinned by the oldest open call
    reaches (the re-read on restart), with and without "keep locally" (calls
@@ -76,11 +76,12 @@ from sipstack_agent.config import Settings, load_settings  # noqa: E402
 from sipstack_agent.demo import agent_env  # noqa: E402
 from sipstack_agent.metrics import Metrics  # noqa: E402
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow, ShipState  # noqa: E402
-from sipstack_agent.pbxsim import TrafficGenerator, timeline  # noqa: E402
 from sipstack_agent.rules.api_urls import CALLS_PATH  # noqa: E402
 from sipstack_agent.rules.ids import group_pairs, linkedid_sort_key  # noqa: E402
 from sipstack_agent.shipping import Shipper  # noqa: E402
 from sipstack_agent.shipping.client import AiohttpTransport  # noqa: E402
+from sipstack_agent.sim.timeline import timeline  # noqa: E402
+from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
 from sipstack_agent.sources.sql.poller import SqlSource  # noqa: E402
 from sipstack_agent.state import IngestResult, StateStore  # noqa: E402
 from sipstack_agent.state.codec import cel_decode, cel_encode, ship_from_json, ts  # noqa: E402
@@ -451,7 +452,7 @@ def bytes_per_row(cels: Sequence[CelRow]) -> float:
 
 
 def sim_traffic(n: int, long_calls: int, long_s: float) -> tuple[list[Any], list[Any]]:
-    """Commit order of n pbxsim calls at 50 calls/s, without and with `long_calls`
+    """Commit order of n simulated calls at 50 calls/s, without and with `long_calls`
     calls of `long_s` seconds begun 30 s in."""
     start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
     gen = TrafficGenerator(7, start=start, ring=(0.5, 3), talk=(2, 30))
@@ -467,7 +468,7 @@ def print_simulation(args: argparse.Namespace, row_bytes: float, build_rate: flo
     span = args.sim_calls / 50.0
     long_s = max(60.0, round(span * 0.75 / 60) * 60.0)
     print(
-        f"\nLow watermark's costs, simulated over pbxsim traffic at 50 calls/s "
+        f"\nLow watermark's costs, simulated over sipstack_agent.sim traffic at 50 calls/s "
         f"({args.sim_calls:,} calls, {span:,.0f} s); a call's rows are held until the reader "
         f"is {args.lag_rows:,} rows past its last row (--lag-rows: the evaluator's lag, its "
         f"document in the outbox); bytes per held row (a real CelRow, tracemalloc): "

@@ -27,15 +27,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "agent"))
 
 from sipstack_agent.demo import AgentProcess, agent_env, percentile  # noqa: E402
-from sipstack_agent.pbxsim import (  # noqa: E402
-    AsyncPbxWriter,
-    TrafficGenerator,
-    Write,
-    is_linkedid_end,
-    play,
-    timeline,
-)
 from sipstack_agent.receiver import Receiver  # noqa: E402
+from sipstack_agent.sim.play import play  # noqa: E402
+from sipstack_agent.sim.timeline import Write, is_linkedid_end, timeline  # noqa: E402
+from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
+from sipstack_agent.sim.writers import PbxWriter  # noqa: E402
 from throughput import API_KEY, PgBench  # noqa: E402
 
 
@@ -67,7 +63,7 @@ async def main() -> int:
     import asyncpg
 
     con = await asyncpg.connect(pg.db_dsn)
-    writer = AsyncPbxWriter("postgresql", con)
+    writer = PbxWriter("postgresql", con)
     try:
         await asyncio.sleep(2.0)  # agent anchored at the end of the (empty) tables
         n = int(args.rate * args.duration)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/soak.py [--minutes 20] [--calls 1000000]
 
-A throwaway PostgreSQL PBX database is fed pbxsim calls in chunks (COPY),
+A throwaway PostgreSQL PBX database is fed simulated calls (sipstack_agent.sim) in chunks (COPY),
 always a few thousand calls ahead of what the receiver has complete, while
 the real agent (`sipstack-agent run`, START_FROM=beginning) ships them to a
 local receiver (`sipstack-agent receive`, another process). It runs for
@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "agent"))
 
 from sipstack_agent.demo import AgentProcess, agent_env  # noqa: E402
-from sipstack_agent.pbxsim import TrafficGenerator  # noqa: E402
+from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
 from throughput import (  # noqa: E402
     API_KEY,
     PgBench,

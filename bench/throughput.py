@@ -36,14 +36,11 @@ sys.path.insert(0, str(ROOT / "agent"))
 
 from sipstack_agent.demo import AgentProcess, agent_env  # noqa: E402
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS  # noqa: E402
-from sipstack_agent.pbxsim import (  # noqa: E402
-    SimCall,
-    TrafficGenerator,
-    create_table_statements,
-    db_values,
-    timeline,
-)
 from sipstack_agent.scratchdb import pg_create, pg_drop, pg_dsn, pg_hostport  # noqa: E402
+from sipstack_agent.sim.ddl import create_table_statements  # noqa: E402
+from sipstack_agent.sim.dialects import db_values  # noqa: E402
+from sipstack_agent.sim.timeline import SimCall, timeline  # noqa: E402
+from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
 
 API_KEY = "sk_" + "bench" + "0" * 27  # local receiver only
 RO_PASSWORD = "bench-ro"

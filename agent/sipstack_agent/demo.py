@@ -34,16 +34,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from .pbxsim import (
-    SimCall,
-    TrafficGenerator,
-    Write,
-    create_sqlite_pbx,
-    is_linkedid_end,
-    play,
-    timeline,
-    write_dbapi,
-)
+from .sim.play import play
+from .sim.timeline import SimCall, Write, is_linkedid_end, timeline
+from .sim.traffic import TrafficGenerator
+from .sim.writers import create_sqlite_pbx, write_dbapi
 
 DEMO_API_KEY = "sk_" + "demo" + "0" * 28  # local receiver only: sk_ + 32 characters
 AGENT_DIR = str(Path(__file__).resolve().parent.parent)  # the folder holding sipstack_agent
@@ -258,7 +252,7 @@ async def demo(opts: DemoOptions) -> DemoResult:
     env = agent_env(
         api_url=receiver.calls_url,
         state_dir=state,
-        db={"DB_TYPE": "sqlite", "DB_NAME": pbx, "DB_TIMEZONE": "UTC"},  # pbxsim writes UTC
+        db={"DB_TYPE": "sqlite", "DB_NAME": pbx, "DB_TIMEZONE": "UTC"},  # sim.writers writes UTC
     )
     monitoring = _free_port()
     env["MONITORING_PORT"] = str(monitoring)

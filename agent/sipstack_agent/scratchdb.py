@@ -1,18 +1,23 @@
-"""Throwaway PostgreSQL databases with a SELECT-only role, for the tests and bench/.
+"""Throwaway PostgreSQL and MariaDB databases with a SELECT-only user, for tests and bench/.
 
 One home for the admin SQL both use: `pg_create` makes the database and a
 LOGIN role that may only read it (SELECT on every table in `public`, also
 on tables created later by the admin), `pg_drop` removes both (terminating
-the role's sessions), `pg_dsn` points an admin DSN at another database.
+the role's sessions), `pg_dsn` points an admin DSN at another database,
+`pg_admin` runs one admin statement (e.g. ALTER DATABASE ... SET timezone).
+`mysql_create` / `mysql_drop` do the same on MariaDB / MySQL (`MysqlAdmin`:
+where the server is and who administers it).
 `StatementLog` counts the statements the server itself logged for one role
 (`log_statement = 'all'` and `log_min_duration_statement = 0` set on that
 role): the idle bench and the idle-cost test read PostgreSQL's own log.
-`asterisk_sample_dir()` finds the real Asterisk 20 sample rows.
+`asterisk_sample_dir()` finds the real Asterisk 20 sample rows, `read_sample_csv`
+reads one of its tables.
 Never used by the running agent (which only ever reads the PBX database).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from dataclasses import dataclass
@@ -20,13 +25,18 @@ from pathlib import Path
 
 __all__ = [
     "LoggedStatement",
+    "MysqlAdmin",
     "StatementLog",
     "asterisk_sample_dir",
     "log_every_statement",
+    "mysql_create",
+    "mysql_drop",
+    "pg_admin",
     "pg_create",
     "pg_drop",
     "pg_dsn",
     "pg_hostport",
+    "read_sample_csv",
     "server_log_path",
 ]
 
@@ -37,6 +47,12 @@ def asterisk_sample_dir() -> Path:
     beside = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "asterisk20-sample"
     found = Path(os.environ.get("SIPSTACK_SAMPLE_DIR", str(beside)))
     return found if found.is_dir() else Path("/work/shared/fixtures/asterisk20-sample")
+
+
+def read_sample_csv(flavor: str, table: str) -> list[dict[str, str]]:
+    """Rows of the sample's <flavor>/<table>.csv (flavor: postgres | mariadb) as dicts."""
+    with open(asterisk_sample_dir() / flavor / f"{table}.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 _DSN = re.compile(r"postgresql://(?:([^@/]*)@)?([^:/]+)(?::(\d+))?/")
@@ -94,11 +110,69 @@ async def pg_drop(admin_dsn: str, db: str, role: str) -> None:
         await con.close()
 
 
+async def pg_admin(admin_dsn: str, sql: str) -> None:
+    """Run one admin statement on the server of `admin_dsn`."""
+    import asyncpg
+
+    con = await asyncpg.connect(admin_dsn, timeout=5)
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
 def _in_db(admin_dsn: str, db: str) -> str:
     """`admin_dsn` with its database name replaced (user and password kept)."""
     base, _, rest = admin_dsn.rpartition("/")
     query = rest.partition("?")[2]
     return f"{base}/{db}" + (f"?{query}" if query else "")
+
+
+# --------------------------------------------------------------------------- MariaDB / MySQL
+
+
+@dataclass(frozen=True)
+class MysqlAdmin:
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+
+
+async def _mysql_admin_execute(admin: MysqlAdmin, statements: list[str]) -> None:
+    import aiomysql
+
+    con = await aiomysql.connect(
+        host=admin.host,
+        port=admin.port,
+        user=admin.user,
+        password=admin.password,
+        autocommit=True,
+        charset="utf8mb4",
+        connect_timeout=5,
+    )
+    try:
+        async with con.cursor() as cur:
+            for sql in statements:
+                await cur.execute(sql)
+    finally:
+        con.close()
+
+
+async def mysql_create(admin: MysqlAdmin, db: str, user: str, password: str) -> None:
+    """CREATE DATABASE `db` and a user (from any host) that can only SELECT in it."""
+    stmts = [f"CREATE DATABASE `{db}`"]
+    for host in ("%", "localhost"):
+        stmts.append(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+        stmts.append(f"GRANT SELECT ON `{db}`.* TO '{user}'@'{host}'")
+    await _mysql_admin_execute(admin, stmts)
+
+
+async def mysql_drop(admin: MysqlAdmin, db: str, user: str) -> None:
+    """DROP the database and the user, if they exist."""
+    stmts = [f"DROP DATABASE IF EXISTS `{db}`"]
+    stmts += [f"DROP USER IF EXISTS '{user}'@'{host}'" for host in ("%", "localhost")]
+    await _mysql_admin_execute(admin, stmts)
 
 
 # --------------------------------------------------------------------------- the server's log

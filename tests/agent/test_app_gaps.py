@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from calls.test_gaps import CELS, LID, T0, cdr
 from sipstack_agent.app import Agent
 from sipstack_agent.config import Settings
 from sipstack_agent.sources.cel_ami import GAPS_POSITION, Gap
 from sipstack_agent.state import StateStore
+
+from .calls.test_gaps import CELS, LID, T0, cdr
 
 
 async def _outbox_docs(store: StateStore, now):

@@ -15,8 +15,10 @@ import pytest
 from sipstack_agent.app import Agent
 from sipstack_agent.config import load_settings
 from sipstack_agent.model import CEL_COLUMNS
-from sipstack_agent.pbxsim import TrafficGenerator, create_sqlite_pbx, timeline, write_sqlite
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import create_sqlite_pbx, write_sqlite
 
 KEY = "sk_" + "z" * 32
 TOKYO = ZoneInfo("Asia/Tokyo")

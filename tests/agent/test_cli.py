@@ -19,8 +19,10 @@ from sipstack_agent.logs import (
     redact,
     setup_logging,
 )
-from sipstack_agent.pbxsim import TrafficGenerator, create_sqlite_pbx, timeline, write_sqlite
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import create_sqlite_pbx, write_sqlite
 
 AGENT_DIR = str(Path(cli.__file__).resolve().parent.parent)
 KEY = "sk_" + "c" * 32

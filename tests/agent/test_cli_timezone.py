@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from sipstack_agent.model import CelRow
-from test_cli import child_env, run_cli
+
+from .test_cli import child_env, run_cli
 
 
 def check_env(db: Any, tmp_path: Path, **extra: str) -> dict[str, str]:

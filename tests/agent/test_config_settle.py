@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_config import load, problems
+
+from .test_config import load, problems
 
 
 def test_default_is_no_extra_delay() -> None:

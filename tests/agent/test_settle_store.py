@@ -16,14 +16,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from calls.helpers import Seq
-from calls.live_sequences import commit_order, committed_at, pickup
 from sipstack_agent.app import Agent
 from sipstack_agent.config import CallSettings, Identity, Settings
 from sipstack_agent.model import CdrRow, CelRow
 from sipstack_agent.state import SCHEMA_VERSION, StateStore
 from sipstack_agent.state.schema import SCHEMA_V1
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
+
+from .calls.helpers import Seq
+from .calls.live_sequences import commit_order, committed_at, pickup
 
 
 def _agent(tmp_path: Path, **calls: Any) -> Agent:
@@ -121,7 +122,7 @@ async def test_a_merge_after_an_initial_document_supersedes_it(tmp_path: Path) -
 
 
 async def test_revisions_stay_per_linkedid_when_both_calls_had_shipped(tmp_path: Path) -> None:
-    from test_state import Ev, cel, doc
+    from .test_state import Ev, cel, doc
 
     store = await StateStore.open(tmp_path / "state.db", connector_id="t")
     try:

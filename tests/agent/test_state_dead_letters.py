@@ -14,7 +14,8 @@ import pytest
 from sipstack_agent.calls.document import revision_key
 from sipstack_agent.model import ShipState
 from sipstack_agent.state import AGE_BUCKETS, StateStore, StoreError
-from test_state import Ev, cel, doc
+
+from .test_state import Ev, cel, doc
 
 
 async def dead_call(store: StateStore, linkedid: str, revision: int, reason: str) -> None:

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from recordings.conftest import CALL_A, fixture_cdrs, fixture_cels
 from sipstack_agent.model import CdrRow, CelRow
 from sipstack_agent.state import SCHEMA_VERSION, StateStore
+
+from .recordings.helpers import CALL_A, fixture_cdrs, fixture_cels
 
 # The stored array is positional: these orders are what schema v3 wrote. A change to the
 # models' fields needs a new schema version that re-encodes the stored rows.

@@ -14,7 +14,8 @@ from sipstack_agent.model import CelRow
 from sipstack_agent.state import StateCorrupt, StateCorruptExit, StateDiskFull, StateStore
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import AsteriskSample, SmallFs
+    from .support.sample import AsteriskSample
+    from .support.smallfs import SmallFs
 
 
 async def _filled_store(path: Path, sample: AsteriskSample) -> None:

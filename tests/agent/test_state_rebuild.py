@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from calls.helpers import Seq
-from calls.live_sequences import LiveCall, pickup
 from sipstack_agent.app import Agent
 from sipstack_agent.calls.document import REBUILD_SPAN, RESEND_STRIDE
 from sipstack_agent.config import Identity, Settings
 from sipstack_agent.state import StateStore
 from sipstack_agent.state.floor import floor_file
+
+from .calls.helpers import Seq
+from .calls.live_sequences import LiveCall, pickup
 
 
 def _garble(path: Path) -> None:

@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from calls.helpers import Seq
-from calls.live_sequences import LiveCall, pickup
 from sipstack_agent.app import Agent
 from sipstack_agent.config import Identity, Settings
 from sipstack_agent.state import StateStore
+
+from .calls.helpers import Seq
+from .calls.live_sequences import LiveCall, pickup
 
 
 async def _deliver_all(store: StateStore, now: datetime) -> list[dict[str, Any]]:

@@ -59,7 +59,7 @@ def scrape(port: int, timeout: float = 30.0) -> str:
 
 def agent_series(workdir: Path) -> dict[str, set[str]]:
     from sipstack_agent.demo import AgentProcess, agent_env
-    from sipstack_agent.pbxsim import create_sqlite_pbx
+    from sipstack_agent.sim.writers import create_sqlite_pbx
 
     pbx = workdir / "pbx.db"
     create_sqlite_pbx(str(pbx))

@@ -29,8 +29,10 @@ from pathlib import Path
 import pytest
 import yaml
 from sipstack_agent import cli
-from sipstack_agent.pbxsim import TrafficGenerator, create_sqlite_pbx, timeline, write_sqlite
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import create_sqlite_pbx, write_sqlite
 
 from .chartlib import ROOT
 from .test_images import stages

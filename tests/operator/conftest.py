@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fake_agent import FakeAgents, serve_agents
-from operator_testlib import CRD_PATH, EXAMPLES, load_docs
+
+from .fake_agent import FakeAgents, serve_agents
+from .operator_testlib import CRD_PATH, EXAMPLES, load_docs
 
 
 @pytest.fixture(scope="session")

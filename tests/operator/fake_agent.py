@@ -16,7 +16,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp.web
-from operator_testlib import agent_status_doc as schema_doc
+
+from .operator_testlib import agent_status_doc as schema_doc
 
 
 def agent_status_doc(connector_id: str, outbox_depth: int) -> dict[str, Any]:

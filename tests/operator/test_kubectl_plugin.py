@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kmock_emulator import Emulator
-from operator_testlib import ROOT
 from sipstack_operator.kubectl import main as plugin
 from sipstack_operator.kubectl import table
-from test_operator_kmock import NS, cluster, connector
+
+from .kmock_emulator import Emulator
+from .operator_testlib import ROOT
+from .test_operator_kmock import NS, cluster, connector
 
 pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(60)]
 __all__ = ["cluster"]  # the fixture, imported for pytest

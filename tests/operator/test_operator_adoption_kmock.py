@@ -9,8 +9,9 @@ import copy
 from typing import Any
 
 import pytest
-from kmock_emulator import Emulator
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (
     DEPLOYMENTS,
     NS,
     PVCS,

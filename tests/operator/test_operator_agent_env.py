@@ -21,11 +21,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-from operator_testlib import EXAMPLES, load_docs, strip_for_draft4
 from sipstack_agent.config import Settings, load_settings, unknown_variables
 from sipstack_agent.rules.api_urls import REGION_HOSTS
 from sipstack_operator.cli import render_documents, secret_values
-from test_operator_render import MINIMAL, VARIANTS
+
+from .operator_testlib import EXAMPLES, load_docs, strip_for_draft4
+from .test_operator_render import MINIMAL, VARIANTS
 
 SECRET_DOCS = load_docs(EXAMPLES / "secrets.yaml")
 EXAMPLE_SECRETS = secret_values(SECRET_DOCS)

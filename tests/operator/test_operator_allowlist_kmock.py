@@ -10,10 +10,11 @@ import dataclasses
 from typing import Any
 
 import pytest
-from kmock_emulator import Emulator
 from sipstack_operator import handlers
 from sipstack_operator.config import OperatorConfig
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (
     DEPLOYMENTS,
     NS,
     SECRETS,

@@ -15,7 +15,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from operator_testlib import strip_for_draft4
 from sipstack_agent.config import ConfigError, load_settings
 from sipstack_operator.spec import (
     API_URL_LOOPBACK_HTTP,
@@ -24,9 +23,11 @@ from sipstack_operator.spec import (
     SpecError,
     parse_resource,
 )
-from test_operator_agent_env import pods
-from test_operator_crd import evaluate, rules
-from test_operator_render import MINIMAL
+
+from .operator_testlib import strip_for_draft4
+from .test_operator_agent_env import pods
+from .test_operator_crd import evaluate, rules
+from .test_operator_render import MINIMAL
 
 OK, REFUSED, STRICTER = "ok", "refused", "stricter"  # STRICTER: agent ok, CRD refuses
 

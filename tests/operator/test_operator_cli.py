@@ -9,8 +9,9 @@ import sys
 
 import pytest
 import yaml
-from operator_testlib import EXAMPLES, GOLDEN, ROOT
 from sipstack_operator import cli
+
+from .operator_testlib import EXAMPLES, GOLDEN, ROOT
 
 
 def test_render_prints_the_golden_yaml(capsys: pytest.CaptureFixture[str]) -> None:

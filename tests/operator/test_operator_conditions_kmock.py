@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_agent import FakeAgents
-from kmock_emulator import Emulator
-from test_operator_kmock import (
+
+from .fake_agent import FakeAgents
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (
     CONNECTORS,
     CR_PATH,
     EVENTS,

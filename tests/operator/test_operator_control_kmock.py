@@ -12,9 +12,10 @@ import json
 from typing import Any
 
 import pytest
-from kmock_emulator import Emulator
 from sipstack_operator.controlreq import REQUEST_ANNOTATION
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (
     CONNECTORS,
     CR_PATH,
     DEPLOYMENTS,

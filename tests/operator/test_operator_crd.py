@@ -20,8 +20,9 @@ import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
-from operator_testlib import EXAMPLES, example_crs, load_docs, strip_for_draft4
 from sipstack_operator.spec import parse_resource
+
+from .operator_testlib import EXAMPLES, example_crs, load_docs, strip_for_draft4
 
 # --------------------------------------------------------------------------- helpers
 

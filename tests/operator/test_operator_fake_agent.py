@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from fake_agent import agent_status_doc
 from sipstack_agent.app import Agent
 from sipstack_agent.config import load_settings
-from sipstack_agent.pbxsim import TrafficGenerator, create_sqlite_pbx, timeline, write_sqlite
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import create_sqlite_pbx, write_sqlite
 from sipstack_operator import status as st
+
+from .fake_agent import agent_status_doc
 
 KEY = "sk_" + "f" * 32
 

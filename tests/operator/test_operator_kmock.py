@@ -24,12 +24,13 @@ import jsonschema
 import kmock
 import pytest
 import yaml
-from kmock_emulator import Emulator
 from kopf.testing import KopfRunner
-from operator_testlib import ROOT, agent_status_doc, strip_for_draft4
 from sipstack_operator import handlers
 from sipstack_operator.config import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
+
+from .kmock_emulator import Emulator
+from .operator_testlib import ROOT, agent_status_doc, strip_for_draft4
 
 pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(60)]
 

@@ -27,12 +27,13 @@ from typing import Any
 import jsonschema
 import kopf
 import pytest
-from operator_testlib import EXAMPLES, load_docs, strip_for_draft4
 from sipstack_agent.config import load_settings
 from sipstack_operator.diffbase import diffbase_storage
 from sipstack_operator.render import TENANT_MAP_DIR, render
 from sipstack_operator.spec import parse_resource
-from test_operator_crd import apply_defaults, evaluate
+
+from .operator_testlib import EXAMPLES, load_docs, strip_for_draft4
+from .test_operator_crd import apply_defaults, evaluate
 
 MAX_ARG_STRLEN = 32 * 4096
 ENV_TOTAL_BUDGET = 512 * 1024  # a quarter of the usual ARG_MAX (2 MiB), shared with argv

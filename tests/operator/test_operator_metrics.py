@@ -17,15 +17,16 @@ from contextlib import closing
 
 import aiohttp
 import pytest
-from fake_agent import FakeAgents
-from kmock_emulator import Emulator
 from prometheus_client.parser import text_string_to_metric_families
 from sipstack_operator import __version__, handlers
 from sipstack_operator.config import OperatorConfig
 from sipstack_operator.errors import ApplyError, SecretsUnresolvedError, failure_reason
 from sipstack_operator.metrics import FAILURE_REASONS, OperatorMetrics
 from sipstack_operator.spec import SpecError
-from test_operator_kmock import (  # the fixtures and helpers of the kmock scenarios
+
+from .fake_agent import FakeAgents
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (  # the fixtures and helpers of the kmock scenarios
     CR_PATH,
     DEPLOYMENTS,
     NS,

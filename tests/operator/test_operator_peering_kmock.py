@@ -21,11 +21,12 @@ from typing import Any
 
 import kmock
 import pytest
-from kmock_emulator import Emulator
-from operator_testlib import ROOT
 from sipstack_operator import handlers
 from sipstack_operator.kopfsettings import ProcessSettings, priority_of
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .operator_testlib import ROOT
+from .test_operator_kmock import (
     EVENTS,
     NS,
     cluster,

@@ -19,14 +19,18 @@ from typing import Any
 
 import jsonschema
 import pytest
-from kmock_emulator import Emulator
-from operator_testlib import strip_for_draft4
 from sipstack_agent.demo import AgentProcess, agent_env
-from sipstack_agent.pbxsim import AsyncPbxWriter, SimCall, TrafficGenerator, play, timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.play import play
+from sipstack_agent.sim.timeline import SimCall, timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import PbxWriter
 from sipstack_operator import handlers
 from sipstack_operator.config import OperatorConfig
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .operator_testlib import strip_for_draft4
+from .test_operator_kmock import (
     API_KEY,
     CONNECTORS,
     NS,
@@ -55,7 +59,7 @@ def free_port() -> int:
 class RealAgent:
     process: AgentProcess
     receiver: Receiver
-    pbx: AsyncPbxWriter
+    pbx: PbxWriter
     status_url: str
 
     async def play(self, n: int, seed: int) -> list[SimCall]:
@@ -72,7 +76,7 @@ async def real_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     receiver = Receiver(tmp_path / "receiver.db", api_key=API_KEY)
     await receiver.start("127.0.0.1", 0)
     pbx_path = str(tmp_path / "asterisk.db")
-    pbx = await AsyncPbxWriter.connect("sqlite", database=pbx_path)
+    pbx = await PbxWriter.connect("sqlite", database=pbx_path)
     await pbx.create_tables()
     port = free_port()
     state = tmp_path / "state"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 
-from operator_testlib import EXAMPLES, load_docs
 from sipstack_operator import revocation as rv
 from sipstack_operator.config import OperatorConfig
 from sipstack_operator.render import render
 from sipstack_operator.secretrefs import decode_secret
 from sipstack_operator.spec import parse_resource
+
+from .operator_testlib import EXAMPLES, load_docs
 
 
 def test_retry_delay_backs_off_to_a_cap() -> None:

@@ -22,14 +22,18 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
-from kmock_emulator import Emulator
-from operator_testlib import strip_for_draft4
 from sipstack_agent.demo import AgentProcess, agent_env
-from sipstack_agent.pbxsim import AsyncPbxWriter, SimCall, TrafficGenerator, play, timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.play import play
+from sipstack_agent.sim.timeline import SimCall, timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import PbxWriter
 from sipstack_operator import handlers
 from sipstack_operator.kubectl import main as plugin
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .operator_testlib import strip_for_draft4
+from .test_operator_kmock import (
     API_KEY,
     CONNECTORS,
     EVENTS,
@@ -44,7 +48,7 @@ from test_operator_kmock import (
     operator,
     seed,
 )
-from test_operator_real_agent import free_port
+from .test_operator_real_agent import free_port
 
 pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(180)]
 __all__ = ["cluster"]  # the fixture, imported for pytest
@@ -53,7 +57,7 @@ __all__ = ["cluster"]  # the fixture, imported for pytest
 @dataclass
 class Stack:
     receiver: Receiver
-    pbx: AsyncPbxWriter
+    pbx: PbxWriter
     port: int
     root: Path
     agent: AgentProcess | None = None
@@ -102,7 +106,7 @@ class Stack:
 async def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
     receiver = Receiver(tmp_path / "receiver.db", api_key=API_KEY)
     await receiver.start("127.0.0.1", 0)
-    pbx = await AsyncPbxWriter.connect("sqlite", database=str(tmp_path / "asterisk.db"))
+    pbx = await PbxWriter.connect("sqlite", database=str(tmp_path / "asterisk.db"))
     await pbx.create_tables()
     port = free_port()
     monkeypatch.setattr(

@@ -30,7 +30,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from operator_testlib import EXAMPLES, GOLDEN, example_crs, load_docs
 from sipstack_operator.cli import dump, render_documents
 from sipstack_operator.render import (
     HASH_ANNOTATION,
@@ -40,6 +39,8 @@ from sipstack_operator.render import (
     render,
 )
 from sipstack_operator.spec import SecretKeyRef, parse_resource
+
+from .operator_testlib import EXAMPLES, GOLDEN, example_crs, load_docs
 
 UPDATE = os.environ.get("SIPSTACK_UPDATE_GOLDEN") == "1"
 K8S_VERSIONS = ["1.28", kubernetes_validate.latest_version()]

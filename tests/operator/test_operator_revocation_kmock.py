@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from fake_agent import FakeAgents
-from kmock_emulator import Emulator
-from test_operator_kmock import (
+
+from .fake_agent import FakeAgents
+from .kmock_emulator import Emulator
+from .test_operator_kmock import (
     API_KEY,
     CONNECTORS,
     CR_PATH,

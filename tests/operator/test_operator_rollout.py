@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kmock_emulator import Emulator
-from operator_testlib import EXAMPLES, load_docs
 from sipstack_operator import handlers
 from sipstack_operator import render as render_module
 from sipstack_operator.cli import render_documents
 from sipstack_operator.config import OperatorConfig
 from sipstack_operator.render import HASH_ANNOTATION
-from test_operator_kmock import (  # the fixtures and helpers of the kmock scenarios
+
+from .kmock_emulator import Emulator
+from .operator_testlib import EXAMPLES, load_docs
+from .test_operator_kmock import (  # the fixtures and helpers of the kmock scenarios
     DEPLOYMENTS,
     cluster,
     condition,

@@ -11,12 +11,13 @@ import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
-from operator_testlib import (
+from sipstack_operator import status as st
+
+from .operator_testlib import (
     AGENT_STATUS_SCHEMA_COPY,
     AGENT_STATUS_SCHEMA_SOURCE,
     agent_status_doc,
 )
-from sipstack_operator import status as st
 
 
 def _merge(old: Any, *conds: st.Condition, now: str = "2026-01-01T00:00:00Z") -> Any:

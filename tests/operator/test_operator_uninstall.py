@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kmock_emulator import Emulator
-from operator_testlib import ROOT
-from test_operator_kmock import (
+
+from .kmock_emulator import Emulator
+from .operator_testlib import ROOT
+from .test_operator_kmock import (
     CONNECTORS,
     DEPLOYMENTS,
     NS,
@@ -31,7 +32,7 @@ from test_operator_kmock import (
     operator,
     seed,
 )
-from test_operator_kmock import cluster as cluster  # the fixture, re-exported
+from .test_operator_kmock import cluster as cluster  # the fixture, re-exported
 
 pytestmark = [pytest.mark.kmock(cls=Emulator), pytest.mark.timeout(300)]
 

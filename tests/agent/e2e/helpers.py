@@ -14,8 +14,9 @@ from typing import Any
 
 from sipstack_agent.config import DatabaseSettings
 from sipstack_agent.demo import AgentProcess, agent_env
-from sipstack_agent.pbxsim import SimCall, Write, play, timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.play import play
+from sipstack_agent.sim.timeline import SimCall, Write, timeline
 
 API_KEY = "sk_e2e" + "0" * 29  # sk_ + 32 characters
 
@@ -59,7 +60,7 @@ def runs(writes: Sequence[Write]) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 async def write_calls(writer: Any, calls: Iterable[SimCall], late_cdr_seconds: float = 0) -> int:
-    """Insert every row of `calls` in commit order through conftest's PbxWriter."""
+    """Insert every row of `calls` in commit order through the simulator's PbxWriter."""
     n = 0
     for kind, rows in runs(timeline(calls, late_cdr_seconds)):
         if kind == "cel":
@@ -71,7 +72,7 @@ async def write_calls(writer: Any, calls: Iterable[SimCall], late_cdr_seconds: f
 
 
 async def play_calls(writer: Any, calls: Iterable[SimCall]) -> None:
-    """Commit every row of `calls` at the time Asterisk would (pbxsim.play)."""
+    """Commit every row of `calls` at the time Asterisk would (sim.play.play)."""
 
     async def write(batch: Sequence[Write]) -> None:
         for kind, rows in runs(batch):

@@ -1,7 +1,7 @@
 """The whole agent process (`sipstack-agent run`) against real PostgreSQL, MariaDB and
 SQLite PBX databases read by a SELECT-only user, shipping to the local receiver.
 
-Calls come from `pbxsim.TrafficGenerator` (Asterisk 20 sequences: answered,
+Calls come from `sim.traffic.TrafficGenerator` (Asterisk 20 sequences: answered,
 unanswered, busy, blind transfer, queue with Local channels, internal, outbound),
 with NULL columns, accented and non-UTF-8 names, out-of-order commits and CDRs
 committed after LINKEDID_END.
@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sipstack_agent.pbxsim import SimCall, TrafficGenerator, timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import SimCall, timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
 
 from .helpers import (
     API_KEY,

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerDb, pg_zone
-from sipstack_agent.pbxsim import TrafficGenerator, Write, timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import Write, timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
 
+from ..support.servers import ServerDb, pg_zone
 from .helpers import all_complete, assert_revisions_once, start_agent, wait_anchored, wait_until
 from .test_e2e import check_fields, receiver
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from sipstack_agent.demo import agent_env
-from sipstack_agent.pbxsim import TrafficGenerator, timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
 
 from .helpers import API_KEY, db_env, runs, start_agent, wait_anchored, wait_until
 

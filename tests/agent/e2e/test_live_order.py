@@ -3,7 +3,7 @@ and pace, and on a backlog read from the beginning: one call, one document.
 
 Live: the real Asterisk sample plus a group pickup and an attended transfer are
 replayed into a real PostgreSQL / SQLite PBX database at 10x their recorded
-pace (live_writer.py), while the agent reads them as a SELECT-only user and
+pace (support/live_writer.py), while the agent reads them as a SELECT-only user and
 ships to the local receiver; the agent's idle timeout is scaled the same way
 (3 s for 30 s), so the picker's and the transfer target's own linkedid, which
 get LINKEDID_END while their channel is still up, sit idle "30 s" before the
@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from calls.helpers import Seq
-from calls.live_sequences import LiveCall, assert_whole, attended_transfer, calls_of, pickup
-from conftest import sample_cdr_rows, sample_cel_rows
-from live_writer import replay, schedule
 from sipstack_agent.calls import linkedid_sort_key
-from sipstack_agent.pbxsim import timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import timeline
 
+from ..calls.helpers import Seq
+from ..calls.live_sequences import LiveCall, assert_whole, attended_transfer, calls_of, pickup
+from ..support.live_writer import replay, schedule
+from ..support.sample import sample_cdr_rows, sample_cel_rows
 from .helpers import API_KEY, outbox_depth, runs, start_agent, wait_anchored, wait_until
 from .test_e2e import past_calls
 

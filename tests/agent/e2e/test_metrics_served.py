@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sipstack_agent import __version__
 from sipstack_agent.metrics import DEAD_LETTER_REASONS, OLD_NAMES, PREFIX, Metrics
-from sipstack_agent.pbxsim import SimCall
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import SimCall
 
 from .helpers import free_port, start_agent, wait_until, write_calls
 from .test_e2e import past_calls, receiver

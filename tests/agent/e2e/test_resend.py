@@ -16,8 +16,9 @@ import pytest
 from sipstack_agent.admin import resend
 from sipstack_agent.calls.document import revision_key
 from sipstack_agent.config import load_settings
-from sipstack_agent.pbxsim import SimCall, TrafficGenerator
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import SimCall
+from sipstack_agent.sim.traffic import TrafficGenerator
 
 from .helpers import (
     all_complete,

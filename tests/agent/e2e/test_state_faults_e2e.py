@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sipstack_agent.demo import AgentProcess, agent_env
-from sipstack_agent.pbxsim import SimCall, TrafficGenerator, timeline
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import SimCall, timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.statefaults import DISK_FULL_PROBLEM
 
 from .helpers import (
@@ -35,7 +36,7 @@ from .helpers import (
 from .test_e2e import receiver
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import SmallFs
+    from ..support.smallfs import SmallFs
 
 pytestmark = pytest.mark.timeout(240)
 __all__ = ["receiver"]

@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 import jsonschema
 import pytest
-from sipstack_agent.pbxsim import SimCall, TrafficGenerator
 from sipstack_agent.receiver import Receiver
+from sipstack_agent.sim.timeline import SimCall
+from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.status_schema import AGENT_STATUS_SCHEMA, STATUS_SCHEMA_VERSION
 
 from .helpers import API_KEY, all_complete, free_port, play_calls, start_agent, wait_until

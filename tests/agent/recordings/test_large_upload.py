@@ -16,7 +16,7 @@ from sipstack_agent.recording_queue import KIND, upload_payload
 from sipstack_agent.shipping.client import AiohttpTransport
 from sipstack_agent.state import StateStore
 
-from .conftest import recording_shipper
+from .helpers import recording_shipper
 
 SIZE = 200 * 1024 * 1024
 KEY = "sk_" + "m" * 32

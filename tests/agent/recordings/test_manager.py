@@ -15,7 +15,7 @@ from sipstack_agent.model import CelRow, RecordingFile, ShipState
 from sipstack_agent.recordings.manager import RecordingManager
 from sipstack_agent.state import StateStore
 
-from .conftest import (
+from .helpers import (
     CALL_A,
     REAL_WAV,
     FakeClock,

@@ -25,7 +25,7 @@ from sipstack_agent.recordings.paths import (
 )
 from sipstack_agent.rules.mixmonitor import appdata_file
 
-from .conftest import fixture_cels
+from .helpers import fixture_cels
 
 EXTS = ("wav", "mp3", "gsm", "ogg", "WAV")
 ROOTS = ("/var/spool/asterisk/monitor", "/srv/other")

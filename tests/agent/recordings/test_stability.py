@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sipstack_agent.recordings.stability import StabilityTracker, is_ready
 
-from .conftest import FakeClock
+from .helpers import FakeClock
 
 
 def _observe(t: StabilityTracker, path: Path, now: float) -> bool:

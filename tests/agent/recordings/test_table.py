@@ -13,17 +13,13 @@ from sipstack_agent.config import DatabaseSettings, RecordingSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.recordings.detect import RecordingsTable, build_query
 from sipstack_agent.recordings.manager import RecordingManager
+from sipstack_agent.sim.dialects import placeholder
+from sipstack_agent.sim.writers import PbxWriter
 from sipstack_agent.state import StateStore
 
-from .conftest import CALL_A, REAL_WAV, FakeClock, copy_real_wav, fixture_cels, sample
-
-PG_ADMIN_DSN = os.environ.get("SIPSTACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-MYSQL = {
-    "host": os.environ.get("SIPSTACK_TEST_MYSQL_HOST", "127.0.0.1"),
-    "port": int(os.environ.get("SIPSTACK_TEST_MYSQL_PORT", "3306")),
-    "user": os.environ.get("SIPSTACK_TEST_MYSQL_USER", "root"),
-    "password": os.environ.get("SIPSTACK_TEST_MYSQL_PASSWORD", ""),
-}
+from ..support.pbxdb import admin_opener
+from ..support.servers import ServerDb
+from .helpers import CALL_A, REAL_WAV, FakeClock, copy_real_wav, fixture_cels, sample
 
 # (linkedid, uniqueid, filename, file_path, created_at) - PBX-local naive times
 NAME = REAL_WAV.name
@@ -37,7 +33,7 @@ def _rows(root: Path) -> list[tuple[Any, ...]]:
     ]
 
 
-async def _fill(dialect: str, db: Any, rows: list[tuple[Any, ...]], table: str) -> None:
+async def _fill(dialect: str, db: ServerDb, rows: list[tuple[Any, ...]], table: str) -> None:
     ddl_cols = {
         "postgresql": "id BIGSERIAL PRIMARY KEY, call_linkedid TEXT, uniqueid TEXT, "
         "filename TEXT, path TEXT, created TIMESTAMP",
@@ -45,26 +41,14 @@ async def _fill(dialect: str, db: Any, rows: list[tuple[Any, ...]], table: str) 
         "uniqueid VARCHAR(80), filename VARCHAR(255), path VARCHAR(1024), created DATETIME",
     }
     insert = "INSERT INTO {t} (call_linkedid, uniqueid, filename, path, created) VALUES ({ph})"
-    if dialect == "postgresql":
-        import asyncpg
-
-        dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + db.name
-        con = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await con.execute(f"CREATE TABLE {table} ({ddl_cols['postgresql']})")
-            await con.executemany(insert.format(t=table, ph="$1, $2, $3, $4, $5"), rows)
-        finally:
-            await con.close()
-    else:
-        import aiomysql
-
-        con = await aiomysql.connect(db=db.name, autocommit=True, **MYSQL)
-        try:
-            async with con.cursor() as cur:
-                await cur.execute(f"CREATE TABLE {table} ({ddl_cols['mysql']})")
-                await cur.executemany(insert.format(t=table, ph="%s, %s, %s, %s, %s"), rows)
-        finally:
-            con.close()
+    phs = ", ".join(placeholder(dialect, i) for i in range(1, 6))
+    writer = PbxWriter(dialect, await admin_opener(dialect, db, Path())(), owns=True)
+    try:
+        await writer.execute(f"CREATE TABLE {table} ({ddl_cols[dialect]})")
+        for row in rows:
+            await writer.execute(insert.format(t=table, ph=phs), *row)
+    finally:
+        await writer.close()
 
 
 COLUMNS = (

@@ -25,7 +25,7 @@ from sipstack_agent.shipping import RecordingShipper
 from sipstack_agent.shipping.client import AiohttpTransport, Response
 from sipstack_agent.state import StateStore
 
-from .conftest import (
+from .helpers import (
     CALL_A,
     REAL_WAV,
     FakeClock,

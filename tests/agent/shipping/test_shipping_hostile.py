@@ -17,13 +17,14 @@ from pathlib import Path
 import psutil
 import pytest
 from aiohttp import web
-from shipping_fakes import T0, FakeClock, sample_document
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.receiver import Receiver
 from sipstack_agent.shipping import AiohttpTransport, Shipper
 from sipstack_agent.shipping.client import MAX_RESPONSE_BYTES
 from sipstack_agent.state import StateStore
+
+from .shipping_fakes import T0, FakeClock, sample_document
 
 API_KEY = "sk_" + "h" * 32
 CAP = 300.0

@@ -14,14 +14,6 @@ from datetime import timedelta
 from email.utils import format_datetime
 
 import pytest
-from shipping_fakes import (
-    T0,
-    FakeClock,
-    FakeStore,
-    FakeTransport,
-    sample_document,
-    statuses,
-)
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.shipping import Response, Shipper, TransportError
@@ -30,6 +22,15 @@ from sipstack_agent.shipping.outbox import (
     classify,
 )
 from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, parse_retry_after
+
+from .shipping_fakes import (
+    T0,
+    FakeClock,
+    FakeStore,
+    FakeTransport,
+    sample_document,
+    statuses,
+)
 
 API_KEY = "sk_" + "A1b2C3d4" * 4  # 35 chars, ends in C3d4
 URL = "https://api.example.test/v1/mqs/connectors/asterisk/calls"

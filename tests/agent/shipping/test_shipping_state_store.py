@@ -7,12 +7,13 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from shipping_fakes import sample_document
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.receiver import Receiver
 from sipstack_agent.shipping import AiohttpTransport, Shipper
 from sipstack_agent.state import StateStore
+
+from .shipping_fakes import sample_document
 
 API_KEY = "sk_" + "s" * 32
 
@@ -96,8 +97,9 @@ async def test_retry_state_is_persisted_in_the_store(store):
 
 
 async def test_a_stored_row_is_shipped_as_its_text_with_shipped_at_spliced(store, monkeypatch):
-    from shipping_fakes import FakeTransport
     from sipstack_agent.shipping import outbox
+
+    from .shipping_fakes import FakeTransport
 
     now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     content = sample_document("42.1", revision=3)

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import psutil
 import pytest
-from shipping_fakes import FakeStore, sample_document
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.receiver import Receiver
@@ -22,6 +21,8 @@ from sipstack_agent.shipping import (
     audio_content_type,
     build_headers,
 )
+
+from .shipping_fakes import FakeStore, sample_document
 
 API_KEY = "sk_" + "x" * 32
 

@@ -12,13 +12,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sipstack_agent.amisim import AmiServer
 from sipstack_agent.config import ConfigError, load_settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.rules.checks import Status
+from sipstack_agent.sim.ami import AmiServer
 from sipstack_agent.sources.cel_ami import CelAmiSource, check_ami
 from sipstack_agent.state import StateStore
-from test_cel_ami import fast, until
+
+from .test_cel_ami import fast, until
 
 SECRET = "s3cret"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sipstack_agent.amisim import AmiServer, cel_event, event_block
 from sipstack_agent.config import AmiSettings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.rules.checks import Status
+from sipstack_agent.sim.ami import AmiServer, cel_event, event_block
 from sipstack_agent.sources.cel_ami import (
     GAPS_POSITION,
     CelAmiSource,

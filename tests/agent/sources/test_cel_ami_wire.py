@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from panoramisk.message import Message
-from sipstack_agent.amisim import cel_event, event_block
 from sipstack_agent.model import CelRow
+from sipstack_agent.sim.ami import cel_event, event_block
 from sipstack_agent.sources.ami_events import cel_headers, event_to_row, headers_to_row
 from sipstack_agent.sources.celtime import TimeParser
 

@@ -71,7 +71,7 @@ async def sql_empty_table(make_pbx_db: Any, _: Path) -> list[CheckResult]:
 async def sql_missing_index(make_pbx_db: Any, _: Path) -> list[CheckResult]:
     pbx = await make_pbx_db("sqlite")
     await pbx.writer.execute(
-        f"DROP INDEX {pbx.writer._quote(pbx.settings.table_cel + '_linkedid_idx')}"
+        f"DROP INDEX {pbx.writer.quote(pbx.settings.table_cel + '_linkedid_idx')}"
     )
     return await inspect(pbx.settings, live_wait=0)
 

@@ -424,7 +424,7 @@ async def test_db_timezone_converts_naive_local_times(
     cels, _ = await stored(store)
     assert [c.eventtime for c in cels] == [summer, winter], dialect
     raw = await writer.fetch(
-        f"SELECT eventtime FROM {writer._quote(settings.table_cel)} ORDER BY id"
+        f"SELECT eventtime FROM {writer.quote(settings.table_cel)} ORDER BY id"
     )
     assert str(raw[0][0]).startswith(
         "2026-07-01 08:00:01" if tz == "America/Toronto" else "2026-07-01 17:30:01"
@@ -483,7 +483,7 @@ def test_value_helpers() -> None:
 
 async def test_missing_columns_are_named(pbx_db: Any, store: StateStore) -> None:
     settings, writer = pbx_db
-    q = writer._quote
+    q = writer.quote
     await writer.execute(
         f"CREATE TABLE {q('badcel_' + settings.table_cel[-6:])} "
         "(id INTEGER PRIMARY KEY, eventtype VARCHAR(30), eventtime TIMESTAMP)"
@@ -531,7 +531,7 @@ async def test_schema_qualified_and_hostile_table_names(pbx_db: Any, store: Stat
     with pytest.raises(SchemaError, match="not a plain SQL identifier"):
         await bad.poll_once()
     await bad.close()
-    assert len(await writer.fetch(f"SELECT id FROM {writer._quote(settings.table_cel)}")) == 2
+    assert len(await writer.fetch(f"SELECT id FROM {writer.quote(settings.table_cel)}")) == 2
 
 
 async def test_time_mode_gets_past_a_second_with_more_rows_than_a_poll(

@@ -43,7 +43,7 @@ async def test_privileged_user_missing_indexes_and_no_linkedid_end(
     make_pbx_db: Callable[..., Awaitable[Any]], dialect: str, admin_db_settings: Any
 ) -> None:
     settings, writer = await make_pbx_db(dialect, with_id=False)
-    q = writer._quote
+    q = writer.quote
     for table, col in ((settings.table_cel, "linkedid"), (settings.table_cel, "eventtime")):
         idx = f"{table}_{col}_idx"
         if dialect == "mysql":
@@ -95,7 +95,7 @@ async def test_missing_table_and_columns_are_fatal_and_named(
     make_pbx_db: Callable[..., Awaitable[Any]], dialect: str
 ) -> None:
     settings, writer = await make_pbx_db(dialect)
-    q = writer._quote
+    q = writer.quote
     broken = "brokencdr_" + settings.table_cdr[-6:]
     await writer.execute(f"CREATE TABLE {q(broken)} (calldate VARCHAR(30), src VARCHAR(80))")
     res = by_name(await inspect(replace(settings, table_cdr=broken, table_cel="nope_cel")))

@@ -19,7 +19,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import ServerDb, pg_zone
 from sipstack_agent.config import DatabaseSettings, Settings
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.rules.checks import Status
@@ -30,7 +29,9 @@ from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.sources.timezone import ZoneResolver, database_zone, start_time
 from sipstack_agent.state import StateStore
 from sipstack_agent.zones import PbxZone, offset_at
-from test_sql import cel, drain, metric, stored
+
+from ..support.servers import ServerDb, pg_zone
+from .test_sql import cel, drain, metric, stored
 
 # US DST 2026: spring forward Sun 8 March 02:00 local, fall back Sun 1 November 02:00.
 DST_ROWS = (

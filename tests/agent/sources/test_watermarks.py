@@ -12,18 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sipstack_agent.amisim import AmiServer
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.calls.settle import NOTHING_READ
 from sipstack_agent.config import CsvSettings
 from sipstack_agent.metrics import Metrics
+from sipstack_agent.sim.ami import AmiServer
 from sipstack_agent.sources.cel_ami import CelAmiSource
 from sipstack_agent.sources.cel_csv import CelCsvSource
 from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
-from test_cel_ami import call_events, fast, until
-from test_sql import FLAVOR, agent_settings
+
+from .test_cel_ami import call_events, fast, until
+from .test_sql import FLAVOR, agent_settings
 
 
 @pytest.fixture

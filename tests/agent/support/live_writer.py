@@ -12,9 +12,9 @@ first row happens at `start`:
   Asterisk writes them;
 - row ids are left to the database (assigned in commit order).
 
-`replay(writer, writes)` commits them in real time through conftest's
+`replay(writer, writes)` commits them in real time through the simulator's
 `PbxWriter` (one INSERT per row, as cdr_pgsql / cel_pgsql do), paced by
-`pbxsim.play`. The agent's own timers must be scaled the same way by the
+`sim.play.play`. The agent's own timers must be scaled the same way by the
 test (e.g. CALL_IDLE_TIMEOUT=3 at speed 10 stands for the default 30 s).
 """
 
@@ -29,7 +29,9 @@ from typing import Any
 
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CdrRow, CelRow
-from sipstack_agent.pbxsim import Write, play
+from sipstack_agent.sim.play import play
+from sipstack_agent.sim.timeline import Write
+from sipstack_agent.sim.writers import PbxWriter
 
 Row = CelRow | CdrRow
 Track = tuple[float, Sequence[Row]]  # (offset in recorded seconds, rows)
@@ -76,7 +78,9 @@ def schedule(tracks: Sequence[Track], *, start: datetime, speed: float = 10.0) -
     return [replace(w, seq=i) for i, (_, _, w) in enumerate(out)]
 
 
-async def replay(writer: Any, writes: Sequence[Write], *, start: datetime) -> dict[str, float]:
+async def replay(
+    writer: PbxWriter, writes: Sequence[Write], *, start: datetime
+) -> dict[str, float]:
     """Commit `writes` at their times (wall clock; `start` = the schedule's start).
 
     Returns, per linkedid, the wall clock time its last row was committed.

@@ -1,4 +1,4 @@
-"""pbxsim: the traffic generator matches real Asterisk 20 rows; the writers round-trip."""
+"""sim: the traffic generator matches real Asterisk 20 rows; the writers round-trip."""
 
 from __future__ import annotations
 
@@ -8,29 +8,23 @@ import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
-from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS
-from sipstack_agent.pbxsim import (
-    SCENARIOS,
-    AsyncPbxWriter,
-    TrafficGenerator,
-    create_sqlite_pbx,
-    db_values,
-    insert_sql,
-    is_linkedid_end,
-    play,
-    timeline,
-    write_sqlite,
-)
+from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS, CelRow
+from sipstack_agent.sim.celcsv import write_cel_csv
+from sipstack_agent.sim.dialects import db_values, insert_sql, placeholder, quote, row_values
+from sipstack_agent.sim.play import play
+from sipstack_agent.sim.scenarios import SCENARIOS
+from sipstack_agent.sim.timeline import is_linkedid_end, timeline
+from sipstack_agent.sim.traffic import TrafficGenerator
+from sipstack_agent.sim.writers import PbxWriter, create_sqlite_pbx, write_sqlite
+from sipstack_agent.sources.cel_csv import CelCsvParser
 
-SAMPLE = Path("/work/shared/fixtures/asterisk20-sample/postgres")
-_here = Path(__file__).resolve()
-for parent in _here.parents:
-    cand = parent / "shared" / "fixtures" / "asterisk20-sample" / "postgres"
-    if cand.is_dir():
-        SAMPLE = cand
-        break
+from .support.pbxdb import PbxDb
+from .support.sample import SAMPLE_DIR
+
+SAMPLE = SAMPLE_DIR / "postgres"
 
 
 def sample_events(linkedid: str) -> list[tuple[str, str]]:
@@ -133,6 +127,57 @@ def test_db_values_per_dialect() -> None:
     assert insert_sql("postgresql", "cel", "cel").count("$") == len(CEL_COLUMNS)
 
 
+@pytest.mark.parametrize(
+    ("dialect", "first", "raw", "table", "eventtime"),
+    [
+        ("postgresql", "$1", "$2", '"cel"', datetime(2026, 1, 5, 10, 0, 0, 123456)),
+        ("mysql", "%s", "UNHEX(%s)", "`cel`", datetime(2026, 1, 5, 10, 0, 0)),
+        ("sqlite", "?", "CAST(? AS TEXT)", '"cel"', "2026-01-05 10:00:00.123456"),
+    ],
+)
+def test_the_dialect_table(
+    dialect: str, first: str, raw: str, table: str, eventtime: object
+) -> None:
+    assert placeholder(dialect, 1) == first
+    assert placeholder(dialect, 2, b"\xe9") == raw
+    assert quote(dialect, "cel") == table
+    t = datetime(2026, 1, 5, 15, 0, 0, 123456, tzinfo=UTC)
+    row = {"eventtime": t, "amaflags": "3", "row_id": 7}
+    values = row_values("cel", row, dialect, ZoneInfo("America/Toronto"))
+    assert values == {"eventtime": eventtime, "amaflags": 3, "id": 7}
+    empty = row_values("cdr", {"sequence": "", "src": ""}, dialect, ZoneInfo("UTC"))
+    assert empty == {"sequence": None, "src": ""}
+
+
+async def test_one_writer_for_simulated_and_recorded_rows(pbx_db: PbxDb) -> None:
+    settings, writer = pbx_db
+    cel = writer.quote(settings.table_cel)
+    calls = TrafficGenerator(7, oddities=True).calls(5)
+    writes = timeline(calls)
+    await writer.write(writes)
+    count = f"SELECT count(*) FROM {cel}"
+    assert (await writer.fetch(count))[0][0] == sum(c.expected.cel_count for c in calls)
+    assert await writer.insert_cel([{**writes[0].row, "row_id": 10_000}]) == [10_000]
+    await writer.truncate(settings.table_cel)
+    assert (await writer.fetch(count))[0][0] == 0
+    async with writer.transaction() as tx:
+        assert await tx.insert_cel([writes[0].row]) == [1]  # ids start at 1 again
+    assert (await writer.fetch(count))[0][0] == 1
+
+
+def test_cel_csv_writer_reads_back_through_the_agents_parser(tmp_path: Path) -> None:
+    writes = timeline(TrafficGenerator(3, oddities=True).calls(10))
+    path = tmp_path / "Master.csv"
+    n = write_cel_csv(path, writes, tz="America/Toronto")
+    items = CelCsvParser(timezone="America/Toronto").parse_lines(path.read_bytes())
+    cels = [w.row for w in writes if w.kind == "cel"]
+    assert n == len(cels) == len(items)
+    assert all(isinstance(r, CelRow) for r in items)
+    fields = ("eventtype", "eventtime", "cid_name", "uniqueid", "linkedid", "extra")
+    got = [tuple(getattr(r, f) for f in fields) for r in items]
+    assert got == [tuple(c[f] for f in fields) for c in cels]
+
+
 def test_sqlite_writer_round_trip(tmp_path: Path) -> None:
     path = str(tmp_path / "pbx.db")
     create_sqlite_pbx(path)
@@ -150,7 +195,7 @@ def test_sqlite_writer_round_trip(tmp_path: Path) -> None:
 
 async def test_async_writer_and_play(tmp_path: Path) -> None:
     path = str(tmp_path / "pbx.db")
-    w = await AsyncPbxWriter.connect("sqlite", database=path)
+    w = await PbxWriter.connect("sqlite", database=path)
     await w.create_tables()
     await w.create_tables()
     start = datetime.now(UTC)
