@@ -9,6 +9,7 @@ from datetime import datetime
 from .base import StoreBase
 from .codec import ts
 from .query import chunks, marks, select_in
+from .rowcache import RowCache
 from .tombstones import write_tombstones
 from .values import Loaded, PruneResult
 
@@ -21,6 +22,7 @@ def prune(
     max_calls: int,
     keep_delivered_for: float,
     loaded: Loaded,
+    cache: RowCache,
 ) -> PruneResult:
     keys = [
         k
@@ -41,6 +43,7 @@ def prune(
             )
         ]
         write_tombstones(conn, lids, now)
+        cache.drop(lids)  # before COMMIT: a rollback leaves only misses
         for chunk in chunks(lids):
             m = marks(len(chunk))
             cel_n += conn.execute(f"DELETE FROM cel WHERE linkedid IN ({m})", tuple(chunk)).rowcount
@@ -87,5 +90,5 @@ class PruneMethods(StoreBase):
         """
         return await self._tx(
             prune, ts(now), keep_closed_for, keep_dead_for, max_calls, keep_delivered_for,
-            self._loaded,
+            self._loaded, self.row_cache,
         )  # fmt: skip
