@@ -178,6 +178,12 @@ class StoreBase:
         return store
 
     async def close(self) -> None:
+        st = self.row_cache.stats()
+        if st.hits or st.misses:
+            log.info(
+                "row cache: %d hits, %d misses, %d linkedids evicted (cap %d rows)",
+                st.hits, st.misses, st.evicted, st.cap,
+            )  # fmt: skip
         if self._readonly or self.corrupt is not None:
             await self._db.close()
             return
