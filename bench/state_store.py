@@ -1,6 +1,6 @@
 """The state store's hot path alone: ingest real rows, then load every call in batches.
 
-    .venv/bin/python bench/state_store.py [--copies 1000] [--batch 500] [--cache-rows N]
+    .venv/bin/python bench/state_store.py [--copies 1000] [--batch 500]
 
 Rows are the real Asterisk 20 sample multiplied (`realrows.copies`), turned into
 `CelRow`/`CdrRow` the way the SQL source does (UTC times, NULLs as ""). Prints
@@ -8,11 +8,7 @@ rows/s of `StateStore.ingest` (5 000-row pages, like the SQL source) and calls/s
 of `StateStore.load_calls` in batches of `--batch` due calls (like the evaluator),
 in a throwaway state file, by the wall clock and per CPU second of the process (the
 figure to compare on a shared, busy machine). Run it in an older checkout for a
-before/after figure. `--cache-rows` sets the write-through cache's cap (rows kept in
-memory, `state/rowcache.py`; 0 = off, every load reads the store); the bench prints
-its hits, misses and the memory its rows hold. `--interleave` runs the evaluator's
-pattern instead: after each page, `load_calls` of the calls that page touched (in
-batches), and prints the CPU per row of both together.
+before/after figure.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import resource
 import sys
 import tempfile
 import time
@@ -57,20 +52,13 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--copies", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--cache-rows", type=int, default=None, help="default: the store's cap")
-    ap.add_argument("--interleave", action="store_true", help="load each page's calls after it")
     args = ap.parse_args()
     cel_v, cdr_v = copies(load_sample(), args.copies, datetime.now(UTC), (CEL_COLUMNS, CDR_COLUMNS))
     cels = [_row(CelRow, _CEL, CEL_COLUMNS, v) for v in cel_v]
     cdrs = [_row(CdrRow, _CDR, CDR_COLUMNS, v) for v in cdr_v]
     with tempfile.TemporaryDirectory() as tmp:
         store = await StateStore.open(Path(tmp) / "state.db")
-        if args.cache_rows is not None:
-            store.row_cache.cap = args.cache_rows
         try:
-            if args.interleave:
-                await _interleaved(store, cels, cdrs, args.batch)
-                return
             t0, c0 = time.perf_counter(), time.process_time()
             for i in range(0, len(cels), 5000):
                 await store.ingest(cels[i : i + 5000], [], {})  # type: ignore[arg-type]
@@ -85,7 +73,6 @@ async def main() -> None:
                     loaded += 1
                     rows += len(rec.cels) + len(rec.cdrs)
             t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
-            st = store.row_cache.stats()
         finally:
             await store.close()
     n = len(cels) + len(cdrs)
@@ -98,47 +85,6 @@ async def main() -> None:
         f"{t_load:.2f}s = {loaded / t_load:,.0f} calls/s, {rows / t_load:,.0f} rows/s "
         f"(CPU {c_load:.2f}s = {loaded / c_load:,.0f} calls per CPU second)"
     )
-    per_row = _row_bytes(cels[:2000])
-    print(
-        f"row cache: cap {st.cap:,} rows, holds {st.rows:,} rows of {st.linkedids:,} linkedids "
-        f"(about {st.rows * per_row / 1e6:.1f} MB at {per_row:,} bytes per row), "
-        f"{st.hits:,} hits, {st.misses:,} misses, {st.evicted:,} evicted; "
-        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
-    )
-
-
-async def _interleaved(
-    store: StateStore, cels: list[CelRow], cdrs: list[CdrRow], batch: int
-) -> None:
-    t0, c0 = time.perf_counter(), time.process_time()
-    loaded = 0
-    pages: list[tuple[list[CelRow], list[CdrRow]]] = [
-        (cels[i : i + 5000], []) for i in range(0, len(cels), 5000)
-    ]
-    pages += [([], cdrs[i : i + 5000]) for i in range(0, len(cdrs), 5000)]
-    for pc, pd in pages:
-        await store.ingest(pc, pd, {})
-        keys = list(dict.fromkeys(r.call_linkedid for r in (*pc, *pd)))
-        for i in range(0, len(keys), batch):
-            loaded += len(await store.load_calls(keys[i : i + batch]))
-    t, c = time.perf_counter() - t0, time.process_time() - c0
-    n = len(cels) + len(cdrs)
-    st = store.row_cache.stats()
-    print(
-        f"interleaved ingest + load_calls: {n:,} rows, {loaded:,} loads in {t:.2f}s "
-        f"(CPU {c:.2f}s = {n / c:,.0f} rows per CPU second, {c / n * 1e6:.1f} µs per row); "
-        f"row cache: cap {st.cap:,}, holds {st.rows:,} rows, {st.hits:,} hits, "
-        f"{st.misses:,} misses, {st.evicted:,} evicted; "
-        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
-    )
-
-
-def _row_bytes(rows: list[CelRow]) -> int:
-    """Bytes a row holds on its own: the object, its strings and its datetime."""
-    total = 0
-    for r in rows:
-        total += sys.getsizeof(r) + sum(sys.getsizeof(v) for v in dataclasses.astuple(r))
-    return total // max(1, len(rows))
 
 
 if __name__ == "__main__":

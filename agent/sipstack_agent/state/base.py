@@ -24,7 +24,6 @@ from .errors import (
     classify,
     corrupt_marker,
 )
-from .rowcache import RowCache
 from .schema import SCHEMA_VERSION, migrate
 from .values import Loaded
 
@@ -96,8 +95,6 @@ class StoreBase:
         # f"{connector_id}:{doc['linkedid']}:{doc['revision']}".
         self.connector_id = connector_id
         self._loaded: Loaded = {}  # call_key -> (gen, epoch) seen by load
-        # The stored rows of recent linkedids (rowcache.py); touched in the thread only.
-        self.row_cache = RowCache()
         self._readonly = False
         # The last write transaction failed with SQLITE_FULL (cleared by the next commit).
         self.disk_full = False
@@ -173,17 +170,10 @@ class StoreBase:
             await db.close()
             raise
         store._readonly = True
-        store.row_cache = RowCache(0)  # another connection writes: nothing to trust
         store._opened = True
         return store
 
     async def close(self) -> None:
-        st = self.row_cache.stats()
-        if st.hits or st.misses:
-            log.info(
-                "row cache: %d hits, %d misses, %d linkedids evicted (cap %d rows)",
-                st.hits, st.misses, st.evicted, st.cap,
-            )  # fmt: skip
         if self._readonly or self.corrupt is not None:
             await self._db.close()
             return
@@ -241,8 +231,6 @@ class StoreBase:
         **kwargs: _P.kwargs,
     ) -> _T:
         """Run fn(conn, *args) in the connection's thread (one hop for the whole body)."""
-        if self.corrupt is not None:  # every later use stops too (a cache hit would not)
-            raise self._broke(self.corrupt)
         db = self._db
 
         def call() -> _T:
@@ -288,17 +276,6 @@ class StoreBase:
         **kwargs: _P.kwargs,
     ) -> _T:
         """Run fn(conn, *args) inside BEGIN IMMEDIATE ... COMMIT (rollback on error)."""
-        return await self._tx_then(fn, None, *args, **kwargs)
-
-    async def _tx_then(
-        self,
-        fn: Callable[Concatenate[sqlite3.Connection, _P], _T],
-        after: Callable[[_T], None] | None,
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> _T:
-        """`_tx`, then after(result) in the same thread hop once COMMIT returned (so no
-        other statement of this connection sees the commit before it ran)."""
 
         def body(conn: sqlite3.Connection) -> _T:
             try:
@@ -317,8 +294,6 @@ class StoreBase:
                     raise
                 raise err from e
             self.disk_full = False
-            if after is not None:
-                after(result)
             return result
 
         return await self._run(body)

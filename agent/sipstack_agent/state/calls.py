@@ -4,12 +4,10 @@ each evaluation saved (documents into the outbox with the call's ship state) at 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
 
 from ..calls.document import outbox_rows, revision_key
-from ..model import CdrRow, CelRow
 from ..rules.ids import linkedid_sort_key
 from .base import StoreBase
 from .codec import (
@@ -23,10 +21,8 @@ from .codec import (
     ts,
 )
 from .query import SqlValue, select_in
-from .rowcache import RowCache
 from .values import CallRecord, EvaluationLike, Loaded
 
-_Row = TypeVar("_Row", CelRow, CdrRow)
 _LOADED_MAX = 200_000  # loads never saved are forgotten past this (saves then clear dirty)
 
 
@@ -62,23 +58,7 @@ def due_calls(conn: sqlite3.Connection, now: float, limit: int, mark: float | No
     return keys
 
 
-def _first(pair: tuple[int, object]) -> int:
-    return pair[0]
-
-
-def _in_seq_order(by_lid: Mapping[str, list[tuple[int, _Row]]], lids: list[str]) -> list[_Row]:
-    """The rows of a call's linkedids in arrival (`seq`) order; each list is in order."""
-    if len(lids) == 1:
-        return [r for _, r in by_lid[lids[0]]]
-    return [r for _, r in sorted((p for lid in lids for p in by_lid[lid]), key=_first)]
-
-
-def load_calls(
-    conn: sqlite3.Connection,
-    call_keys: list[str],
-    loaded: Loaded,
-    cache: RowCache | None = None,
-) -> list[CallRecord]:
+def load_calls(conn: sqlite3.Connection, call_keys: list[str], loaded: Loaded) -> list[CallRecord]:
     # A few IN (...) queries for the whole batch, not five per call.
     cols = "SELECT call_key, ship, closed, dirty, next_check_at, gen, epoch FROM calls "
     rows = {r[0]: r for r in select_in(conn, cols + "WHERE call_key IN ({in})", call_keys)}
@@ -109,32 +89,16 @@ def load_calls(
     ):
         lids_of[ck].append(lid)
         owner[lid] = ck
-    # The rows: from the write-through cache where it holds the linkedid, the rest read
-    # (and decoded) from the store, then kept in the cache.
-    cel_lid: dict[str, list[tuple[int, CelRow]]] = {}
-    cdr_lid: dict[str, list[tuple[int, CdrRow]]] = {}
-    misses: list[str] = []
-    for lid in owner:
-        e = None if cache is None else cache.get(lid)
-        if e is None:
-            misses.append(lid)
-            cel_lid[lid], cdr_lid[lid] = [], []
-        else:
-            cel_lid[lid], cdr_lid[lid] = e.cels, e.cdrs
-    if misses:
-        for seq, lid, d in select_in(
-            conn, "SELECT seq, linkedid, data FROM cel WHERE linkedid IN ({in})", misses
-        ):
-            cel_lid[lid].append((seq, cel_decode(d)))
-        for seq, lid, d in select_in(
-            conn, "SELECT seq, linkedid, data FROM cdr WHERE linkedid IN ({in})", misses
-        ):
-            cdr_lid[lid].append((seq, cdr_decode(d)))
-        for lid in misses:
-            cel_lid[lid].sort(key=_first)
-            cdr_lid[lid].sort(key=_first)
-            if cache is not None:
-                cache.fill(lid, cel_lid[lid], cdr_lid[lid])
+    cel_of: dict[str, list[tuple[int, str]]] = {ck: [] for ck in keys}
+    for seq, lid, d in select_in(
+        conn, "SELECT seq, linkedid, data FROM cel WHERE linkedid IN ({in})", owner
+    ):
+        cel_of[owner[lid]].append((seq, d))
+    cdr_of: dict[str, list[tuple[int, str]]] = {ck: [] for ck in keys}
+    for seq, lid, d in select_in(
+        conn, "SELECT seq, linkedid, data FROM cdr WHERE linkedid IN ({in})", owner
+    ):
+        cdr_of[owner[lid]].append((seq, d))
     rec_of: dict[str, list[tuple[str, str, str]]] = {ck: [] for ck in keys}
     for lid, path, d in select_in(
         conn, "SELECT linkedid, file_path, data FROM recordings WHERE linkedid IN ({in})", owner
@@ -149,8 +113,8 @@ def load_calls(
         out.append(
             CallRecord(
                 call_key=ck,
-                cels=_in_seq_order(cel_lid, lids_of[ck]),
-                cdrs=_in_seq_order(cdr_lid, lids_of[ck]),
+                cels=[cel_decode(d) for _, d in sorted(cel_of[ck])],
+                cdrs=[cdr_decode(d) for _, d in sorted(cdr_of[ck])],
                 recordings=[rec_from_json(d) for *_, d in sorted(rec_of[ck])],
                 ship=ship_from_json(ship),
                 linkedids=sorted(lids_of[ck], key=linkedid_sort_key),
@@ -247,12 +211,12 @@ class CallMethods(StoreBase):
 
         A key merged away meanwhile resolves to its surviving call.
         """
-        recs = await self._run(load_calls, [call_key], self._loaded, self.row_cache)
+        recs = await self._run(load_calls, [call_key], self._loaded)
         return recs[0] if recs else None
 
     async def load_calls(self, call_keys: Sequence[str]) -> list[CallRecord]:
         """Batch form of load_call (one thread hop); unknown keys are skipped."""
-        return await self._run(load_calls, list(call_keys), self._loaded, self.row_cache)
+        return await self._run(load_calls, list(call_keys), self._loaded)
 
     async def save_evaluation(
         self, call_key: str, ev: EvaluationLike, *, now: datetime | None = None

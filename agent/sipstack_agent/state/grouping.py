@@ -14,15 +14,11 @@ from .query import chunks, marks, select_in
 
 
 def group(
-    conn: sqlite3.Connection,
-    pairs: set[tuple[str, str]],
-    now: float,
-    new_lids: set[str] | None = None,
+    conn: sqlite3.Connection, pairs: set[tuple[str, str]], now: float
 ) -> tuple[set[str], int]:
     """Attach (linkedid, uniqueid) pairs to call groups; merge groups sharing a uniqueid.
 
-    Returns the keys of the calls touched and the number of groups merged away;
-    `new_lids`, when given, gets the linkedids the store did not know (no link yet).
+    Returns the keys of the calls touched and the number of groups merged away.
     """
     lids = {lid for lid, _ in pairs}
     uids = {uid for _, uid in pairs if uid}
@@ -67,8 +63,6 @@ def group(
         if len(keys) > 1 and old and old != [survivor]:
             merges += len([k for k in old if k != survivor])
             merge_calls(conn, survivor, old, now)
-    if new_lids is not None:
-        new_lids.update(new_links)
     if new_links:
         conn.executemany(
             "INSERT INTO links (linkedid, call_key) VALUES (?, ?)",

@@ -1,12 +1,10 @@
 """Rows in: new CEL/CDR rows (by dedup_key) stored with their sources' positions, their
-calls grouped and marked dirty, in one transaction; the write-through cache
-(rowcache.py) gets the new rows once it committed."""
+calls grouped and marked dirty, in one transaction."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..model import CdrRow, CelRow
@@ -20,22 +18,12 @@ from .values import IngestResult
 _Row = TypeVar("_Row", CelRow, CdrRow)
 
 
-@dataclass(slots=True)
-class Stored:
-    """What an ingest stored, for the cache once it committed."""
-
-    new_lids: set[str] = field(default_factory=set)  # linkedids without a stored row before
-    cels: list[tuple[int, CelRow]] = field(default_factory=list)  # (seq, row)
-    cdrs: list[tuple[int, CdrRow]] = field(default_factory=list)
-
-
 def ingest_rows(
     conn: sqlite3.Connection,
     cels: Sequence[CelRow],
     cdrs: Sequence[CdrRow],
     positions: Positions,
     now: float,
-    stored: Stored | None = None,
 ) -> IngestResult:
     cel_by_key: dict[str, CelRow] = {}
     for c in cels:
@@ -54,44 +42,40 @@ def ingest_rows(
     dirty: set[str] = set()
     merges = 0
     if new_cels or new_cdrs:
-        pairs: set[tuple[str, str]] = {(r.call_linkedid, r.uniqueid) for _, r in new_cels}
-        pairs.update((r.call_linkedid, r.uniqueid) for _, r in new_cdrs)
-        dirty, merges = group(conn, pairs, now, None if stored is None else stored.new_lids)
+        pairs: set[tuple[str, str]] = {(r.call_linkedid, r.uniqueid) for r in new_cels}
+        pairs.update((r.call_linkedid, r.uniqueid) for r in new_cdrs)
+        dirty, merges = group(conn, pairs, now)
         mark_dirty(conn, dirty, now, tombstones=tombstones)
     set_positions(conn, positions, now)
-    if stored is not None:
-        stored.cels, stored.cdrs = new_cels, new_cdrs
     return IngestResult(len(new_cels), len(new_cdrs), duplicates, len(dirty), merges)
 
 
 def _insert_new(
     conn: sqlite3.Connection, table: str, by_key: dict[str, _Row], encode: Callable[[_Row], str]
-) -> list[tuple[int, _Row]]:
-    """Insert the rows not stored yet (one executemany); returns them with their `seq`,
-    in batch order.
+) -> list[_Row]:
+    """Insert the rows not stored yet (one executemany); returns them in batch order.
 
-    Rows already stored are ignored by the UNIQUE dedup_key. The new ones are the rows
-    past the largest `seq` before the insert (rowids only grow, and this transaction is
-    the only writer); when every row was new and the seqs are the next ones in a row
-    (SQLite's rowid is max + 1), they are numbered without reading them back.
+    Rows already stored are ignored by the UNIQUE dedup_key. When some were, the new
+    ones are the rows past the largest `seq` before the insert (rowids only grow, and
+    this transaction is the only writer).
     """
     if not by_key:
         return []
     top = conn.execute(f"SELECT max(seq) FROM {table}").fetchone()[0]
-    start = 0 if top is None else top
     before = conn.total_changes
     conn.executemany(
         f"INSERT OR IGNORE INTO {table} (dedup_key, linkedid, data) VALUES (?, ?, ?)",
         [(k, r.call_linkedid, encode(r)) for k, r in by_key.items()],
     )
-    n = len(by_key)
-    if (
-        conn.total_changes - before == n
-        and conn.execute(f"SELECT max(seq) FROM {table}").fetchone()[0] == start + n
-    ):
-        return list(enumerate(by_key.values(), start + 1))
-    seq_of = dict(conn.execute(f"SELECT dedup_key, seq FROM {table} WHERE seq > ?", (start,)))
-    return [(seq_of[k], r) for k, r in by_key.items() if k in seq_of]
+    if conn.total_changes - before == len(by_key):
+        return list(by_key.values())
+    fresh = {
+        k
+        for (k,) in conn.execute(
+            f"SELECT dedup_key FROM {table} WHERE seq > ?", (-1 if top is None else top,)
+        )
+    }
+    return [r for k, r in by_key.items() if k in fresh]
 
 
 class IngestMethods(StoreBase):
@@ -102,13 +86,7 @@ class IngestMethods(StoreBase):
         positions: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> IngestResult:
         """Store new rows (by dedup_key), mark their calls dirty, save positions: one commit."""
-        stored = Stored()
-        cache = self.row_cache
-        return await self._tx_then(
-            ingest_rows,
-            lambda _: cache.committed(stored.new_lids, stored.cels, stored.cdrs),
-            cels, cdrs, positions or {}, now_ts(), stored,
-        )  # fmt: skip
+        return await self._tx(ingest_rows, cels, cdrs, positions or {}, now_ts())
 
     async def find_call(self, linkedid: str) -> str | None:
         """The call key a linkedid currently belongs to (None when unknown)."""

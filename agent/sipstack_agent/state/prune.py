@@ -9,7 +9,6 @@ from datetime import datetime
 from .base import StoreBase
 from .codec import ts
 from .query import chunks, marks, select_in
-from .rowcache import RowCache
 from .tombstones import write_tombstones
 from .values import Loaded, PruneResult
 
@@ -22,7 +21,6 @@ def prune(
     max_calls: int,
     keep_delivered_for: float,
     loaded: Loaded,
-    cache: RowCache,
 ) -> PruneResult:
     keys = [
         k
@@ -43,7 +41,6 @@ def prune(
             )
         ]
         write_tombstones(conn, lids, now)
-        cache.drop(lids)  # before COMMIT: a rollback leaves only misses
         for chunk in chunks(lids):
             m = marks(len(chunk))
             cel_n += conn.execute(f"DELETE FROM cel WHERE linkedid IN ({m})", tuple(chunk)).rowcount
@@ -90,5 +87,5 @@ class PruneMethods(StoreBase):
         """
         return await self._tx(
             prune, ts(now), keep_closed_for, keep_dead_for, max_calls, keep_delivered_for,
-            self._loaded, self.row_cache,
+            self._loaded,
         )  # fmt: skip
