@@ -33,7 +33,11 @@ def group(
         )
     )
     existing_keys = set(link_key.values())
-    key_uid: list[tuple[str, str]] = []  # (call key, uniqueid): the core groups them
+    # (call key, uniqueid) edges; only those of a uniqueid seen with two or more keys
+    # can merge calls, so the core groups those alone (every other key is its own group)
+    key_uid: list[tuple[str, str]] = []
+    uid_key: dict[str, str] = {}  # uniqueid -> the first key it was seen with
+    shared: set[str] = set()  # uniqueids seen with more than one key
     new_links: list[str] = []
     new_chans: dict[str, str] = {}
     for lid, uid in sorted(pairs):
@@ -41,21 +45,24 @@ def group(
         if kl is None:
             kl = link_key[lid] = lid
             new_links.append(lid)
-        key_uid.append((kl, uid))
         if not uid:
             continue
+        key_uid.append((kl, uid))
+        if uid_key.setdefault(uid, kl) != kl:
+            shared.add(uid)
         ul = chan_lid.get(uid)
         ku = link_key.get(ul) if ul is not None else None
         if ku is None:
             # never seen (or its call was pruned): remember where it first appeared
             chan_lid[uid] = lid
             new_chans[uid] = lid
-        else:
+        elif ku != kl:
             key_uid.append((ku, uid))
+            shared.add(uid)
 
     survivor_of: dict[str, str] = {}
     merges = 0
-    for keys in group_pairs(key_uid):
+    for keys in group_pairs([(k, uid) for k, uid in key_uid if uid in shared]):
         survivor = min(keys, key=linkedid_sort_key)
         for k in keys:
             survivor_of[k] = survivor
@@ -66,14 +73,14 @@ def group(
     if new_links:
         conn.executemany(
             "INSERT INTO links (linkedid, call_key) VALUES (?, ?)",
-            [(lid, survivor_of[lid]) for lid in new_links],
+            [(lid, survivor_of.get(lid, lid)) for lid in new_links],
         )
     if new_chans:
         conn.executemany(
             "INSERT OR REPLACE INTO chans (uniqueid, linkedid) VALUES (?, ?)",
             list(new_chans.items()),
         )
-    return {survivor_of[link_key[lid]] for lid, _ in pairs}, merges
+    return {survivor_of.get(k, k) for k in {link_key[lid] for lid in lids}}, merges
 
 
 def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], now: float) -> None:
