@@ -169,20 +169,22 @@ async def test_kill9_mid_backlog_then_restart_loses_nothing(
     seed = int(os.environ.get("KILL_SEED") or time.time_ns() % 1_000_000)
     rng = random.Random(seed)
     pbx = await make_pbx_db(dialect)
-    calls = past_calls(1200, seed=21)
+    # 2 000 calls: two kills after at most 200 more complete calls and 0.2 s each leave a
+    # backlog even when calls complete in bursts of several hundred (a fast, idle machine)
+    calls = past_calls(2000, seed=21)
     await write_calls(pbx.writer, calls)
     state = tmp_path / "state"
     note = f"KILL_SEED={seed}"
     for _ in range(2):
         before = receiver.count_complete_calls()
-        target = before + rng.randint(20, 300)  # complete calls to wait for, then a random pause
+        target = before + rng.randint(20, 200)  # complete calls to wait for, then a random pause
         agent = start_agent(pbx.settings, receiver.calls_url, state)
         try:
             assert await wait_until(lambda t=target: receiver.count_complete_calls() >= t, 60), (
                 note,
                 agent.log_tail(),
             )
-            await asyncio.sleep(rng.uniform(0, 0.5))
+            await asyncio.sleep(rng.uniform(0, 0.2))
         finally:
             await asyncio.to_thread(agent.kill)
         assert agent.proc is not None and agent.proc.returncode == -signal.SIGKILL
