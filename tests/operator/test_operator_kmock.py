@@ -239,7 +239,11 @@ DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments"
 
 
 async def make_ready(cluster: Emulator, name: str) -> None:
-    """No controllers in kmock: play the Deployment controller."""
+    """No controllers in kmock: play the Deployment controller (once the operator has
+    applied the Deployment: its other children, e.g. the control Secret, come first)."""
+    await eventually(
+        lambda: obj(cluster, DEPLOYMENTS, f"{name}-agent"), timeout=30, what="the Deployment"
+    )
     await patch(
         cluster,
         f"{DEPLOYMENT_PATH}/{name}-agent/status",
