@@ -42,7 +42,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -161,7 +161,7 @@ class CelAmiSource:
         batch_max: int = 2000,
         buffer_max: int = MAX_BUFFERED_EVENTS,
         ping_timeout: float | None = None,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
         clock_check: ClockCheck | None = None,
         watermarks: Watermarks | None = None,
     ) -> None:
