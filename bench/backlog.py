@@ -107,14 +107,19 @@ async def bare_posts(url: str, body: bytes, n: int, concurrency: int) -> float:
     return n / dt
 
 
-def py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+def py_spy(
+    pid: int, seconds: float, out: Path, delay: float = 0.0
+) -> subprocess.Popen[bytes] | None:
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(exe).exists():
         print("  (py-spy not installed: .venv/bin/pip install py-spy)")
         return None
+    cmd = [exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "97", "-f", "raw",
+           "-o", str(out), "--nonblocking", "--threads"]  # fmt: skip
+    if delay > 0:  # start recording `delay` seconds after the agent
+        cmd = ["sh", "-c", f'sleep {delay:g} && exec "$0" "$@"', *cmd]
     return subprocess.Popen(
-        [exe, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "97", "-f", "raw",
-         "-o", str(out), "--nonblocking", "--threads"],
+        cmd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -198,7 +203,7 @@ async def run_source(source: str, args: argparse.Namespace) -> Figures:
         def on_start(pid: int) -> None:
             nonlocal spy
             if args.py_spy:
-                spy = py_spy(pid, args.py_spy, prof)
+                spy = py_spy(pid, args.py_spy, prof, args.py_spy_delay)
 
         r = await drain(
             pg,
@@ -233,7 +238,7 @@ async def run_source(source: str, args: argparse.Namespace) -> Figures:
             flush=True,
         )
         if spy is not None:
-            spy.wait(args.py_spy + 30)
+            spy.wait(args.py_spy + args.py_spy_delay + 30)
             if prof.exists():
                 print_profile(prof)
         return Figures(source, n_calls, rows, agent_rate, bare, r.peak_rss_mb, r.cpu_ms_per_call)
@@ -258,6 +263,10 @@ async def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16, help="API_CONCURRENCY = bare in flight")
     ap.add_argument("--bare-posts", type=int, default=10000, help="POSTs of the bare client")
     ap.add_argument("--py-spy", type=float, default=0, metavar="SECONDS")
+    ap.add_argument(
+        "--py-spy-delay", type=float, default=0, metavar="SECONDS",
+        help="start the py-spy recording this long after the agent",
+    )  # fmt: skip
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument(

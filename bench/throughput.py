@@ -167,6 +167,18 @@ def stored_rows(state_db: Path) -> int:
         return 0
 
 
+def evaluations(port: int) -> int:
+    """Calls the agent has evaluated so far (its /status `evaluated_calls`; -1 unknown)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as resp:
+            return int(json.load(resp).get("evaluated_calls", -1))
+    except Exception:
+        return -1
+
+
 def rss_mb(pid: int) -> float:
     try:
         import psutil
@@ -253,6 +265,7 @@ async def drain(
     """Run the real agent (START_FROM=beginning) until `expected` calls are complete at
     the receiver on `port` (its db in work/receiver.db); prints progress every 2 s."""
     recv_db = work / "receiver.db"
+    status_port = free_port()
     env = agent_env(
         api_url=f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls",
         state_dir=str(work / "state"),
@@ -264,6 +277,7 @@ async def drain(
             "MAX_RECORDS_PER_POLL": "50000",
             "API_CONCURRENCY": str(concurrency),
             "LOG_LEVEL": "WARNING",
+            "MONITORING_PORT": str(status_port),
             **(extra or {}),
         },
     )
@@ -294,7 +308,8 @@ async def drain(
                 el = last_print - t_start
                 print(
                     f"  t={el:5.1f}s complete {done}/{expected} ({done / el:,.0f} calls/s), "
-                    f"agent RSS {rss_mb(agent.pid):.0f} MB",
+                    f"rows stored {stored_rows(state_db):,}, evaluations "
+                    f"{evaluations(status_port):,}, agent RSS {rss_mb(agent.pid):.0f} MB",
                     flush=True,
                 )
             if done >= expected or not agent.alive():

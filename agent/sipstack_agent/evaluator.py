@@ -39,7 +39,12 @@ class EvaluatorStore(Protocol):
     """The part of `state.StateStore` the evaluator uses."""
 
     async def due_calls(
-        self, now: datetime, limit: int = ..., *, watermark: datetime | None = ...
+        self,
+        now: datetime,
+        limit: int = ...,
+        *,
+        watermark: datetime | None = ...,
+        defer: datetime | None = ...,
     ) -> list[str]: ...
 
     async def load_calls(self, call_keys: Sequence[str]) -> list[CallRecord]: ...
@@ -137,7 +142,10 @@ class Evaluator:
         """Evaluate due calls in batches; wake on new rows, poll timers every idle_wait."""
         while not stop.is_set():
             now = self.clock()
-            keys = await self.store.due_calls(now, self.batch, watermark=self.watermarks.low())
+            low = self.watermarks.low()
+            keys = await self.store.due_calls(
+                now, self.batch, watermark=low, defer=self.defer_point(low)
+            )
             if not keys:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -145,6 +153,15 @@ class Evaluator:
                 continue
             await self.evaluate_keys(keys, now)
             await asyncio.sleep(0)  # let sources and the shipper run between batches
+
+    def defer_point(self, low: datetime | None) -> datetime | None:
+        """While a source reads a backlog page after page, the point past which a dirty
+        call's rows are left for a later page: its evaluation now could only hold it
+        for the watermark (calls.settle) and be done again when the watermark passes.
+        Live (no source behind) every dirty call is evaluated at once, as always."""
+        if low is None or not self.watermarks.behind():
+            return None
+        return low - timedelta(seconds=max(0.0, self.call_settings.ship_complete_after))
 
     async def evaluate_keys(self, keys: Sequence[str], now: datetime) -> int:
         """Load, evaluate and save the calls `keys`; returns the documents enqueued."""

@@ -297,12 +297,14 @@ class SourceMark:
     as converted, aware UTC). `caught_up_at`: a read that started at this wall
     clock time found nothing more to read. `holds`: False while the source
     cannot deliver older rows any more (AMI disconnected: what it misses is a
-    gap), so it holds no call back.
+    gap), so it holds no call back. `behind`: the source's last read stopped at a
+    full page with more rows waiting (a backlog); it reads again at once.
     """
 
     read_through: datetime | None = None
     caught_up_at: datetime | None = None
     holds: bool = True
+    behind: bool = False
 
     @property
     def watermark(self) -> datetime | None:

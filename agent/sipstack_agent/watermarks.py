@@ -59,16 +59,19 @@ class Watermarks:
         *,
         newest: datetime | None = None,
         caught_up_at: datetime | None = None,
+        behind: bool = False,
     ) -> None:
         """The source has read, in its reading order, rows up to the time `newest`
         (PBX time: CEL eventtime, CDR end in id order), and/or a read that started at
-        `caught_up_at` (wall clock) found nothing more to read."""
+        `caught_up_at` (wall clock) found nothing more to read. `behind`: more rows are
+        waiting and the source is reading them now (a backlog, page after page)."""
         read_through = newest - READ_THROUGH_SLACK if newest is not None else None
         old = self._marks.get(name, SourceMark())
         new = SourceMark(
             read_through=_later(old.read_through, read_through),
             caught_up_at=_later(old.caught_up_at, caught_up_at),
             holds=True,
+            behind=behind,
         )
         if new != old:
             self._marks[name] = new
@@ -98,6 +101,10 @@ class Watermarks:
     def low(self) -> datetime | None:
         """The lowest watermark of the holding sources (None: no source holds)."""
         return low_watermark(self._marks.values())
+
+    def behind(self) -> bool:
+        """A holding source is reading a backlog: its watermark moves page by page."""
+        return any(m.holds and m.behind for m in self._marks.values())
 
 
 class ReadPacer:

@@ -16,10 +16,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sipstack_agent.app import Agent
+from sipstack_agent.calls.derive import cdr_end
+from sipstack_agent.calls.settle import end_point
 from sipstack_agent.config import CallSettings, Identity, Settings
 from sipstack_agent.model import CdrRow, CelRow
 from sipstack_agent.state import SCHEMA_VERSION, StateStore
+from sipstack_agent.state import calls as state_calls
 from sipstack_agent.state.schema import SCHEMA_V1
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
 
@@ -83,6 +87,73 @@ async def test_held_call_is_due_when_the_low_watermark_reaches_it(tmp_path: Path
         assert await store.due_calls(now, 100, watermark=None) == []
     finally:
         await store.close()
+
+
+async def test_a_backlog_leaves_a_call_past_the_watermark_for_a_later_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a source reads a backlog page by page, a call whose newest row is past the
+    low watermark is not evaluated (the evaluation could only hold it, and would be done
+    again): it is due once a page moves the watermark past it, and evaluated once."""
+    agent = _agent(tmp_path)
+    board = agent.watermarks
+    board.register("sql:cel:cel")
+    board.register("sql:cdr:cdr")
+    seq = Seq()
+    call = pickup(seq)
+    store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    agent.store = store
+    ev = agent.evaluator
+    try:
+        now = call.last_cel_at + timedelta(hours=1)
+        board.publish("sql:cdr:cdr", caught_up_at=now)
+        await store.ingest(*_split(commit_order(call.cels, call.cdrs)), {})
+        newest = max([c.eventtime for c in call.cels] + [cdr_end(d) for d in call.cdrs])
+        with closing(sqlite3.connect(tmp_path / "state.db")) as c:
+            (stored,) = c.execute("SELECT last_event FROM calls").fetchone()
+        assert stored == end_point(newest).timestamp()
+        # the page with the call's last rows is stored; the watermark is still before it
+        board.publish("sql:cel:cel", newest=call.cels[1].eventtime, behind=True)
+        low = board.low()
+        assert low is not None and ev.defer_point(low) == low
+        assert await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low)) == []
+        # live (no source behind) the same call is evaluated at once, as always
+        board.publish("sql:cel:cel", behind=False)
+        assert ev.defer_point(board.low()) is None
+        assert await store.due_calls(now, 100, watermark=board.low()) == [call.key]
+        # the next page passes its end: due, and shipped complete by its first evaluation
+        board.publish("sql:cel:cel", newest=newest + READ_THROUGH_SLACK * 2, behind=True)
+        low = board.low()
+        keys = await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low))
+        assert keys == [call.key]
+        assert await agent.evaluate_keys(keys, now) == 1 and ev.evaluated_total == 1
+        (doc,) = await _docs(store)
+        assert doc["ship_phase"] == "complete"
+        # a source stuck mid-backlog only delays a call (DEFER_MAX_SECONDS of its rows)
+        late = pickup(seq, at=600.0)
+        await store.ingest(*_split(commit_order(late.cels, late.cdrs)), {})
+        assert await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low)) == []
+        monkeypatch.setattr(state_calls, "DEFER_MAX_SECONDS", 0.0)
+        assert await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low)) == [
+            late.key
+        ]
+    finally:
+        await store.close()
+
+
+async def test_the_defer_point_leaves_room_for_ship_complete_after(tmp_path: Path) -> None:
+    agent = _agent(tmp_path, ship_complete_after=3.0)
+    agent.store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    try:
+        board, ev = agent.watermarks, agent.evaluator
+        board.register("a")
+        t = pickup(Seq()).last_cel_at
+        board.publish("a", newest=t, behind=True)
+        assert ev.defer_point(board.low()) == t - READ_THROUGH_SLACK - timedelta(seconds=3)
+        board.release("a")  # a source that holds nothing is not behind
+        assert not board.behind() and ev.defer_point(board.low()) is None
+    finally:
+        await agent.store.close()
 
 
 async def test_a_merge_after_an_initial_document_supersedes_it(tmp_path: Path) -> None:
@@ -156,7 +227,7 @@ async def test_a_v1_state_file_is_migrated(tmp_path: Path) -> None:
         c.commit()
     store = await StateStore.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 6
+        assert await store.schema_version() == SCHEMA_VERSION == 7
         assert await store.due_calls(committed_at(pickup(Seq()).cels[0]), 10, watermark=None) == []
     finally:
         await store.close()

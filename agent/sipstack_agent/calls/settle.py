@@ -74,13 +74,18 @@ class Hold:
     wake_at: datetime | None = None  # evaluate again then (clock not yet at the settle point)
 
 
+def end_point(t: datetime) -> datetime:
+    """A row's time as a point a watermark must pass: one in whole seconds (MySQL
+    DATETIME, AMI, CDR calldate) means "during that second", so its end."""
+    return t + timedelta(seconds=1) if t.microsecond == 0 else t
+
+
 def settle_point(
     end: datetime, rows_changed_at: datetime | None, settings: CallSettings
 ) -> datetime:
     """When the call may be shipped (see the module doc)."""
     settle = timedelta(seconds=max(0.0, settings.ship_complete_after))
-    whole_second = timedelta(seconds=1) if end.microsecond == 0 else timedelta(0)
-    after_end = end + whole_second + settle
+    after_end = end_point(end) + settle
     seen = rows_changed_at
     if seen is None or end < seen - LIVE_WINDOW:
         return after_end

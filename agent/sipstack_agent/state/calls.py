@@ -26,13 +26,30 @@ from .values import CallRecord, EvaluationLike, Loaded
 _LOADED_MAX = 200_000  # loads never saved are forgotten past this (saves then clear dirty)
 
 
-def due_calls(conn: sqlite3.Connection, now: float, limit: int, mark: float | None) -> list[str]:
-    keys = [
-        k
-        for (k,) in conn.execute(
+# A dirty call left for later while a source reads a backlog (due_calls' `defer`) is
+# evaluated anyway once its rows are this old: a source stuck mid-backlog (its database
+# gone) only delays it, as the hold it would get from the evaluation would.
+DEFER_MAX_SECONDS = 10.0
+
+
+def due_calls(
+    conn: sqlite3.Connection,
+    now: float,
+    limit: int,
+    mark: float | None,
+    defer: float | None = None,
+) -> list[str]:
+    if defer is None:
+        dirty = conn.execute(
             "SELECT call_key FROM calls WHERE dirty = 1 ORDER BY last_row_at LIMIT ?", (limit,)
         )
-    ]
+    else:
+        dirty = conn.execute(
+            "SELECT call_key FROM calls WHERE dirty = 1 AND (last_event IS NULL "
+            "OR last_event <= ? OR last_row_at <= ?) ORDER BY last_row_at LIMIT ?",
+            (defer, now_ts() - DEFER_MAX_SECONDS, limit),  # last_row_at is the store's clock
+        )
+    keys = [k for (k,) in dirty]
     seen = set(keys)
     queries = [
         (
@@ -195,16 +212,25 @@ def save_evaluations(
 
 class CallMethods(StoreBase):
     async def due_calls(
-        self, now: datetime, limit: int = 1000, *, watermark: datetime | None = None
+        self,
+        now: datetime,
+        limit: int = 1000,
+        *,
+        watermark: datetime | None = None,
+        defer: datetime | None = None,
     ) -> list[str]:
         """Dirty calls (oldest activity first), then calls whose timer is due, then
         calls waiting for a watermark (`wait_mark`) that `watermark` has reached.
 
         `watermark` is the sources' low watermark (calls.settle.low_watermark);
         None means no source holds calls back, so every waiting call is due.
+        `defer` (while a source reads a backlog): a dirty call whose newest row
+        (`last_event`) is past it is left for later, unless its rows arrived
+        DEFER_MAX_SECONDS ago; its evaluation could only hold it for the watermark.
         """
         mark = None if watermark is None else ts(watermark)
-        return await self._run(due_calls, ts(now), limit, mark)
+        later = None if defer is None else ts(defer)
+        return await self._run(due_calls, ts(now), limit, mark, later)
 
     async def load_call(self, call_key: str) -> CallRecord | None:
         """Rows, recordings and ship state of a call (None when it no longer exists).

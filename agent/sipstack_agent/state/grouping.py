@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..model import SHIP_MERGED_FROM, SHIP_SUPERSEDED, ShipState
 from ..rules.ids import group_pairs, linkedid_sort_key
@@ -15,10 +15,11 @@ from .query import chunks, marks, select_in
 
 def group(
     conn: sqlite3.Connection, pairs: set[tuple[str, str]], now: float
-) -> tuple[set[str], int]:
+) -> tuple[set[str], int, dict[str, str]]:
     """Attach (linkedid, uniqueid) pairs to call groups; merge groups sharing a uniqueid.
 
-    Returns the keys of the calls touched and the number of groups merged away.
+    Returns the keys of the calls touched, the number of groups merged away and the
+    call key of each linkedid of `pairs`.
     """
     lids = {lid for lid, _ in pairs}
     uids = {uid for _, uid in pairs if uid}
@@ -80,7 +81,8 @@ def group(
             "INSERT OR REPLACE INTO chans (uniqueid, linkedid) VALUES (?, ?)",
             list(new_chans.items()),
         )
-    return {survivor_of.get(k, k) for k in {link_key[lid] for lid in lids}}, merges
+    key_of = {lid: survivor_of.get(link_key[lid], link_key[lid]) for lid in lids}
+    return set(key_of.values()), merges, key_of
 
 
 def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], now: float) -> None:
@@ -133,11 +135,19 @@ def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], no
 
 
 def mark_dirty(
-    conn: sqlite3.Connection, keys: Iterable[str], now: float, *, tombstones: bool = True
+    conn: sqlite3.Connection,
+    keys: Iterable[str],
+    now: float,
+    *,
+    tombstones: bool = True,
+    last_event: Mapping[str, float] | None = None,
 ) -> None:
     """Mark calls dirty (created when new). `tombstones=False`: the caller knows there are
-    none, so no call can continue a pruned one's revisions."""
+    none, so no call can continue a pruned one's revisions. `last_event`: the newest
+    time (UTC epoch, `calls.settle.end_point`) of each call's new rows; a call's column
+    keeps the largest it was told."""
     keys = list(keys)
+    ends = last_event or {}
     # A call pruned after delivery that gets a new row continues its revisions.
     if tombstones:
         conn.executemany(
@@ -147,9 +157,11 @@ def mark_dirty(
             [(now, now, k) for k in keys],
         )
     conn.executemany(
-        "INSERT INTO calls (call_key, dirty, gen, created_at, last_row_at) "
-        "VALUES (?, 1, 1, ?, ?) "
+        "INSERT INTO calls (call_key, dirty, gen, created_at, last_row_at, last_event) "
+        "VALUES (?, 1, 1, ?, ?, ?) "
         "ON CONFLICT(call_key) DO UPDATE SET dirty = 1, gen = gen + 1, "
-        "last_row_at = excluded.last_row_at",
-        [(k, now, now) for k in keys],
+        "last_row_at = excluded.last_row_at, last_event = max("
+        "coalesce(calls.last_event, excluded.last_event), "
+        "coalesce(excluded.last_event, calls.last_event))",
+        [(k, now, now, ends.get(k)) for k in keys],
     )

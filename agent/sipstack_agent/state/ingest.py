@@ -3,13 +3,17 @@ calls grouped and marked dirty, in one transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
+from ..calls.derive import cdr_end
+from ..calls.settle import end_point
 from ..model import CdrRow, CelRow
 from .base import StoreBase
-from .codec import cdr_encode, cel_encode, now_ts
+from .codec import cdr_encode, cel_encode, now_ts, ts
 from .grouping import group, mark_dirty
 from .positions import Positions, set_positions
 from .tombstones import drop_delivered, has_tombstones
@@ -44,10 +48,36 @@ def ingest_rows(
     if new_cels or new_cdrs:
         pairs: set[tuple[str, str]] = {(r.call_linkedid, r.uniqueid) for r in new_cels}
         pairs.update((r.call_linkedid, r.uniqueid) for r in new_cdrs)
-        dirty, merges = group(conn, pairs, now)
-        mark_dirty(conn, dirty, now, tombstones=tombstones)
+        dirty, merges, key_of = group(conn, pairs, now)
+        ends = _last_events(new_cels, new_cdrs, key_of)
+        mark_dirty(conn, dirty, now, tombstones=tombstones, last_event=ends)
     set_positions(conn, positions, now)
     return IngestResult(len(new_cels), len(new_cdrs), duplicates, len(dirty), merges)
+
+
+def _last_events(
+    cels: Sequence[CelRow], cdrs: Sequence[CdrRow], key_of: Mapping[str, str]
+) -> dict[str, float]:
+    """The newest time of each call's new rows (CEL eventtime, CDR end), as the point a
+    source's watermark must pass (`end_point`), UTC epoch."""
+    newest: dict[str, tuple[float, datetime]] = {}  # as calls.derive's last_event
+    times: list[tuple[str, datetime | CdrRow]] = [(c.call_linkedid, c.eventtime) for c in cels]
+    times.extend((d.call_linkedid, d) for d in cdrs)
+    for lid, t in times:
+        try:
+            at = cdr_end(t) if isinstance(t, CdrRow) else t
+            e = ts(at)
+        except (OverflowError, ValueError):  # a duration or time past datetime's range
+            continue  # only an optimisation is lost: the other rows still say it
+        key = key_of.get(lid, lid)
+        old = newest.get(key)
+        if old is None or e > old[0]:
+            newest[key] = (e, at)
+    out: dict[str, float] = {}
+    for key, (_, at) in newest.items():
+        with contextlib.suppress(OverflowError):  # the last second datetime can hold
+            out[key] = ts(end_point(at))
+    return out
 
 
 def _insert_new(

@@ -26,7 +26,7 @@ def add_recordings(
     )
     changed = conn.total_changes - before
     if changed:
-        keys, _ = group(conn, {(linkedid, "")}, now)
+        keys, _, _ = group(conn, {(linkedid, "")}, now)
         mark_dirty(conn, keys, now)
     return changed
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from .codec import cdr_encode, cdr_from_object, cel_encode, cel_from_object, loads_object
 from .watch import WATCH_POSITION, replace_watch
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -161,6 +161,16 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+# v7: each call's `last_event`: the newest time of its rows (CEL eventtime, CDR end) as the
+# point a source's watermark must pass (calls.settle.end_point), as a UTC epoch; while a
+# source reads a backlog the evaluator leaves a call whose rows are past the watermark for
+# later (state/calls.py due_calls), instead of evaluating it only to hold it
+def _schema_v7(conn: sqlite3.Connection) -> None:
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
+    if "last_event" not in cols:  # calls of an older file start without one (NULL: due)
+        conn.execute("ALTER TABLE calls ADD COLUMN last_event REAL")
+
+
 # version -> what upgrades from version-1 (1 = create from nothing): a script or a function
 MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     1: SCHEMA_V1,
@@ -169,6 +179,7 @@ MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     4: _schema_v4,
     5: _schema_v5,
     6: SCHEMA_V6,
+    7: _schema_v7,
 }
 
 

@@ -65,9 +65,49 @@ async def test_sql_sources_publish_read_through_then_caught_up(
         while cel_src.backlog or board.marks()[cel_name].caught_up_at is None:
             await cel_src.poll_once()
         assert board.low() is not None and board.low() >= started
+        assert not board.behind()
     finally:
         await cel_src.close()
         await cdr_src.close()
+
+
+async def test_a_backlog_is_published_page_by_page_as_behind(
+    pbx_db: Any, store: StateStore, asterisk_sample: Any
+) -> None:
+    """Within one poll of a backlog each stored page moves the watermark (the evaluator
+    then releases the calls those pages end) and says `behind`; the poll's end says
+    whether more is waiting."""
+    settings, writer = pbx_db
+    await writer.load_sample()
+    cels = asterisk_sample.cel_rows(FLAVOR[writer.dialect])
+    seen: list[tuple[datetime | None, bool]] = []
+
+    def on_change() -> None:
+        seen.extend((m.read_through, m.behind) for m in board.marks().values())
+
+    board = Watermarks(on_change=on_change)
+    src = SqlSource(
+        agent_settings(settings, batch_size=10, max_records_per_poll=40),
+        "cel",
+        store,
+        Metrics(),
+        watermarks=board,
+    )
+    name = src.position_name
+    try:
+        assert await src.poll_once() == 40 and src.backlog
+        # pages 1-3 published on their own (behind), the poll's end once more (behind)
+        marks = [t for t, _ in seen if t is not None]
+        assert marks == sorted(marks) and len(set(marks)) >= 3
+        assert marks[0] == max(c.eventtime for c in cels[:10]) - READ_THROUGH_SLACK
+        assert all(behind for _, behind in seen) and board.behind()
+        while src.backlog:
+            await src.poll_once()
+        await src.poll_once()
+        assert not board.marks()[name].behind and not board.behind()
+        assert board.marks()[name].caught_up_at is not None
+    finally:
+        await src.close()
 
 
 async def test_csv_source_publishes_while_reading_and_when_at_the_end(

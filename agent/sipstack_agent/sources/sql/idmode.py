@@ -105,6 +105,11 @@ class IdModeReading(PollerBase):
                 raise
             if nxt is None:
                 break
+            if self._marks is not None and self._read_newest is not None:
+                # Page by page while more are coming (the end of the poll says the rest):
+                # a backlog's calls are released as the pages that end them are stored,
+                # and the evaluator leaves the calls of the newest pages for later.
+                self._marks.publish(self.position_name, newest=self._read_newest, behind=True)
             cp = new_cp
             rows = await nxt
             if not rows:

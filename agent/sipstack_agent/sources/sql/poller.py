@@ -168,6 +168,8 @@ class SqlSource(IdModeReading, TimeModeReading):
             except Exception as e:
                 failures += 1
                 self._on_error(e)
+                if self._marks is not None:  # not reading on at once any more
+                    self._marks.publish(self.position_name, behind=False)
                 await self._drop_connection()
                 self.info = None  # rediscover columns after reconnecting
                 delay = reconnect_delay(BACKOFF_INITIAL, BACKOFF_CAP, failures - 1, random.random())
@@ -229,6 +231,7 @@ class SqlSource(IdModeReading, TimeModeReading):
                 self.position_name,
                 newest=newest,
                 caught_up_at=None if self.backlog else started,
+                behind=self.backlog,
             )
         if self._newest_time is not None:
             age = (datetime.now(UTC) - self._newest_time).total_seconds()
