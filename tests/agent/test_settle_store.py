@@ -257,3 +257,22 @@ def test_the_board_moves_forward_and_wakes_the_evaluator() -> None:
     board.publish("a", caught_up_at=t + timedelta(hours=1))
     assert board.low() == t + timedelta(minutes=1) - READ_THROUGH_SLACK
     assert board.marks()["a"].holds and len(woken) == 4
+
+
+async def test_a_file_marked_back_to_schema_6_for_a_rollback_opens_again(tmp_path: Path) -> None:
+    """docs/upgrade.md: before rolling an agent back to 0.15.x the file is marked schema 6
+    by hand (the v7 change is one added column); the next 0.16 start upgrades it again."""
+    path = tmp_path / "state.db"
+    store = await StateStore.open(path)
+    await store.close()
+    with closing(sqlite3.connect(path)) as c:
+        c.execute("PRAGMA user_version = 6")
+        c.commit()
+    store = await StateStore.open(path)
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION == 7
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as c:
+        cols = [r[1] for r in c.execute("PRAGMA table_info(calls)")]
+    assert cols.count("last_event") == 1
