@@ -25,7 +25,7 @@ from .calls import Evaluation, evaluate
 from .config import CallSettings, Settings
 from .metrics import Metrics
 from .model import CdrRow, CelRow, RecordingFile, ShipState
-from .state import CallRecord, EvaluationLike
+from .state import CallRecord, Deferral, EvaluationLike
 from .watermarks import Watermarks
 
 log = logging.getLogger("sipstack_agent.app")
@@ -44,7 +44,7 @@ class EvaluatorStore(Protocol):
         limit: int = ...,
         *,
         watermark: datetime | None = ...,
-        defer: datetime | None = ...,
+        defer: Deferral | None = ...,
     ) -> list[str]: ...
 
     async def load_calls(self, call_keys: Sequence[str]) -> list[CallRecord]: ...
@@ -154,14 +154,20 @@ class Evaluator:
             await self.evaluate_keys(keys, now)
             await asyncio.sleep(0)  # let sources and the shipper run between batches
 
-    def defer_point(self, low: datetime | None) -> datetime | None:
-        """While a source reads a backlog page after page, the point past which a dirty
-        call's rows are left for a later page: its evaluation now could only hold it
-        for the watermark (calls.settle) and be done again when the watermark passes.
-        Live (no source behind) every dirty call is evaluated at once, as always."""
+    def defer_point(self, low: datetime | None) -> Deferral | None:
+        """While a source reads a backlog page after page, the points past which a dirty
+        call's newest row leaves it for a later page: an evaluation now could only hold
+        it for the watermark (calls.settle) or, without its LINKEDID_END yet, find it
+        still open (its end, or its idle timeout, lies in rows not read yet), and would
+        be done again. Live (no source behind) every dirty call is evaluated at once.
+        A source stuck mid-backlog (a hung read; a failed one stops being behind) delays
+        a call at most CALL_MAX_AGE after its rows, as long as the hold it would get."""
         if low is None or not self.watermarks.behind():
             return None
-        return low - timedelta(seconds=max(0.0, self.call_settings.ship_complete_after))
+        calls = self.call_settings
+        ended = low - timedelta(seconds=max(0.0, calls.ship_complete_after))
+        still_open = ended - timedelta(seconds=max(0.0, calls.idle_timeout))
+        return Deferral(ended, still_open, max(0.0, calls.max_age))
 
     async def evaluate_keys(self, keys: Sequence[str], now: datetime) -> int:
         """Load, evaluate and save the calls `keys`; returns the documents enqueued."""

@@ -12,18 +12,16 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sipstack_agent.app import Agent
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.calls.settle import end_point
 from sipstack_agent.config import CallSettings, Identity, Settings
 from sipstack_agent.model import CdrRow, CelRow
-from sipstack_agent.state import SCHEMA_VERSION, StateStore
-from sipstack_agent.state import calls as state_calls
+from sipstack_agent.state import SCHEMA_VERSION, Deferral, StateStore
 from sipstack_agent.state.schema import SCHEMA_V1
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
 
@@ -90,7 +88,7 @@ async def test_held_call_is_due_when_the_low_watermark_reaches_it(tmp_path: Path
 
 
 async def test_a_backlog_leaves_a_call_past_the_watermark_for_a_later_page(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """While a source reads a backlog page by page, a call whose newest row is past the
     low watermark is not evaluated (the evaluation could only hold it, and would be done
@@ -115,7 +113,8 @@ async def test_a_backlog_leaves_a_call_past_the_watermark_for_a_later_page(
         # the page with the call's last rows is stored; the watermark is still before it
         board.publish("sql:cel:cel", newest=call.cels[1].eventtime, behind=True)
         low = board.low()
-        assert low is not None and ev.defer_point(low) == low
+        assert low is not None
+        assert ev.defer_point(low) == Deferral(low, low - timedelta(seconds=30), 21600.0)
         assert await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low)) == []
         # live (no source behind) the same call is evaluated at once, as always
         board.publish("sql:cel:cel", behind=False)
@@ -129,14 +128,69 @@ async def test_a_backlog_leaves_a_call_past_the_watermark_for_a_later_page(
         assert await agent.evaluate_keys(keys, now) == 1 and ev.evaluated_total == 1
         (doc,) = await _docs(store)
         assert doc["ship_phase"] == "complete"
-        # a source stuck mid-backlog only delays a call (DEFER_MAX_SECONDS of its rows)
+        # a source stuck mid-backlog only delays a call, at most CALL_MAX_AGE after its
+        # rows (as long as a hold for the watermark lasts)
         late = pickup(seq, at=600.0)
         await store.ingest(*_split(commit_order(late.cels, late.cdrs)), {})
-        assert await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low)) == []
-        monkeypatch.setattr(state_calls, "DEFER_MAX_SECONDS", 0.0)
-        assert await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low)) == [
-            late.key
-        ]
+        defer = ev.defer_point(low)
+        assert defer is not None and defer.at_most == agent.evaluator.call_settings.max_age
+        assert await store.due_calls(now, 100, watermark=low, defer=defer) == []
+        stuck = replace(defer, at_most=0.0)  # as if the rows were CALL_MAX_AGE old
+        assert await store.due_calls(now, 100, watermark=low, defer=stuck) == [late.key]
+    finally:
+        await store.close()
+
+
+async def test_a_backlog_leaves_an_open_call_for_a_later_page(tmp_path: Path) -> None:
+    """In a backlog, a call whose LINKEDID_END is not stored yet is left for later until
+    the watermark is CALL_IDLE_TIMEOUT past its newest row (its end, or its idle timeout,
+    is in rows not read yet); its LINKEDID_END makes it due as an ended call."""
+    agent = _agent(tmp_path, idle_timeout=20.0)
+    board = agent.watermarks
+    board.register("sql:cel:cel")
+    seq = Seq()
+    ended_call, open_call = pickup(seq), pickup(seq, at=60.0)
+    assert ended_call.key != open_call.key
+    store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    agent.store = store
+    ev = agent.evaluator
+    try:
+        now = ended_call.last_cel_at + timedelta(hours=1)
+        head = [r for r in open_call.cels if r.eventtype != "LINKEDID_END"]
+        assert len(head) < len(open_call.cels)
+        await store.ingest(head, [], {})
+        await store.ingest(ended_call.cels, [], {})
+        newest = max(r.eventtime for r in head)
+        assert newest > ended_call.last_cel_at
+
+        def due_at(mark: datetime) -> Any:
+            board.publish("sql:cel:cel", newest=mark + READ_THROUGH_SLACK, behind=True)
+            low = board.low()
+            return store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low))
+
+        # the mark past both calls' newest rows: the ended call is due, the open one is
+        # left for later until the mark is the idle timeout past its newest row
+        assert await due_at(newest + timedelta(seconds=1)) == [ended_call.key]
+        assert await due_at(newest + timedelta(seconds=19)) == [ended_call.key]
+        assert set(await due_at(newest + timedelta(seconds=21))) == {
+            ended_call.key,
+            open_call.key,
+        }
+    finally:
+        await store.close()
+
+
+async def test_merged_calls_keep_their_newest_row_and_their_end(tmp_path: Path) -> None:
+    from .test_state import cel
+
+    store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    try:
+        await store.ingest([cel("CHAN_START", "9.1", "9.1", row_id=1)], [])
+        await store.ingest([cel("LINKEDID_END", "9.5", "9.5", row_id=2)], [])
+        await store.ingest([cel("BRIDGE_EXIT", "9.5", "9.1", row_id=3)], [])  # 9.5 joins 9.1
+        with closing(sqlite3.connect(tmp_path / "state.db")) as c:
+            rows = c.execute("SELECT call_key, last_event, has_end FROM calls").fetchall()
+        assert [(k, e is not None, h) for k, e, h in rows] == [("9.1", True, 1)]
     finally:
         await store.close()
 
@@ -149,7 +203,8 @@ async def test_the_defer_point_leaves_room_for_ship_complete_after(tmp_path: Pat
         board.register("a")
         t = pickup(Seq()).last_cel_at
         board.publish("a", newest=t, behind=True)
-        assert ev.defer_point(board.low()) == t - READ_THROUGH_SLACK - timedelta(seconds=3)
+        low = t - READ_THROUGH_SLACK - timedelta(seconds=3)
+        assert ev.defer_point(board.low()) == Deferral(low, low - timedelta(seconds=30), 21600.0)
         board.release("a")  # a source that holds nothing is not behind
         assert not board.behind() and ev.defer_point(board.low()) is None
     finally:

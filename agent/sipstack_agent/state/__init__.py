@@ -50,6 +50,7 @@ from .store import StateStore
 from .values import (
     AGE_BUCKETS,
     CallRecord,
+    Deferral,
     EvaluationLike,
     IngestResult,
     OutboxItem,
@@ -62,6 +63,7 @@ __all__ = [
     "AGE_BUCKETS",
     "SCHEMA_VERSION",
     "CallRecord",
+    "Deferral",
     "EvaluationLike",
     "IngestResult",
     "OutboxItem",

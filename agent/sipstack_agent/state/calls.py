@@ -21,15 +21,9 @@ from .codec import (
     ts,
 )
 from .query import SqlValue, select_in
-from .values import CallRecord, EvaluationLike, Loaded
+from .values import CallRecord, Deferral, EvaluationLike, Loaded
 
 _LOADED_MAX = 200_000  # loads never saved are forgotten past this (saves then clear dirty)
-
-
-# A dirty call left for later while a source reads a backlog (due_calls' `defer`) is
-# evaluated anyway once its rows are this old: a source stuck mid-backlog (its database
-# gone) only delays it, as the hold it would get from the evaluation would.
-DEFER_MAX_SECONDS = 10.0
 
 
 def due_calls(
@@ -37,17 +31,20 @@ def due_calls(
     now: float,
     limit: int,
     mark: float | None,
-    defer: float | None = None,
+    defer: tuple[float, float, float] | None = None,
 ) -> list[str]:
     if defer is None:
         dirty = conn.execute(
             "SELECT call_key FROM calls WHERE dirty = 1 ORDER BY last_row_at LIMIT ?", (limit,)
         )
     else:
+        ended, still_open, at_most = defer
         dirty = conn.execute(
             "SELECT call_key FROM calls WHERE dirty = 1 AND (last_event IS NULL "
-            "OR last_event <= ? OR last_row_at <= ?) ORDER BY last_row_at LIMIT ?",
-            (defer, now_ts() - DEFER_MAX_SECONDS, limit),  # last_row_at is the store's clock
+            "OR (last_event <= ? AND (has_end = 1 OR last_event <= ?)) "
+            "OR last_row_at <= ?) ORDER BY last_row_at LIMIT ?",
+            # last_row_at is the store's own clock
+            (ended, still_open, now_ts() - at_most, limit),
         )
     keys = [k for (k,) in dirty]
     seen = set(keys)
@@ -217,19 +214,20 @@ class CallMethods(StoreBase):
         limit: int = 1000,
         *,
         watermark: datetime | None = None,
-        defer: datetime | None = None,
+        defer: Deferral | None = None,
     ) -> list[str]:
         """Dirty calls (oldest activity first), then calls whose timer is due, then
         calls waiting for a watermark (`wait_mark`) that `watermark` has reached.
 
         `watermark` is the sources' low watermark (calls.settle.low_watermark);
         None means no source holds calls back, so every waiting call is due.
-        `defer` (while a source reads a backlog): a dirty call whose newest row
-        (`last_event`) is past it is left for later, unless its rows arrived
-        DEFER_MAX_SECONDS ago; its evaluation could only hold it for the watermark.
+        `defer` (while a source reads a backlog, `Deferral`): a dirty call whose
+        newest row is past it is left for later, unless its rows arrived
+        `defer.at_most` seconds ago; its evaluation could only hold it for the
+        watermark, or find it still open.
         """
         mark = None if watermark is None else ts(watermark)
-        later = None if defer is None else ts(defer)
+        later = None if defer is None else (ts(defer.ended), ts(defer.open), defer.at_most)
         return await self._run(due_calls, ts(now), limit, mark, later)
 
     async def load_call(self, call_key: str) -> CallRecord | None:

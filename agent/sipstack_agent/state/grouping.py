@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from ..model import SHIP_MERGED_FROM, SHIP_SUPERSEDED, ShipState
 from ..rules.ids import group_pairs, linkedid_sort_key
@@ -89,8 +89,8 @@ def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], no
     """Merge existing calls `keys` (survivor may or may not be among them) into survivor."""
     rows = select_in(
         conn,
-        "SELECT call_key, ship, next_check_at, created_at, epoch, gen FROM calls "
-        "WHERE call_key IN ({in})",
+        "SELECT call_key, ship, next_check_at, created_at, epoch, gen, last_event, has_end "
+        "FROM calls WHERE call_key IN ({in})",
         keys,
     )
     ships = [(k, ship_from_json(s)) for k, s, *_ in rows]
@@ -117,6 +117,8 @@ def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], no
     created = min((r[3] for r in rows), default=now)
     epoch = max((r[4] for r in rows), default=0) + 1
     gen = max((r[5] for r in rows), default=0) + 1
+    last_event = max((r[6] for r in rows if r[6] is not None), default=None)
+    has_end = max((r[7] for r in rows), default=0)
     others = [k for k in keys if k != survivor]
     for chunk in chunks(others):
         m = marks(len(chunk))
@@ -125,12 +127,24 @@ def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], no
         conn.execute(f"DELETE FROM calls WHERE call_key IN ({m})", tuple(chunk))
     conn.execute(
         "INSERT INTO calls (call_key, dirty, gen, epoch, next_check_at, ship, closed, "
-        "closed_at, created_at, last_row_at) VALUES (?, 1, ?, ?, ?, ?, 0, NULL, ?, ?) "
+        "closed_at, created_at, last_row_at, last_event, has_end) "
+        "VALUES (?, 1, ?, ?, ?, ?, 0, NULL, ?, ?, ?, ?) "
         "ON CONFLICT(call_key) DO UPDATE SET dirty = 1, gen = excluded.gen, "
         "epoch = excluded.epoch, next_check_at = excluded.next_check_at, "
         "ship = excluded.ship, closed = 0, closed_at = NULL, "
-        "created_at = excluded.created_at, last_row_at = excluded.last_row_at",
-        (survivor, gen, epoch, min(timers) if timers else None, ship_to_json(ship), created, now),
+        "created_at = excluded.created_at, last_row_at = excluded.last_row_at, "
+        "last_event = excluded.last_event, has_end = excluded.has_end",
+        (
+            survivor,
+            gen,
+            epoch,
+            min(timers) if timers else None,
+            ship_to_json(ship),
+            created,
+            now,
+            last_event,
+            has_end,
+        ),
     )
 
 
@@ -141,11 +155,12 @@ def mark_dirty(
     *,
     tombstones: bool = True,
     last_event: Mapping[str, float] | None = None,
+    ended: Collection[str] = (),
 ) -> None:
     """Mark calls dirty (created when new). `tombstones=False`: the caller knows there are
     none, so no call can continue a pruned one's revisions. `last_event`: the newest
     time (UTC epoch, `calls.settle.end_point`) of each call's new rows; a call's column
-    keeps the largest it was told."""
+    keeps the largest it was told. `ended`: calls a LINKEDID_END row was stored for."""
     keys = list(keys)
     ends = last_event or {}
     # A call pruned after delivery that gets a new row continues its revisions.
@@ -157,11 +172,12 @@ def mark_dirty(
             [(now, now, k) for k in keys],
         )
     conn.executemany(
-        "INSERT INTO calls (call_key, dirty, gen, created_at, last_row_at, last_event) "
-        "VALUES (?, 1, 1, ?, ?, ?) "
+        "INSERT INTO calls (call_key, dirty, gen, created_at, last_row_at, last_event, has_end) "
+        "VALUES (?, 1, 1, ?, ?, ?, ?) "
         "ON CONFLICT(call_key) DO UPDATE SET dirty = 1, gen = gen + 1, "
         "last_row_at = excluded.last_row_at, last_event = max("
         "coalesce(calls.last_event, excluded.last_event), "
-        "coalesce(excluded.last_event, calls.last_event))",
-        [(k, now, now, ends.get(k)) for k in keys],
+        "coalesce(excluded.last_event, calls.last_event)), "
+        "has_end = max(calls.has_end, excluded.has_end)",
+        [(k, now, now, ends.get(k), int(k in ended)) for k in keys],
     )

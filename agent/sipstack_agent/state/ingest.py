@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..calls.derive import cdr_end
+from ..calls.derive import cdr_end, event_name
 from ..calls.settle import end_point
 from ..model import CdrRow, CelRow
 from .base import StoreBase
@@ -50,7 +50,12 @@ def ingest_rows(
         pairs.update((r.call_linkedid, r.uniqueid) for r in new_cdrs)
         dirty, merges, key_of = group(conn, pairs, now)
         ends = _last_events(new_cels, new_cdrs, key_of)
-        mark_dirty(conn, dirty, now, tombstones=tombstones, last_event=ends)
+        ended = {
+            key_of.get(c.call_linkedid, c.call_linkedid)
+            for c in new_cels
+            if event_name(c.eventtype) == "LINKEDID_END"
+        }
+        mark_dirty(conn, dirty, now, tombstones=tombstones, last_event=ends, ended=ended)
     set_positions(conn, positions, now)
     return IngestResult(len(new_cels), len(new_cdrs), duplicates, len(dirty), merges)
 

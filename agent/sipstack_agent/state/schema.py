@@ -162,13 +162,16 @@ CREATE TABLE IF NOT EXISTS meta (
 
 
 # v7: each call's `last_event`: the newest time of its rows (CEL eventtime, CDR end) as the
-# point a source's watermark must pass (calls.settle.end_point), as a UTC epoch; while a
-# source reads a backlog the evaluator leaves a call whose rows are past the watermark for
-# later (state/calls.py due_calls), instead of evaluating it only to hold it
+# point a source's watermark must pass (calls.settle.end_point), as a UTC epoch, and
+# `has_end`: a LINKEDID_END row was stored; while a source reads a backlog the evaluator
+# leaves a call that could only be held, or is still open, for a later page
+# (state/calls.py due_calls) instead of evaluating it once per page
 def _schema_v7(conn: sqlite3.Connection) -> None:
     cols = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
     if "last_event" not in cols:  # calls of an older file start without one (NULL: due)
         conn.execute("ALTER TABLE calls ADD COLUMN last_event REAL")
+    if "has_end" not in cols:  # 1 once a LINKEDID_END row of the call was stored
+        conn.execute("ALTER TABLE calls ADD COLUMN has_end INTEGER NOT NULL DEFAULT 0")
 
 
 # version -> what upgrades from version-1 (1 = create from nothing): a script or a function

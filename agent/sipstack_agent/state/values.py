@@ -23,6 +23,19 @@ class IngestResult:
     merges: int = 0  # call groups merged away by this batch
 
 
+@dataclass(frozen=True, slots=True)
+class Deferral:
+    """While a source reads a backlog (`StateStore.due_calls(..., defer=)`): a dirty call
+    whose newest row (`calls.last_event`) is past `ended` is left for a later page, and
+    so is one without a LINKEDID_END row yet whose newest row is past `open` (its
+    LINKEDID_END, or the idle timeout, is still ahead in the unread rows); at most until
+    its rows are `at_most` seconds old (the longest a hold for the watermark lasts)."""
+
+    ended: datetime
+    open: datetime
+    at_most: float
+
+
 @dataclass(slots=True)
 class CallRecord:
     """Everything the call core needs to evaluate one call.
