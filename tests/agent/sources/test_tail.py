@@ -7,6 +7,7 @@ identity across a restart, bounded chunks, FIFOs refused.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class LineConsumer:
         self.got: list[bytes] = []
         self.events: list[str] = []
         self.largest_chunk = 0
+        self.more: list[bool] = []  # `more` of every commit, in order
 
     def parse(self, chunk: Chunk, f: OpenFile) -> Lines:
         self.largest_chunk = max(self.largest_chunk, len(chunk.data))
@@ -54,8 +56,11 @@ class LineConsumer:
             lines.pop()
         return Lines(end, lines)
 
-    async def commit(self, parsed: Lines, f: OpenFile, positions: dict[str, Position]) -> int:
+    async def commit(
+        self, parsed: Lines, f: OpenFile, positions: dict[str, Position], *, more: bool
+    ) -> int:
         await self.store.ingest([], [], positions)
+        self.more.append(more)
         self.got.extend(parsed.lines)
         return len(parsed.lines)
 
@@ -239,6 +244,25 @@ async def test_chunks_are_bounded(tmp_path, store):
     t, c = tailer(path, store, chunk_size=4096)
     assert await t.poll() == 5000
     assert 0 < c.largest_chunk <= 4096 and len(c.got) == 5000
+    t.close()
+
+
+async def test_a_commit_says_whether_more_of_the_file_waits(tmp_path, store):
+    """`more` is true for every chunk after which the file holds unread bytes and false
+    for the chunk that reaches the end (here exactly at a chunk boundary), for a live
+    append, and for a chunk read while the poll is stopping."""
+    path = tmp_path / "f.log"
+    path.write_bytes(b"".join(f"{i:07d}\n".encode() for i in range(3 * 512)))  # 3 x 4096 B
+    t, c = tailer(path, store, chunk_size=4096)
+    assert await t.poll() == 3 * 512
+    assert c.more == [True, True, False]
+    append(path, lines(1, 2))  # live: a short append
+    assert await t.poll() == 2 and c.more[3:] == [False]
+    append(path, b"".join(f"{i:07d}\n".encode() for i in range(2 * 512)))
+    stop = asyncio.Event()
+    stop.set()  # stopping: one chunk is read, nothing more is promised
+    assert await t.poll(stop) == 512 and c.more[4:] == [False]
+    assert await t.poll() == 512 and c.more[5:] == [False]
     t.close()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,13 @@ from sipstack_agent.metrics import Metrics
 from sipstack_agent.sim.ami import AmiServer
 from sipstack_agent.sources.cel_ami import CelAmiSource
 from sipstack_agent.sources.cel_csv import CelCsvSource
+from sipstack_agent.sources.cel_csv.fileformat import MAX_RECORD_BYTES
 from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
 from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
 
 from .test_cel_ami import call_events, fast, until
+from .test_cel_csv_tail import T0, CountingStore, cel_line
 from .test_sql import FLAVOR, agent_settings
 
 
@@ -140,6 +142,110 @@ async def test_csv_source_publishes_while_reading_and_when_at_the_end(
     finally:
         stop.set()
         await task
+
+
+CSV_CHUNK = 2 * MAX_RECORD_BYTES  # the smallest chunk the CSV source reads
+
+
+def csv_source(path: Path, store: Any, board: Watermarks) -> CelCsvSource:
+    return CelCsvSource(
+        CsvSettings(path=str(path), poll_interval=0.01),
+        store,
+        Metrics(),
+        start_from="beginning",
+        chunk_size=CSV_CHUNK,
+        watermarks=board,
+    )
+
+
+def cel_time(n: int) -> datetime:
+    return T0 + timedelta(milliseconds=37 * n)  # cel_line(n)'s eventtime
+
+
+async def test_csv_backlog_is_published_chunk_by_chunk_as_behind_then_live_not(
+    tmp_path: Path, store: StateStore
+) -> None:
+    """A file of several chunks read from its start: every chunk moves the watermark and
+    says `behind` while more of the file waits; the chunk that reaches the end and every
+    read after it (a live append) are not behind."""
+    path = tmp_path / "Master.csv"
+    n = 1500
+    path.write_bytes(b"".join(cel_line(i) for i in range(n)))
+    assert path.stat().st_size > 3 * CSV_CHUNK
+    seen: list[tuple[datetime | None, bool]] = []
+
+    def on_change() -> None:
+        m = board.marks()["cel_csv"]
+        seen.append((m.read_through, m.behind))
+
+    board = Watermarks(on_change=on_change)
+    counting = CountingStore(store)
+    src = csv_source(path, counting, board)
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    try:
+        await until(lambda: board.marks()["cel_csv"].caught_up_at is not None)
+        chunks = counting.ingests
+        assert chunks >= 4
+        # chunk by chunk: behind before the last chunk, not behind from it on
+        marks = [t for t, _ in seen[:chunks]]
+        assert all(t is not None for t in marks) and len(set(marks)) == chunks
+        assert marks == sorted(marks)
+        assert [b for _, b in seen[:chunks]] == [True] * (chunks - 1) + [False]
+        assert marks[-1] == cel_time(n - 1) - READ_THROUGH_SLACK
+        assert not any(b for _, b in seen[chunks:]) and not board.behind()
+        # live: an append after catching up is read and published, not behind
+        caught_up = len(seen)
+        with path.open("ab") as fh:
+            fh.write(cel_line(n))
+        await until(
+            lambda: board.marks()["cel_csv"].read_through == cel_time(n) - READ_THROUGH_SLACK
+        )
+        assert counting.ingests == chunks + 1
+        assert len(seen) > caught_up and not any(b for _, b in seen[caught_up:])
+        assert not board.behind()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_csv_read_failure_clears_behind(tmp_path: Path, store: StateStore) -> None:
+    """A chunk that cannot be stored mid-backlog: the source is not reading on at once any
+    more (it backs off), so it is not behind until it reads again."""
+    path = tmp_path / "Master.csv"
+    n = 1000
+    path.write_bytes(b"".join(cel_line(i) for i in range(n)))
+    assert path.stat().st_size > 2 * CSV_CHUNK
+    seen: list[tuple[datetime | None, bool]] = []
+    board = Watermarks(
+        on_change=lambda: seen.append(
+            (board.marks()["cel_csv"].read_through, board.marks()["cel_csv"].behind)
+        )
+    )
+    real_ingest = store.ingest
+    failed: list[tuple[int, bool]] = []  # (publishes seen, behind) when the failure hit
+
+    async def flaky(cels: Any = (), cdrs: Any = (), positions: Any = None) -> Any:
+        if len(seen) == 1 and not failed:  # the second chunk, the first one said behind
+            failed.append((len(seen), board.behind()))
+            raise OSError("disk full")
+        return await real_ingest(cels, cdrs, positions)
+
+    store.ingest = flaky  # type: ignore[method-assign]
+    src = csv_source(path, store, board)
+    stop = asyncio.Event()
+    task = asyncio.create_task(src.run(stop))
+    try:
+        await until(lambda: board.marks()["cel_csv"].caught_up_at is not None)
+        assert failed == [(1, True)]
+        first = seen[0]
+        assert first[1] is True
+        assert seen[1] == (first[0], False)  # the error path: same watermark, not behind
+        assert board.marks()["cel_csv"].read_through == cel_time(n - 1) - READ_THROUGH_SLACK
+        assert not board.behind()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_ami_holds_while_connected_and_releases_while_down(store: StateStore) -> None:

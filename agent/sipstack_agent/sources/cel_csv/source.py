@@ -5,7 +5,10 @@ The file handling (which file, how far, rotations, restarts) is the CEL-agnostic
 `CelCsvParser`, drops rows older than START_FROM, quarantines malformed records,
 and writes the rows and the checkpoint through `store.ingest(cels, [], {name:
 position})` in one transaction. It also runs the poll loop and reports state,
-metrics and watermarks.
+metrics and watermarks: the newest eventtime read after every chunk, marked
+`behind` while more of the file waits after that chunk (a backlog read from the
+start, or a burst larger than a chunk), and not behind at the end of the file,
+when reading fails and while the file is missing.
 """
 
 from __future__ import annotations
@@ -129,7 +132,10 @@ class CelCsvSource:
                     await self.poll_once(stop)  # reads to the end of the file
                     if self._marks is not None:
                         self._marks.publish(
-                            self.name, newest=self._read_newest, caught_up_at=started
+                            self.name,
+                            newest=self._read_newest,
+                            caught_up_at=started,
+                            behind=False,
                         )
                     failures = 0
                     delay = interval
@@ -140,6 +146,7 @@ class CelCsvSource:
                     self.state = "error"
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     self._status(0)
+                    self._not_behind()  # not reading on at once any more
                     log.error("cel_custom reader failed (%s); retrying", self.last_error)
                     log.debug("cel_custom reader failure", exc_info=True)
                     delay = backoff.ceiling(interval, min(60.0, interval * 64), failures)
@@ -176,7 +183,9 @@ class CelCsvSource:
         prefix = f"{f.id.dev}:{f.id.ino}:"
         return self.parser.parse_chunk(chunk.data, chunk.offset, chunk.final, prefix)
 
-    async def commit(self, parsed: ChunkResult, f: OpenFile, positions: dict[str, Position]) -> int:
+    async def commit(
+        self, parsed: ChunkResult, f: OpenFile, positions: dict[str, Position], *, more: bool
+    ) -> int:
         rows = parsed.rows
         if self._start_time is not None and rows:
             t0 = self._start_time
@@ -195,10 +204,10 @@ class CelCsvSource:
                 "%d cel_custom records were not UTF-8; decoded as latin-1", parsed.latin1_records
             )
         res = await self.store.ingest(rows, [], positions)
-        self._count(rows, getattr(res, "new_cels", len(rows)))
+        self._count(rows, getattr(res, "new_cels", len(rows)), more)
         return len(rows)
 
-    def _count(self, rows: list[CelRow], new: int) -> None:
+    def _count(self, rows: list[CelRow], new: int, more: bool) -> None:
         newest = max((r.eventtime for r in rows), default=None)
         if newest is not None and (self._poll_written is None or newest > self._poll_written):
             self._poll_written = newest
@@ -206,14 +215,21 @@ class CelCsvSource:
             self.metrics.cels_processed.labels(source="csv").inc(new)
         if newest is not None and (self._read_newest is None or newest > self._read_newest):
             self._read_newest = newest
-            if self._marks is not None:
-                self._marks.publish(self.name, newest=newest)
+        if self._marks is not None:
+            # Chunk by chunk: a backlog's calls are released as the chunks that end them are
+            # stored, and while more waits the evaluator leaves the newest calls for later.
+            self._marks.publish(self.name, newest=self._read_newest, behind=more)
         self.rows_total += len(rows)
+
+    def _not_behind(self) -> None:
+        if self._marks is not None:
+            self._marks.publish(self.name, behind=False)
 
     def waiting(self) -> None:
         self.state = "waiting_for_file"
         self.last_error = f"{self.path}: no such file (yet)"
         self._status(0)
+        self._not_behind()
 
     def tailing(self) -> None:
         self.state = "tailing"

@@ -47,6 +47,7 @@ class Chunk:
     offset: int  # file offset of data[0]
     final: bool  # take an unfinished record at the end as whole
     at_eof: bool
+    more: bool  # the file held bytes past this chunk when it was read (a backlog)
 
 
 def open_ro(path: str) -> int | None:
@@ -82,12 +83,13 @@ class Reader:
         done (rotated away, a copy): its last record is whole even without a newline."""
         data = os.pread(f.fd, self.chunk_size, f.offset)
         at_eof = len(data) < self.chunk_size
+        more = not at_eof and os.fstat(f.fd).st_size > f.offset + len(data)
         stale = False
         since = f.pending_since  # the same unfinished tail as last time?
         same_tail = since is not None and f.pending_size == f.offset + len(data)
         if data and not final and at_eof and same_tail and since is not None:
             stale = time.monotonic() - since >= self.stale_after
-        return Chunk(data, f.offset, (final or stale) and at_eof, at_eof)
+        return Chunk(data, f.offset, (final or stale) and at_eof, at_eof, more)
 
     @staticmethod
     def settle(f: OpenFile, chunk: Chunk, consumed: int, final: bool) -> None:

@@ -51,9 +51,13 @@ class TailConsumer(Protocol[P]):
         """Whole records at the start of `chunk` (runs in a thread)."""
         ...
 
-    async def commit(self, parsed: P, f: OpenFile, positions: dict[str, Position]) -> int:
+    async def commit(
+        self, parsed: P, f: OpenFile, positions: dict[str, Position], *, more: bool
+    ) -> int:
         """Store `parsed` with `positions` (empty: a copy, the checkpoint stays) in one
-        transaction; the number of rows."""
+        transaction; the number of rows. `more`: bytes past this chunk are waiting in
+        `f` and are read next, at once (a backlog); False when the chunk reached the end
+        of the file as it was when read (or the poll is stopping)."""
         ...
 
     def waiting(self) -> None:
@@ -281,7 +285,8 @@ class Tailer(Generic[P]):
                     if head is not None:
                         f.head = head
                 positions = self.checkpoints.with_rows(f) if persist else {}
-                total += await self.consumer.commit(parsed, f, positions)
+                more = chunk.more and not (stop is not None and stop.is_set())
+                total += await self.consumer.commit(parsed, f, positions, more=more)
             except BaseException:
                 f.offset = old_offset
                 raise
