@@ -5,7 +5,9 @@ read-only opening, and a writer beside another connection (WAL, busy_timeout).""
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,9 @@ from pathlib import Path
 import pytest
 from sipstack_agent.calls.document import revision_key
 from sipstack_agent.model import ShipState
-from sipstack_agent.state import AGE_BUCKETS, StateStore, StoreError
+from sipstack_agent.state import AGE_BUCKETS, StateStore, StoreError, age_bucket
+from sipstack_agent.state.stats import backlog_detail as backlog_detail_sync
+from sipstack_agent.state.stats import stats as stats_sync
 
 from .test_state import Ev, cel, doc
 
@@ -90,6 +94,39 @@ async def test_backlog_detail_by_age_and_reason(store: StateStore) -> None:
         "over_a_day": 1,
     }
     assert got["dead_letters_by_reason"] == {"http_400": 1}
+
+
+async def test_outbox_counts_come_from_the_index_and_match_age_bucket(
+    store: StateStore, tmp_path: Path
+) -> None:
+    """stats() and backlog_detail() count the outbox from the covering index outbox_kind
+    (a deep outbox of 4 KB documents is never read for them), bucket by `age_bucket`'s
+    own rule, and name the oldest document of every kind."""
+    now = datetime.now(UTC)
+    rng = random.Random(7)
+    ages = [rng.choice([0.5, 59, 61, 3599, 3601, 86399, 86401, 10**6]) for _ in range(60)]
+    for n, age in enumerate(ages):
+        kind = "recording" if n % 3 == 0 else "call"
+        await store.enqueue(kind, f"k{n}", {"n": n}, now=now - timedelta(seconds=age))
+    want = {b: 0 for b in AGE_BUCKETS}
+    for age in ages:
+        want[age_bucket(age)] += 1
+    assert (await store.backlog_detail(now))["by_age"] == want
+    st = await store.stats(now)
+    assert st.outbox_by_kind == {"call": 40, "recording": 20}
+    assert st.outbox_depth == 60
+    assert abs(st.oldest_undelivered_age - max(ages)) < 1
+    with closing(sqlite3.connect(store.path)) as c:  # the statements they run, planned
+        ran: list[str] = []
+        c.set_trace_callback(ran.append)
+        assert stats_sync(c, now.timestamp()).outbox_by_kind == st.outbox_by_kind
+        assert backlog_detail_sync(c, now.timestamp())["by_age"] == want
+        c.set_trace_callback(None)
+        on_outbox = [q for q in ran if "FROM outbox" in q]
+        assert len(on_outbox) >= 2
+        for q in on_outbox:
+            plan = " ".join(str(r) for r in c.execute("EXPLAIN QUERY PLAN " + q))
+            assert "COVERING INDEX" in plan, (q, plan)
 
 
 async def test_readonly_open_creates_nothing_and_cannot_write(tmp_path: Path) -> None:

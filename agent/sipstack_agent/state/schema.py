@@ -165,13 +165,17 @@ CREATE TABLE IF NOT EXISTS meta (
 # point a source's watermark must pass (calls.settle.end_point), as a UTC epoch, and
 # `has_end`: a LINKEDID_END row was stored; while a source reads a backlog the evaluator
 # leaves a call that could only be held, or is still open, for a later page
-# (state/calls.py due_calls) instead of evaluating it once per page
+# (state/calls.py due_calls) instead of evaluating it once per page. And the index
+# `outbox_kind` (kind, created_at), which the outbox's counts read (state/stats.py).
 def _schema_v7(conn: sqlite3.Connection) -> None:
     cols = {r[1] for r in conn.execute("PRAGMA table_info(calls)")}
     if "last_event" not in cols:  # calls of an older file start without one (NULL: due)
         conn.execute("ALTER TABLE calls ADD COLUMN last_event REAL")
     if "has_end" not in cols:  # 1 once a LINKEDID_END row of the call was stored
         conn.execute("ALTER TABLE calls ADD COLUMN has_end INTEGER NOT NULL DEFAULT 0")
+    # the outbox's counts by kind and age read from this index alone, not from its rows
+    # (4 KB documents: a deep outbox made every stats() read all of them)
+    conn.execute("CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, created_at)")
 
 
 # version -> what upgrades from version-1 (1 = create from nothing): a script or a function

@@ -7,12 +7,17 @@ from datetime import datetime
 
 from .base import StoreBase
 from .codec import ts
-from .values import AGE_BUCKETS, StoreStats, age_bucket
+from .values import StoreStats, age_counts
 
 
 def stats(conn: sqlite3.Connection, now: float) -> StoreStats:
-    by_kind = dict(conn.execute("SELECT kind, count(*) FROM outbox GROUP BY kind").fetchall())
-    oldest = conn.execute("SELECT min(created_at) FROM outbox").fetchone()[0]
+    # one scan of the covering index outbox_kind (kind, created_at), never of the documents
+    kinds = conn.execute("SELECT kind, count(*), min(created_at) FROM outbox GROUP BY kind")
+    by_kind: dict[str, int] = {}
+    oldest: float | None = None
+    for kind, n, first in kinds:
+        by_kind[kind] = n
+        oldest = first if oldest is None or first < oldest else oldest
     dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
     open_calls, dirty, total = conn.execute(
         "SELECT coalesce(sum(closed = 0), 0), coalesce(sum(dirty), 0), count(*) FROM calls"
@@ -33,9 +38,15 @@ def stats(conn: sqlite3.Connection, now: float) -> StoreStats:
 
 
 def backlog_detail(conn: sqlite3.Connection, now: float) -> dict[str, dict[str, int]]:
-    by_age = dict.fromkeys(AGE_BUCKETS, 0)
-    for (created,) in conn.execute("SELECT created_at FROM outbox"):
-        by_age[age_bucket(now - created)] += 1
+    def younger_than(t: float) -> int:  # a covering scan of outbox_kind, in C
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM outbox INDEXED BY outbox_kind WHERE created_at > ?", (t,)
+            ).fetchone()[0]
+        )
+
+    total = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    by_age = age_counts(now, younger_than, total)
     reasons = conn.execute(
         "SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason"
     ).fetchall()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -123,3 +123,15 @@ AGE_BUCKETS: tuple[str, ...] = tuple(name for name, _ in _AGE_LIMITS)
 
 def age_bucket(age: float) -> str:
     return next(name for name, limit in _AGE_LIMITS if age < limit)
+
+
+def age_counts(now: float, younger_than: Callable[[float], int], total: int) -> dict[str, int]:
+    """Documents per age bucket from `younger_than(t)` = how many were created after t
+    (one count per bucket bound, e.g. from an index) and the total; `age_bucket`'s rule."""
+    out: dict[str, int] = {}
+    below = 0
+    for name, limit in _AGE_LIMITS:
+        upto = total if limit == float("inf") else younger_than(now - limit)
+        out[name] = upto - below
+        below = upto
+    return out

@@ -17,6 +17,7 @@ import pytest
 from sipstack_agent.config import ApiSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.shipping import Response, Shipper, TransportError
+from sipstack_agent.shipping import outbox as outbox_mod
 from sipstack_agent.shipping.outbox import (
     Outcome,
     classify,
@@ -502,6 +503,41 @@ async def test_refresh_stats_sets_outbox_gauges():
     await shipper.refresh_stats(clock())
     assert sample(metrics, "sipstack_outbox_depth", {"kind": "call"}) == 0
     assert sample(metrics, "sipstack_outbox_depth", {"kind": "recording"}) == 1
+
+
+async def test_stats_are_read_less_often_when_counting_costs_more(monkeypatch):
+    """The gauges' stats() run every stats_interval, or every 20 times what the last one
+    took, whichever is longer: a deep outbox costs the store at most 5 % of its time."""
+    shipper, store, _, _, _ = make()
+    shipper.stats_interval = 1.0
+    mono = [1000.0]
+    calls: list[float] = []
+    cost = [0.01]
+    real_stats = store.stats
+
+    async def stats(now):
+        calls.append(mono[0])
+        mono[0] += cost[0]  # the count takes this long
+        return await real_stats(now)
+
+    monkeypatch.setattr(store, "stats", stats)
+    monkeypatch.setattr(outbox_mod.time, "monotonic", lambda: mono[0])
+
+    async def tick(seconds: float) -> None:
+        mono[0] += seconds
+        await shipper._maybe_refresh_stats()
+
+    for _ in range(10):
+        await tick(0.5)  # cheap counts: once a second
+    assert len(calls) == 5
+    cost[0] = 0.5  # a deep outbox: every 10 s, not every second
+    await tick(1.0)
+    n = len(calls)
+    for _ in range(18):
+        await tick(0.5)
+    assert len(calls) == n  # 9 s later: not yet
+    await tick(1.0)
+    assert len(calls) == n + 1
 
 
 async def test_stuck_when_nothing_delivered_for_a_while_with_an_old_backlog():
