@@ -140,18 +140,29 @@ class Evaluator:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Evaluate due calls in batches; wake on new rows, poll timers every idle_wait."""
+        self.watermarks.pace(True)
+        try:
+            await self._run(stop)
+        finally:
+            self.watermarks.pace(False)  # sources reading a backlog never wait for nobody
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             now = self.clock()
+            pages = self.watermarks.pages
             low = self.watermarks.low()
             keys = await self.store.due_calls(
                 now, self.batch, watermark=low, defer=self.defer_point(low)
             )
             if not keys:
+                self.watermarks.evaluated(pages)  # caught up with the pages stored so far
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=self.idle_wait)
                 continue
             await self.evaluate_keys(keys, now)
+            if len(keys) < self.batch:
+                self.watermarks.evaluated(pages)
             await asyncio.sleep(0)  # let sources and the shipper run between batches
 
     def defer_point(self, low: datetime | None) -> Deferral | None:

@@ -31,6 +31,8 @@ from .model import SourceMark
 # read rows up to time T is only trusted to have read everything up to T - 5 s.
 READ_THROUGH_SLACK = timedelta(seconds=5)
 MIN_READ_GAP = 0.2  # seconds between two reads of one source asked for by want_read()
+# A backlog page waits at most this long for the evaluator before the next is stored.
+PAGE_WAIT_MAX = 2.0
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -48,6 +50,11 @@ class Watermarks:
         self._marks: dict[str, SourceMark] = {}
         self._on_change = on_change
         self._wanted: list[Callable[[], None]] = []
+        # The reader-evaluator pace of a backlog (`pages`, `evaluated`, `wait_evaluated`).
+        self._pages = 0
+        self._paced = False  # an evaluator is running (`pace`): sources wait for it
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
 
     def register(self, name: str) -> None:
         """A source that will publish; until it does, it holds every call."""
@@ -105,6 +112,41 @@ class Watermarks:
     def behind(self) -> bool:
         """A holding source is reading a backlog: its watermark moves page by page."""
         return any(m.holds and m.behind for m in self._marks.values())
+
+    # A backlog is read page by page and each page's calls are evaluated (and shipped)
+    # before the next one is stored: the evaluator's work, the dirty calls and the rows
+    # they need stay one page wide instead of the whole backlog.
+
+    @property
+    def pages(self) -> int:
+        """How many backlog pages have been stored (the evaluator notes it before a round)."""
+        return self._pages
+
+    def pace(self, running: bool) -> None:
+        """The evaluator starts (True) or stops (False): without one nothing waits."""
+        self._paced = running
+        if not running:
+            self._caught_up.set()
+
+    def page_stored(self) -> None:
+        """A source stored a backlog page and will read the next: it waits for the
+        evaluator (`wait_evaluated`) first, while one runs."""
+        self._pages += 1
+        if self._paced:
+            self._caught_up.clear()
+        if self._on_change is not None:
+            self._on_change()
+
+    def evaluated(self, pages: int) -> None:
+        """The evaluator has evaluated every call that was due after `pages` pages."""
+        if pages >= self._pages:
+            self._caught_up.set()
+
+    async def wait_evaluated(self, timeout: float) -> None:
+        """Until the evaluator has caught up with the stored pages, at most `timeout`
+        seconds (a slow evaluator slows reading; it never stops it)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), timeout)
 
 
 class ReadPacer:

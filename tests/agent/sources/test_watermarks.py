@@ -5,16 +5,20 @@ AMI feed against a real AMI protocol server."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sipstack_agent.app import Agent
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.calls.settle import NOTHING_READ
-from sipstack_agent.config import CsvSettings
+from sipstack_agent.config import CsvSettings, Identity
 from sipstack_agent.metrics import Metrics
 from sipstack_agent.sim.ami import AmiServer
 from sipstack_agent.sources.cel_ami import CelAmiSource
@@ -22,7 +26,7 @@ from sipstack_agent.sources.cel_csv import CelCsvSource
 from sipstack_agent.sources.cel_csv.fileformat import MAX_RECORD_BYTES
 from sipstack_agent.sources.sql.poller import SqlSource
 from sipstack_agent.state import StateStore
-from sipstack_agent.watermarks import READ_THROUGH_SLACK, Watermarks
+from sipstack_agent.watermarks import PAGE_WAIT_MAX, READ_THROUGH_SLACK, Watermarks
 
 from .test_cel_ami import call_events, fast, until
 from .test_cel_csv_tail import T0, CountingStore, cel_line
@@ -297,3 +301,51 @@ async def test_a_wanted_read_happens_now_not_at_the_next_poll(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_backlog_page_waits_for_the_evaluator_before_the_next_is_stored(
+    pbx_db: Any, tmp_path: Path
+) -> None:
+    """Reading a backlog, each stored page waits until the running evaluator has
+    evaluated what became due (the dirty calls and their rows stay a page wide); with
+    no evaluator running nothing waits."""
+    settings, writer = pbx_db
+    await writer.load_sample()
+    events: list[str] = []
+
+    class Board(Watermarks):
+        def page_stored(self) -> None:
+            events.append("page")
+            super().page_stored()
+
+        def evaluated(self, pages: int) -> None:
+            if pages >= self.pages:
+                events.append("evaluated")
+            super().evaluated(pages)
+
+    s = agent_settings(settings, batch_size=10, max_records_per_poll=10_000)
+    agent = Agent(replace(s, state_dir=str(tmp_path), identity=Identity(connector_id="t")))
+    agent.watermarks = board = Board(on_change=agent._wake.set)
+    agent.store = store = await StateStore.open(tmp_path / "state.db", connector_id="t")
+    src = SqlSource(s, "cel", store, Metrics(), watermarks=board)
+    stop = asyncio.Event()
+    evaluator = asyncio.ensure_future(agent.evaluator.run(stop))
+    try:
+        await asyncio.sleep(0.05)
+        await src.poll_once()  # the whole sample, 10 rows a page
+        pages = [i for i, e in enumerate(events) if e == "page"]
+        assert len(pages) >= 5
+        # between two stored pages the evaluator caught up each time
+        for a, b in itertools.pairwise(pages):
+            assert "evaluated" in events[a + 1 : b], events
+        assert agent.evaluator.evaluated_total > 0
+    finally:
+        stop.set()
+        await evaluator
+    # no evaluator: a page does not wait (PAGE_WAIT_MAX would show)
+    t0 = time.monotonic()
+    board.page_stored()
+    await board.wait_evaluated(PAGE_WAIT_MAX)
+    assert time.monotonic() - t0 < PAGE_WAIT_MAX / 2
+    await src.close()
+    await store.close()

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ...watermarks import PAGE_WAIT_MAX
 from .base import Hole, PollerBase
 from .convert import iso, parse_iso, to_utc
 from .table import TableInfo
@@ -97,6 +98,8 @@ class IdModeReading(PollerBase):
             try:
                 self._track_holes(cp, [int(r[0]) for r in rows], new_cp, overlap)
                 stored += await self._store(rows, new_cp, info)
+                if nxt is not None and self._marks is not None:
+                    await self._page_done()
             except BaseException:
                 if nxt is not None:
                     nxt.cancel()
@@ -105,11 +108,6 @@ class IdModeReading(PollerBase):
                 raise
             if nxt is None:
                 break
-            if self._marks is not None and self._read_newest is not None:
-                # Page by page while more are coming (the end of the poll says the rest):
-                # a backlog's calls are released as the pages that end them are stored,
-                # and the evaluator leaves the calls of the newest pages for later.
-                self._marks.publish(self.position_name, newest=self._read_newest, behind=True)
             cp = new_cp
             rows = await nxt
             if not rows:
@@ -204,6 +202,17 @@ class IdModeReading(PollerBase):
         await self.store.set_position(self.position_name, self._pos)
         self._lag_rows.set(max_id)
         self.backlog = True
+
+    async def _page_done(self) -> None:
+        """A backlog page is stored and the next is being fetched. Its watermark is
+        published now, not only at the end of the poll: the calls the page ends are
+        released, and the evaluator leaves the newest pages' calls for later (`behind`).
+        The next page is stored once the evaluator has caught up with this one."""
+        assert self._marks is not None
+        if self._read_newest is not None:
+            self._marks.publish(self.position_name, newest=self._read_newest, behind=True)
+        self._marks.page_stored()
+        await self._marks.wait_evaluated(PAGE_WAIT_MAX)
 
     async def _store(self, rows: list[tuple[Any, ...]], new_cp: int, info: TableInfo) -> int:
         assert self._builder is not None and self._pos is not None
