@@ -276,7 +276,7 @@ async def drain(
             "CDR_BATCH_SIZE": "5000",
             "MAX_RECORDS_PER_POLL": "50000",
             "API_CONCURRENCY": str(concurrency),
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": os.environ.get("BENCH_AGENT_LOG_LEVEL", "WARNING"),
             "MONITORING_PORT": str(status_port),
             **(extra or {}),
         },
