@@ -148,6 +148,8 @@ class Evaluator:
 
     async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # cleared before looking, so rows stored while due_calls runs wake it at once
+            self.wake.clear()
             now = self.clock()
             pages = self.watermarks.pages
             low = self.watermarks.low()
@@ -156,7 +158,6 @@ class Evaluator:
             )
             if not keys:
                 self.watermarks.evaluated(pages)  # caught up with the pages stored so far
-                self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=self.idle_wait)
                 continue
