@@ -190,3 +190,99 @@ async def test_a_superseded_revision_is_dropped_not_sent(store: StateStore) -> N
     assert await store.dead_letters() == []
     queued = {i.idempotency_key for i in await store.outbox_due(datetime.now(UTC), 10)}
     assert queued == {"pbx1:700.1:3", "pbx1:800.1:2"}
+
+
+async def _queue(store: StateStore, linkedid: str, revision: int, *, closed: bool = False) -> int:
+    """Revision `revision` of call `linkedid` saved to the outbox; its outbox id."""
+    (rec,) = await store.load_calls([linkedid])
+    ship = replace(rec.ship, revision=revision)
+    ev = Ev(documents=[doc(linkedid, revision)], ship=ship, closed=closed)
+    assert await store.save_evaluation(rec.call_key, ev)
+    (item,) = [
+        i
+        for i in await store.outbox_due(datetime.now(UTC) + timedelta(days=1), 100)
+        if i.payload["linkedid"] == linkedid and i.payload["revision"] == revision
+    ]
+    return item.id
+
+
+async def _merge_9_5_into_9_1(store: StateStore) -> None:
+    await store.ingest([cel("BRIDGE_EXIT", "9.5", "9.1", row_id=99)], [])
+    rec = await store.load_call("9.5")
+    assert rec is not None and rec.call_key == "9.1"
+
+
+async def test_a_dead_letter_of_a_call_merged_away_is_superseded(store: StateStore) -> None:
+    """9.5's revision 1 was refused, its revision 2 delivered, then 9.5 merged into 9.1:
+    requeueing revision 1 would reuse the key of revision 2 (the merged-away key has no
+    ship state left) and send stale content under a linkedid the survivor replaces."""
+    await store.ingest([cel("CHAN_START", "9.1", "9.1", row_id=1)], [])
+    await _queue(store, "9.1", 1)
+    await dead_call(store, "9.5", 1, "http_400")
+    await store.outbox_delivered(await _queue(store, "9.5", 2))
+    await _merge_9_5_into_9_1(store)
+    (rec,) = await store.load_calls(["9.1"])
+    assert rec.ship.extra["superseded"] == {"9.5": 2}  # the survivor names both revisions
+    (d,) = await store.dead_letters()
+    assert await store.requeue_dead_letters() == [(d["id"], None)]
+    assert await store.dead_letters() == []
+    queued = {i.idempotency_key for i in await store.outbox_due(datetime.now(UTC), 10)}
+    assert queued == {"pbx1:9.1:1"}  # nothing more under 9.5
+    (after,) = await store.load_calls(["9.1"])
+    assert after.ship == rec.ship  # the survivor's revisions are its own, untouched
+
+
+async def test_merged_away_dead_letters_under_the_survivor_key(store: StateStore) -> None:
+    """A merged-away call's queued document moves to the survivor's key and is refused
+    there: it is superseded, and it does not count as a revision of the survivor (whose
+    own refused revision 1 goes out as 2, not dropped because of 9.5's revision 3)."""
+    await dead_call(store, "9.1", 1, "http_400")
+    await store.ingest([cel("CHAN_START", "9.5", "9.5", row_id=2)], [])
+    late = await _queue(store, "9.5", 3)
+    await _merge_9_5_into_9_1(store)
+    assert await store.outbox_dead(late, 422, "refused", "http_422")
+    ids = {x["payload"]["linkedid"]: x["id"] for x in await store.dead_letters()}
+    assert {x["call_key"] for x in await store.dead_letters()} == {"9.1"}
+    done = dict(await store.requeue_dead_letters())
+    assert done == {ids["9.1"]: "pbx1:9.1:2", ids["9.5"]: None}
+    (item,) = await store.outbox_due(datetime.now(UTC), 10)
+    assert (item.call_key, item.idempotency_key) == ("9.1", "pbx1:9.1:2")
+    (rec,) = await store.load_calls(["9.1"])
+    assert rec.ship.revision == 2 and rec.ship.extra["superseded"] == {"9.5": 3}
+
+
+async def test_a_dead_letter_of_a_pruned_call_continues_its_tombstone(
+    store: StateStore,
+) -> None:
+    """A pruned call's revisions live on in its tombstone: a refused revision older than
+    a delivered one is superseded, the newest refused one goes out above all of them,
+    and a later row of the call continues from there (no key used twice)."""
+    await dead_call(store, "500.1", 1, "http_400")
+    await store.outbox_delivered(await _queue(store, "500.1", 2, closed=True))
+    await dead_call(store, "600.1", 1, "http_400")
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert (await store.prune(later, keep_closed_for=0)).calls == 2
+    assert await store.load_calls(["500.1", "600.1"]) == []
+    ids = {x["payload"]["linkedid"]: x["id"] for x in await store.dead_letters()}
+    done = dict(await store.requeue_dead_letters())
+    assert done == {ids["500.1"]: None, ids["600.1"]: "pbx1:600.1:2"}
+    await store.ingest([cel("HANGUP", "600.1", "600.1", row_id=7, sec=5)], [])
+    (rec,) = await store.load_calls(["600.1"])
+    assert rec.ship.revision == 2  # its next document is revision 3
+
+
+async def test_a_requeued_recording_follows_its_call_into_the_survivor(
+    store: StateStore,
+) -> None:
+    """As merge_calls moves outbox rows: the upload counts against the call that holds
+    it now (prune keeps the call while it is queued), under the same key."""
+    await store.ingest([cel("CHAN_START", "9.1", "9.1", row_id=1)], [])
+    await store.ingest([cel("CHAN_START", "9.5", "9.5", row_id=2)], [])
+    assert await store.enqueue("recording", "pbx1:rec:a.wav", {"linkedid": "9.5"}, "9.5")
+    (item,) = await store.outbox_due(datetime.now(UTC) + timedelta(days=1), 10)
+    assert await store.outbox_dead(item.id, 413, "too large", "http_413")
+    await _merge_9_5_into_9_1(store)
+    (d,) = await store.dead_letters()
+    assert await store.requeue_dead_letters() == [(d["id"], "pbx1:rec:a.wav")]
+    (again,) = await store.outbox_due(datetime.now(UTC) + timedelta(days=1), 10)
+    assert (again.kind, again.call_key, again.payload) == ("recording", "9.1", {"linkedid": "9.5"})

@@ -4,7 +4,6 @@ a new revision of its call) or dropped."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -57,6 +56,69 @@ def move_to_dead(
     return cur.rowcount == 1
 
 
+def current_key(conn: sqlite3.Connection, linkedid: str) -> str:
+    """The key of the call `linkedid` belongs to now: its link, else (a pruned call) its
+    tombstone's, else itself. A key merged away resolves to its survivor."""
+    for table in ("links", "tombstones"):
+        r = conn.execute(f"SELECT call_key FROM {table} WHERE linkedid = ?", (linkedid,)).fetchone()
+        if r is not None:
+            return str(r[0])
+    return linkedid
+
+
+def _requeue_call(
+    conn: sqlite3.Connection,
+    call_key: str,
+    payload: dict[str, Any],
+    now: float,
+    connector_id: str,
+    floor: int,
+) -> tuple[dict[str, Any], str] | None:
+    """A call document as its linkedid's next revision (payload, key); None: superseded.
+
+    Revisions are per linkedid. A linkedid merged into another call is superseded: the
+    survivor's documents carry its rows and name its revisions in `supersedes`
+    (grouping.merge_calls records every revision issued for it), and nothing more is
+    sent under it (docs/calls.md). Otherwise the last revision issued for it is the
+    larger of its ship state's (its call, else its tombstone when the call was pruned)
+    and its other dead letters'; the document goes out as the next one, or is dropped
+    when it is older than that."""
+    linkedid = str(payload.get("linkedid", call_key))
+    if current_key(conn, linkedid) != linkedid:
+        return None
+    row = conn.execute("SELECT ship FROM calls WHERE call_key = ?", (linkedid,)).fetchone()
+    table = "calls" if row is not None else "tombstones"
+    if row is None:
+        row = conn.execute(
+            "SELECT ship FROM tombstones WHERE linkedid = ? AND call_key = linkedid", (linkedid,)
+        ).fetchone()
+    ship = ship_from_json(row[0] if row else None)
+    # its dead letters are under its key, beside those of the linkedids merged into it
+    # (merge_calls moves a merged-away key's outbox rows to the survivor's key)
+    dead = [
+        loads_object(p)
+        for (p,) in conn.execute(
+            "SELECT payload FROM dead_letters WHERE kind = 'call' AND call_key = ?", (linkedid,)
+        ).fetchall()
+    ]
+    revs = [int(d.get("revision", 0)) for d in dead if str(d.get("linkedid")) == linkedid]
+    latest = max([ship.revision, *revs])
+    if int(payload.get("revision", 0)) < latest:
+        return None
+    revision = next_revision(latest, floor)
+    moved = ship_to_json(dataclasses.replace(ship, revision=revision))
+    if table == "calls":  # an evaluation in flight is discarded (epoch) and done again
+        conn.execute(
+            "UPDATE calls SET ship = ?, epoch = epoch + 1, gen = gen + 1, dirty = 1 "
+            "WHERE call_key = ?",
+            (moved, linkedid),
+        )
+    elif row is not None:  # a new row of the pruned call continues from this revision
+        conn.execute("UPDATE tombstones SET ship = ? WHERE linkedid = ?", (moved, linkedid))
+    payload = as_revision(payload, revision, dt(now))
+    return payload, revision_key(connector_id, linkedid, revision)
+
+
 def requeue(
     conn: sqlite3.Connection, dead_id: int, now: float, connector_id: str, floor: int = 0
 ) -> str | None:
@@ -67,35 +129,23 @@ def requeue(
     ).fetchone()
     if r is None:
         return None  # retried or dropped meanwhile
-    kind, call_key, key, payload = r[0], r[1], r[2], loads_object(r[3])
+    kind, call_key, key, payload = str(r[0]), str(r[1]), str(r[2]), loads_object(r[3])
     if kind == "call":
-        row = conn.execute("SELECT ship FROM calls WHERE call_key = ?", (call_key,)).fetchone()
-        ship = ship_from_json(row[0] if row else None)
-        mine = int(payload.get("revision", 0))
-        dead = conn.execute(
-            "SELECT payload FROM dead_letters WHERE call_key = ? AND kind = 'call'", (call_key,)
-        ).fetchall()
-        latest = max([ship.revision, *(int(json.loads(p).get("revision", 0)) for (p,) in dead)])
-        if mine < latest:
+        sent = _requeue_call(conn, call_key, payload, now, connector_id, floor)
+        if sent is None:
             conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
             return ""
-        revision = next_revision(latest, floor)
-        payload = as_revision(payload, revision, dt(now))
-        key = revision_key(connector_id, payload["linkedid"], revision)
-        if row is not None:
-            conn.execute(
-                "UPDATE calls SET ship = ?, epoch = epoch + 1, gen = gen + 1, dirty = 1 "
-                "WHERE call_key = ?",
-                (ship_to_json(dataclasses.replace(ship, revision=revision)), call_key),
-            )
+        payload, key = sent
+    # the outbox row goes to the call the key belongs to now (as merge_calls moves them)
+    owner = current_key(conn, call_key) if call_key else call_key
     conn.execute("DELETE FROM outbox WHERE idempotency_key = ?", (key,))
     conn.execute(
         "INSERT INTO outbox (kind, call_key, idempotency_key, payload, created_at, "
         "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (kind, call_key, key, dumps(payload), now, now),
+        (kind, owner, key, dumps(payload), now, now),
     )
     conn.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
-    return str(key)
+    return key
 
 
 class DeadLetterMethods(StoreBase):
@@ -142,9 +192,12 @@ class DeadLetterMethods(StoreBase):
         first, one short transaction each. A call document goes back as a NEW revision of
         its call (its own Idempotency-Key), and the call's ship state moves to that
         revision (an evaluation in flight is discarded and done again), so later revisions
-        follow it. A call document the call has a later revision of (queued, delivered or
-        itself dead) is superseded: it is dropped, not sent (it would overwrite newer
-        content). Returns (dead letter id, new Idempotency-Key, or None when superseded)."""
+        follow it. A call document its linkedid has a later revision of (queued, delivered
+        or itself dead), or of a linkedid merged into another call since (the survivor's
+        documents supersede it), is superseded: it is dropped, not sent (it would reuse a
+        key or overwrite newer content). Other kinds go back under the call their key
+        belongs to now. Returns (dead letter id, new Idempotency-Key, or None when
+        superseded)."""
         t = ts(now) if now else now_ts()
         done: list[tuple[int, str | None]] = []
         for row in await self.dead_letters_where(ids=ids, reason=reason):

@@ -120,6 +120,8 @@ def merge_calls(conn: sqlite3.Connection, survivor: str, keys: Sequence[str], no
     last_event = max((r[6] for r in rows if r[6] is not None), default=None)
     has_end = max((r[7] for r in rows), default=0)
     others = [k for k in keys if k != survivor]
+    # dead_letters keep the key they were refused under (no index on it: a merge would
+    # read them all); a retry finds the call through links (deadletters.current_key)
     for chunk in chunks(others):
         m = marks(len(chunk))
         conn.execute(f"UPDATE links SET call_key = ? WHERE call_key IN ({m})", (survivor, *chunk))
