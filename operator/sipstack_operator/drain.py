@@ -9,7 +9,11 @@ every other phase lets it proceed:
   running that could deliver anything);
 - Drained: the agent reports an empty outbox;
 - TimedOut: the deadline passed with documents left (or the backlog could not
-  be read), which stay in a retained claim.
+  be read), which stay in a retained claim; or, reason DrainUnreadable, no
+  backlog could be read from the agent's /status for UNREADABLE_GRACE_SECONDS
+  (since the deletion started or since the last successful read) although
+  its Deployment counts as running: nothing shows that it is draining, so the
+  deletion does not wait the whole timeout for it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DRAINING, DRAINED, TIMED_OUT, SKIPPED = "Draining", "Drained", "TimedOut", "Skipped"
+UNREADABLE = "DrainUnreadable"  # the event (and Ready) reason of a TimedOut for that cause
+
+# How long a running agent's /status may give no backlog before the deletion
+# stops waiting for it. 60 s is 6 looks at the longest poll (drain_poll, at
+# most 10 s, each look giving up after SIPSTACK_AGENT_STATUS_TIMEOUT, 3 s by
+# default): longer than a transient (a slow answer, a Service's endpoints
+# catching up with a restarted pod), a tenth of the default 600 s timeout. An
+# agent that is delivering answers /status all along (it is served from
+# memory and the store's counters), and one whose pod is not ready is
+# Skipped at once; what is left stays in the claim either way (whenDeleted
+# Retain), for a re-created connector's agent to deliver. Not a CRD field:
+# spec.drain.timeoutSeconds bounds it already (the earlier of the two ends
+# the wait), and 0 still skips the drain.
+UNREADABLE_GRACE_SECONDS = 60
 EVENT_REASONS = {
     DRAINING: "Draining",
     DRAINED: "Drained",
@@ -30,6 +48,7 @@ class DrainStep:
     phase: str
     message: str
     backlog: int | None
+    reason: str | None = None  # overrides the phase's reason (UNREADABLE)
 
     @property
     def done(self) -> bool:
@@ -37,7 +56,7 @@ class DrainStep:
 
     @property
     def event_reason(self) -> str:
-        return EVENT_REASONS[self.phase]
+        return self.reason or EVENT_REASONS[self.phase]
 
     @property
     def event_type(self) -> str:
@@ -50,10 +69,18 @@ def decide(
     elapsed_seconds: float,
     agent_running: bool,
     backlog: int | None,
+    unread_seconds: float,
     claim: str,
     retained: bool,
 ) -> DrainStep:
-    """What to do after one look at the agent, `elapsed_seconds` into the deletion."""
+    """What to do after one look at the agent, `elapsed_seconds` into the deletion.
+
+    `backlog` is what this look read (None: /status could not be read or gave
+    no backlog); `unread_seconds` is how long no backlog has been read: since
+    the last look that read one, or since the deletion started if none did
+    (the caller keeps that time in status.drain.lastReadAt; only used when
+    `backlog` is None).
+    """
     left = (
         f"what is left stays in PVC {claim} (whenDeleted Retain)"
         if retained
@@ -72,10 +99,29 @@ def decide(
             f"{count} document(s) still in the outbox after {timeout_seconds} s; {left}",
             backlog,
         )
-    remaining = max(0, int(timeout_seconds - elapsed_seconds))
+    remaining = timeout_seconds - elapsed_seconds
+    if backlog is None:
+        if unread_seconds >= UNREADABLE_GRACE_SECONDS:
+            return DrainStep(
+                TIMED_OUT,
+                f"no backlog could be read from the agent's /status for {int(unread_seconds)} s "
+                f"(limit {UNREADABLE_GRACE_SECONDS} s) although its pod is ready: nothing shows "
+                f"it is draining, not waiting for the rest of the {timeout_seconds} s; "
+                f"an unknown number of document(s) may be left; {left}",
+                None,
+                reason=UNREADABLE,
+            )
+        remaining = min(remaining, UNREADABLE_GRACE_SECONDS - unread_seconds)
+        return DrainStep(
+            DRAINING,
+            f"waiting for the agent to deliver its outbox: {count} document(s) left "
+            f"(no backlog read from its /status for {int(unread_seconds)} s), "
+            f"deletion proceeds in at most {max(0, int(remaining))} s",
+            None,
+        )
     return DrainStep(
         DRAINING,
         f"waiting for the agent to deliver its outbox: {count} document(s) left, "
-        f"deletion proceeds in at most {remaining} s",
+        f"deletion proceeds in at most {max(0, int(remaining))} s",
         backlog,
     )

@@ -17,8 +17,9 @@
   relayed to the agent's control endpoint once per id, outcome in
   status.lastRequest and an event.
 - delete -> `drain_connector`: the finalizer is held until the agent's
-  backlog is 0 or spec.drain.timeoutSeconds passed (progress in status.drain
-  and events); the state PVC stays unless spec.state.whenDeleted is Delete.
+  backlog is 0, spec.drain.timeoutSeconds passed, or its /status gave no
+  backlog for drain.UNREADABLE_GRACE_SECONDS (progress in status.drain and
+  events); the state PVC stays unless spec.state.whenDeleted is Delete.
 - a timer per connector refreshes the status from the Deployment and the
   agent's /status (SIPSTACK_STATUS_INTERVAL, default 30 s).
 - Prometheus metrics (sipstack_operator/metrics.py) served from startup to
@@ -195,9 +196,11 @@ async def drain_connector(
 ) -> None:
     """Hold the finalizer until the agent's outbox is empty or spec.drain.timeoutSeconds passed.
 
-    `started` is kopf's (kept in the progress annotation): the deadline holds
-    across operator restarts. The children then go with the CR
-    (ownerReferences), the state PVC only with whenDeleted Delete.
+    (Or its /status gave no backlog for drain.UNREADABLE_GRACE_SECONDS.)
+    `started` is kopf's (kept in the progress annotation) and the last read
+    is in status.drain.lastReadAt: both hold across operator restarts. The
+    children then go with the CR (ownerReferences), the state PVC only with
+    whenDeleted Delete.
     """
     reconciler = _reconciler()
     step = await reconciler.drain(_plain(body), started=started)

@@ -375,13 +375,17 @@ class Reconciler:
         """One look at a connector being deleted: its agent's backlog against the deadline.
 
         Writes status.drain and Ready=False (reason Draining, then Drained,
-        DrainTimedOut or DrainSkipped: each new reason is an event), and posts
-        an event whenever the backlog changed while draining.
+        DrainTimedOut, DrainUnreadable or DrainSkipped: each new reason is an
+        event), and posts an event whenever the backlog changed while draining.
+        status.drain.lastReadAt is the last look that read a backlog: how long
+        /status has been unreadable counts from it (or from `started`), across
+        kopf's retries and operator restarts.
         """
         ns, name, _uid, _ = ids(body)
         if started.tzinfo is None:
             started = started.replace(tzinfo=UTC)
-        elapsed = (datetime.now(tz=UTC) - started).total_seconds()
+        now = datetime.now(tz=UTC)
+        elapsed = (now - started).total_seconds()
         try:
             spec = parse_resource(body, default_image=self.config.default_image)
         except SpecError as e:
@@ -391,17 +395,22 @@ class Reconciler:
             running = st.agent_condition(deployment, paused=spec.paused).status == st.TRUE
             doc = await self.agent_status(ns, name, deployment) if running else None
             fields = st.agent_fields(doc)
+            backlog = fields.get("backlog")
+            previous = self.status.current(body).get("drain") or {}
+            # Kept in status.drain (like kopf keeps `started`): a restart does not reset it.
+            last_read = now if backlog is not None else _last_read(previous, started)
             step = dr.decide(
                 timeout_seconds=spec.drain.timeout_seconds,
                 elapsed_seconds=elapsed,
                 agent_running=running,
-                backlog=fields.get("backlog"),
+                backlog=backlog,
+                unread_seconds=(now - (last_read or started)).total_seconds(),
                 claim=Names.of(name).pvc,
                 retained=spec.state.retained,
             )
-            previous = self.status.current(body).get("drain") or {}
             reason = st.READY_DRAINING if not step.done else step.event_reason
-            extra = {**fields, "drain": _drain_block(step, started, spec.drain.timeout_seconds)}
+            block = _drain_block(step, started, spec.drain.timeout_seconds, last_read)
+            extra = {**fields, "drain": block}
             await self.status.write(
                 body, [st.Condition(st.READY, st.FALSE, reason, step.message)], extra
             )
@@ -415,13 +424,32 @@ class Reconciler:
             return step
 
 
-def _drain_block(step: dr.DrainStep, started: datetime, timeout_seconds: int) -> dict[str, Any]:
+def _last_read(previous: Mapping[str, Any], started: datetime) -> datetime | None:
+    """status.drain.lastReadAt of this deletion (None: not read since it started)."""
+    text = previous.get("lastReadAt")
+    if not isinstance(text, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    # Seconds precision: a read in the deletion's first second counts from its start.
+    return parsed if parsed >= started.replace(microsecond=0) else None
+
+
+def _drain_block(
+    step: dr.DrainStep, started: datetime, timeout_seconds: int, last_read: datetime | None
+) -> dict[str, Any]:
     block: dict[str, Any] = {
         "phase": step.phase,
         "startedAt": st.now_rfc3339(started),
         "deadline": st.now_rfc3339(started + timedelta(seconds=timeout_seconds)),
         "message": step.message,
+        # None deletes it (the status write is a merge patch): no stale count once unreadable.
+        "backlog": step.backlog,
     }
-    if step.backlog is not None:
-        block["backlog"] = step.backlog
+    if last_read is not None:
+        block["lastReadAt"] = st.now_rfc3339(last_read)
     return block

@@ -33,6 +33,7 @@ class FakeAgents:
     def __init__(self) -> None:
         self.docs: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: dict[tuple[str, str], int] = {}
+        self.unreadable: set[tuple[str, str]] = set()
         self.url_template = ""
 
     def set_backlog(self, namespace: str, name: str, depth: int) -> None:
@@ -41,9 +42,15 @@ class FakeAgents:
     def set_problems(self, namespace: str, name: str, problems: list[str]) -> None:
         self.docs[(namespace, name)]["ready_problems"] = list(problems)
 
+    def set_unreadable(self, namespace: str, name: str) -> None:
+        """/status answers 503 from now on (no endpoints, a crash-looping pod...)."""
+        self.unreadable.add((namespace, name))
+
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         key = (request.match_info["namespace"], request.match_info["name"])
         self.requests[key] = self.requests.get(key, 0) + 1
+        if key in self.unreadable:
+            return aiohttp.web.json_response({"error": "unavailable"}, status=503)
         doc = self.docs.get(key)
         if doc is None:
             return aiohttp.web.json_response({"error": "no such agent"}, status=404)

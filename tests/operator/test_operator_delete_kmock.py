@@ -13,12 +13,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import jsonschema
 import pytest
+from sipstack_operator import drain as dr
 
 from .fake_agent import FakeAgents
 from .kmock_emulator import Emulator
+from .operator_testlib import strip_for_draft4
 from .test_operator_kmock import (
     CONNECTORS,
     CR_PATH,
@@ -138,6 +142,88 @@ async def test_delete_policy_and_drain_timeout(cluster: Emulator, agents: FakeAg
         assert "deleted with the connector" in timed_out[0]["message"]
         assert agents.requests[(NS, "pbx-east")] >= 2  # looked more than once before giving up
         assert obj(cluster, PVCS, "pbx-east-state") is None
+
+
+def unreadable_events(cluster: Emulator, name: str) -> list[dict[str, Any]]:
+    return [e for e in events_for(cluster, name) if e["reason"] == "DrainUnreadable"]
+
+
+async def test_an_agent_whose_status_cannot_be_read_is_not_waited_for(
+    cluster: Emulator, agents: FakeAgents, crd_schema: dict[str, Any], monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(dr, "UNREADABLE_GRACE_SECONDS", 2)
+    agents.set_backlog(NS, "pbx-east", 5)
+    await seed(cluster)
+    await create(cluster, connector(drain={"timeoutSeconds": 600}))
+    async with operator():
+        await running_agent(cluster, "pbx-east")
+        await delete(cluster, f"{CR_PATH}/pbx-east")
+        drain = await eventually(
+            lambda: (d := drain_of(cluster, "pbx-east")).get("backlog") == 5 and d, what="draining"
+        )
+        assert drain["startedAt"] <= drain["lastReadAt"] < drain["deadline"]
+        # The status the drain wrote is valid for the CRD's status schema (lastReadAt is in it).
+        full = obj(cluster, CONNECTORS, "pbx-east")
+        assert full is not None
+        full.pop("metadata")
+        jsonschema.Draft4Validator(strip_for_draft4(crd_schema)).validate(full)
+
+        # Readable and not drained: the grace does not apply, it keeps waiting.
+        await asyncio.sleep(3.0)
+        drain = drain_of(cluster, "pbx-east")
+        assert (drain["phase"], drain["backlog"]) == ("Draining", 5)
+        assert "deletion proceeds in at most 5" in drain["message"]  # of 600 s
+        read_before = drain["lastReadAt"]
+
+        agents.set_unreadable(NS, "pbx-east")
+        unread = await eventually(
+            lambda: (
+                "no backlog read" in (d := drain_of(cluster, "pbx-east")).get("message", "") and d
+            ),
+            what="unreadable, still draining",
+        )
+        assert unread["phase"] == "Draining" and "backlog" not in unread
+        assert unread["lastReadAt"] >= read_before  # kept: the last look that read one
+        await eventually(lambda: obj(cluster, CONNECTORS, "pbx-east") is None, what="CR gone")
+        await eventually(lambda: unreadable_events(cluster, "pbx-east"), what="event")
+        event = unreadable_events(cluster, "pbx-east")[0]
+        assert event["type"] == "Warning"
+        assert "no backlog could be read from the agent's /status for " in event["message"]
+        assert "(limit 2 s)" in event["message"]
+        assert "stays in PVC pbx-east-state (whenDeleted Retain)" in event["message"]
+        assert not [e for e in events_for(cluster, "pbx-east") if e["reason"] == "DrainTimedOut"]
+        assert obj(cluster, PVCS, "pbx-east-state") is not None
+
+
+async def test_the_unreadable_grace_survives_an_operator_restart(
+    cluster: Emulator, agents: FakeAgents, monkeypatch: Any
+) -> None:
+    grace = 5  # longer than the first operator takes to stop
+    monkeypatch.setattr(dr, "UNREADABLE_GRACE_SECONDS", grace)
+    agents.set_backlog(NS, "pbx-east", 5)
+    await seed(cluster)
+    await create(cluster, connector(drain={"timeoutSeconds": 600}))
+    async with operator():
+        await running_agent(cluster, "pbx-east")
+        await delete(cluster, f"{CR_PATH}/pbx-east")
+        await eventually(lambda: drain_of(cluster, "pbx-east").get("backlog") == 5, what="read")
+        agents.set_unreadable(NS, "pbx-east")
+        await eventually(
+            lambda: "no backlog read" in drain_of(cluster, "pbx-east").get("message", ""),
+            what="unreadable, still draining",
+        )
+    drain = drain_of(cluster, "pbx-east")
+    assert drain["phase"] == "Draining" and "backlog" not in drain
+    last_read = drain["lastReadAt"]
+    # Stopped for longer than twice the grace: a new operator counts from lastReadAt,
+    # not from its own first look (which would wait the grace again, after every restart).
+    await asyncio.sleep(2 * grace + 1)
+    async with operator():
+        await eventually(lambda: obj(cluster, CONNECTORS, "pbx-east") is None, what="CR gone")
+        await eventually(lambda: unreadable_events(cluster, "pbx-east"), what="event")
+    message = unreadable_events(cluster, "pbx-east")[0]["message"]
+    seconds = int(message.split("/status for ")[1].split(" s")[0])
+    assert seconds >= 2 * grace + 1, (last_read, message)
 
 
 async def test_delete_without_a_running_agent_does_not_wait(
