@@ -426,15 +426,9 @@ class Reconciler:
 
 def _last_read(previous: Mapping[str, Any], started: datetime) -> datetime | None:
     """status.drain.lastReadAt of this deletion (None: not read since it started)."""
-    text = previous.get("lastReadAt")
-    if not isinstance(text, str):
+    parsed = st.parse_rfc3339(previous.get("lastReadAt"))
+    if parsed is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
     # Seconds precision: a read in the deletion's first second counts from its start.
     return parsed if parsed >= started.replace(microsecond=0) else None
 

@@ -320,14 +320,21 @@ def _object(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _normalize_time(text: str) -> str | None:
+def parse_rfc3339(text: object) -> datetime | None:
+    """An RFC 3339 / ISO 8601 time as an aware datetime (UTC when it names no zone);
+    None when it is not a string or does not parse."""
+    if not isinstance(text, str) or not text:
+        return None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return now_rfc3339(parsed)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _normalize_time(text: str) -> str | None:
+    parsed = parse_rfc3339(text)
+    return None if parsed is None else now_rfc3339(parsed)
 
 
 async def fetch_agent_status(

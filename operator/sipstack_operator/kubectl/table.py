@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sipstack_operator.status import READY, TRUE
+from sipstack_operator.status import READY, TRUE, parse_rfc3339
 
 HEADERS = ("NAME", "READY", "BACKLOG", "LAG", "LAST SHIPPED", "DEAD LETTERS", "VERSION")
 WIDE_HEADERS = ("IMAGE", "MESSAGE")
@@ -87,15 +87,8 @@ class Row:
 def seconds_since(text: Any, now: datetime) -> int | None:
     """Whole seconds from an RFC 3339 time to `now` (0 if in the future); None when
     there is none or it does not parse."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0, int((now - when).total_seconds()))
+    when = parse_rfc3339(text)
+    return None if when is None else max(0, int((now - when).total_seconds()))
 
 
 def age(text: Any, now: datetime) -> str:
