@@ -237,8 +237,12 @@ def agent_status_schema() -> dict[str, Any]:
 AGENT_STATUS_VERSION: int = int(agent_status_schema()["properties"]["schema_version"]["const"])
 
 
+# The status fields that count what the agent holds now (agent_fields).
+AGENT_COUNTS = ("backlog", "deadLetters", "deadLettersByReason")
+
+
 def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The agent's /status -> the CR status fields the fleet reads (only keys present).
+    """The agent's /status -> the CR status fields the fleet reads (those it holds).
 
     backlog = backlog.outbox_depth, deadLetters = backlog.dead_letters,
     deadLettersByReason = backlog.dead_letters_by_reason, lastShippedAt =
@@ -249,10 +253,17 @@ def agent_fields(doc: Mapping[str, Any] | None) -> dict[str, Any]:
     seconds, so the status is not rewritten on every refresh), resend = the
     progress of the agent's last resend (checkpoints.resend). A document of
     another schema_version, or a field of the wrong type, gives nothing.
+
+    The counts (backlog, deadLetters, deadLettersByReason) are always in the
+    result: None when they could not be read (no document, the agent's store not
+    open, an odd value), which the merge patch turns into an absent field, so a
+    count in the status is never one left from an earlier read. The other fields
+    are facts of the past (the last delivery, the newest row) and keep their
+    last value.
     """
+    out: dict[str, Any] = dict.fromkeys(AGENT_COUNTS)
     if not doc or doc.get("schema_version") != AGENT_STATUS_VERSION:
-        return {}
-    out: dict[str, Any] = {}
+        return out
     backlog = _object(doc.get("backlog"))
     depth = backlog.get("outbox_depth")
     if _count(depth):

@@ -178,3 +178,15 @@ async def test_the_cr_status_comes_from_the_real_agent(
         # The API recovers: the backlog drains again.
         real_agent.receiver.reset_faults()
         await eventually(lambda: cr_status(cluster).get("backlog") == 0, timeout=60, what="drain")
+        shipped_at = cr_status(cluster)["lastShippedAt"]
+
+        # The agent stops answering (its pod still counted ready): the counts go, since
+        # no one knows them now; the last delivery stays, a fact of the past.
+        await asyncio.to_thread(real_agent.process.terminate, 15)
+        status = await eventually(
+            lambda: "backlog" not in (s := cr_status(cluster)) and s,
+            timeout=30,
+            what="no backlog once /status is unreadable",
+        )
+        assert "deadLetters" not in status and "deadLettersByReason" not in status
+        assert status["lastShippedAt"] == shipped_at
