@@ -276,7 +276,9 @@ def _retry_outcome(status: int, answer: Mapping[str, Any], error: str) -> Outcom
     if requeued:
         parts[0] += f" ({', '.join(requeued[:20])}{', ...' if len(requeued) > 20 else ''})"
     if dropped:
-        parts.append(f"{len(dropped)} dropped (no document left to send)")
+        parts.append(
+            f"{len(dropped)} dropped (superseded: a later revision, or merged into another call)"
+        )
     if missing:
         parts.append(f"not found: {', '.join(missing[:20])}")
     message = scrub("; ".join(parts) + ": each is a new revision with its Idempotency-Key")

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sipstack_agent.app import Agent
 from sipstack_agent.calls.derive import cdr_end
 from sipstack_agent.calls.settle import end_point
@@ -282,7 +283,7 @@ async def test_a_v1_state_file_is_migrated(tmp_path: Path) -> None:
         c.commit()
     store = await StateStore.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 7
+        assert await store.schema_version() == SCHEMA_VERSION == 8
         assert await store.due_calls(committed_at(pickup(Seq()).cels[0]), 10, watermark=None) == []
     finally:
         await store.close()
@@ -314,20 +315,24 @@ def test_the_board_moves_forward_and_wakes_the_evaluator() -> None:
     assert board.marks()["a"].holds and len(woken) == 4
 
 
-async def test_a_file_marked_back_to_schema_6_for_a_rollback_opens_again(tmp_path: Path) -> None:
-    """docs/upgrade.md: before rolling an agent back to 0.15.x the file is marked schema 6
-    by hand (the v7 change is one added column); the next 0.16 start upgrades it again."""
+@pytest.mark.parametrize("marked", [6, 7])
+async def test_a_file_marked_back_for_a_rollback_opens_again(tmp_path: Path, marked: int) -> None:
+    """docs/upgrade.md: before rolling an agent back to 0.15.x (0.16.x) the file is marked
+    schema 6 (7) by hand (v7 and v8 only add columns and indexes); the next start of this
+    version upgrades it again, finding what is already there."""
     path = tmp_path / "state.db"
     store = await StateStore.open(path)
     await store.close()
     with closing(sqlite3.connect(path)) as c:
-        c.execute("PRAGMA user_version = 6")
+        c.execute(f"PRAGMA user_version = {marked}")
         c.commit()
     store = await StateStore.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 7
+        assert await store.schema_version() == SCHEMA_VERSION == 8
     finally:
         await store.close()
     with closing(sqlite3.connect(path)) as c:
         cols = [r[1] for r in c.execute("PRAGMA table_info(calls)")]
+        indexes = [r[1] for r in c.execute("PRAGMA index_list(dead_letters)")]
     assert cols.count("last_event") == 1
+    assert indexes.count("dead_letters_call") == 1

@@ -271,6 +271,42 @@ async def test_a_dead_letter_of_a_pruned_call_continues_its_tombstone(
     assert rec.ship.revision == 2  # its next document is revision 3
 
 
+async def test_a_tombstone_lasts_as_long_as_its_calls_dead_letters(
+    store: StateStore, tmp_path: Path
+) -> None:
+    """Tombstones expire after 7 days, dead letters after 30: a refused revision retried on
+    day 8 must still see the later revision that was delivered (else it would go out under
+    that revision's key, with other content). The tombstone goes with the last dead letter."""
+    await dead_call(store, "700.1", 1, "http_400")
+    await store.outbox_delivered(await _queue(store, "700.1", 2, closed=True))
+    await dead_call(store, "800.1", 1, "http_400")  # a call refused, nothing delivered
+    await store.ingest([cel("CHAN_START", "900.1", "900.1", row_id=9)], [], {})
+    await store.outbox_delivered(await _queue(store, "900.1", 1, closed=True))  # no dead letter
+    now = datetime.now(UTC)
+    assert (await store.prune(now + timedelta(hours=2), keep_closed_for=0)).calls == 3
+    week = 7 * 86400.0
+    day8 = await store.prune(now + timedelta(days=8), keep_delivered_for=week)
+    assert day8.tombstones_expired == 1  # 900.1's; 700.1 and 800.1 have dead letters
+    ids = {x["payload"]["linkedid"]: x["id"] for x in await store.dead_letters()}
+    done = dict(await store.requeue_dead_letters(now=now + timedelta(days=8)))
+    # 700.1's revision 2 was delivered: its refused revision 1 is superseded, not sent as 2
+    assert done == {ids["700.1"]: None, ids["800.1"]: "pbx1:800.1:2"}
+    await store.outbox_delivered([i.id for i in await store.outbox_due(now + timedelta(days=9), 9)])
+    with closing(sqlite3.connect(tmp_path / "state.db")) as c:
+        left = {lid for (lid,) in c.execute("SELECT linkedid FROM tombstones")}
+        plan = " ".join(str(r[-1]) for r in c.execute(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM dead_letters WHERE kind = 'call' AND call_key = ?",
+            ("700.1",),
+        ))  # fmt: skip
+    assert left == {"700.1", "800.1"}
+    assert "INDEX dead_letters_call (kind=? AND call_key=?)" in plan
+    # 800.1's dead letter went back to the outbox (and was delivered); 700.1's was dropped:
+    # with no dead letter left, their tombstones expire at the next prune
+    assert await store.dead_letters() == []
+    later = await store.prune(now + timedelta(days=9), keep_delivered_for=week)
+    assert later.tombstones_expired == 2
+
+
 async def test_a_requeued_recording_follows_its_call_into_the_survivor(
     store: StateStore,
 ) -> None:

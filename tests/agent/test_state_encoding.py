@@ -107,7 +107,7 @@ async def test_a_v2_state_file_is_migrated_rows_and_all(tmp_path: Path) -> None:
 
     store = await StateStore.open(path)
     try:
-        assert await store.schema_version() == SCHEMA_VERSION == 7
+        assert await store.schema_version() == SCHEMA_VERSION == 8
         rec = await store.load_call(CALL_A)
         assert rec is not None and rec.cels == cels and rec.cdrs == cdrs
         assert await store.get_position("sql:cel") == {"id": cels[-1].row_id}

@@ -4,8 +4,9 @@ Dead letters are documents the API refused for good (a 4xx, or retried past the
 horizon). Once the cause is fixed (a new key, the service's bad deploy rolled
 back), `retry` puts them back in the outbox: each call document as a NEW revision
 of its call with its own Idempotency-Key (StateStore.requeue_dead_letters), which
-the running agent ships within seconds; one the call has a later revision of is
-dropped instead (it would overwrite newer content). Safe while the agent runs: every change is
+the running agent ships within seconds; one the call has a later revision of, or
+of a linkedid merged into another call, is dropped instead (it would overwrite
+newer content). Safe while the agent runs: every change is
 one short SQLite transaction (WAL, busy_timeout) through the StateStore."""
 
 from __future__ import annotations
@@ -168,7 +169,11 @@ def run_retry(state_dir: str, connector_id: str, sel: Selection, *, out: TextIO)
         return EXIT_USAGE
     got = asyncio.run(_retry(state_dir, connector_id, sel))
     for dead_id in got.dropped:
-        print(f"dropped dead letter {dead_id}: its call has a later revision", file=out)
+        print(
+            f"dropped dead letter {dead_id}: its call has a later revision, "
+            "or was merged into another call",
+            file=out,
+        )
     for dead_id, key in got.requeued.items():
         print(f"requeued dead letter {dead_id} as Idempotency-Key {key}", file=out)
     for i in got.missing:

@@ -55,8 +55,12 @@ def prune(
     dead_n = conn.execute(
         "DELETE FROM dead_letters WHERE dead_at < ?", (now - keep_dead_for,)
     ).rowcount
+    # A tombstone holds its call's last revision: it stays while the call has a dead letter
+    # (kept keep_dead_for, longer than it), or retrying that one could reuse a delivered key.
     tomb_n = conn.execute(
-        "DELETE FROM tombstones WHERE pruned_at < ?", (now - keep_delivered_for,)
+        "DELETE FROM tombstones WHERE pruned_at < ? AND NOT EXISTS (SELECT 1 FROM dead_letters "
+        "d WHERE d.kind = 'call' AND d.call_key = tombstones.call_key)",
+        (now - keep_delivered_for,),
     ).rowcount
     return PruneResult(
         calls=len(keys),
@@ -82,8 +86,9 @@ class PruneMethods(StoreBase):
         letters older than keep_dead_for. At most max_calls calls per call (bounded work).
 
         A pruned call leaves a tombstone per linkedid (row digests + last ship state) for
-        keep_delivered_for seconds: a re-read of its rows (overlap, restart, CSV from 0)
-        is a duplicate, and a new row continues its revisions.
+        keep_delivered_for seconds, and for as long as the call has a dead letter: a
+        re-read of its rows (overlap, restart, CSV from 0) is a duplicate, and a new row
+        or a retried dead letter continues its revisions.
         """
         return await self._tx(
             prune, ts(now), keep_closed_for, keep_dead_for, max_calls, keep_delivered_for,

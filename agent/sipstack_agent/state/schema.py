@@ -8,7 +8,7 @@ from collections.abc import Callable
 from .codec import cdr_encode, cdr_from_object, cel_encode, cel_from_object, loads_object
 from .watch import WATCH_POSITION, replace_watch
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS cel (
@@ -178,6 +178,14 @@ def _schema_v7(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, created_at)")
 
 
+# v8: the index `dead_letters_call` (kind, call_key): a call's dead letters by its key, which
+# retrying one reads (state/deadletters.py) and which keeps the tombstones of a call with
+# dead letters until they go (state/prune.py): a retried refusal finds the call's last revision.
+SCHEMA_V8 = """
+CREATE INDEX IF NOT EXISTS dead_letters_call ON dead_letters (kind, call_key);
+"""
+
+
 # version -> what upgrades from version-1 (1 = create from nothing): a script or a function
 MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     1: SCHEMA_V1,
@@ -187,6 +195,7 @@ MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     5: _schema_v5,
     6: SCHEMA_V6,
     7: _schema_v7,
+    8: SCHEMA_V8,
 }
 
 
