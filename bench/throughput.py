@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -190,12 +191,18 @@ def rss_mb(pid: int) -> float:
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used so far (0 when it is gone)."""
+    """CPU seconds (user + system) the process and its children (the transport worker
+    of API_TRANSPORT=process) have used so far (0 when it is gone)."""
     try:
         import psutil
 
-        t = psutil.Process(pid).cpu_times()
-        return float(t.user + t.system)
+        p = psutil.Process(pid)
+        total = 0.0
+        for proc in [p, *p.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
     except Exception:
         return 0.0
 
