@@ -59,6 +59,7 @@ bench: $(STAMP)
 	tools/ensure-databases.sh
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/backlog.py
+	$(BIN)/python bench/outage.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/state_store.py

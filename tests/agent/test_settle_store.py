@@ -334,5 +334,6 @@ async def test_a_file_marked_back_for_a_rollback_opens_again(tmp_path: Path, mar
     with closing(sqlite3.connect(path)) as c:
         cols = [r[1] for r in c.execute("PRAGMA table_info(calls)")]
         indexes = [r[1] for r in c.execute("PRAGMA index_list(dead_letters)")]
+        indexes += [r[1] for r in c.execute("PRAGMA index_list(outbox)")]
     assert cols.count("last_event") == 1
-    assert indexes.count("dead_letters_call") == 1
+    assert indexes.count("dead_letters_call") == indexes.count("outbox_kind_due") == 1

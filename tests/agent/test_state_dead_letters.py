@@ -16,6 +16,7 @@ import pytest
 from sipstack_agent.calls.document import revision_key
 from sipstack_agent.model import ShipState
 from sipstack_agent.state import AGE_BUCKETS, StateStore, StoreError, age_bucket
+from sipstack_agent.state.outbox import outbox_due as outbox_due_sync
 from sipstack_agent.state.stats import backlog_detail as backlog_detail_sync
 from sipstack_agent.state.stats import stats as stats_sync
 
@@ -127,6 +128,36 @@ async def test_outbox_counts_come_from_the_index_and_match_age_bucket(
         for q in on_outbox:
             plan = " ".join(str(r) for r in c.execute("EXPLAIN QUERY PLAN " + q))
             assert "COVERING INDEX" in plan, (q, plan)
+
+
+async def test_the_shippers_take_due_documents_from_an_index_not_a_sort(
+    store: StateStore, tmp_path: Path
+) -> None:
+    """outbox_due for one kind (each shipper's query, every pass) walks the index
+    outbox_kind_due in order: no sort of every queued document, which made an API
+    outage's outbox drain in time growing with the square of its depth (0.16.0)."""
+    now = datetime.now(UTC)
+    for n in range(300):
+        kind = "recording" if n % 5 == 0 else "call"
+        await store.enqueue(kind, f"k{n}", {"n": n}, now=now - timedelta(seconds=n))
+    due = await store.outbox_due(now, 10, kind="call")
+    # the oldest due first (due times descend with n), every one of its kind
+    assert [i.payload["n"] for i in due] == [299, 298, 297, 296, 294, 293, 292, 291, 289, 288]
+    with closing(sqlite3.connect(store.path)) as c:
+        # without statistics (a new file) and with those PRAGMA optimize leaves behind
+        for analyze in (False, True):
+            if analyze:
+                c.execute("ANALYZE")
+            ran: list[str] = []
+            c.set_trace_callback(ran.append)
+            for kind in ("call", "recording", None):
+                outbox_due_sync(c, now.timestamp(), 10, kind, None, set())
+            c.set_trace_callback(None)
+            assert len(ran) == 3
+            for q in ran:
+                plan = " ".join(str(r[-1]) for r in c.execute("EXPLAIN QUERY PLAN " + q))
+                assert "TEMP B-TREE" not in plan, (analyze, q, plan)
+                assert "outbox_kind_due" in plan or "outbox_due" in plan, (analyze, q, plan)
 
 
 async def test_readonly_open_creates_nothing_and_cannot_write(tmp_path: Path) -> None:

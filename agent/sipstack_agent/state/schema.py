@@ -181,8 +181,13 @@ def _schema_v7(conn: sqlite3.Connection) -> None:
 # v8: the index `dead_letters_call` (kind, call_key): a call's dead letters by its key, which
 # retrying one reads (state/deadletters.py) and which keeps the tombstones of a call with
 # dead letters until they go (state/prune.py): a retried refusal finds the call's last revision.
+# And `outbox_kind_due` (kind, next_attempt_at, id), the order each shipper takes its kind's
+# due documents in (state/outbox.py outbox_due): with only `outbox_kind` (v7) SQLite chose
+# it for `kind = ?` and sorted every queued document of the kind on every pass, so the
+# outbox of an API outage drained in time growing with the square of its depth.
 SCHEMA_V8 = """
 CREATE INDEX IF NOT EXISTS dead_letters_call ON dead_letters (kind, call_key);
+CREATE INDEX IF NOT EXISTS outbox_kind_due ON outbox (kind, next_attempt_at, id);
 """
 
 
