@@ -140,6 +140,9 @@ class _Result:
     error: str = ""
 
 
+MAX_PASS = 1024  # documents one pass of the shipper takes from the outbox, at most
+
+
 class Shipper:
     """Ships the outbox's `kind` items (default: call documents) to `api.url`."""
 
@@ -172,7 +175,11 @@ class Shipper:
         self.policy = RetryPolicy.of(api)
         self._rng = rng or random.Random()
         self.concurrency = max(1, int(api.concurrency))
-        self.batch_size = batch_size or self.concurrency * 8
+        # Documents per pass: a pass waits for its slowest request and costs two store
+        # round trips, so bigger passes keep the requests in flight busier (an outage's
+        # outbox: 512 per pass shipped 4 761-5 275/s against 3 796-4 075 with 128,
+        # bench/outage.py); bounded (MAX_PASS) whatever API_CONCURRENCY is.
+        self.batch_size = batch_size or min(self.concurrency * 32, MAX_PASS)
         self.idle_interval = idle_interval
         self.stats_interval = stats_interval
         self.stuck_after = stuck_after
