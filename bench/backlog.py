@@ -51,7 +51,14 @@ from sipstack_agent.model import CDR_COLUMNS, CEL_COLUMNS  # noqa: E402
 from sipstack_agent.rules.api_urls import CALLS_PATH  # noqa: E402
 from sipstack_agent.shipping.client import build_headers  # noqa: E402
 from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
-from throughput import API_KEY, PgBench, drain, free_port, start_receiver  # noqa: E402
+from throughput import (  # noqa: E402
+    API_KEY,
+    PgBench,
+    clean_up,
+    drain,
+    free_port,
+    start_receiver,
+)
 
 
 @dataclass
@@ -245,14 +252,7 @@ async def run_source(source: str, args: argparse.Namespace) -> Figures:
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
-        if recv is not None:
-            recv.terminate()
-            recv.wait(15)
-        await pg.drop()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        await clean_up(pg, work, recv, args.keep)
 
 
 async def main() -> int:

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -41,12 +40,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "agent"))
 
 from backlog import bare_posts, shipped_document  # noqa: E402
-from sipstack_agent.demo import AgentProcess, agent_env  # noqa: E402
+from sipstack_agent.demo import AgentProcess  # noqa: E402
 from sipstack_agent.rules.api_urls import CALLS_PATH  # noqa: E402
 from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
 from throughput import (  # noqa: E402
-    API_KEY,
     PgBench,
+    bench_agent_env,
+    clean_up,
     complete_count,
     cpu_s,
     free_port,
@@ -87,20 +87,8 @@ async def run(args: argparse.Namespace) -> int:
         print(f"loaded {len(calls)} simulated calls: {n_cel} CEL + {n_cdr} CDR rows", flush=True)
 
         port, status_port = free_port(), free_port()
-        env = agent_env(
-            api_url=f"http://127.0.0.1:{port}{CALLS_PATH}",
-            state_dir=str(work / "state"),
-            db=pg.env(),
-            api_key=API_KEY,
-            extra={
-                "CDR_POLL_INTERVAL": "1",
-                "CDR_BATCH_SIZE": "5000",
-                "MAX_RECORDS_PER_POLL": "50000",
-                "API_CONCURRENCY": str(args.concurrency),
-                "LOG_LEVEL": os.environ.get("BENCH_AGENT_LOG_LEVEL", "ERROR"),
-                "MONITORING_PORT": str(status_port),
-            },
-        )
+        # ERROR: the outage's connection errors are expected
+        env = bench_agent_env(pg, work, port, status_port, args.concurrency, log_level="ERROR")
         agent = AgentProcess(env, work / "agent.log")
         t0 = time.perf_counter()
         agent.start()
@@ -165,14 +153,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         if agent is not None:
             agent.terminate(15)
-        if recv is not None:
-            recv.terminate()
-            recv.wait(15)
-        await pg.drop()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        await clean_up(pg, work, recv, args.keep)
 
 
 def main() -> int:

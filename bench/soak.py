@@ -29,11 +29,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "agent"))
 
-from sipstack_agent.demo import AgentProcess, agent_env  # noqa: E402
+from sipstack_agent.demo import AgentProcess  # noqa: E402
 from sipstack_agent.sim.traffic import TrafficGenerator  # noqa: E402
 from throughput import (  # noqa: E402
-    API_KEY,
     PgBench,
+    bench_agent_env,
     complete_count,
     free_port,
     rss_mb,
@@ -100,19 +100,14 @@ async def main() -> int:
 
         await feed(0)
         await asyncio.sleep(1.0)
-        env = agent_env(
-            api_url=f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls",
-            state_dir=str(work / "state"),
-            db=pg.env(),
-            api_key=API_KEY,
-            extra={
-                "CDR_POLL_INTERVAL": "1",
-                "CDR_BATCH_SIZE": "5000",
-                "MAX_RECORDS_PER_POLL": "50000",
-                "API_CONCURRENCY": str(args.concurrency),
-                "LOG_LEVEL": "WARNING",
-                **dict(kv.split("=", 1) for kv in args.env),
-            },
+        env = bench_agent_env(
+            pg,
+            work,
+            port,
+            free_port(),
+            args.concurrency,
+            extra=dict(kv.split("=", 1) for kv in args.env),
+            log_level="WARNING",
         )
         agent = AgentProcess(env, work / "agent.log")
         t0 = time.perf_counter()

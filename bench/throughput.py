@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -238,6 +239,48 @@ def free_port() -> int:
         return port
 
 
+def bench_agent_env(
+    pg: PgBench,
+    work: Path,
+    port: int,
+    status_port: int,
+    concurrency: int,
+    extra: dict[str, str] | None = None,
+    log_level: str = "WARNING",
+) -> dict[str, str]:
+    """The benches' agent: reads `pg` from the beginning in 5 000-row pages, ships to the
+    receiver on `port`, /status on `status_port`, state in work/state."""
+    return agent_env(
+        api_url=f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls",
+        state_dir=str(work / "state"),
+        db=pg.env(),
+        api_key=API_KEY,
+        extra={
+            "CDR_POLL_INTERVAL": "1",
+            "CDR_BATCH_SIZE": "5000",
+            "MAX_RECORDS_PER_POLL": "50000",
+            "API_CONCURRENCY": str(concurrency),
+            "LOG_LEVEL": os.environ.get("BENCH_AGENT_LOG_LEVEL", log_level),
+            "MONITORING_PORT": str(status_port),
+            **(extra or {}),
+        },
+    )
+
+
+async def clean_up(
+    pg: PgBench, work: Path, recv: subprocess.Popen[bytes] | None, keep: bool
+) -> None:
+    """Stop the receiver, drop the databases, remove `work` (or say where it was kept)."""
+    if recv is not None:
+        recv.terminate()
+        recv.wait(15)
+    await pg.drop()
+    if keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @dataclass
 class Drain:
     """What one agent run over a preloaded backlog gave."""
@@ -273,21 +316,7 @@ async def drain(
     the receiver on `port` (its db in work/receiver.db); prints progress every 2 s."""
     recv_db = work / "receiver.db"
     status_port = free_port()
-    env = agent_env(
-        api_url=f"http://127.0.0.1:{port}/v1/mqs/connectors/asterisk/calls",
-        state_dir=str(work / "state"),
-        db=pg.env(),
-        api_key=API_KEY,
-        extra={
-            "CDR_POLL_INTERVAL": "1",
-            "CDR_BATCH_SIZE": "5000",
-            "MAX_RECORDS_PER_POLL": "50000",
-            "API_CONCURRENCY": str(concurrency),
-            "LOG_LEVEL": os.environ.get("BENCH_AGENT_LOG_LEVEL", "WARNING"),
-            "MONITORING_PORT": str(status_port),
-            **(extra or {}),
-        },
-    )
+    env = bench_agent_env(pg, work, port, status_port, concurrency, extra)
     agent = AgentProcess(env, work / "agent.log")
     t_start = time.perf_counter()
     agent.start()
@@ -391,8 +420,6 @@ async def main() -> int:
             recv.wait(15)
         if not args.keep:
             await pg.drop()
-            import shutil
-
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work} and database {pg.db}")
