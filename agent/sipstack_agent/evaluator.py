@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from .calls import Evaluation, evaluate
+from .calls.settle import before
 from .config import CallSettings, Settings
 from .metrics import Metrics
 from .model import CdrRow, CelRow, RecordingFile, ShipState
@@ -177,8 +178,8 @@ class Evaluator:
         if low is None or not self.watermarks.behind():
             return None
         calls = self.call_settings
-        ended = low - timedelta(seconds=max(0.0, calls.ship_complete_after))
-        still_open = ended - timedelta(seconds=max(0.0, calls.idle_timeout))
+        ended = before(low, calls.ship_complete_after)
+        still_open = before(ended, calls.idle_timeout)
         return Deferral(ended, still_open, max(0.0, calls.max_age))
 
     async def evaluate_keys(self, keys: Sequence[str], now: datetime) -> int:

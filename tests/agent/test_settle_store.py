@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sipstack_agent.app import Agent
 from sipstack_agent.calls.derive import cdr_end
-from sipstack_agent.calls.settle import end_point
+from sipstack_agent.calls.settle import NOTHING_READ, end_point
 from sipstack_agent.config import CallSettings, Identity, Settings
 from sipstack_agent.model import CdrRow, CelRow
 from sipstack_agent.state import SCHEMA_VERSION, Deferral, StateStore
@@ -116,6 +116,13 @@ async def test_a_backlog_leaves_a_call_past_the_watermark_for_a_later_page(
         low = board.low()
         assert low is not None
         assert ev.defer_point(low) == Deferral(low, low - timedelta(seconds=30), 21600.0)
+        # a source registered but not read yet holds the watermark at NOTHING_READ: the
+        # deferral is floored there (an agent starting on a backlog once raised
+        # OverflowError and restarted its evaluator)
+        board.register("ami")
+        assert board.low() == NOTHING_READ
+        assert ev.defer_point(NOTHING_READ) == Deferral(NOTHING_READ, NOTHING_READ, 21600.0)
+        board.release("ami")
         assert await store.due_calls(now, 100, watermark=low, defer=ev.defer_point(low)) == []
         # live (no source behind) the same call is evaluated at once, as always
         board.publish("sql:cel:cel", behind=False)

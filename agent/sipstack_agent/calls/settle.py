@@ -58,6 +58,15 @@ def low_watermark(marks: Iterable[SourceMark]) -> datetime | None:
     return low
 
 
+def before(point: datetime, seconds: float) -> datetime:
+    """`seconds` before a watermark point, no earlier than NOTHING_READ (a source that has
+    not read anything holds the low watermark there: nothing is before it)."""
+    try:
+        return max(NOTHING_READ, point - timedelta(seconds=max(0.0, seconds)))
+    except OverflowError:
+        return NOTHING_READ
+
+
 def present(now: datetime, watermark: datetime | None) -> datetime:
     """The newest moment every source has read up to (the wall clock when untracked).
 
