@@ -103,9 +103,13 @@ async def run(args: argparse.Namespace) -> int:
                 print(agent.log_tail(20))
                 return 1
         filled = time.perf_counter() - t0
+        state_bytes = sum(
+            f.stat().st_size for f in Path(env["STATE_DIR"]).glob("state.db*") if f.is_file()
+        )
         print(
             f"outage: {depth} documents queued ({dirty} dirty calls) in {filled:.1f}s, "
-            f"agent RSS {rss_mb(agent.pid):.0f} MB",
+            f"agent RSS {rss_mb(agent.pid):.0f} MB; state files {state_bytes / 1e6:.1f} MB "
+            f"= {state_bytes / max(1, depth) / 1024:.1f} KB per queued call (rows included)",
             flush=True,
         )
         if depth < len(calls):

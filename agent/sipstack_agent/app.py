@@ -188,6 +188,7 @@ class Agent:
                 connector_id=s.identity.connector_id,
                 synchronous=s.state_synchronous,
                 quarantine_corrupt=True,
+                min_free_mb=s.state_min_free_mb,
             )
         )
         self.store = self.report.store = store

@@ -26,7 +26,7 @@ from .calls.settle import before
 from .config import CallSettings, Settings
 from .metrics import Metrics
 from .model import CdrRow, CelRow, RecordingFile, ShipState
-from .state import CallRecord, Deferral, EvaluationLike
+from .state import CallRecord, Deferral, EvaluationLike, Need
 from .watermarks import Watermarks
 
 log = logging.getLogger("sipstack_agent.app")
@@ -53,6 +53,8 @@ class EvaluatorStore(Protocol):
     async def save_evaluations(
         self, items: Sequence[tuple[str, EvaluationLike]], *, now: datetime | None = ...
     ) -> int: ...
+
+    async def has_room(self, what: Need) -> bool: ...
 
 
 class CallObserver(Protocol):
@@ -95,6 +97,9 @@ class _Deferred:
     next_check_at: datetime | None
     documents: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
+
+
+ROOM_WAIT = 5.0  # seconds between looks at the state disk while it is low
 
 
 def _after_mark(wait: datetime | None, watermark: datetime | None) -> bool:
@@ -161,6 +166,12 @@ class Evaluator:
                 self.watermarks.evaluated(pages)  # caught up with the pages stored so far
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=self.idle_wait)
+                continue
+            if not await self.store.has_room(Need.DOCUMENTS):
+                # The state disk is low: new documents would be refused (state/room.py),
+                # so the calls wait, not evaluated over and over, until deliveries free it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=ROOM_WAIT)
                 continue
             await self.evaluate_keys(keys, now)
             if len(keys) < self.batch:

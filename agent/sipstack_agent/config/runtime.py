@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from ..zones import AUTO, configured
 from .reader import Reader
-from .spec import Table, boolean, choice, integer, seconds, show, text
+from .spec import Table, auto_or, boolean, choice, integer, seconds, show, text
 from .types import (
     AmiSettings,
     ApiSettings,
@@ -42,6 +42,10 @@ MAX_RECORDS_PER_POLL = TABLE.var(
 STATE_DIR = TABLE.var("STATE_DIR", text, _D.state_dir)
 STATE_SYNCHRONOUS = TABLE.var(
     "STATE_SYNCHRONOUS", choice({"normal": "NORMAL", "full": "FULL"}), _D.state_synchronous
+)
+# MB the writes that grow the state store leave free for deliveries (state/room.py)
+STATE_MIN_FREE_MB = TABLE.var(
+    "STATE_MIN_FREE_MB", auto_or(integer(0, 1_000_000)), _D.state_min_free_mb
 )
 PUID = TABLE.var("PUID", _UID, -1)  # -1 = not set
 PGID = TABLE.var("PGID", _UID, -1)
@@ -163,6 +167,7 @@ def load(
         state_synchronous=state_synchronous,
         state_recovery_lookback=r.get(STATE_RECOVERY_LOOKBACK),
         state_tombstone_retention=r.get(STATE_TOMBSTONE_RETENTION),
+        state_min_free_mb=r.get(STATE_MIN_FREE_MB),
         log_level=r.get(LOG_LEVEL),
         log_format=log_format,
         log_numbers=r.get(LOG_NUMBERS),

@@ -178,6 +178,15 @@ def integer(lo: int, hi: int | None = None) -> Parse[int]:
     return parse
 
 
+def auto_or(parse: Parse[T]) -> Parse[T | None]:
+    """`auto` (any case) for None, anything else by `parse`."""
+
+    def parse_auto(value: str, notes: Notes) -> T | None:
+        return None if value.strip().lower() == "auto" else parse(value, notes)
+
+    return parse_auto
+
+
 def seconds(hi: float, lo: float = 0.0, lo_inclusive: bool = False) -> Parse[float]:
     """A finite number in (lo, hi] (or [lo, hi] with `lo_inclusive`)."""
 

@@ -169,6 +169,9 @@ class Settings:
     state_recovery_lookback: float = 86400.0
     # STATE_TOMBSTONE_RETENTION: how long a pruned, delivered call is remembered (re-reads).
     state_tombstone_retention: float = 7 * 86400.0
+    # STATE_MIN_FREE_MB: room kept on the state disk for deliveries; None = auto (10 % of
+    # the filesystem, 32-256 MB), 0 = none (state/room.py).
+    state_min_free_mb: int | None = None
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
     log_numbers: bool = False  # phone numbers at INFO

@@ -60,6 +60,7 @@ from sipstack_agent.shipping.client import (
     build_headers,
 )
 from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, decide
+from sipstack_agent.state import StateDiskFull
 
 log = logging.getLogger("sipstack_agent.shipping")
 
@@ -140,6 +141,7 @@ class _Result:
     error: str = ""
 
 
+DISK_FULL_PAUSE = 5.0  # seconds between attempts to mark deliveries on a full state disk
 MAX_PASS = 1024  # documents one pass of the shipper takes from the outbox, at most
 
 
@@ -203,6 +205,9 @@ class Shipper:
         self._last_stats_mono: float | None = None
         self._stats_cost = 0.0  # seconds the last refresh took
         self._kinds_seen: set[str] = set()
+        # Accepted by the API but not marked delivered yet (the store refused the mark:
+        # a full disk): marked before anything else is sent, never sent again meanwhile.
+        self._unmarked: list[int] = []
         self.metrics.api_auth_failed.set(0)
 
     # ------------------------------------------------------------------ circuit
@@ -270,6 +275,18 @@ class Shipper:
                     sent = await self.ship_once(now)
                 except asyncio.CancelledError:
                     raise
+                except StateDiskFull as exc:
+                    # Not a bug: one line, and a pause, not a re-send of the pass.
+                    if not (self.last_error or "").startswith("outbox: "):
+                        log.warning(
+                            "%d documents delivered but not yet marked so (%s); marking them "
+                            "again every %g s before sending more",
+                            len(self._unmarked),
+                            exc,
+                            DISK_FULL_PAUSE,
+                        )
+                    self._note_error(f"outbox: {exc}")
+                    await _wait(stop, None, DISK_FULL_PAUSE)
                 except Exception as exc:
                     self._note_error(f"outbox error: {type(exc).__name__}: {exc}")
                     log.exception("shipper pass failed")
@@ -295,6 +312,9 @@ class Shipper:
     async def ship_once(self, now: datetime) -> int:
         """One pass: send the due items; returns the number of requests made."""
         now = max(_aware(now), self._queue_clock())  # a wall clock stepped back delays nothing
+        if self._unmarked:
+            await self.store.outbox_delivered(self._unmarked)  # may raise again: nothing sent
+            self._unmarked = []
         if self._pause_left() > 0:
             return 0
         limit = 1 if self.consecutive_failures > 0 else self.batch_size
@@ -308,7 +328,11 @@ class Shipper:
             # One transaction for the pass's deliveries (a crash before it only
             # means a re-send, which the Idempotency-Key makes harmless).
             if delivered:
-                await self.store.outbox_delivered(delivered)
+                try:
+                    await self.store.outbox_delivered(delivered)
+                except StateDiskFull:
+                    self._unmarked = delivered
+                    raise
         self._after_pass(self._clock(), results)
         return len(results)
 

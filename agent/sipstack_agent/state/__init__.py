@@ -25,7 +25,9 @@ chosen with `StateStore.open(path, synchronous="FULL")` (STATE_SYNCHRONOUS,
 the default for the AMI source, whose events cannot be read again).
 
 Faults: a full filesystem raises `StateDiskFull` (the transaction rolled back,
-nothing half-stored); a file failing `PRAGMA quick_check` at open raises
+nothing half-stored), and so, as `StateDiskLow`, does a write that grows the store
+(rows, documents) while the room left is below the reserve kept for delivering
+(room.py, `open(..., min_free_mb=)`); a file failing `PRAGMA quick_check` at open raises
 `StateCorrupt`, or is quarantined with `open(..., quarantine_corrupt=True)`; the
 fresh store then issues revisions above a floor above any the old file issued
 (floor.py: never an Idempotency-Key the API may hold with other content).
@@ -44,7 +46,8 @@ floor of a rebuilt store); values (the types handed out) and errors.
 """
 
 from .codec import stored_cel
-from .errors import StateCorrupt, StateCorruptExit, StateDiskFull, StoreError
+from .errors import StateCorrupt, StateCorruptExit, StateDiskFull, StateDiskLow, StoreError
+from .room import Need
 from .schema import SCHEMA_VERSION
 from .store import StateStore
 from .values import (
@@ -66,11 +69,13 @@ __all__ = [
     "Deferral",
     "EvaluationLike",
     "IngestResult",
+    "Need",
     "OutboxItem",
     "PruneResult",
     "StateCorrupt",
     "StateCorruptExit",
     "StateDiskFull",
+    "StateDiskLow",
     "StateStore",
     "StoreError",
     "StoreStats",

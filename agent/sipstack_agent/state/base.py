@@ -23,15 +23,19 @@ from .errors import (
     StateCorrupt,
     StateCorruptExit,
     StateDiskFull,
+    StateDiskLow,
     StoreError,
     classify,
     corrupt_marker,
 )
 from .floor import apply_floor, read_floor_file, write_floor_file
+from .room import Need, Room
 from .schema import SCHEMA_VERSION, migrate
 from .values import Loaded
 
 log = logging.getLogger("sipstack_agent.state")
+
+WAL_SIZE_LIMIT = 8 * 1024 * 1024  # bytes the WAL file keeps after a checkpoint
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -111,6 +115,8 @@ class StoreBase:
         # Every revision this store issues lies above it: 0, or the floor taken when it was
         # rebuilt after a quarantine (state/floor.py, calls.document.rebuild_floor).
         self.revision_floor = 0
+        # The reserve kept for deliveries (room.py); None: writes that grow are not held.
+        self.room: Room | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -122,6 +128,7 @@ class StoreBase:
         connector_id: str = "",
         synchronous: str = "NORMAL",
         quarantine_corrupt: bool = False,
+        min_free_mb: int | None = 0,
     ) -> Self:
         """Open (creating and migrating) the store at `path` (":memory:" works too).
 
@@ -130,16 +137,20 @@ class StoreBase:
         (`state.db.corrupt-<UTC time>`, 0600) and a fresh store is created in its
         place (`store.quarantined` is then the moved file) whose revisions lie above
         any the old file may have issued (`store.revision_floor`, state/floor.py).
+        `min_free_mb`: the reserve the writes that grow the store leave on its disk
+        (state/room.py; None = auto, 0 = none, the default for all but the agent).
         """
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
         p = str(path)
         try:
-            return await cls._open_rw(p, connector_id, sync)
+            store = await cls._open_rw(p, connector_id, sync)
         except StateCorrupt:
             if not quarantine_corrupt or p == ":memory:":
                 raise
+        else:
+            return store._with_room(min_free_mb)
         # Before the old file goes: the floor of the next rebuild is above this one.
         try:
             write_floor_file(p, rebuild_floor(time.time(), read_floor_file(p)))
@@ -150,7 +161,12 @@ class StoreBase:
         moved = quarantine(p)
         store = await cls._open_rw(p, connector_id, sync)
         store.quarantined = moved
-        return store
+        return store._with_room(min_free_mb)
+
+    def _with_room(self, min_free_mb: int | None) -> Self:
+        if self.path != ":memory:" and min_free_mb != 0:
+            self.room = Room(os.path.dirname(os.path.abspath(self.path)), min_free_mb)
+        return self
 
     @classmethod
     async def _open_rw(cls, p: str, connector_id: str, synchronous: str) -> Self:
@@ -224,6 +240,9 @@ class StoreBase:
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA cache_size = -16000")  # 16 MB page cache
         conn.execute("PRAGMA foreign_keys = OFF")
+        # A WAL that one large transaction grew (a prune, a page of rows) is cut back to
+        # this once checkpointed, so the room it took returns to the filesystem (room.py).
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -284,6 +303,38 @@ class StoreBase:
         if task is not None:  # the exit is the report: no "exception never retrieved" dump
             task.add_done_callback(_retrieve)
         return StateCorruptExit(self.corrupt)
+
+    async def has_room(self, what: Need) -> bool:
+        """Whether a write adding `what` would be accepted now (room.py); sets
+        `disk_full` when it would not, as a refused write does."""
+        room = self.room
+        if room is None:
+            return True
+        try:
+            await self._run(room.check, what)
+        except StateDiskLow:
+            self.disk_full = True
+            return False
+        return True
+
+    async def _tx_growing(
+        self,
+        what: Need,
+        fn: Callable[Concatenate[sqlite3.Connection, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """`_tx` for a write that grows the store (rows, documents): refused with
+        StateDiskLow, before it begins, while the room left is below the reserve."""
+        room = self.room
+        if room is None:
+            return await self._tx(fn, *args, **kwargs)
+
+        def checked(conn: sqlite3.Connection, /, *a: _P.args, **k: _P.kwargs) -> _T:
+            room.check(conn, what)
+            return fn(conn, *a, **k)
+
+        return await self._tx(checked, *args, **kwargs)
 
     async def _tx(
         self,

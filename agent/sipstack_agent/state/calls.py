@@ -21,6 +21,7 @@ from .codec import (
     ts,
 )
 from .query import SqlValue, select_in
+from .room import Need
 from .values import CallRecord, Deferral, EvaluationLike, Loaded
 
 _LOADED_MAX = 200_000  # loads never saved are forgotten past this (saves then clear dirty)
@@ -267,4 +268,4 @@ class CallMethods(StoreBase):
         """Batch form of save_evaluation (one transaction); returns how many were applied."""
         batch = [(k, ev, self._loaded.pop(k, None)) for k, ev in items]
         t = ts(now) if now else now_ts()
-        return await self._tx(save_evaluations, batch, t, self.connector_id)
+        return await self._tx_growing(Need.DOCUMENTS, save_evaluations, batch, t, self.connector_id)

@@ -17,6 +17,11 @@ class StateDiskFull(StoreError):
     """
 
 
+class StateDiskLow(StateDiskFull):
+    """A write that grows the store was refused before the disk is full: the room left
+    is below the reserve kept for delivering (state/room.py, STATE_MIN_FREE_MB)."""
+
+
 class StateCorrupt(StoreError):
     """The state file fails `PRAGMA quick_check` or is not a database at all."""
 

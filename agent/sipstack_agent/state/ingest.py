@@ -16,6 +16,7 @@ from .base import StoreBase
 from .codec import cdr_encode, cel_encode, now_ts, ts
 from .grouping import group, mark_dirty
 from .positions import Positions, set_positions
+from .room import Need
 from .tombstones import drop_delivered, has_tombstones
 from .values import IngestResult
 
@@ -121,7 +122,7 @@ class IngestMethods(StoreBase):
         positions: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> IngestResult:
         """Store new rows (by dedup_key), mark their calls dirty, save positions: one commit."""
-        return await self._tx(ingest_rows, cels, cdrs, positions or {}, now_ts())
+        return await self._tx_growing(Need.ROWS, ingest_rows, cels, cdrs, positions or {}, now_ts())
 
     async def find_call(self, linkedid: str) -> str | None:
         """The call key a linkedid currently belongs to (None when unknown)."""

@@ -94,7 +94,10 @@ async def test_state_disk_full_pauses_reading_and_every_call_arrives(
     first, second = calls_at(20, seed=41, hours_ago=2), calls_at(150, seed=42, hours_ago=1)
     await write_calls(pbx.writer, first)
     state, port = small_fs.path / "state", free_port()
-    proc = agent(pbx, receiver.calls_url, state, tmp_path / "agent.log", port)
+    # SQLite's own SQLITE_FULL, with no reserve in the way (a disk another process
+    # filled; the reserve's own path: test_state_full_outbox_e2e.py)
+    log = tmp_path / "agent.log"
+    proc = agent(pbx, receiver.calls_url, state, log, port, STATE_MIN_FREE_MB="0")
     try:
         assert await wait_until(all_complete(receiver, first, state_dir=state), 90), proc.log_tail()
         filler = await asyncio.to_thread(small_fs.fill)

@@ -23,6 +23,7 @@ from sipstack_agent.shipping.outbox import (
     classify,
 )
 from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, parse_retry_after
+from sipstack_agent.state import StateDiskFull
 
 from .shipping_fakes import (
     T0,
@@ -707,3 +708,69 @@ async def test_a_pass_of_only_unencodable_documents_does_not_pause_shipping():
     store.add(sample_document("13.2"))
     assert await shipper.ship_once(clock()) == 1
     assert len(transport.sent) == 1
+
+
+async def test_deliveries_the_store_could_not_mark_are_marked_before_anything_is_sent_again():
+    """A full state disk refuses the pass's delivered marks: the accepted documents are
+    never POSTed again meanwhile; the marks are retried first, then shipping goes on."""
+    shipper, store, transport, clock, _ = make()
+    for i in range(3):
+        store.add(sample_document(f"1.{i}"), key=f"pbx1:1.{i}:1")
+    real = store.outbox_delivered
+    refusals = 2
+
+    async def full_disk(item_id):
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise StateDiskFull("state disk full: database or disk is full")
+        await real(item_id)
+
+    store.outbox_delivered = full_disk
+    with pytest.raises(StateDiskFull):
+        await shipper.ship_once(clock())
+    assert len(transport.sent) == 3 and len(store.pending()) == 3  # accepted, not marked
+    with pytest.raises(StateDiskFull):  # still full: the marks again, nothing sent
+        await shipper.ship_once(clock())
+    assert len(transport.sent) == 3
+    store.add(sample_document("2.0"), key="pbx1:2.0:1")
+    assert await shipper.ship_once(clock()) == 1  # marked first, then only the new one
+    assert store.delivered_calls == [[1, 2, 3], [4]]
+    assert [r.headers["Idempotency-Key"] for r in transport.sent][3:] == ["pbx1:2.0:1"]
+    assert not store.pending()
+
+
+async def test_a_full_state_disk_pauses_the_shipper_with_one_warning(caplog):
+    """run(): a refused mark is one WARNING and a pause of DISK_FULL_PAUSE, not a
+    traceback and a new pass every second."""
+    shipper, store, transport, _clock, _ = make()
+    store.add(sample_document("1.1"), key="pbx1:1.1:1")
+
+    attempts: list[list[int]] = []
+
+    async def full_disk(item_id):
+        attempts.append(list(item_id))
+        raise StateDiskFull("state disk full: database or disk is full")
+
+    store.outbox_delivered = full_disk
+    waits: list[float] = []
+
+    async def fake_wait(stop, wake, timeout):
+        waits.append(timeout)
+        if waits.count(outbox_mod.DISK_FULL_PAUSE) == 3:
+            stop.set()
+
+    stop = asyncio.Event()
+    orig = outbox_mod._wait
+    outbox_mod._wait = fake_wait
+    try:
+        with caplog.at_level(logging.WARNING, logger="sipstack_agent.shipping"):
+            await asyncio.wait_for(shipper.run(stop), 5)
+    finally:
+        outbox_mod._wait = orig
+    assert attempts == [[1], [1], [1]]  # each refused mark, then a pause before the next
+    assert waits.count(outbox_mod.DISK_FULL_PAUSE) == 3
+    assert len(transport.sent) == 1  # sent once, never again while unmarked
+    warnings = [r for r in caplog.records if "not yet marked" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None
+    assert "1 documents delivered" in warnings[0].getMessage()

@@ -232,7 +232,7 @@ async def test_failed_login_is_a_clear_error_and_retried(store):
         src = CelAmiSource(fast(srv.port, password="wrong"), store, Metrics())
         stop = asyncio.Event()
         task = asyncio.create_task(src.run(stop))
-        await until(lambda: srv.login_attempts >= 3)
+        await until(lambda: srv.login_attempts >= 3 and src.state == "auth_failed")
         assert src.state == "auth_failed" and not src.healthy
         assert "Authentication failed" in (src.last_error or "")
         assert "sipstack" in (src.last_error or "")

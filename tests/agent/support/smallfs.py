@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,11 @@ class SmallFs:
     """A real, small filesystem: `path` is its mount point; `fill()` uses up the rest."""
 
     path: Path
+
+    def free(self) -> int:
+        """Bytes still available here."""
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
 
     def fill(self) -> Path:
         """Write a file here until the filesystem says ENOSPC; returns the file."""
