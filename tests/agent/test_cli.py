@@ -24,6 +24,8 @@ from sipstack_agent.sim.timeline import timeline
 from sipstack_agent.sim.traffic import TrafficGenerator
 from sipstack_agent.sim.writers import create_sqlite_pbx, write_sqlite
 
+from .support.smallfs import SmallFs
+
 AGENT_DIR = str(Path(cli.__file__).resolve().parent.parent)
 KEY = "sk_" + "c" * 32
 CONFIG_PREFIXES = ("API_", "DB_", "CEL_", "AMI_", "RECORDING", "REGION", "STATE_DIR", "LOG_")
@@ -369,3 +371,21 @@ async def test_run_unwritable_state_dir_exits_1(pbx: Path, tmp_path: Path) -> No
     rc, out = await run_cli("run", env=env, cwd=tmp_path, timeout=30)
     assert rc == 1, out
     assert "cannot start" in out and "Traceback" not in out
+
+
+async def test_check_state_dir_names_the_room_kept_for_delivering(small_fs: SmallFs) -> None:
+    """A real 8 MiB tmpfs: auto keeps half of it (4 MB); filled, `check` says the agent
+    will store no new rows; STATE_MIN_FREE_MB is honoured."""
+    from sipstack_agent.admin.check import check_state_dir
+
+    ok = await check_state_dir(str(small_fs.path))
+    assert ok.status.name == "WARN" and "MB free" in ok.detail  # under 100 MB: a warning
+    assert "below" not in ok.detail
+    filler = small_fs.fill()
+    try:
+        low = await check_state_dir(str(small_fs.path))
+        assert "below the 4 MB the agent keeps for delivering" in low.detail, low.detail
+        assert "stores no new rows" in low.detail
+        assert "below" not in (await check_state_dir(str(small_fs.path), 0)).detail
+    finally:
+        filler.unlink()

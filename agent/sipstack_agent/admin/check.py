@@ -20,6 +20,7 @@ from .. import __version__
 from ..config import CDR_ONLY_WARNING, DatabaseSettings, Settings, api_key_format
 from ..rules.checks import CheckResult
 from ..rules.redact import redact_key
+from ..state.room import MB, Room
 from ..statedir import problem as state_dir_problem
 from ..statedir import run_as_warning
 from ..zones import PbxZone
@@ -36,20 +37,34 @@ __all__ = [
 ]
 
 
-async def check_state_dir(path: str) -> CheckResult:
+async def check_state_dir(path: str, min_free_mb: int | None = None) -> CheckResult:
+    """STATE_DIR writable, and its free space against the room the agent keeps for
+    delivering (STATE_MIN_FREE_MB, state/room.py)."""
     why = state_dir_problem(path)
     if why is not None:
         return CheckResult.fail("state dir", why)
     try:
         st = os.statvfs(path)
-        free_mb = st.f_bavail * st.f_frsize / 1e6
+        free = st.f_bavail * st.f_frsize
+        kept = Room(path, min_free_mb).min_free(st.f_blocks * st.f_frsize)
+        free_mb, kept_mb = free / MB, kept / MB
+        if free < kept:
+            return CheckResult.warn(
+                "state dir",
+                f"{path} writable but only {free_mb:.0f} MB free, below the {kept_mb:.0f} MB "
+                "the agent keeps for delivering: it stores no new rows until there is more",
+                "give STATE_DIR more space (the outbox grows while the API is unreachable)",
+            )
         if free_mb < 100:
             return CheckResult.warn(
                 "state dir",
                 f"{path} writable but only {free_mb:.0f} MB free",
                 "give STATE_DIR more space (the outbox grows while the API is unreachable)",
             )
-        return CheckResult.ok("state dir", f"{path} writable ({free_mb:.0f} MB free)")
+        return CheckResult.ok(
+            "state dir",
+            f"{path} writable ({free_mb:.0f} MB free, {kept_mb:.0f} MB of it kept for delivering)",
+        )
     except OSError as e:
         return CheckResult.fail(
             "state dir",
@@ -208,7 +223,7 @@ async def run_checks(settings: Settings, *, api: bool = True) -> list[CheckResul
         tasks.append(check_api(settings))
     for found in await asyncio.gather(*tasks):
         lines.extend(found)
-    lines.append(await check_state_dir(settings.state_dir))
+    lines.append(await check_state_dir(settings.state_dir, settings.state_min_free_mb))
     return lines
 
 
