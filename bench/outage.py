@@ -72,6 +72,11 @@ def queued(status: dict[str, object]) -> tuple[int, int]:
     return int(backlog.get("outbox_depth", -1)), int(backlog.get("dirty_calls", -1))
 
 
+def state_size(state_dir: Path) -> int:
+    """Bytes of the agent's state files (state.db, its WAL and shm)."""
+    return sum(f.stat().st_size for f in state_dir.glob("state.db*") if f.is_file())
+
+
 async def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="sipstack-outage-"))
     pg = PgBench(args.pg)
@@ -103,9 +108,7 @@ async def run(args: argparse.Namespace) -> int:
                 print(agent.log_tail(20))
                 return 1
         filled = time.perf_counter() - t0
-        state_bytes = sum(
-            f.stat().st_size for f in Path(env["STATE_DIR"]).glob("state.db*") if f.is_file()
-        )
+        state_bytes = state_size(Path(env["STATE_DIR"]))
         print(
             f"outage: {depth} documents queued ({dirty} dirty calls) in {filled:.1f}s, "
             f"agent RSS {rss_mb(agent.pid):.0f} MB; state files {state_bytes / 1e6:.1f} MB "
