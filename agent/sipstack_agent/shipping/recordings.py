@@ -43,8 +43,9 @@ from sipstack_agent.model import RecordingFile
 from sipstack_agent.recording_queue import KIND, FileAccess, LocatedFile, recording_from_payload
 from sipstack_agent.rules.redact import redact_text
 from sipstack_agent.shipping.client import Transport, TransportError, build_headers
-from sipstack_agent.shipping.outbox import Outcome, classify
+from sipstack_agent.shipping.outbox import DISK_FULL_PAUSE, Outcome, classify
 from sipstack_agent.shipping.retry import RetryPolicy, StepFreeClock, decide
+from sipstack_agent.state import StateDiskFull
 
 log = logging.getLogger("sipstack_agent.recordings")
 
@@ -159,6 +160,9 @@ class RecordingShipper:
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[str]] = {}
+        # Uploaded, but the store refused to record it (a full disk): recorded before
+        # anything else starts, never uploaded again meanwhile.
+        self._unrecorded: dict[int, tuple[QueuedItem, LocatedFile]] = {}
         self._resume_mono: float | None = None  # a Retry-After pauses uploads until then
         self.uploaded_total = 0
         self.dead_total = 0
@@ -228,6 +232,19 @@ class RecordingShipper:
                     await self.fill()
                 except asyncio.CancelledError:
                     raise
+                except StateDiskFull as exc:
+                    if self.last_error != str(exc):
+                        log.warning(
+                            "%d recordings uploaded but not yet recorded so (%s); recording "
+                            "them again every %g s before uploading more",
+                            len(self._unrecorded),
+                            exc,
+                            DISK_FULL_PAUSE,
+                        )
+                    self.last_error = str(exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), DISK_FULL_PAUSE)
+                    continue
                 except Exception:
                     log.exception("recording upload pass failed")
                 waiters: list[asyncio.Future[Any]] = [
@@ -257,6 +274,9 @@ class RecordingShipper:
 
     async def fill(self) -> int:
         """Start uploads for due items up to the concurrency; returns how many started."""
+        for item_id, (done, f) in list(self._unrecorded.items()):
+            await self._record_upload(done, f)  # may raise again: nothing new starts
+            del self._unrecorded[item_id]
         now = self._queue_clock()
         if self._pause_left() > 0:
             return 0
@@ -341,15 +361,24 @@ class RecordingShipper:
         )
 
     async def _delivered(self, item: QueuedItem, f: LocatedFile) -> None:
+        try:
+            await self._record_upload(item, f)
+        except StateDiskFull:
+            self._unrecorded[item.id] = (item, f)
+            raise
+
+    async def _record_upload(self, item: QueuedItem, f: LocatedFile) -> None:
+        """The store's part of an upload the API accepted (both writes idempotent), then
+        the counters and the file's deletion."""
         await self.store.outbox_delivered(item.id)
-        self.uploaded_total += 1
-        self.last_success_at = self._clock()
-        self.metrics.recordings_uploaded.inc()
-        self.metrics.recording_upload_bytes.inc(f.size)
         payload = item.payload  # state.OutboxItem parses its text on every access
         rec = replace(recording_from_payload(payload, uploaded=True), file_size=f.size)
         linkedid = item.call_key or str(payload.get("linkedid"))
         await self.store.add_recordings(linkedid, [rec])
+        self.uploaded_total += 1
+        self.last_success_at = self._clock()
+        self.metrics.recordings_uploaded.inc()
+        self.metrics.recording_upload_bytes.inc(f.size)
         log.info("recording uploaded: %s (%d bytes)", os.path.basename(f.path), f.size)
         if self.settings.delete_after_upload and await asyncio.to_thread(
             self.files.delete_uploaded, f

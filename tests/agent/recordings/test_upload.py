@@ -23,7 +23,7 @@ from sipstack_agent.recordings.manager import RecordingManager
 from sipstack_agent.rules.api_urls import recording_url_for
 from sipstack_agent.shipping import RecordingShipper
 from sipstack_agent.shipping.client import AiohttpTransport, Response
-from sipstack_agent.state import StateStore
+from sipstack_agent.state import StateDiskFull, StateStore
 
 from .helpers import (
     CALL_A,
@@ -643,3 +643,45 @@ async def test_one_uploads_failure_is_logged_and_does_not_stop_the_others(
     await _drive(up, clock)
     assert not await store.outbox_due(clock() + timedelta(days=1), 5, kind=KIND)
     assert len(receiver.recordings()) == 2
+
+
+async def test_an_upload_the_store_could_not_record_is_recorded_first_and_never_sent_again(
+    tmp_path: Path, store: StateStore, receiver: Receiver, transport: AiohttpTransport
+) -> None:
+    """The API took the file but the state disk refused the delivered mark: the upload
+    is recorded (outbox row gone, recording marked uploaded) before anything else is
+    uploaded, and the file is not POSTed again meanwhile."""
+    root = tmp_path / "monitor"
+    first = copy_real_wav(root, "in-1-2-20261124-043920-1795495160.0.wav")
+    second = copy_real_wav(root, "in-1-2-20261124-043920-1795495161.0.wav")
+    await _enqueue(store, first)
+    up = recording_shipper(
+        store, transport, _rset(root), _api(receiver.calls_url), IDENTITY, Metrics()
+    )
+    real = store.outbox_delivered
+    refusals = 2
+
+    async def full_disk(item_id: Any) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise StateDiskFull("state disk full: database or disk is full")
+        await real(item_id)
+
+    store.outbox_delivered = full_disk  # type: ignore[method-assign]
+    assert await up.fill() == 1
+    await asyncio.gather(*up._inflight.values(), return_exceptions=True)
+    assert len(receiver.recordings()) == 1 and up.uploaded_total == 0
+    await _enqueue(store, second, linkedid="1795495161.0")
+    with pytest.raises(StateDiskFull):  # still refused: nothing new starts
+        await up.fill()
+    assert not up._inflight and len(receiver.recordings()) == 1
+    assert await up.fill() == 1  # recorded first, then the next upload
+    await asyncio.gather(*up._inflight.values(), return_exceptions=True)
+    names = [r["file_name"] for r in receiver.recordings()]
+    assert names == [first.name, second.name]
+    assert receiver.stats()["recording_requests"] == 2  # each sent once
+    assert up.uploaded_total == 2
+    (rec,) = (await store.load_call(CALL_A)).recordings  # type: ignore[union-attr]
+    assert rec.uploaded
+    assert await store.outbox_due(datetime.now(UTC) + timedelta(days=1), 10, kind=KIND) == []
