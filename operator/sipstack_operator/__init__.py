@@ -1,3 +1,3 @@
 """SIPSTACK Connector for Asterisk: the Kubernetes operator."""
 
-__version__ = "0.17.0"
+__version__ = "0.18.0"

@@ -1,6 +1,8 @@
 """The real agent whose own outbox fills its state disk during an API outage (a real
-tmpfs, nobody frees space): when the API is back every call arrives, with the agent
-running on and after a restart on the full disk, and nothing is sent again and again."""
+tmpfs, nobody frees space): when the API is back every call arrives, the agent
+restarted on the low disk meanwhile, and nothing is sent again and again. (Without the
+restart it drains the same way; the restart adds a WAL cut back at close and the
+store's reopening on a low disk. One run: the CI's minutes are few.)"""
 
 from __future__ import annotations
 
@@ -36,16 +38,14 @@ def fs24(tmp_path: Path) -> Iterator[SmallFs]:
     yield from mounted_tmpfs(mnt, "24m")
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
 async def test_an_outbox_that_filled_the_disk_drains_by_itself_when_the_api_is_back(
     make_pbx_db: Callable[..., Awaitable[Any]],
     receiver: Receiver,
     fs24: SmallFs,
     tmp_path: Path,
-    restart: bool,
 ) -> None:
     pbx = await make_pbx_db("postgresql")
-    calls = calls_at(1500, seed=77, hours_ago=3)  # about twice what 14 MB holds
+    calls = calls_at(1200, seed=77, hours_ago=3)  # about 1.2 times what 14 MB holds
     await write_calls(pbx.writer, calls)
     receiver.set_faults(fail_status=503, retry_after="1")  # the API is down
     state, port, log = fs24.path / "state", free_port(), tmp_path / "agent.log"
@@ -63,9 +63,8 @@ async def test_an_outbox_that_filled_the_disk_drains_by_itself_when_the_api_is_b
         await asyncio.sleep(3)  # the stages meet the reserve again: the disk keeps its room
         free = fs24.free()
         assert free >= (RESERVE_MB - 6) * MB, free  # minus what the last page may take
-        if restart:
-            assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
-            proc = agent(pbx, receiver.calls_url, state, log, port, **env)
+        assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
+        proc = agent(pbx, receiver.calls_url, state, log, port, **env)
         receiver.reset_faults()  # the API is back; nobody frees space
         done = all_complete(receiver, calls, state_dir=state)
         assert await wait_until(done, 200), (receiver.stats(), proc.log_tail(30))
@@ -76,5 +75,5 @@ async def test_an_outbox_that_filled_the_disk_drains_by_itself_when_the_api_is_b
     assert_revisions_once(receiver)
     stats = receiver.stats()
     # a delivered document is sent again only after a restart (its pass was in flight)
-    assert stats.get("duplicates", 0) <= (300 if restart else 0), stats
+    assert stats.get("duplicates", 0) <= 300, stats
     assert stats.get("key_conflicts", 0) == 0, stats
