@@ -21,9 +21,9 @@ document per request with bounded concurrency and records the outcome:
   (`sipstack_dead_letters{kind,reason="http_<status>"}`).
 
 When a whole pass fails (API down, rate limited, key rejected) the shipper
-opens a circuit: it pauses (backoff or Retry-After) and then sends a single
-probe document until one gets an HTTP answer that is not a retry, so an
-outage is not met with a request per queued document.
+opens a circuit: it pauses (backoff capped at PROBE_PAUSE_MAX, or Retry-After)
+and then sends a single probe document until one gets an HTTP answer that is
+not a retry, so an outage is not met with a request per queued document.
 
 One item's failure (a store error, a bug) is logged and retried; it never
 fails the pass, so the deliveries of the other items are still recorded.
@@ -45,7 +45,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -141,6 +141,7 @@ class _Result:
     error: str = ""
 
 
+PROBE_PAUSE_MAX = 60.0  # the longest pause of the circuit between probes, Retry-After aside
 DISK_FULL_PAUSE = 5.0  # seconds between attempts to mark deliveries on a full state disk
 MAX_PASS = 1024  # documents one pass of the shipper takes from the outbox, at most
 
@@ -175,6 +176,9 @@ class Shipper:
         self._mono = monotonic
         self._queue_clock = StepFreeClock(clock, monotonic)  # due times and retry schedule
         self.policy = RetryPolicy.of(api)
+        # The circuit's own pause (no Retry-After): at most PROBE_PAUSE_MAX, so the first
+        # delivery after an outage comes within a minute of the API's return, not five.
+        self._probe_policy = replace(self.policy, cap=min(self.policy.cap, PROBE_PAUSE_MAX))
         self._rng = rng or random.Random()
         self.concurrency = max(1, int(api.concurrency))
         # Documents per pass: a pass waits for its slowest request and costs two store
@@ -353,7 +357,7 @@ class Shipper:
         self.consecutive_failures += 1
         hinted = [r.retry_after for r in results if r.retry_after is not None]
         delay = decide(
-            self.policy,
+            self.policy if hinted else self._probe_policy,
             attempts=self.consecutive_failures - 1,
             age=0.0,
             retry_after=max(hinted) if hinted else None,

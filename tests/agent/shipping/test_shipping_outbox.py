@@ -774,3 +774,27 @@ async def test_a_full_state_disk_pauses_the_shipper_with_one_warning(caplog):
     warnings = [r for r in caplog.records if "not yet marked" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].exc_info is None
     assert "1 documents delivered" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("retry_after", [None, "300"])
+async def test_a_long_outage_probes_at_least_once_a_minute_unless_the_api_asks_for_longer(
+    retry_after,
+):
+    """The circuit's own pause stops growing at PROBE_PAUSE_MAX (the first delivery after
+    an outage within a minute of the API's return); a Retry-After still counts, up to
+    the 5-minute cap."""
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    transport = FakeTransport(lambda req: Response(503, headers, "down"))
+    shipper, store, _, clock, _ = make(transport=transport)  # TopRandom: the ceilings
+    for i in range(3):
+        store.add(sample_document(f"7.{i}"))
+    pauses = []
+    for _ in range(10):
+        await shipper.ship_once(clock())
+        pauses.append((shipper.paused_until - clock()).total_seconds())
+        clock.now = shipper.paused_until + timedelta(seconds=600)  # items due again too
+    if retry_after is None:
+        assert pauses == [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]
+        assert outbox_mod.PROBE_PAUSE_MAX == 60
+    else:
+        assert pauses == [300] * 10
