@@ -24,7 +24,8 @@ Fixtures
                       ``log.since_mark(role, db)`` read them back from PostgreSQL's own log.
 ``asterisk_sample``   the real Asterisk 20 sample rows (../shared/fixtures/asterisk20-sample)
                       as CSV dicts and as the CelRow/CdrRow a reader must produce.
-``small_fs``          a real 8 MiB tmpfs to run out of space on (root only).
+``small_fs``          a real 8 MiB tmpfs to run out of space on (root only; other sizes
+                      by indirect parametrization).
 
 ``support.servers.pg_zone(server, zone, role=False)``: the DBA's zone on a PostgreSQL
 test database (ALTER DATABASE / ROLE ... IN DATABASE ... SET timezone).
@@ -160,10 +161,11 @@ def pg_statement_log() -> Callable[[str], Awaitable[StatementLog]]:
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
-    """A real 8 MiB tmpfs (mounted as root) to run out of space on."""
+def small_fs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmallFs]:
+    """A real 8 MiB tmpfs (mounted as root) to run out of space on; another size with
+    `@pytest.mark.parametrize("small_fs", ["24m"], indirect=True)`."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    yield from mounted_tmpfs(mnt)
+    yield from mounted_tmpfs(mnt, getattr(request, "param", "8m"))

@@ -7,7 +7,7 @@ store's reopening on a low disk. One run: the CI's minutes are few.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from sipstack_agent.receiver import Receiver
 from sipstack_agent.state.room import MB
 
-from ..support.smallfs import SmallFs, mounted_tmpfs
+from ..support.smallfs import SmallFs
 from .helpers import all_complete, assert_revisions_once, free_port, wait_until, write_calls
 from .test_e2e import receiver
 from .test_state_faults_e2e import DISK_FULL_PROBLEM, agent, calls_at, metric, readyz
@@ -26,29 +26,18 @@ __all__ = ["receiver"]
 RESERVE_MB = 10
 
 
-@pytest.fixture
-def fs24(tmp_path: Path) -> Iterator[SmallFs]:
-    """A real 24 MiB tmpfs: 14 MB for the store once the 10 MB reserve is kept."""
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    yield from mounted_tmpfs(mnt, "24m")
-
-
+@pytest.mark.parametrize("small_fs", ["24m"], indirect=True)  # 14 MB past the reserve
 async def test_an_outbox_that_filled_the_disk_drains_by_itself_when_the_api_is_back(
     make_pbx_db: Callable[..., Awaitable[Any]],
     receiver: Receiver,
-    fs24: SmallFs,
+    small_fs: SmallFs,
     tmp_path: Path,
 ) -> None:
     pbx = await make_pbx_db("postgresql")
     calls = calls_at(1200, seed=77, hours_ago=3)  # about 1.2 times what 14 MB holds
     await write_calls(pbx.writer, calls)
     receiver.set_faults(fail_status=503, retry_after="1")  # the API is down
-    state, port, log = fs24.path / "state", free_port(), tmp_path / "agent.log"
+    state, port, log = small_fs.path / "state", free_port(), tmp_path / "agent.log"
     env = {"STATE_MIN_FREE_MB": str(RESERVE_MB)}
     proc = agent(pbx, receiver.calls_url, state, log, port, **env)
     try:
@@ -61,7 +50,7 @@ async def test_an_outbox_that_filled_the_disk_drains_by_itself_when_the_api_is_b
         assert metric(port, "sipstack_state_disk_full") == 1.0
         assert "state disk low" in log.read_text()
         await asyncio.sleep(3)  # the stages meet the reserve again: the disk keeps its room
-        free = fs24.free()
+        free = small_fs.free()
         assert free >= (RESERVE_MB - 6) * MB, free  # minus what the last page may take
         assert await asyncio.to_thread(proc.terminate, 15) == 0, proc.log_tail()
         proc = agent(pbx, receiver.calls_url, state, log, port, **env)
